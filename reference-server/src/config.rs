@@ -1,0 +1,465 @@
+//! Server configuration: YAML on disk, defaults a newcomer meets, and validation.
+//!
+//! The file is parsed with `serde-saphyr` and `deny_unknown_fields`, so a typo in a key is an
+//! error naming the file, the line and the key rather than a setting silently ignored.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::faults::Faults;
+
+/// The primary hosted domain of the defaults in DESIGN.md.
+pub const DEFAULT_DOMAIN: &str = "example.test";
+/// The default server hostname, used in the greeting, `Received:` and the certificate.
+pub const DEFAULT_HOSTNAME: &str = "mail.example.test";
+
+/// What a listener is for; decides the policy applied to its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Role {
+    /// Server-to-server relay / MX (port 25): no AUTH needed for local recipients.
+    Smtp,
+    /// Message submission (port 587, RFC 6409): STARTTLS, then AUTH before MAIL.
+    Submission,
+    /// Submission over implicit TLS (port 465, RFC 8314).
+    Submissions,
+}
+
+impl Role {
+    /// Every role, in port-table order.
+    pub const ALL: [Role; 3] = [Role::Smtp, Role::Submission, Role::Submissions];
+
+    /// The port the role has on the Internet.
+    pub fn standard_port(self) -> u16 {
+        match self {
+            Role::Smtp => 25,
+            Role::Submission => 587,
+            Role::Submissions => 465,
+        }
+    }
+
+    /// The unprivileged port used by default on this machine.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Role::Smtp => 2525,
+            Role::Submission => 2587,
+            Role::Submissions => 2465,
+        }
+    }
+
+    /// The TLS mode the documented port implies.
+    pub fn default_tls(self) -> TlsMode {
+        match self {
+            Role::Smtp | Role::Submission => TlsMode::Starttls,
+            Role::Submissions => TlsMode::Implicit,
+        }
+    }
+
+    /// Whether sessions on this role must authenticate before MAIL.
+    pub fn requires_auth(self) -> bool {
+        matches!(self, Role::Submission | Role::Submissions)
+    }
+
+    /// The name used in config files and in the listener lines printed at start-up.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a listener uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text only; STARTTLS is not offered.
+    None,
+    /// Plain text with STARTTLS offered (RFC 3207).
+    Starttls,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// The policy applied to sessions on this socket.
+    pub role: Role,
+    /// Where to listen; port 0 means any free port.
+    pub address: SocketAddr,
+    /// TLS mode; defaults to what the role's documented port uses.
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+}
+
+impl Listener {
+    /// The TLS mode in force, explicit or implied by the role.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.unwrap_or(self.role.default_tls())
+    }
+}
+
+/// A mailbox owner who can log in.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// Full address, also the login name.
+    pub address: String,
+    /// Plain-text password (test setups).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An argon2 PHC string (`$argon2id$...`), for configs that should not hold the password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Passwords stay out of logs and error messages.
+        f.debug_struct("Account")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Certificate and key files; when absent a self-signed pair is generated in the data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Resource limits; each exceeded limit has its own reply code.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, in octets (advertised with SIZE).
+    pub message_size: u64,
+    /// Recipients accepted per transaction (further RCPTs get 452).
+    pub recipients: usize,
+    /// Longest text line in DATA, in octets including CRLF (RFC 5321 4.5.3.1.6).
+    pub line_length: usize,
+    /// Simultaneous connections over all listeners.
+    pub connections: usize,
+    /// Seconds a session may stay silent before it is closed with 421.
+    pub idle_timeout_secs: u64,
+    /// Error replies a session may provoke before it is disconnected with 421.
+    pub max_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            message_size: 25 * 1024 * 1024,
+            recipients: 100,
+            line_length: 1000,
+            connections: 256,
+            idle_timeout_secs: 300,
+            max_errors: 10,
+        }
+    }
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server's own name: greeting, `Received:`, certificate.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Domains whose mail is delivered here; the first is the primary one.
+    pub domains: Vec<String>,
+    /// Accounts; each must be in a hosted domain.
+    pub accounts: Vec<Account>,
+    /// Listening sockets.
+    pub listeners: Vec<Listener>,
+    /// Certificate files; generated when absent.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Misbehaviour on purpose, for testing clients and the harness.
+    #[serde(default)]
+    pub faults: Faults,
+    /// Where the store and generated certificate live; the `--data-dir` flag overrides it.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn default_hostname() -> String {
+    DEFAULT_HOSTNAME.to_owned()
+}
+
+/// A configuration that could not be read or makes no sense.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML did not match the schema (unknown key, wrong type, missing field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde-saphyr's message, which names the line, column and key.
+        message: String,
+    },
+    /// The values parsed but contradict each other.
+    #[error("{path}: invalid configuration: {message}")]
+    Invalid {
+        /// The file (or `<defaults>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The defaults of DESIGN.md: `example.test`, alice and bob, the three SMTP listeners on
+    /// 127.0.0.1 at the unprivileged default ports.
+    pub fn defaults() -> Config {
+        Config {
+            hostname: default_hostname(),
+            domains: vec![DEFAULT_DOMAIN.to_owned()],
+            accounts: ["alice", "bob"]
+                .into_iter()
+                .map(|user| Account {
+                    address: format!("{user}@{DEFAULT_DOMAIN}"),
+                    password: Some(format!("{user}-secret")),
+                    password_hash: None,
+                })
+                .collect(),
+            listeners: Role::ALL
+                .into_iter()
+                .map(|role| Listener {
+                    role,
+                    address: SocketAddr::from(([127, 0, 0, 1], role.default_port())),
+                    tls: None,
+                })
+                .collect(),
+            tls: None,
+            limits: Limits::default(),
+            faults: Faults::default(),
+            data_dir: None,
+        }
+    }
+
+    /// The defaults with every listener on an ephemeral port and the given data dir: what
+    /// tests and the harness's embedded target run.
+    pub fn ephemeral(data_dir: PathBuf) -> Config {
+        let mut config = Config::defaults();
+        for listener in &mut config.listeners {
+            listener.address.set_port(0);
+        }
+        config.data_dir = Some(data_dir);
+        config
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text, path)?;
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            serde_saphyr::from_str(text).map_err(|error| ConfigError::Parse {
+                path: path.to_owned(),
+                message: error.to_string(),
+            })?;
+        // Relative paths in a config file mean "next to the config file".
+        if let Some(base) = path.parent() {
+            if let Some(tls) = &mut config.tls {
+                tls.cert = base.join(&tls.cert);
+                tls.key = base.join(&tls.key);
+            }
+            if let Some(dir) = &mut config.data_dir {
+                *dir = base.join(&*dir);
+            }
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Moves every listener to the documented port of its role (25, 587, 465).
+    pub fn use_standard_ports(&mut self) {
+        for listener in &mut self.listeners {
+            listener.address.set_port(listener.role.standard_port());
+        }
+    }
+
+    /// Checks relations the schema cannot express.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if self.domains.is_empty() {
+            return Err(invalid("`domains` must name at least one domain".into()));
+        }
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "`listeners` must list at least one listener".into(),
+            ));
+        }
+        let domains: BTreeSet<String> = self
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (index, account) in self.accounts.iter().enumerate() {
+            let Some((local, domain)) = account.address.rsplit_once('@') else {
+                return Err(invalid(format!(
+                    "accounts[{index}].address `{}` is not an address (local@domain)",
+                    account.address
+                )));
+            };
+            if local.is_empty() || !domains.contains(&domain.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "accounts[{index}].address `{}` is not in a hosted domain ({})",
+                    account.address,
+                    self.domains.join(", ")
+                )));
+            }
+            if !seen.insert(account.address.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "accounts[{index}].address `{}` appears twice",
+                    account.address
+                )));
+            }
+            match (&account.password, &account.password_hash) {
+                (Some(_), None) => {}
+                (None, Some(hash)) => crate::auth::check_hash_syntax(hash)
+                    .map_err(|why| invalid(format!("accounts[{index}].password_hash: {why}")))?,
+                _ => {
+                    return Err(invalid(format!(
+                        "accounts[{index}] needs exactly one of `password` and `password_hash`"
+                    )));
+                }
+            }
+        }
+        for (index, listener) in self.listeners.iter().enumerate() {
+            if listener.role == Role::Submissions && listener.tls_mode() != TlsMode::Implicit {
+                return Err(invalid(format!(
+                    "listeners[{index}]: role submissions is implicit TLS by definition (RFC 8314)"
+                )));
+            }
+        }
+        let limits = &self.limits;
+        if limits.line_length < 80 || limits.recipients == 0 || limits.connections == 0 {
+            return Err(invalid(
+                "limits: line_length must be at least 80, recipients and connections at least 1"
+                    .into(),
+            ));
+        }
+        self.faults.validate().map_err(invalid)?;
+        Ok(())
+    }
+
+    /// Whether `domain` is hosted here (ASCII case-insensitive).
+    pub fn hosts_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// The account for an address (case-insensitive), if any.
+    pub fn account(&self, address: &str) -> Option<&Account> {
+        self.accounts
+            .iter()
+            .find(|a| a.address.eq_ignore_ascii_case(address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+domains: [example.test]
+accounts:
+  - { address: alice@example.test, password: pw }
+listeners:
+  - { role: smtp, address: 127.0.0.1:0 }
+  - { role: submissions, address: 127.0.0.1:0 }
+limits:
+  message_size: 1000000
+";
+
+    #[test]
+    fn good_config_parses_with_defaults_filled_in() {
+        let config = Config::parse(GOOD, Path::new("good.yaml")).unwrap();
+        assert_eq!(config.hostname, DEFAULT_HOSTNAME);
+        assert_eq!(config.limits.message_size, 1_000_000);
+        assert_eq!(config.limits.recipients, Limits::default().recipients);
+        assert_eq!(config.listeners[0].tls_mode(), TlsMode::Starttls);
+        assert_eq!(config.listeners[1].tls_mode(), TlsMode::Implicit);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("message_size", "mesage_size");
+        let error = Config::parse(&text, Path::new("conf/server.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("conf/server.yaml"), "{error}");
+        assert!(error.contains("mesage_size"), "{error}");
+        assert!(error.contains("line 8"), "{error}");
+    }
+
+    #[test]
+    fn account_outside_hosted_domains_is_refused() {
+        let text = GOOD.replace("alice@example.test", "alice@other.test");
+        let error = Config::parse(&text, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("accounts[0]"), "{error}");
+        assert!(error.contains("hosted domain"), "{error}");
+    }
+
+    #[test]
+    fn submissions_without_implicit_tls_is_refused() {
+        let text = GOOD.replace(
+            "{ role: submissions, address: 127.0.0.1:0 }",
+            "{ role: submissions, address: 127.0.0.1:0, tls: starttls }",
+        );
+        assert!(Config::parse(&text, Path::new("x.yaml")).is_err());
+    }
+
+    #[test]
+    fn defaults_validate_and_match_design() {
+        let config = Config::defaults();
+        config.validate(Path::new("<defaults>")).unwrap();
+        let ports: Vec<u16> = config.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [2525, 2587, 2465]);
+        assert!(config.account("ALICE@example.test").is_some());
+    }
+}

@@ -1,0 +1,15 @@
+//! The reference mail server: SMTP on the relay, submission and submissions ports with the
+//! policies each port means, a durable store, and faults that can be switched on to imitate
+//! misconfigured or vulnerable servers.
+
+pub mod auth;
+pub mod config;
+pub mod faults;
+pub mod server;
+pub mod smtp;
+pub mod store;
+pub mod tls;
+
+pub use config::{Config, Role, TlsMode};
+pub use faults::Faults;
+pub use server::{BoundListener, RunningServer, ServerError, start};

@@ -1,0 +1,97 @@
+//! `reference-server`: runs the reference mail server until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use reference_server::Config;
+
+/// Reference SMTP server with a durable mail store. With no arguments it serves example.test
+/// (alice@example.test / alice-secret, bob@example.test / bob-secret) on 127.0.0.1 ports 2525
+/// (smtp), 2587 (submission) and 2465 (submissions).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// YAML configuration file (see README.md); the defaults apply without one.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the store and the generated certificate live [default: ./mail-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen on the documented ports (25, 587, 465) instead of the unprivileged defaults.
+    #[arg(long)]
+    standard_ports: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("reference-server: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::defaults(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = Some(dir);
+    }
+    if args.standard_ports {
+        config.use_standard_ports();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("reference-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let server = match reference_server::start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("reference-server: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Stable, parseable lines: tests and scripts read the bound addresses from here.
+    for listener in server.listeners() {
+        println!(
+            "listening {} {} tls={:?}",
+            listener.role, listener.addr, listener.tls
+        );
+    }
+    println!("certificate {}", server.cert_path().display());
+    println!("data-dir {}", server.data_dir().display());
+    println!("ready");
+    wait_for_signal().await;
+    eprintln!("reference-server: shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

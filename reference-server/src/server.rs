@@ -1,0 +1,432 @@
+//! Listeners and the per-connection driver: the thin I/O layer over [`Session`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{Config, Role, TlsMode};
+use crate::smtp::session::{Connection, Event, Session};
+use crate::store::Store;
+use crate::tls::{self, Identity};
+
+/// How long a shutdown waits for a message that is being received.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {address} for {role}: {source}")]
+    Bind {
+        /// The role of the listener.
+        role: Role,
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The store could not be opened.
+    #[error("mail store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A listener after binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundListener {
+    /// Its role.
+    pub role: Role,
+    /// The address it actually listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Its TLS mode.
+    pub tls: TlsMode,
+}
+
+/// A started server; dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct RunningServer {
+    listeners: Vec<BoundListener>,
+    identity: Identity,
+    store: Store,
+    config: Arc<Config>,
+    data_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    done_tx: Option<mpsc::Sender<()>>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+/// Everything a connection task needs, shared.
+struct Shared {
+    config: Arc<Config>,
+    store: Store,
+    acceptor: TlsAcceptor,
+    connections: Arc<Semaphore>,
+}
+
+/// Opens the store, loads or generates the certificate, binds every listener and starts
+/// serving. Returns once all sockets are bound.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let data_dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("mail-data"));
+    let store = Store::open(&data_dir)?;
+    for account in &config.accounts {
+        store.ensure_account(&account.address)?;
+    }
+    let identity = tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?;
+    for fault in config.faults.policy_faults() {
+        tracing::warn!("FAULT `{fault}` is ON: this server misbehaves on purpose");
+    }
+    if !config.faults.commands.is_empty() {
+        tracing::warn!(
+            "FAULTS: {} injected command fault(s) configured",
+            config.faults.commands.len()
+        );
+    }
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        store: store.clone(),
+        acceptor: TlsAcceptor::from(identity.config.clone()),
+        connections: Arc::new(Semaphore::new(config.limits.connections)),
+    });
+    let (shutdown, _) = watch::channel(false);
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let mut listeners = Vec::new();
+    for spec in &config.listeners {
+        let socket = TcpListener::bind(spec.address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                role: spec.role,
+                address: spec.address,
+                source,
+            })?;
+        let addr = socket.local_addr().map_err(|source| ServerError::Bind {
+            role: spec.role,
+            address: spec.address,
+            source,
+        })?;
+        let bound = BoundListener {
+            role: spec.role,
+            addr,
+            tls: spec.tls_mode(),
+        };
+        listeners.push(bound);
+        tokio::spawn(accept_loop(
+            socket,
+            bound,
+            shared.clone(),
+            shutdown.subscribe(),
+            done_tx.clone(),
+        ));
+    }
+    Ok(RunningServer {
+        listeners,
+        identity,
+        store,
+        config,
+        data_dir,
+        shutdown,
+        done_tx: Some(done_tx),
+        done_rx,
+    })
+}
+
+impl RunningServer {
+    /// The bound listeners, in config order.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The address of the first listener with this role.
+    pub fn addr(&self, role: Role) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.role == role)
+            .map(|l| l.addr)
+    }
+
+    /// The server certificate in PEM, for clients to trust.
+    pub fn cert_pem(&self) -> &str {
+        &self.identity.cert_pem
+    }
+
+    /// Where the certificate file is.
+    pub fn cert_path(&self) -> &std::path::Path {
+        &self.identity.cert_path
+    }
+
+    /// The mail store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Stops accepting, tells idle sessions 421, lets messages being received finish (up to a
+    /// grace period), and returns when every connection has ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.done_tx = None;
+        // recv() yields None once every listener and connection task has dropped its sender.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, self.done_rx.recv()).await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    bound: BoundListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(role = %bound.role, "accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            let Ok(_permit) = shared.connections.clone().try_acquire_owned() else {
+                refuse_busy(tcp, &bound, &shared).await;
+                return;
+            };
+            tracing::debug!(role = %bound.role, %peer, "connection");
+            let conn = Connection {
+                role: bound.role,
+                tls_mode: bound.tls,
+                peer,
+            };
+            if let Err(error) = serve(tcp, conn, &shared, shutdown).await {
+                tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");
+            }
+        });
+    }
+}
+
+async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared) {
+    tracing::warn!(role = %bound.role, "connection limit reached; refusing a client");
+    let line = format!(
+        "421 4.7.0 {} Too many connections, try again later\r\n",
+        shared.config.hostname
+    );
+    let mut stream = Stream::Plain(tcp);
+    if bound.tls == TlsMode::Implicit {
+        match shared.acceptor.accept(stream.into_tcp()).await {
+            Ok(tls) => stream = Stream::Tls(Box::new(tls)),
+            Err(_) => return,
+        }
+    }
+    let _ = stream.write_all(line.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A connection before or after TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while a handshake is in progress.
+    Upgrading,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf).await,
+            Stream::Tls(tls) => tls.read(buf).await,
+            Stream::Upgrading => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+            Stream::Upgrading => Ok(()),
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.shutdown().await,
+            Stream::Tls(tls) => tls.shutdown().await,
+            Stream::Upgrading => Ok(()),
+        }
+    }
+
+    fn into_tcp(self) -> TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.into_inner().0,
+            Stream::Upgrading => unreachable!("a stream is never left mid-upgrade"),
+        }
+    }
+}
+
+/// Runs one session to its end.
+async fn serve(
+    tcp: TcpStream,
+    conn: Connection,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let config = &shared.config;
+    let idle = Duration::from_secs(config.limits.idle_timeout_secs);
+    let mut stream = Stream::Plain(tcp);
+    if conn.tls_mode == TlsMode::Implicit {
+        let tls = tokio::time::timeout(idle, shared.acceptor.accept(stream.into_tcp()))
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+        stream = Stream::Tls(Box::new(tls));
+    }
+    let peer = conn.peer;
+    let mut session = Session::new(config.clone(), conn);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut grace_deadline: Option<Instant> = None;
+    let mut event = session.greet();
+    loop {
+        event = match event {
+            Event::NeedInput => {
+                stream.write_all(&session.take_output()).await?;
+                let stopping = *shutdown.borrow();
+                if stopping && !session.in_message_data() {
+                    session.abort("4.3.2", "Server shutting down");
+                    event = session.step();
+                    continue;
+                }
+                if stopping && grace_deadline.is_none() {
+                    grace_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                let deadline = grace_deadline.map_or(Instant::now() + idle, |grace| {
+                    grace.min(Instant::now() + idle)
+                });
+                let watch_shutdown = !stopping;
+                tokio::select! {
+                    read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
+                        Err(_) if grace_deadline.is_some() => {
+                            session.abort("4.3.2", "Server shutting down");
+                        }
+                        Err(_) => session.abort("4.4.2", "Idle timeout, closing connection"),
+                        Ok(Ok(0)) => {
+                            tracing::debug!(%peer, "client closed the connection");
+                            return Ok(());
+                        }
+                        Ok(Ok(n)) => session.push_input(&buf[..n]),
+                        Ok(Err(error)) => return Err(error),
+                    },
+                    _ = shutdown.wait_for(|stop| *stop), if watch_shutdown => {}
+                }
+                session.step()
+            }
+            Event::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                session.step()
+            }
+            Event::StartTls => {
+                stream.write_all(&session.take_output()).await?;
+                let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
+                let tls = tokio::time::timeout(idle, shared.acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                stream = Stream::Tls(Box::new(tls));
+                session.tls_started();
+                session.step()
+            }
+            Event::Authenticate { login, password } => {
+                let config = config.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    crate::auth::authenticate(&config, &login, &password)
+                })
+                .await
+                .ok()
+                .flatten();
+                if verdict.is_none() {
+                    tracing::info!(%peer, "authentication failed");
+                }
+                session.auth_result(verdict);
+                session.step()
+            }
+            Event::Deliver(envelope) => {
+                for foreign in &envelope.discarded {
+                    tracing::warn!(
+                        id = envelope.id,
+                        "FAULT open_relay: discarding mail for {foreign}"
+                    );
+                }
+                let store = shared.store.clone();
+                let local = envelope.local.clone();
+                let message = envelope.message;
+                let size = message.len();
+                let result = if local.is_empty() {
+                    Ok(())
+                } else {
+                    tokio::task::spawn_blocking(move || {
+                        let recipients: Vec<&str> = local.iter().map(String::as_str).collect();
+                        store.deliver(&recipients, &message).map(drop)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|stored| stored.map_err(|e| e.to_string()))
+                };
+                if result.is_ok() {
+                    tracing::info!(
+                        id = envelope.id,
+                        from = envelope.sender,
+                        to = ?envelope.local,
+                        size,
+                        "delivered"
+                    );
+                }
+                session.delivery_result(&envelope.id, result);
+                session.step()
+            }
+            Event::Close => {
+                stream.write_all(&session.take_output()).await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+        };
+    }
+}

@@ -1,0 +1,1192 @@
+//! One SMTP session as a state machine: bytes in, reply bytes out, and requests for the few
+//! things it cannot do itself (TLS, password checks, storing mail, waiting). The socket loop in
+//! `server.rs` is a thin driver over it, and tests drive it directly with no socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{self, SaslError};
+use crate::config::{Config, Role, TlsMode};
+use crate::faults::InjectedOutcome;
+use crate::smtp::command::{self, Address, Command, Param, ParseError};
+use crate::smtp::data::{DataReceiver, Progress, Violation};
+
+/// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+/// Longest AUTH command or SASL response line (RFC 4954 section 4).
+const MAX_AUTH_LINE: usize = 12288;
+
+/// What the session needs from its driver before it can go on.
+#[derive(Debug)]
+pub enum Event {
+    /// Send pending output, then read more input and call [`Session::push_input`].
+    NeedInput,
+    /// Send pending output, wait this long, then call [`Session::step`] again.
+    Delay(Duration),
+    /// Send pending output, run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
+    /// Check these credentials and call [`Session::auth_result`].
+    Authenticate {
+        /// The login name.
+        login: String,
+        /// The password.
+        password: String,
+    },
+    /// Store the message durably and call [`Session::delivery_result`].
+    Deliver(Envelope),
+    /// Send pending output and close the connection.
+    Close,
+}
+
+/// A message ready for delivery: trace headers already prepended.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Reverse path, empty for the null sender.
+    pub sender: String,
+    /// Local accounts to deliver to (distinct).
+    pub local: Vec<String>,
+    /// Foreign recipients accepted only because the `open_relay` fault is on.
+    pub discarded: Vec<String>,
+    /// The message as stored: `Return-Path:`, `Received:`, then the client's octets.
+    pub message: Vec<u8>,
+    /// The queue id quoted in the 250 reply and the `Received:` header.
+    pub id: String,
+}
+
+/// Facts about the connection the session runs on.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Listener role.
+    pub role: Role,
+    /// Listener TLS mode.
+    pub tls_mode: TlsMode,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Command,
+    Data(DataReceiver),
+    Bdat {
+        size: u64,
+        remaining: u64,
+        last: bool,
+        refusal: Option<(u16, String)>,
+    },
+    AuthPlain,
+    AuthLogin {
+        login: Option<String>,
+    },
+    Waiting,
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: String,
+    smtputf8: bool,
+    local: Vec<String>,
+    discarded: Vec<String>,
+    /// BDAT chunks so far, or `None` while no BDAT was used.
+    chunks: Option<Vec<u8>>,
+    /// Set when a BDAT chunk failed: later chunks are consumed and refused until RSET.
+    chunk_error: bool,
+}
+
+impl Transaction {
+    fn recipients(&self) -> usize {
+        self.local.len() + self.discarded.len()
+    }
+}
+
+/// The SMTP session.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<Config>,
+    conn: Connection,
+    phase: Phase,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    user: Option<String>,
+    tx: Option<Transaction>,
+    errors: u32,
+    discarding_long_line: bool,
+    refuse_all: bool,
+    /// A command held back by an injected delay.
+    delayed: Option<Command>,
+}
+
+impl Session {
+    /// A new session; call [`Session::greet`] first.
+    pub fn new(config: Arc<Config>, conn: Connection) -> Session {
+        let tls = conn.tls_mode == TlsMode::Implicit;
+        Session {
+            config,
+            conn,
+            phase: Phase::Command,
+            input: Vec::new(),
+            output: Vec::new(),
+            helo: None,
+            esmtp: false,
+            tls,
+            user: None,
+            tx: None,
+            errors: 0,
+            discarding_long_line: false,
+            refuse_all: false,
+            delayed: None,
+        }
+    }
+
+    /// Queues the greeting (or an injected one) and says what to do next.
+    pub fn greet(&mut self) -> Event {
+        let injection = self.config.faults.inject("CONNECT");
+        match injection.outcome {
+            Some(InjectedOutcome::Disconnect) => self.phase = Phase::Closed,
+            Some(InjectedOutcome::Reply(code, text)) => {
+                self.raw_reply(code, &text);
+                if code == 421 {
+                    self.phase = Phase::Closed;
+                } else {
+                    self.refuse_all = true;
+                }
+            }
+            None => {
+                let line = format!("{} ESMTP reference-server ready", self.config.hostname);
+                self.raw_reply(220, &line);
+            }
+        }
+        if !injection.delay.is_zero() {
+            return Event::Delay(injection.delay);
+        }
+        self.step()
+    }
+
+    /// Adds bytes read from the client.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Takes the reply bytes queued so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Whether the session is inside message data, where a shutdown waits for the end.
+    pub fn in_message_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(_) | Phase::Bdat { .. })
+            || matches!(&self.tx, Some(tx) if tx.chunks.is_some())
+    }
+
+    /// Queues a 421 reply and closes (idle timeout, shutdown, too many connections).
+    pub fn abort(&mut self, enhanced: &str, text: &str) {
+        self.reply(421, enhanced, text);
+        self.phase = Phase::Closed;
+    }
+
+    /// TLS is up: forget everything learnt in plain text (RFC 3207 section 4.2).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.user = None;
+        self.tx = None;
+        self.phase = Phase::Command;
+        if !self.config.faults.starttls_injection {
+            // Bytes sent before the handshake were not protected by it; executing them would
+            // let an attacker inject commands into the TLS session (CVE-2011-0411).
+            self.input.clear();
+        }
+    }
+
+    /// The verdict on credentials requested with [`Event::Authenticate`].
+    pub fn auth_result(&mut self, account: Option<String>) {
+        self.phase = Phase::Command;
+        match account {
+            Some(account) => {
+                self.reply(235, "2.7.0", "Authentication successful");
+                self.user = Some(account);
+            }
+            None => self.error(535, "5.7.8", "Authentication credentials invalid"),
+        }
+    }
+
+    /// The outcome of an [`Event::Deliver`].
+    pub fn delivery_result(&mut self, id: &str, result: Result<(), String>) {
+        self.phase = Phase::Command;
+        self.tx = None;
+        match result {
+            Ok(()) => self.reply(250, "2.0.0", &format!("Ok: queued as {id}")),
+            Err(why) => {
+                tracing::error!(id, "delivery failed: {why}");
+                self.reply(451, "4.3.0", "Local error in processing; try again later");
+            }
+        }
+    }
+
+    /// Runs until the session needs something from the driver.
+    pub fn step(&mut self) -> Event {
+        if let Some(command) = self.delayed.take() {
+            if let Some(event) = self.execute(command) {
+                return event;
+            }
+        }
+        loop {
+            if self.errors >= self.config.limits.max_errors && !matches!(self.phase, Phase::Closed)
+            {
+                self.abort("4.7.0", "Too many errors; closing connection");
+            }
+            match &mut self.phase {
+                Phase::Closed => return Event::Close,
+                Phase::Waiting => return Event::NeedInput,
+                Phase::Data(receiver) => match receiver.feed(&self.input) {
+                    Progress::NeedMore => {
+                        self.input.clear();
+                        return Event::NeedInput;
+                    }
+                    Progress::Done(consumed) => {
+                        self.input.drain(..consumed);
+                        let Phase::Data(receiver) =
+                            std::mem::replace(&mut self.phase, Phase::Command)
+                        else {
+                            unreachable!("phase checked above");
+                        };
+                        if let Some(event) = self.end_of_data(receiver.finish()) {
+                            return event;
+                        }
+                    }
+                },
+                Phase::Bdat {
+                    remaining, refusal, ..
+                } => {
+                    let take = (*remaining).min(self.input.len() as u64) as usize;
+                    *remaining -= take as u64;
+                    let chunk = &self.input[..take];
+                    let limit = self.config.limits.message_size;
+                    if refusal.is_none() {
+                        if let Some(Transaction {
+                            chunks: Some(buf), ..
+                        }) = &mut self.tx
+                        {
+                            if (buf.len() + chunk.len()) as u64 > limit {
+                                *refusal = Some((
+                                    552,
+                                    format!(
+                                        "5.3.4 Message size exceeds fixed maximum message size ({limit} octets)"
+                                    ),
+                                ));
+                            } else {
+                                buf.extend_from_slice(chunk);
+                            }
+                        }
+                    }
+                    self.input.drain(..take);
+                    if *remaining > 0 {
+                        return Event::NeedInput;
+                    }
+                    let Phase::Bdat {
+                        size,
+                        last,
+                        refusal,
+                        ..
+                    } = std::mem::replace(&mut self.phase, Phase::Command)
+                    else {
+                        unreachable!("phase checked above");
+                    };
+                    if refusal.is_some() {
+                        if let Some(tx) = &mut self.tx {
+                            tx.chunk_error = true;
+                            tx.chunks = None;
+                        }
+                    }
+                    if let Some(event) = self.end_of_chunk(size, last, refusal) {
+                        return event;
+                    }
+                }
+                Phase::Command | Phase::AuthPlain | Phase::AuthLogin { .. } => {
+                    let Some(line) = self.next_line() else {
+                        return Event::NeedInput;
+                    };
+                    let event = match std::mem::replace(&mut self.phase, Phase::Command) {
+                        Phase::AuthPlain => self.sasl_plain(&line),
+                        Phase::AuthLogin { login } => self.sasl_login(login, &line),
+                        _ => self.command_line(&line),
+                    };
+                    if let Some(event) = event {
+                        return event;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one line from the input, handling over-long lines; `None` when incomplete.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let limit = MAX_AUTH_LINE;
+            let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
+                if self.input.len() > limit {
+                    self.input.clear();
+                    if !self.discarding_long_line {
+                        self.discarding_long_line = true;
+                        self.error(500, "5.5.2", "Line too long");
+                    }
+                }
+                return None;
+            };
+            let mut line: Vec<u8> = self.input.drain(..=lf).collect();
+            if std::mem::take(&mut self.discarding_long_line) {
+                continue;
+            }
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let auth_line = matches!(self.phase, Phase::AuthPlain | Phase::AuthLogin { .. })
+                || line
+                    .get(..5)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "));
+            let max = if auth_line {
+                MAX_AUTH_LINE
+            } else {
+                MAX_COMMAND_LINE
+            };
+            if line.len() + 2 > max {
+                self.phase = Phase::Command;
+                self.error(
+                    500,
+                    "5.5.2",
+                    &format!("Line too long (limit {max} octets including CRLF)"),
+                );
+                continue;
+            }
+            return Some(line);
+        }
+    }
+
+    fn command_line(&mut self, line: &[u8]) -> Option<Event> {
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(error) => {
+                self.parse_error(error);
+                return None;
+            }
+        };
+        if self.refuse_all && command != Command::Quit {
+            self.error(
+                503,
+                "5.5.1",
+                "Bad sequence of commands: this server refused the session",
+            );
+            return None;
+        }
+        let injection = self.config.faults.inject(command.verb());
+        match injection.outcome {
+            Some(InjectedOutcome::Disconnect) => self.phase = Phase::Closed,
+            Some(InjectedOutcome::Reply(code, text)) => {
+                if let Command::Bdat { size, last } = command {
+                    self.start_chunk(size, last, Some((code, text)));
+                } else {
+                    self.raw_reply(code, &text);
+                    if code == 421 {
+                        self.phase = Phase::Closed;
+                    }
+                }
+            }
+            None if injection.delay.is_zero() => return self.execute(command),
+            None => self.delayed = Some(command),
+        }
+        Some(Event::Delay(injection.delay))
+    }
+
+    fn parse_error(&mut self, error: ParseError) {
+        match error {
+            ParseError::UnknownCommand(verb) if verb.is_empty() => {
+                self.error(500, "5.5.2", "Syntax error: empty command line")
+            }
+            ParseError::UnknownCommand(verb) => {
+                self.error(500, "5.5.1", &format!("Command unrecognized: {verb}"))
+            }
+            ParseError::Syntax(why) => self.error(501, "5.5.2", &format!("Syntax error: {why}")),
+            ParseError::BadAddress(why) => {
+                self.error(501, "5.1.3", &format!("Bad address syntax: {why}"))
+            }
+            ParseError::PathTooLong(why) => {
+                self.error(501, "5.1.3", &format!("Path too long: {why}"))
+            }
+        }
+    }
+
+    fn execute(&mut self, command: Command) -> Option<Event> {
+        match command {
+            Command::Ehlo(name) => self.ehlo(name, true),
+            Command::Helo(name) => self.ehlo(name, false),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => return self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.tx = None;
+                self.reply(250, "2.0.0", "Ok");
+            }
+            Command::Noop => self.reply(250, "2.0.0", "Ok"),
+            Command::Quit => {
+                self.reply(221, "2.0.0", "Bye");
+                self.phase = Phase::Closed;
+                return Some(Event::Close);
+            }
+            Command::Vrfy(_) => self.reply(
+                252,
+                "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Command::Help => self.reply(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH (RFC 5321)",
+            ),
+            Command::StartTls => return self.starttls(),
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
+        }
+        None
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.tls || (self.config.faults.auth_before_tls && self.conn.tls_mode != TlsMode::Implicit)
+    }
+
+    fn ehlo(&mut self, name: String, esmtp: bool) {
+        self.tx = None;
+        self.esmtp = esmtp;
+        let hostname = self.config.hostname.clone();
+        if !esmtp {
+            self.helo = Some(name);
+            self.raw_reply(250, &hostname);
+            return;
+        }
+        let mut lines = vec![
+            format!("{hostname} greets {name}"),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.config.limits.message_size),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.conn.tls_mode == TlsMode::Starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.extend(["SMTPUTF8".into(), "CHUNKING".into(), "HELP".into()]);
+        self.helo = Some(name);
+        let count = lines.len();
+        for (index, line) in lines.iter().enumerate() {
+            let sep = if index + 1 == count { ' ' } else { '-' };
+            self.output
+                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+        }
+    }
+
+    fn starttls(&mut self) -> Option<Event> {
+        if self.conn.tls_mode != TlsMode::Starttls {
+            self.error(502, "5.5.1", "STARTTLS not available on this port");
+        } else if self.tls {
+            self.error(503, "5.5.1", "TLS already active");
+        } else if self.tx.is_some() {
+            self.error(
+                503,
+                "5.5.1",
+                "STARTTLS not allowed during a mail transaction",
+            );
+        } else {
+            self.reply(220, "2.0.0", "Ready to start TLS");
+            self.phase = Phase::Waiting;
+            return Some(Event::StartTls);
+        }
+        None
+    }
+
+    fn auth(&mut self, mechanism: String, initial: Option<String>) -> Option<Event> {
+        if !self.esmtp {
+            self.error(503, "5.5.1", "Send EHLO first");
+        } else if self.user.is_some() {
+            self.error(503, "5.5.1", "Already authenticated");
+        } else if self.tx.is_some() {
+            self.error(503, "5.5.1", "AUTH not allowed during a mail transaction");
+        } else if !self.auth_offered() {
+            self.error(530, "5.7.0", "Must issue a STARTTLS command first");
+        } else {
+            match (mechanism.as_str(), initial) {
+                ("PLAIN", Some(response)) => return self.sasl_plain(response.as_bytes()),
+                ("PLAIN", None) => {
+                    self.raw_reply(334, "");
+                    self.phase = Phase::AuthPlain;
+                }
+                ("LOGIN", Some(response)) => return self.sasl_login(None, response.as_bytes()),
+                ("LOGIN", None) => {
+                    self.raw_reply(334, &auth::encode("Username:"));
+                    self.phase = Phase::AuthLogin { login: None };
+                }
+                _ => self.error(504, "5.5.4", "Unrecognized authentication type"),
+            }
+        }
+        None
+    }
+
+    fn sasl_text(&mut self, line: &[u8]) -> Option<String> {
+        let text = String::from_utf8_lossy(line);
+        if text == "*" {
+            self.error(501, "5.0.0", "Authentication cancelled");
+            return None;
+        }
+        Some(text.into_owned())
+    }
+
+    fn sasl_failed(&mut self, error: SaslError) {
+        self.error(501, "5.5.2", &format!("Cannot decode response: {error}"));
+    }
+
+    fn sasl_plain(&mut self, line: &[u8]) -> Option<Event> {
+        let text = self.sasl_text(line)?;
+        match auth::decode_response(&text).and_then(|payload| auth::parse_plain(&payload)) {
+            Ok((login, password)) => {
+                self.phase = Phase::Waiting;
+                Some(Event::Authenticate { login, password })
+            }
+            Err(error) => {
+                self.sasl_failed(error);
+                None
+            }
+        }
+    }
+
+    fn sasl_login(&mut self, login: Option<String>, line: &[u8]) -> Option<Event> {
+        let text = self.sasl_text(line)?;
+        match (login, auth::decode_text(&text)) {
+            (_, Err(error)) => self.sasl_failed(error),
+            (None, Ok(login)) => {
+                self.raw_reply(334, &auth::encode("Password:"));
+                self.phase = Phase::AuthLogin { login: Some(login) };
+            }
+            (Some(login), Ok(password)) => {
+                self.phase = Phase::Waiting;
+                return Some(Event::Authenticate { login, password });
+            }
+        }
+        None
+    }
+
+    fn mail(&mut self, from: Option<Address>, params: Vec<Param>) {
+        if self.helo.is_none() {
+            return self.error(503, "5.5.1", "Send EHLO or HELO first");
+        }
+        if self.tx.is_some() {
+            return self.error(503, "5.5.1", "Nested MAIL command");
+        }
+        if self.conn.role.requires_auth() && self.user.is_none() {
+            return self.error(530, "5.7.0", "Authentication required");
+        }
+        let mut smtputf8 = false;
+        for param in &params {
+            if !self.esmtp {
+                return self.error(555, "5.5.4", "MAIL parameters need EHLO, not HELO");
+            }
+            let value = param.value.as_deref();
+            match (param.keyword.as_str(), value) {
+                ("SIZE", Some(size)) => match size.parse::<u64>() {
+                    Ok(size) if size > self.config.limits.message_size => {
+                        return self.error(
+                            552,
+                            "5.3.4",
+                            "Message size exceeds fixed maximum message size",
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.error(501, "5.5.4", "SIZE value is not a number"),
+                },
+                ("BODY", Some(body))
+                    if body.eq_ignore_ascii_case("7BIT")
+                        || body.eq_ignore_ascii_case("8BITMIME") => {}
+                ("BODY", _) => return self.error(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"),
+                ("SMTPUTF8", None) => smtputf8 = true,
+                ("SMTPUTF8", Some(_)) => {
+                    return self.error(501, "5.5.4", "SMTPUTF8 takes no value");
+                }
+                ("AUTH", Some(_)) => {}
+                (keyword, _) => {
+                    return self.error(
+                        555,
+                        "5.5.4",
+                        &format!("MAIL parameter {keyword} not recognized"),
+                    );
+                }
+            }
+        }
+        if from.as_ref().is_some_and(|a| !a.is_ascii()) && !smtputf8 {
+            return self.error(
+                553,
+                "5.6.7",
+                "Non-ASCII address needs the SMTPUTF8 parameter",
+            );
+        }
+        let sender = from.map(|a| a.to_string()).unwrap_or_default();
+        self.reply(250, "2.1.0", &format!("Sender <{sender}> OK"));
+        self.tx = Some(Transaction {
+            sender,
+            smtputf8,
+            ..Transaction::default()
+        });
+    }
+
+    fn rcpt(&mut self, to: Address, params: Vec<Param>) {
+        let Some(tx) = &self.tx else {
+            return self.error(503, "5.5.1", "Need MAIL before RCPT");
+        };
+        if let Some(param) = params.first() {
+            return self.error(
+                555,
+                "5.5.4",
+                &format!("RCPT parameter {} not recognized", param.keyword),
+            );
+        }
+        if !to.is_ascii() && !tx.smtputf8 {
+            return self.error(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 on MAIL");
+        }
+        if tx.recipients() >= self.config.limits.recipients {
+            return self.error(452, "4.5.3", "Too many recipients");
+        }
+        let domain = to.domain.clone();
+        let local_target = match domain.as_deref() {
+            None => self.postmaster(),
+            Some(domain) if self.config.hosts_domain(domain) => {
+                match self.config.account(&to.to_string()) {
+                    Some(account) => Some(account.address.clone()),
+                    None if to.local.eq_ignore_ascii_case("postmaster") => self.postmaster(),
+                    None => {
+                        return self.error(
+                            550,
+                            "5.1.1",
+                            &format!("<{to}>: Recipient address rejected: no such user"),
+                        );
+                    }
+                }
+            }
+            Some(_) => None,
+        };
+        let foreign_ok = self.config.faults.open_relay;
+        let tx = self.tx.get_or_insert_default();
+        match local_target {
+            Some(account) => {
+                if !tx.local.contains(&account) {
+                    tx.local.push(account);
+                }
+            }
+            None if foreign_ok => {
+                tracing::warn!(recipient = %to, "FAULT open_relay: accepting mail for a foreign domain");
+                tx.discarded.push(to.to_string());
+            }
+            None if self.user.is_some() => {
+                return self.error(
+                    550,
+                    "5.7.1",
+                    &format!("<{to}>: relay to other domains is not available on this server yet"),
+                );
+            }
+            None => return self.error(554, "5.7.1", &format!("<{to}>: Relay access denied")),
+        }
+        self.reply(250, "2.1.5", &format!("Recipient <{to}> OK"));
+    }
+
+    /// RFC 5321 4.5.1: postmaster must be accepted; it goes to the first account.
+    fn postmaster(&self) -> Option<String> {
+        self.config.accounts.first().map(|a| a.address.clone())
+    }
+
+    fn data(&mut self) -> Option<Event> {
+        match &self.tx {
+            None => self.error(503, "5.5.1", "Need MAIL and RCPT before DATA"),
+            Some(tx) if tx.chunks.is_some() => self.error(
+                503,
+                "5.5.1",
+                "DATA not allowed after BDAT in one transaction",
+            ),
+            Some(tx) if tx.recipients() == 0 => self.error(554, "5.5.1", "No valid recipients"),
+            Some(_) => {
+                self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+                let limits = &self.config.limits;
+                self.phase = Phase::Data(
+                    DataReceiver::new(limits.message_size, limits.line_length)
+                        .lenient_lf(self.config.faults.bare_lf_end_of_data),
+                );
+            }
+        }
+        None
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        let refusal = match &self.tx {
+            _ if !self.esmtp => Some((503, "5.5.1 BDAT needs EHLO".to_owned())),
+            None => Some((503, "5.5.1 Need MAIL and RCPT before BDAT".to_owned())),
+            Some(tx) if tx.chunk_error => Some((
+                503,
+                "5.5.1 Transaction failed earlier; send RSET".to_owned(),
+            )),
+            Some(tx) if tx.recipients() == 0 => Some((554, "5.5.1 No valid recipients".to_owned())),
+            Some(_) => None,
+        };
+        self.start_chunk(size, last, refusal);
+    }
+
+    /// Reads a BDAT chunk; with a refusal the bytes are consumed and dropped, so they are never
+    /// taken for commands.
+    fn start_chunk(&mut self, size: u64, last: bool, refusal: Option<(u16, String)>) {
+        if let Some(tx) = &mut self.tx {
+            if refusal.is_some() {
+                tx.chunk_error = true;
+                tx.chunks = None;
+            } else {
+                tx.chunks.get_or_insert_default();
+            }
+        }
+        self.phase = Phase::Bdat {
+            size,
+            remaining: size,
+            last,
+            refusal,
+        };
+    }
+
+    /// A whole BDAT chunk has been read.
+    fn end_of_chunk(
+        &mut self,
+        size: u64,
+        last: bool,
+        refusal: Option<(u16, String)>,
+    ) -> Option<Event> {
+        if let Some((code, text)) = refusal {
+            self.errors += 1;
+            self.raw_reply(code, &text);
+            if code == 421 {
+                self.phase = Phase::Closed;
+            }
+            return None;
+        }
+        if !last {
+            self.reply(250, "2.0.0", &format!("{size} octets received"));
+            return None;
+        }
+        let body = self
+            .tx
+            .as_mut()
+            .and_then(|tx| tx.chunks.take())
+            .unwrap_or_default();
+        let checked = match find_bare_newline(&body) {
+            Some(violation) => Err(violation),
+            None => Ok(body),
+        };
+        self.end_of_data(checked)
+    }
+
+    /// The message is complete: reject it, or hand it over for delivery.
+    fn end_of_data(&mut self, message: Result<Vec<u8>, Violation>) -> Option<Event> {
+        let body = match message {
+            Ok(body) => body,
+            Err(violation) => {
+                self.tx = None;
+                let limits = &self.config.limits;
+                let (code, enhanced, text) = match violation {
+                    Violation::BareLf(line) => (
+                        550,
+                        "5.6.0",
+                        format!(
+                            "Message rejected: bare LF on line {line}; lines must end with CRLF (RFC 5321 2.3.8)"
+                        ),
+                    ),
+                    Violation::BareCr(line) => (
+                        550,
+                        "5.6.0",
+                        format!(
+                            "Message rejected: bare CR on line {line}; lines must end with CRLF (RFC 5321 2.3.8)"
+                        ),
+                    ),
+                    Violation::LineTooLong(line) => (
+                        500,
+                        "5.5.2",
+                        format!(
+                            "Line {line} too long (limit {} octets including CRLF, RFC 5321 4.5.3.1.6)",
+                            limits.line_length
+                        ),
+                    ),
+                    Violation::TooLarge => (
+                        552,
+                        "5.3.4",
+                        format!(
+                            "Message size exceeds fixed maximum message size ({} octets)",
+                            limits.message_size
+                        ),
+                    ),
+                };
+                self.error(code, enhanced, &text);
+                return None;
+            }
+        };
+        let injection = self.config.faults.inject("EOM");
+        match injection.outcome {
+            Some(InjectedOutcome::Disconnect) => {
+                self.tx = None;
+                self.phase = Phase::Closed;
+                return Some(Event::Delay(injection.delay));
+            }
+            Some(InjectedOutcome::Reply(code, text)) => {
+                self.tx = None;
+                self.raw_reply(code, &text);
+                if code == 421 {
+                    self.phase = Phase::Closed;
+                }
+                return Some(Event::Delay(injection.delay));
+            }
+            None => {}
+        }
+        let tx = self.tx.take().unwrap_or_default();
+        let id = queue_id();
+        let mut message = format!("Return-Path: <{}>\r\n", tx.sender).into_bytes();
+        message.extend_from_slice(self.received_header(&tx, &id).as_bytes());
+        message.extend_from_slice(&body);
+        self.phase = Phase::Waiting;
+        Some(Event::Deliver(Envelope {
+            sender: tx.sender,
+            local: tx.local,
+            discarded: tx.discarded,
+            message,
+            id,
+        }))
+    }
+
+    /// The RFC 5321 4.4 trace header, with the RFC 3848 / RFC 6531 protocol keyword.
+    fn received_header(&self, tx: &Transaction, id: &str) -> String {
+        let mut protocol = String::from(match (self.esmtp, tx.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        });
+        if self.esmtp {
+            if self.tls {
+                protocol.push('S');
+            }
+            if self.user.is_some() {
+                protocol.push('A');
+            }
+        }
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let ip = self.conn.peer.ip();
+        let literal = match ip {
+            std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+            std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+        };
+        let for_clause = match tx.local.as_slice() {
+            [single] if tx.discarded.is_empty() => format!("\r\n\tfor <{single}>"),
+            _ => String::new(),
+        };
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        format!(
+            "Received: from {helo} ({literal})\r\n\tby {} (reference-server) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
+            self.config.hostname
+        )
+    }
+
+    fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        let line = if enhanced.is_empty() {
+            text.to_owned()
+        } else {
+            format!("{enhanced} {text}")
+        };
+        self.raw_reply(code, &line);
+    }
+
+    fn raw_reply(&mut self, code: u16, text: &str) {
+        self.output
+            .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+    }
+
+    /// An error reply; counts toward the limit after which the client is disconnected.
+    fn error(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.errors += 1;
+        self.reply(code, enhanced, text);
+    }
+}
+
+/// The first bare CR or LF in a BDAT message (DATA finds them while receiving).
+fn find_bare_newline(body: &[u8]) -> Option<Violation> {
+    let mut line = 1;
+    for (index, &byte) in body.iter().enumerate() {
+        let prev = index.checked_sub(1).map(|i| body[i]);
+        let next = body.get(index + 1).copied();
+        match byte {
+            b'\n' if prev != Some(b'\r') => return Some(Violation::BareLf(line)),
+            b'\n' => line += 1,
+            b'\r' if next != Some(b'\n') => return Some(Violation::BareCr(line)),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A short random id naming one accepted message in replies and logs.
+fn queue_id() -> String {
+    (0..12)
+        .map(|_| char::from(b"0123456789ABCDEFGHJKLMNPQRSTVWXZ"[fastrand::usize(..32)]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A driver with no socket: TLS is pretended, delivery is recorded.
+    struct Harness {
+        session: Session,
+        delivered: Vec<Envelope>,
+        output: String,
+        closed: bool,
+    }
+
+    impl Harness {
+        fn new(role: Role, tls_mode: TlsMode, config: Config) -> Harness {
+            let conn = Connection {
+                role,
+                tls_mode,
+                peer: "127.0.0.9:40000".parse().unwrap(),
+            };
+            let mut harness = Harness {
+                session: Session::new(Arc::new(config), conn),
+                delivered: Vec::new(),
+                output: String::new(),
+                closed: false,
+            };
+            let event = harness.session.greet();
+            harness.run(event);
+            harness
+        }
+
+        fn smtp() -> Harness {
+            Harness::new(Role::Smtp, TlsMode::Starttls, Config::defaults())
+        }
+
+        fn run(&mut self, mut event: Event) {
+            loop {
+                event = match event {
+                    Event::NeedInput => break,
+                    Event::Delay(_) => self.session.step(),
+                    Event::StartTls => {
+                        self.session.tls_started();
+                        self.session.step()
+                    }
+                    Event::Authenticate { login, password } => {
+                        let verdict =
+                            crate::auth::authenticate(&self.session.config, &login, &password);
+                        self.session.auth_result(verdict);
+                        self.session.step()
+                    }
+                    Event::Deliver(envelope) => {
+                        let id = envelope.id.clone();
+                        self.delivered.push(envelope);
+                        self.session.delivery_result(&id, Ok(()));
+                        self.session.step()
+                    }
+                    Event::Close => {
+                        self.closed = true;
+                        break;
+                    }
+                };
+            }
+            let out = self.session.take_output();
+            self.output
+                .push_str(std::str::from_utf8(&out).expect("replies are UTF-8"));
+        }
+
+        /// Sends bytes and returns the replies they produced.
+        fn send(&mut self, bytes: &[u8]) -> String {
+            let before = self.output.len();
+            self.session.push_input(bytes);
+            let event = self.session.step();
+            self.run(event);
+            self.output[before..].to_owned()
+        }
+    }
+
+    fn codes(replies: &str) -> Vec<&str> {
+        replies
+            .lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| &l[..3])
+            .collect()
+    }
+
+    #[test]
+    fn relay_port_accepts_local_mail_and_refuses_relay() {
+        let mut h = Harness::smtp();
+        assert!(h.output.starts_with("220 mail.example.test"));
+        let ehlo = h.send(b"EHLO client.test\r\n");
+        assert!(ehlo.contains("250-STARTTLS"), "{ehlo}");
+        assert!(!ehlo.contains("AUTH"), "AUTH offered before TLS: {ehlo}");
+        let replies = h.send(
+            b"MAIL FROM:<x@sender.test>\r\nRCPT TO:<someone@elsewhere.invalid>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+        );
+        assert_eq!(
+            codes(&replies),
+            ["250", "554", "550", "250", "354"],
+            "{replies}"
+        );
+        assert!(replies.contains("554 5.7.1"), "{replies}");
+        assert!(replies.contains("550 5.1.1"), "{replies}");
+        let end = h.send(b"Subject: hi\r\n\r\n..dot\r\n.\r\n");
+        assert!(end.starts_with("250 2.0.0"), "{end}");
+        let message = String::from_utf8(h.delivered[0].message.clone()).unwrap();
+        assert!(
+            message.starts_with(
+                "Return-Path: <x@sender.test>\r\nReceived: from client.test ([127.0.0.9])"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("with ESMTP id"), "{message}");
+        assert!(
+            message.ends_with("Subject: hi\r\n\r\n.dot\r\n"),
+            "{message}"
+        );
+        assert_eq!(h.delivered[0].local, ["alice@example.test"]);
+    }
+
+    #[test]
+    fn submission_needs_tls_then_auth() {
+        let mut h = Harness::new(Role::Submission, TlsMode::Starttls, Config::defaults());
+        h.send(b"EHLO c\r\n");
+        assert!(
+            h.send(b"MAIL FROM:<alice@example.test>\r\n")
+                .starts_with("530 5.7.0")
+        );
+        assert!(
+            h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n")
+                .starts_with("530 5.7.0")
+        );
+        assert!(h.send(b"STARTTLS\r\n").starts_with("220 2.0.0"));
+        let ehlo = h.send(b"EHLO c\r\n");
+        assert!(ehlo.contains("250-AUTH PLAIN LOGIN"), "{ehlo}");
+        assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+        let bad = h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n");
+        assert!(bad.starts_with("535 5.7.8"), "{bad}");
+        let login = h.send(b"AUTH LOGIN\r\n");
+        assert_eq!(login, "334 VXNlcm5hbWU6\r\n");
+        assert_eq!(
+            h.send(b"YWxpY2VAZXhhbXBsZS50ZXN0\r\n"),
+            "334 UGFzc3dvcmQ6\r\n"
+        );
+        assert!(h.send(b"YWxpY2Utc2VjcmV0\r\n").starts_with("235 2.7.0"));
+        let replies = h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\nRCPT TO:<bob@example.test>\r\n");
+        assert_eq!(codes(&replies), ["250", "550", "250"], "{replies}");
+        assert!(replies.contains("not available"), "{replies}");
+    }
+
+    #[test]
+    fn starttls_discards_injected_commands_unless_faulty() {
+        for faulty in [false, true] {
+            let mut config = Config::defaults();
+            config.faults.starttls_injection = faulty;
+            let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+            h.send(b"EHLO c\r\n");
+            let replies = h.send(b"STARTTLS\r\nNOOP injected\r\n");
+            assert_eq!(
+                codes(&replies),
+                if faulty {
+                    vec!["220", "250"]
+                } else {
+                    vec!["220"]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn smuggled_end_of_data_is_rejected() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+        let replies = h.send(b"x\n.\nMAIL FROM:<evil@b.test>\r\n.\r\n");
+        assert_eq!(codes(&replies), ["550"], "{replies}");
+        assert!(h.delivered.is_empty());
+    }
+
+    #[test]
+    fn bdat_chunks_and_consumed_refusals() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        // Without a transaction the chunk is still read, so "QUIT" inside it is not a command.
+        let refused = h.send(b"BDAT 6\r\nQUIT\r\nNOOP\r\n");
+        assert_eq!(codes(&refused), ["503", "250"], "{refused}");
+        let replies = h.send(
+            b"RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 5\r\nab\r\nc",
+        );
+        assert_eq!(codes(&replies), ["250", "250", "250", "250"], "{replies}");
+        let last = h.send(b"BDAT 3 LAST\r\nd\r\n");
+        assert!(last.starts_with("250 2.0.0 Ok"), "{last}");
+        assert!(
+            h.delivered[0].message.ends_with(b"\r\n\r\nab\r\ncd\r\n")
+                || h.delivered[0].message.ends_with(b"ab\r\ncd\r\n")
+        );
+    }
+
+    #[test]
+    fn limits_and_errors() {
+        let mut config = Config::defaults();
+        config.limits.message_size = 100;
+        config.limits.max_errors = 3;
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.send(b"EHLO c\r\n");
+        assert!(
+            h.send(b"MAIL FROM:<a@b.test> SIZE=101\r\n")
+                .starts_with("552 5.3.4")
+        );
+        let long = format!("NOOP {}\r\n", "x".repeat(600));
+        assert!(h.send(long.as_bytes()).starts_with("500 5.5.2"));
+        let last = h.send(b"FROB\r\n");
+        assert_eq!(codes(&last), ["500", "421"], "{last}");
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn smtputf8_is_required_for_non_ascii() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        assert!(
+            h.send("MAIL FROM:<jörg@b.test>\r\n".as_bytes())
+                .starts_with("553 5.6.7")
+        );
+        assert!(
+            h.send("MAIL FROM:<jörg@b.test> SMTPUTF8\r\n".as_bytes())
+                .starts_with("250")
+        );
+    }
+
+    #[test]
+    fn every_reply_after_ehlo_has_an_enhanced_code() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(b"NOOP\r\nVRFY bob\r\nHELP\r\nFROB\r\nRCPT TO:<a@b.test>\r\nRSET\r\nMAIL FROM:<>\r\nQUIT\r\n");
+        for line in replies.lines() {
+            let enhanced = line[4..].split(' ').next().unwrap();
+            let parts: Vec<&str> = enhanced.split('.').collect();
+            assert!(
+                parts.len() == 3 && parts.iter().all(|p| p.parse::<u16>().is_ok()),
+                "{line}"
+            );
+            assert_eq!(&line[..1], &enhanced[..1], "class mismatch: {line}");
+        }
+        assert!(h.closed);
+    }
+}
