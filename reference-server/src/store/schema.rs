@@ -1,0 +1,206 @@
+//! Database connection set-up and schema versions, tracked in `PRAGMA user_version`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{SqliteContext, StoreError};
+
+/// The schema version this build writes; files with a larger `user_version` are refused.
+pub(super) const VERSION: i64 = 1;
+
+/// How long a statement waits for another process's write lock before failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Version 1. Integer ranges are checked by the database too, so that a bug cannot store a UID or
+/// UIDVALIDITY that IMAP could not announce (RFC 3501 9: nz-number is 1..2^32-1).
+const V1: &str = "
+-- A single row of store-wide state. UIDVALIDITY comes from here rather than from the mailbox
+-- table so that a mailbox deleted and recreated under the same name gets a new, larger value.
+CREATE TABLE store_state (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    next_uidvalidity INTEGER NOT NULL CHECK (next_uidvalidity BETWEEN 1 AND 4294967295)
+);
+
+-- NOCASE: addresses are compared case-insensitively, as users type them in any case.
+CREATE TABLE accounts (
+    id      INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE COLLATE NOCASE
+);
+
+-- uidnext and highest_modseq move only forward, in the transaction that inserts a message, so a
+-- UID is never handed out twice. highest_modseq starts at 1 because RFC 7162 mod-sequences are
+-- positive.
+CREATE TABLE mailboxes (
+    id             INTEGER PRIMARY KEY,
+    account_id     INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    uidvalidity    INTEGER NOT NULL CHECK (uidvalidity BETWEEN 1 AND 4294967295),
+    uidnext        INTEGER NOT NULL DEFAULT 1 CHECK (uidnext BETWEEN 1 AND 4294967295),
+    highest_modseq INTEGER NOT NULL DEFAULT 1 CHECK (highest_modseq >= 1),
+    UNIQUE (account_id, name)
+);
+
+-- The body lives in blobs/<blob[0..2]>/<blob>; many rows may share one blob.
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY,
+    mailbox_id    INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uid           INTEGER NOT NULL CHECK (uid BETWEEN 1 AND 4294967294),
+    modseq        INTEGER NOT NULL CHECK (modseq >= 1),
+    internal_date INTEGER NOT NULL,
+    size          INTEGER NOT NULL CHECK (size >= 0),
+    blob          TEXT NOT NULL CHECK (length(blob) = 64),
+    UNIQUE (mailbox_id, uid)
+);
+
+-- One row per flag so that STORE +FLAGS/-FLAGS is an insert or delete, not a string rewrite.
+-- NOCASE: IMAP flags and keywords are case-insensitive.
+CREATE TABLE message_flags (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    flag       TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (message_id, flag)
+) WITHOUT ROWID;
+
+-- Expunged UIDs with the mod-sequence of their removal, so that sessions which were not
+-- watching can still learn of them (QRESYNC VANISHED, RFC 7162 3.2.10).
+CREATE TABLE expunged (
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uid        INTEGER NOT NULL,
+    modseq     INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+";
+
+/// Opens the database at `path`, configures it for durability and brings its schema up to date.
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path).ctx("opening the database")?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .ctx("setting the busy timeout")?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .ctx("enabling WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::JournalMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // FULL makes every commit fsync the WAL: a 250 reply to DATA promises the message survives a
+    // power cut, which NORMAL (the usual WAL pairing) does not.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .ctx("setting synchronous=FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .ctx("enabling foreign keys")?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Creates or upgrades the schema in one transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    // IMMEDIATE: two processes opening a fresh file at once must not both create the schema.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("starting the schema transaction")?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .ctx("reading the schema version")?;
+    if found > VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: VERSION,
+        });
+    }
+    if found == VERSION {
+        return Ok(());
+    }
+    // Only version 0 (a new file) can be below VERSION today; later versions add steps here.
+    tx.execute_batch(V1).ctx("creating the schema")?;
+    tx.execute(
+        "INSERT INTO store_state (id, next_uidvalidity) VALUES (1, ?1)",
+        [initial_uidvalidity()],
+    )
+    .ctx("initialising the UIDVALIDITY counter")?;
+    tx.pragma_update(None, "user_version", VERSION)
+        .ctx("recording the schema version")?;
+    tx.commit().ctx("committing the schema")
+}
+
+/// Seeds the UIDVALIDITY counter from the clock, so that a data directory wiped and recreated does
+/// not hand a client the same UIDVALIDITY it cached for different messages (RFC 3501 2.3.1.1).
+fn initial_uidvalidity() -> i64 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Starting at most 2^32-2^30 leaves a billion mailbox creations before the counter runs out;
+    // a clock past that (year 2072) or before 1970 falls back to 1, correct if not clock-based.
+    if (1..=i64::from(u32::MAX - (1 << 30))).contains(&now) {
+        now
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_file_gets_current_version_and_wal() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("db");
+        let conn = open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version");
+        assert_eq!(version, VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        let fk: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .expect("foreign_keys");
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn reopening_keeps_the_uidvalidity_counter() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("db");
+        let read = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT next_uidvalidity FROM store_state", [], |r| r.get(0))
+                .expect("counter")
+        };
+        let conn = open(&path).expect("open");
+        conn.execute("UPDATE store_state SET next_uidvalidity = 42", [])
+            .expect("update");
+        drop(conn);
+        assert_eq!(read(&open(&path).expect("reopen")), 42);
+    }
+
+    #[test]
+    fn newer_version_is_refused_and_left_untouched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("db");
+        drop(open(&path).expect("open"));
+        let raw = Connection::open(&path).expect("raw open");
+        raw.pragma_update(None, "user_version", VERSION + 1)
+            .expect("bump version");
+        drop(raw);
+        let err = open(&path).expect_err("newer schema must be refused");
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, supported, .. }
+                if found == VERSION + 1 && supported == VERSION),
+            "{err}"
+        );
+        let raw = Connection::open(&path).expect("raw reopen");
+        let version: i64 = raw
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version");
+        assert_eq!(version, VERSION + 1);
+    }
+}
