@@ -231,10 +231,10 @@ impl Session {
 
     /// Runs until the session needs something from the driver.
     pub fn step(&mut self) -> Event {
-        if let Some(command) = self.delayed.take() {
-            if let Some(event) = self.execute(command) {
-                return event;
-            }
+        if let Some(command) = self.delayed.take()
+            && let Some(event) = self.execute(command)
+        {
+            return event;
         }
         loop {
             if self.errors >= self.config.limits.max_errors && !matches!(self.phase, Phase::Closed)
@@ -268,21 +268,20 @@ impl Session {
                     *remaining -= take as u64;
                     let chunk = &self.input[..take];
                     let limit = self.config.limits.message_size;
-                    if refusal.is_none() {
-                        if let Some(Transaction {
+                    if refusal.is_none()
+                        && let Some(Transaction {
                             chunks: Some(buf), ..
                         }) = &mut self.tx
-                        {
-                            if (buf.len() + chunk.len()) as u64 > limit {
-                                *refusal = Some((
-                                    552,
-                                    format!(
-                                        "5.3.4 Message size exceeds fixed maximum message size ({limit} octets)"
-                                    ),
-                                ));
-                            } else {
-                                buf.extend_from_slice(chunk);
-                            }
+                    {
+                        if (buf.len() + chunk.len()) as u64 > limit {
+                            *refusal = Some((
+                                552,
+                                format!(
+                                    "5.3.4 Message size exceeds fixed maximum message size ({limit} octets)"
+                                ),
+                            ));
+                        } else {
+                            buf.extend_from_slice(chunk);
                         }
                     }
                     self.input.drain(..take);
@@ -298,12 +297,6 @@ impl Session {
                     else {
                         unreachable!("phase checked above");
                     };
-                    if refusal.is_some() {
-                        if let Some(tx) = &mut self.tx {
-                            tx.chunk_error = true;
-                            tx.chunks = None;
-                        }
-                    }
                     if let Some(event) = self.end_of_chunk(size, last, refusal) {
                         return event;
                     }
@@ -769,6 +762,10 @@ impl Session {
         refusal: Option<(u16, String)>,
     ) -> Option<Event> {
         if let Some((code, text)) = refusal {
+            if let Some(tx) = &mut self.tx {
+                tx.chunk_error = true;
+                tx.chunks = None;
+            }
             self.errors += 1;
             self.raw_reply(code, &text);
             if code == 421 {
