@@ -22,9 +22,14 @@ pub struct Faults {
     /// Keep bytes that arrived after STARTTLS but before the TLS handshake and execute them
     /// inside the TLS session (CVE-2011-0411 class).
     pub starttls_injection: bool,
-    /// End DATA at `<LF>.<LF>`, `<LF>.<CRLF>` and `<CRLF>.<LF>` (SMTP smuggling class), and
-    /// accept bare line feeds.
+    /// Take a bare LF or bare CR as a line end inside DATA, so `<LF>.<LF>`, `<LF>.<CRLF>`,
+    /// `<CRLF>.<LF>` and `<CR>.<CR>` end the message (the SMTP smuggling class), and accept
+    /// bare line ends instead of rejecting the message.
     pub bare_lf_end_of_data: bool,
+    /// Answer a TLS 1.0 or 1.1 ClientHello with a ServerHello of that version, as a server
+    /// with legacy protocols enabled would (rustls cannot speak them, so the session goes no
+    /// further than that reply; it only has to show on the wire).
+    pub legacy_tls: bool,
 }
 
 /// One injected behaviour.
@@ -86,6 +91,15 @@ impl Faults {
         !self.commands.is_empty() || !self.policy_faults().is_empty()
     }
 
+    /// Names of every policy fault, for `--help` texts and self-tests.
+    pub const POLICY_NAMES: [&'static str; 5] = [
+        "open_relay",
+        "auth_before_tls",
+        "starttls_injection",
+        "bare_lf_end_of_data",
+        "legacy_tls",
+    ];
+
     /// Names of the policy faults switched on.
     pub fn policy_faults(&self) -> Vec<&'static str> {
         [
@@ -93,6 +107,7 @@ impl Faults {
             ("auth_before_tls", self.auth_before_tls),
             ("starttls_injection", self.starttls_injection),
             ("bare_lf_end_of_data", self.bare_lf_end_of_data),
+            ("legacy_tls", self.legacy_tls),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -106,6 +121,7 @@ impl Faults {
             "auth_before_tls" => &mut self.auth_before_tls,
             "starttls_injection" => &mut self.starttls_injection,
             "bare_lf_end_of_data" => &mut self.bare_lf_end_of_data,
+            "legacy_tls" => &mut self.legacy_tls,
             _ => return false,
         };
         *flag = true;

@@ -68,7 +68,7 @@ async fn run(config: Config) -> ExitCode {
     // Stable, parseable lines: tests and scripts read the bound addresses from here.
     for listener in server.listeners() {
         println!(
-            "listening {} {} tls={:?}",
+            "listening {} {} tls={}",
             listener.role, listener.addr, listener.tls
         );
     }

@@ -305,6 +305,21 @@ impl Stream {
     }
 }
 
+/// The server side of a TLS handshake; `None` when the `legacy_tls` fault answered instead.
+async fn handshake(
+    mut tcp: TcpStream,
+    shared: &Shared,
+    timeout: Duration,
+) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+    if shared.config.faults.legacy_tls && tls::answer_legacy_hello(&mut tcp).await? {
+        return Ok(None);
+    }
+    let tls = tokio::time::timeout(timeout, shared.acceptor.accept(tcp))
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    Ok(Some(tls))
+}
+
 /// Runs one session to its end.
 async fn serve(
     tcp: TcpStream,
@@ -316,9 +331,9 @@ async fn serve(
     let idle = Duration::from_secs(config.limits.idle_timeout_secs);
     let mut stream = Stream::Plain(tcp);
     if conn.tls_mode == TlsMode::Implicit {
-        let tls = tokio::time::timeout(idle, shared.acceptor.accept(stream.into_tcp()))
-            .await
-            .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+            return Ok(());
+        };
         stream = Stream::Tls(Box::new(tls));
     }
     let peer = conn.peer;
@@ -367,9 +382,9 @@ async fn serve(
             Event::StartTls => {
                 stream.write_all(&session.take_output()).await?;
                 let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
-                let tls = tokio::time::timeout(idle, shared.acceptor.accept(tcp))
-                    .await
-                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                let Some(tls) = handshake(tcp, shared, idle).await? else {
+                    return Ok(());
+                };
                 stream = Stream::Tls(Box::new(tls));
                 session.tls_started();
                 session.step()

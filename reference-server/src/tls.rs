@@ -146,9 +146,73 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The `legacy_tls` fault: if the client's first TLS record is a ClientHello whose version
+/// is below TLS 1.2 (TLS 1.3 clients always say 1.2 there), answer with a ServerHello of that
+/// version and return true. The ClientHello is only peeked at, so a modern client's handshake
+/// proceeds untouched.
+pub async fn answer_legacy_hello(tcp: &mut tokio::net::TcpStream) -> std::io::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let mut head = [0u8; 11];
+    let peeked = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let n = tcp.peek(&mut head).await?;
+            if n == 0 || n == head.len() {
+                return Ok::<usize, std::io::Error>(n);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or(Ok(0))?;
+    let Some(version) = legacy_client_version(&head[..peeked]) else {
+        return Ok(false);
+    };
+    tracing::warn!("FAULT legacy_tls: answering a TLS {version:#06x} ClientHello");
+    tcp.write_all(&legacy_server_hello(version)).await?;
+    tcp.shutdown().await?;
+    Ok(true)
+}
+
+/// The client_version of a ClientHello record older than TLS 1.2.
+fn legacy_client_version(head: &[u8]) -> Option<u16> {
+    // record type 22 (handshake), 2 bytes version, 2 bytes length, handshake type 1, 3 bytes
+    // length, then client_version.
+    let [22, _, _, _, _, 1, _, _, _, major, minor] = *head else {
+        return None;
+    };
+    let version = u16::from_be_bytes([major, minor]);
+    (0x0300..0x0303).contains(&version).then_some(version)
+}
+
+fn legacy_server_hello(version: u16) -> Vec<u8> {
+    let [major, minor] = version.to_be_bytes();
+    let mut body = vec![major, minor];
+    body.extend((0..32).map(|_| fastrand::u8(..)));
+    body.extend([0, 0x00, 0x2f, 0]); // no session id, TLS_RSA_WITH_AES_128_CBC_SHA, null compression
+    let mut handshake = vec![2, 0, 0, body.len() as u8];
+    handshake.extend(body);
+    let mut record = vec![22, major, minor, 0, handshake.len() as u8];
+    record.extend(handshake);
+    record
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pre_tls12_hellos_count_as_legacy() {
+        let hello = |major, minor| [22, 3, 1, 0, 100, 1, 0, 0, 96, major, minor];
+        assert_eq!(legacy_client_version(&hello(3, 1)), Some(0x0301));
+        assert_eq!(legacy_client_version(&hello(3, 2)), Some(0x0302));
+        assert_eq!(legacy_client_version(&hello(3, 3)), None);
+        assert_eq!(legacy_client_version(b"EHLO x\r\n..."), None);
+        let reply = legacy_server_hello(0x0302);
+        assert_eq!(&reply[..3], &[22, 3, 2]);
+        assert_eq!(reply[5], 2, "handshake type ServerHello");
+        assert_eq!(&reply[9..11], &[3, 2]);
+        assert_eq!(reply.len(), 5 + 4 + 38);
+    }
 
     #[test]
     fn generated_identity_is_reused() {

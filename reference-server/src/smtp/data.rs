@@ -44,6 +44,14 @@ pub enum Progress {
     Done(usize),
 }
 
+/// Whether a byte ended the data.
+enum End {
+    No,
+    AfterThisByte,
+    /// Only in lenient mode: `<CR>.<CR>` is complete once the next byte shows no LF follows.
+    BeforeThisByte,
+}
+
 /// Incremental receiver for one message's DATA.
 #[derive(Debug)]
 pub struct DataReceiver {
@@ -73,8 +81,8 @@ impl DataReceiver {
         }
     }
 
-    /// Treat a bare LF as a line end (the vulnerable behaviour the `bare_lf_end_of_data`
-    /// fault imitates).
+    /// Treat a bare LF or bare CR as a line end (the vulnerable behaviour the
+    /// `bare_lf_end_of_data` fault imitates).
     pub fn lenient_lf(mut self, on: bool) -> DataReceiver {
         self.lenient_lf = on;
         self
@@ -83,8 +91,10 @@ impl DataReceiver {
     /// Consumes bytes until the end of data or the end of input.
     pub fn feed(&mut self, input: &[u8]) -> Progress {
         for (index, &byte) in input.iter().enumerate() {
-            if self.step(byte) {
-                return Progress::Done(index + 1);
+            match self.step(byte) {
+                End::No => {}
+                End::AfterThisByte => return Progress::Done(index + 1),
+                End::BeforeThisByte => return Progress::Done(index),
             }
         }
         Progress::NeedMore
@@ -108,16 +118,17 @@ impl DataReceiver {
         self.body.is_empty()
     }
 
-    /// One byte of input; true when it completed `<CRLF>.<CRLF>`.
-    fn step(&mut self, byte: u8) -> bool {
+    /// One byte of input; whether it completed the end of data.
+    fn step(&mut self, byte: u8) -> End {
         match (self.state, byte) {
             (State::LineStart, b'.') => {
                 self.line_len = 1;
                 self.state = State::Dot;
             }
             (State::Dot, b'\r') => self.state = State::DotCr,
-            (State::DotCr, b'\n') => return true,
-            (State::Dot, b'\n') if self.lenient_lf => return true,
+            (State::DotCr, b'\n') => return End::AfterThisByte,
+            (State::Dot, b'\n') if self.lenient_lf => return End::AfterThisByte,
+            (State::DotCr, _) if self.lenient_lf => return End::BeforeThisByte,
             (State::DotCr, _) => {
                 // ".\r" followed by something other than LF: the dot was stuffing (or
                 // garbage) and the CR is bare.
@@ -140,6 +151,11 @@ impl DataReceiver {
                 self.emit(b'\r');
                 self.emit(b'\n');
                 self.end_line();
+            }
+            (State::Cr, _) if self.lenient_lf => {
+                self.emit(b'\r');
+                self.end_line();
+                return self.step(byte);
             }
             (State::Cr, _) => {
                 self.flag(Violation::BareCr(self.line_no));
@@ -166,7 +182,7 @@ impl DataReceiver {
                 self.state = State::Text;
             }
         }
-        false
+        End::No
     }
 
     fn end_line(&mut self) {
@@ -268,6 +284,9 @@ mod tests {
         let mut receiver = DataReceiver::new(1 << 20, 1000).lenient_lf(true);
         assert_eq!(receiver.feed(b"a\n.\nSMUGGLED"), Progress::Done(4));
         assert_eq!(receiver.finish().unwrap(), b"a\n");
+        let mut receiver = DataReceiver::new(1 << 20, 1000).lenient_lf(true);
+        assert_eq!(receiver.feed(b"a\r.\rSMUGGLED"), Progress::Done(4));
+        assert_eq!(receiver.finish().unwrap(), b"a\r");
     }
 
     #[test]
