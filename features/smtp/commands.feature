@@ -1,0 +1,106 @@
+@smtp
+Feature: Each SMTP command and its error replies
+  RFC 5321 section 4.1 commands, the reply codes of section 4.2 and the command sequence rules
+  of section 4.1.4, with RFC 3463 enhanced status codes (RFC 2034).
+
+  @port-smtp @rfc5321-4.1.1.9
+  Scenario: NOOP, RSET and HELP are answered
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "NOOP"
+    Then the reply code is 250
+    When the client sends "RSET"
+    Then the reply code is 250
+    When the client sends "HELP"
+    Then the reply code is one of 211, 214
+
+  @port-smtp @rfc5321-3.5.3 @fault-vrfy_refused
+  Scenario: VRFY gets 252 when the server will not disclose users
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "VRFY {first}"
+    Then the reply code is 252
+
+  @port-smtp @rfc5321-4.1.1.10
+  Scenario: QUIT gets 221 and the server closes the connection
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "QUIT"
+    Then the reply code is 221
+    And the connection is closed
+
+  @port-smtp @rfc5321-4.2.4
+  Scenario: An unrecognized command gets 500
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "FROBNICATE now"
+    Then the reply code is 500
+
+  @port-smtp @rfc5321-4.3.2
+  Scenario: MAIL without angle brackets is a syntax error in parameters
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "MAIL FROM:{sender}"
+    Then the reply code is 501
+
+  @port-smtp @rfc5321-4.1.4
+  Scenario: RCPT before MAIL is a bad sequence of commands
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "RCPT TO:<{first}>"
+    Then the reply code is 503
+
+  @port-smtp @rfc5321-4.1.4
+  Scenario: DATA without a recipient is refused
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "MAIL FROM:<{sender}>"
+    And the client sends "DATA"
+    Then the reply is a permanent failure
+
+  @port-smtp @rfc5321-4.1.4
+  Scenario: A second MAIL inside a transaction is refused
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "MAIL FROM:<{sender}>"
+    And the client sends "MAIL FROM:<{sender}>"
+    Then the reply code is 503
+
+  @port-smtp @rfc5321-4.5.3.1.4
+  Scenario: A command line over 512 octets is refused with 500
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends a command line of 2000 octets
+    Then the reply code is 500
+    When the client sends "NOOP"
+    Then the reply code is 250
+
+  @port-smtp @rfc5321-4.5.3.1.1
+  Scenario: A local part over 64 octets is refused
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "MAIL FROM:<{sender}>"
+    And the client sends "RCPT TO:<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@{domain}>"
+    Then the reply is a permanent failure
+
+  @port-smtp @policy-error-limit
+  Scenario: A client that keeps sending bad commands is disconnected with 421
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client keeps sending "FROBNICATE" until the server hangs up
+    Then the last reply code is 421
+
+  @port-smtp @needs-ENHANCEDSTATUSCODES @rfc2034-4 @fault-vrfy_refused
+  Scenario: Every reply after EHLO carries an enhanced status code of its class
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "NOOP"
+    And the client sends "VRFY {first}"
+    And the client sends "FROBNICATE"
+    And the client sends "RCPT TO:<{first}>"
+    And the client sends "MAIL FROM:<{sender}>"
+    And the client sends "RCPT TO:<{unknown}>"
+    And the client sends "RCPT TO:<{first}>"
+    And the client sends "RSET"
+    And the client sends "QUIT"
+    Then every reply since EHLO carried an enhanced status code of its class

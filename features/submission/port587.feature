@@ -1,0 +1,67 @@
+@submission
+Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
+  Message submission (RFC 6409) with the policy of RFC 8314 section 3.3: credentials never travel
+  in clear text, and nothing is accepted from a client that has not authenticated.
+
+  @port-submission @rfc3207-4 @rfc4954-4 @fault-auth_before_tls
+  Scenario: Before STARTTLS, EHLO offers STARTTLS and no AUTH
+    Given a client connected to the submission port
+    When the client says EHLO
+    Then the server advertises STARTTLS
+    And the server does not advertise AUTH
+
+  @port-submission @rfc3207-4 @fault-auth_before_tls
+  Scenario: AUTH before STARTTLS is refused with 530 5.7.0
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client authenticates with PLAIN as the first account
+    Then the reply is 530 5.7.0
+
+  @port-submission @rfc4954-4
+  Scenario: After STARTTLS, EHLO offers AUTH PLAIN and no STARTTLS
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client starts TLS
+    And the client says EHLO
+    Then the server advertises AUTH PLAIN
+    And the server does not advertise STARTTLS
+
+  @port-submission @rfc4954-6
+  Scenario: MAIL before AUTH is refused with 530 5.7.0
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client starts TLS
+    And the client says EHLO
+    And the client sends "MAIL FROM:<{first}>"
+    Then the reply is 530 5.7.0
+
+  @port-submission @rfc4954-6
+  Scenario: A wrong password is refused with 535 5.7.8
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client starts TLS
+    And the client says EHLO
+    And the client authenticates with PLAIN as the first account with a wrong password
+    Then the reply is 535 5.7.8
+
+  @port-submission @rfc4954-4 @rfc4616-2
+  Scenario: AUTH PLAIN, then a message for a local recipient is delivered
+    Given an authenticated client on the submission port
+    When the client sends a message to {second}
+    Then the reply code is 250
+    And {second} receives the message
+
+  @port-submission @rfc3207-4.2
+  Scenario: STARTTLS resets the session, so EHLO is needed again
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client starts TLS
+    And the client sends "MAIL FROM:<{first}>"
+    Then the reply is a permanent failure
+
+  @port-submission @rfc3207-5 @fault-starttls_injection
+  Scenario: Commands sent with STARTTLS before the handshake are not executed
+    Given a client connected to the submission port
+    When the client says EHLO
+    And the client starts TLS with "HELP" injected
+    Then the injected command was not executed

@@ -1,0 +1,52 @@
+@tls
+Feature: TLS 1.2 or newer on every TLS port
+  RFC 8996 deprecates TLS 1.0 and 1.1 and RFC 8314 section 4.1 asks for TLS 1.2 or later.
+  STARTTLS ports are probed after a successful STARTTLS; port 465 from the first byte.
+
+  @rfc8996-2 @rfc8996-3 @fault-legacy_tls
+  Scenario Outline: The <role> port refuses TLS <version>
+    Then the <role> port refuses a TLS <version> handshake
+
+    @port-smtp
+    Examples:
+      | role | version |
+      | smtp | 1.0     |
+      | smtp | 1.1     |
+
+    @port-submission
+    Examples:
+      | role       | version |
+      | submission | 1.0     |
+      | submission | 1.1     |
+
+    @port-submissions
+    Examples:
+      | role        | version |
+      | submissions | 1.0     |
+      | submissions | 1.1     |
+
+  @rfc8314-4.1
+  Scenario Outline: The <role> port negotiates TLS 1.2 or newer with a certificate the client trusts
+    Then the <role> port completes a TLS handshake at version 1.2 or newer
+
+    @port-smtp
+    Examples:
+      | role |
+      | smtp |
+
+    @port-submission
+    Examples:
+      | role       |
+      | submission |
+
+    @port-submissions
+    Examples:
+      | role        |
+      | submissions |
+
+  @port-smtp @rfc3207-5 @fault-starttls_injection
+  Scenario: On port 25, commands sent with STARTTLS before the handshake are not executed
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client starts TLS with "HELP" injected
+    Then the injected command was not executed

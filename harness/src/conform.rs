@@ -1,0 +1,454 @@
+//! `harness conform`: runs the feature files against a target and collects one record per
+//! scenario.
+//!
+//! Which scenarios can run is decided before any step runs, from tags: `@port-<service>` needs
+//! that port in the target (else "not applicable"), `@needs-<EXTENSION>` needs the extension in
+//! the EHLO reply of every port the scenario uses (else "skipped"), and the profile's
+//! `skip_tags` skip on purpose. Everything else runs and passes or fails.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cucumber::event::{self, ScenarioFinished};
+use cucumber::tag::Ext as _;
+use cucumber::{Event, World as _, WriterExt as _, gherkin, parser};
+use futures::future::LocalBoxFuture;
+
+use crate::clients::tls::TlsClient;
+use crate::embedded::Embedded;
+use crate::report::{Outcome, Record, Report};
+use crate::steps::{MailWorld, Target};
+use crate::target::TargetProfile;
+
+/// SMTP services whose capabilities are discovered with EHLO.
+const SMTP_SERVICES: [&str; 3] = ["smtp", "submission", "submissions"];
+
+/// What `harness conform` runs against.
+pub enum TargetSpec {
+    /// The reference server in-process; the closure may change its config (faults).
+    Embedded(Box<dyn FnOnce(&mut reference_server::Config) + Send>),
+    /// A third-party server described by a target profile file.
+    Profile(PathBuf),
+}
+
+/// Run settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The features directory.
+    pub features: PathBuf,
+    /// A cucumber tag expression selecting scenarios, e.g. `@smtp and not @tls`.
+    pub tags: Option<String>,
+    /// How long to wait for one reply.
+    pub timeout: Duration,
+    /// Scenarios run at once.
+    pub concurrency: usize,
+}
+
+impl RunOptions {
+    /// The defaults for a features directory.
+    pub fn new(features: PathBuf) -> RunOptions {
+        RunOptions {
+            features,
+            tags: None,
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+        }
+    }
+}
+
+/// The default features directory: `features/` beside the workspace root when run from a
+/// checkout, else `./features`.
+pub fn default_features_dir() -> PathBuf {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
+    if Path::new("features").is_dir() || !checkout.is_dir() {
+        PathBuf::from("features")
+    } else {
+        checkout
+    }
+}
+
+/// Runs the selected scenarios against the target and returns the report.
+pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Report> {
+    let tags = options
+        .tags
+        .as_deref()
+        .map(|expr| {
+            expr.parse::<gherkin::tagexpr::TagOperation>()
+                .map_err(|e| anyhow::anyhow!("--tags {expr:?} is not a tag expression: {e}"))
+        })
+        .transpose()?;
+    if !options.features.is_dir() {
+        anyhow::bail!(
+            "features directory {} does not exist (use --features DIR)",
+            options.features.display()
+        );
+    }
+    let (embedded, target) = match spec {
+        TargetSpec::Embedded(configure) => {
+            let embedded = Embedded::start(configure).await?;
+            let profile = embedded.profile();
+            let target = Target {
+                tls: TlsClient::from_settings(&profile.tls, &profile.host)?,
+                mailboxes: Some(embedded.mailboxes()),
+                profile,
+                timeout: options.timeout,
+            };
+            (Some(embedded), target)
+        }
+        TargetSpec::Profile(path) => {
+            let profile = crate::target::load(&path)?;
+            let target = Target {
+                tls: TlsClient::from_settings(&profile.tls, &profile.host)
+                    .with_context(|| format!("{}: TLS settings", path.display()))?,
+                mailboxes: None,
+                profile,
+                timeout: options.timeout,
+            };
+            (None, target)
+        }
+    };
+    let target = Arc::new(target);
+    let capabilities = discover(&target).await;
+    let records = execute(target.clone(), capabilities, tags, options).await;
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
+    }
+    Ok(Report::new(target.profile.name.clone(), records))
+}
+
+/// EHLO keywords per SMTP service (after STARTTLS when offered). A service missing here could
+/// not be asked; its scenarios run anyway and fail on their own if it is broken.
+async fn discover(target: &Target) -> HashMap<String, BTreeSet<String>> {
+    let mut found = HashMap::new();
+    for service in SMTP_SERVICES {
+        if target.addr(service).is_err() {
+            continue;
+        }
+        match ehlo_keywords(target, service).await {
+            Ok(keywords) => {
+                found.insert(service.to_owned(), keywords);
+            }
+            Err(error) => tracing::warn!("capability discovery on {service} failed: {error:#}"),
+        }
+    }
+    found
+}
+
+async fn ehlo_keywords(target: &Target, service: &str) -> anyhow::Result<BTreeSet<String>> {
+    let mut client = target.connect(service).await?;
+    client.read_reply().await?;
+    client.ehlo("harness.test").await?;
+    let mut keywords: BTreeSet<String> = client.capabilities().keys().cloned().collect();
+    if !client.is_tls() && keywords.contains("STARTTLS") {
+        let reply = client.starttls(&target.tls).await?;
+        if reply.code == 220 {
+            client.ehlo("harness.test").await?;
+            keywords.extend(client.capabilities().keys().cloned());
+        }
+    }
+    let _ = client.command("QUIT").await;
+    Ok(keywords)
+}
+
+/// Why a scenario will not run, if it will not.
+fn gate(
+    tags: &[String],
+    profile: &TargetProfile,
+    capabilities: &HashMap<String, BTreeSet<String>>,
+) -> Option<Outcome> {
+    if let Some(tag) = tags.iter().find(|t| {
+        profile
+            .skip_tags
+            .iter()
+            .any(|s| s.trim_start_matches('@') == t.as_str())
+    }) {
+        return Some(Outcome::Skipped {
+            reason: format!("the target profile skips @{tag}"),
+        });
+    }
+    let services: Vec<&str> = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix("port-"))
+        .collect();
+    for service in &services {
+        if !profile.ports.offered().any(|(name, _)| name == *service) {
+            return Some(Outcome::NotApplicable {
+                reason: format!("the target offers no {service} port"),
+            });
+        }
+    }
+    for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-")) {
+        for service in &services {
+            if let Some(keywords) = capabilities.get(*service)
+                && !keywords.contains(&needed.to_ascii_uppercase())
+            {
+                return Some(Outcome::Skipped {
+                    reason: format!("the {service} port does not advertise {needed}"),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn all_tags(
+    feature: &gherkin::Feature,
+    rule: Option<&gherkin::Rule>,
+    scenario: &gherkin::Scenario,
+) -> Vec<String> {
+    feature
+        .tags
+        .iter()
+        .chain(rule.iter().flat_map(|r| &r.tags))
+        .chain(&scenario.tags)
+        .cloned()
+        .collect()
+}
+
+/// A scenario's identity across events: its feature file and line.
+type Key = (PathBuf, usize);
+
+fn key(feature: &gherkin::Feature, scenario: &gherkin::Scenario) -> Key {
+    (
+        feature.path.clone().unwrap_or_default(),
+        scenario.position.line,
+    )
+}
+
+fn record(
+    feature: &gherkin::Feature,
+    rule: Option<&gherkin::Rule>,
+    scenario: &gherkin::Scenario,
+    features_dir: &Path,
+    outcome: Outcome,
+) -> Record {
+    let file = feature
+        .path
+        .as_ref()
+        .map(|p| {
+            p.strip_prefix(features_dir)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        })
+        .unwrap_or_default();
+    Record {
+        feature: feature.name.clone(),
+        file,
+        scenario: scenario.name.clone(),
+        line: scenario.position.line,
+        tags: all_tags(feature, rule, scenario),
+        outcome,
+        key: Key::default(),
+    }
+}
+
+async fn execute(
+    target: Arc<Target>,
+    capabilities: HashMap<String, BTreeSet<String>>,
+    tags: Option<gherkin::tagexpr::TagOperation>,
+    options: &RunOptions,
+) -> Vec<Record> {
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let failed_steps: Arc<Mutex<BTreeMap<Key, String>>> = Arc::default();
+    let features_dir = options
+        .features
+        .canonicalize()
+        .unwrap_or_else(|_| options.features.clone());
+
+    let filter = {
+        let records = records.clone();
+        let target = target.clone();
+        let dir = features_dir.clone();
+        move |feature: &gherkin::Feature,
+              rule: Option<&gherkin::Rule>,
+              scenario: &gherkin::Scenario| {
+            let tags_here = all_tags(feature, rule, scenario);
+            if tags
+                .as_ref()
+                .is_some_and(|expr| !expr.eval(tags_here.iter()))
+            {
+                return false;
+            }
+            match gate(&tags_here, &target.profile, &capabilities) {
+                None => true,
+                Some(outcome) => {
+                    lock(&records).push(record(feature, rule, scenario, &dir, outcome));
+                    false
+                }
+            }
+        }
+    };
+    let before = {
+        let target = target.clone();
+        before_hook(
+            move |_: &gherkin::Feature,
+                  _: Option<&gherkin::Rule>,
+                  _: &gherkin::Scenario,
+                  world: &mut MailWorld| {
+                world.set_target(target.clone());
+                Box::pin(async {}) as LocalBoxFuture<'_, ()>
+            },
+        )
+    };
+    let after = {
+        let records = records.clone();
+        let dir = features_dir.clone();
+        after_hook(move |feature, rule, scenario, finished, world| {
+            let transcript = world.as_ref().map(|w| w.transcript()).unwrap_or_default();
+            let outcome = match finished {
+                ScenarioFinished::StepPassed => match world.and_then(|w| w.unverified.take()) {
+                    Some(reason) => Outcome::Skipped { reason },
+                    None => Outcome::Passed,
+                },
+                ScenarioFinished::StepSkipped => Outcome::Failed {
+                    step: String::new(),
+                    message: "a step matches no step definition (a typo in the feature file?)"
+                        .into(),
+                    transcript,
+                },
+                ScenarioFinished::BeforeHookFailed(info) => Outcome::Failed {
+                    step: "(before hook)".into(),
+                    message: panic_text(info),
+                    transcript,
+                },
+                ScenarioFinished::StepFailed(_, _, error) => Outcome::Failed {
+                    // The writer sees the failed step after this hook; filled in at the end.
+                    step: String::new(),
+                    message: step_error_text(error),
+                    transcript,
+                },
+            };
+            let mut done = record(feature, rule, scenario, &dir, outcome);
+            done.key = key(feature, scenario);
+            lock(&records).push(done);
+            Box::pin(async {}) as LocalBoxFuture<'_, ()>
+        })
+    };
+
+    let parse_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    MailWorld::cucumber()
+        .with_writer(FailedSteps(failed_steps.clone(), parse_errors.clone()).normalized())
+        .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
+        .max_concurrent_scenarios(options.concurrency.max(1))
+        .before(before)
+        .after(after)
+        .filter_run(&options.features, filter)
+        .await;
+    let mut records = std::mem::take(&mut *lock(&records));
+    let failed_steps = lock(&failed_steps);
+    for record in &mut records {
+        if let Outcome::Failed { step, .. } = &mut record.outcome
+            && let Some(text) = failed_steps.get(&record.key)
+        {
+            step.clone_from(text);
+        }
+    }
+    // A feature file that does not parse is a failure of the run, not something to skip.
+    for error in lock(&parse_errors).drain(..) {
+        records.push(Record {
+            feature: "(feature file did not parse)".into(),
+            file: "(parse error)".into(),
+            scenario: String::new(),
+            line: 0,
+            tags: Vec::new(),
+            key: Key::default(),
+            outcome: Outcome::Failed {
+                step: String::new(),
+                message: error,
+                transcript: String::new(),
+            },
+        });
+    }
+    records
+}
+
+/// Pins a closure to the higher-ranked signature cucumber's `before` hook needs.
+fn before_hook<F>(hook: F) -> F
+where
+    F: for<'a> Fn(
+        &'a gherkin::Feature,
+        Option<&'a gherkin::Rule>,
+        &'a gherkin::Scenario,
+        &'a mut MailWorld,
+    ) -> LocalBoxFuture<'a, ()>,
+{
+    hook
+}
+
+/// Pins a closure to the higher-ranked signature cucumber's `after` hook needs.
+fn after_hook<F>(hook: F) -> F
+where
+    F: for<'a> Fn(
+        &'a gherkin::Feature,
+        Option<&'a gherkin::Rule>,
+        &'a gherkin::Scenario,
+        &'a ScenarioFinished,
+        Option<&'a mut MailWorld>,
+    ) -> LocalBoxFuture<'a, ()>,
+{
+    hook
+}
+
+/// Locks a mutex even if a panicking step poisoned it: the data is only appended to.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn panic_text(info: &event::Info) -> String {
+    if let Some(text) = info.downcast_ref::<String>() {
+        text.clone()
+    } else if let Some(text) = info.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else {
+        "step panicked".into()
+    }
+}
+
+fn step_error_text(error: &event::StepError) -> String {
+    match error {
+        event::StepError::Panic(info) => panic_text(info),
+        other => other.to_string(),
+    }
+}
+
+/// A cucumber writer that only notes which step failed in each scenario; everything else the
+/// report needs comes from the `after` hook.
+struct FailedSteps(Arc<Mutex<BTreeMap<Key, String>>>, Arc<Mutex<Vec<String>>>);
+
+impl cucumber::Writer<MailWorld> for FailedSteps {
+    type Cli = cucumber::cli::Empty;
+
+    async fn handle_event(
+        &mut self,
+        event: parser::Result<Event<event::Cucumber<MailWorld>>>,
+        _: &Self::Cli,
+    ) {
+        let Ok(Event {
+            value:
+                event::Cucumber::Feature(feature, event::Feature::Scenario(scenario, retryable))
+                | event::Cucumber::Feature(
+                    feature,
+                    event::Feature::Rule(_, event::Rule::Scenario(scenario, retryable)),
+                ),
+            ..
+        }) = event
+        else {
+            if let Err(error) = event {
+                lock(&self.1).push(error.to_string());
+            }
+            return;
+        };
+        if let event::Scenario::Step(step, event::Step::Failed(..)) = &retryable.event {
+            lock(&self.0).insert(
+                key(&feature, &scenario),
+                format!("{}{}", step.keyword, step.value),
+            );
+        }
+    }
+}

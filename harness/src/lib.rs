@@ -1,0 +1,11 @@
+//! Conformance and load-testing harness for mail servers: protocol clients that keep a
+//! transcript of every byte, target profiles, the Gherkin step library, and the runner behind
+//! `harness conform`.
+
+pub mod clients;
+pub mod conform;
+pub mod embedded;
+pub mod mailbox;
+pub mod report;
+pub mod steps;
+pub mod target;

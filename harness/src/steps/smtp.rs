@@ -1,0 +1,761 @@
+//! SMTP steps: connecting, commands, message data, TLS, AUTH, and the checks on replies and
+//! mailboxes.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use cucumber::gherkin::Step;
+use cucumber::{given, then, when};
+
+use super::{MailWorld, SentMessage, Target, docstring_to_crlf, unescape, unique_token};
+use crate::clients::ClientError;
+use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_at};
+use crate::clients::smtp::{Reply, dot_stuff};
+
+/// The name the harness gives in EHLO.
+const EHLO_NAME: &str = "harness.test";
+
+fn docstring(step: &Step) -> anyhow::Result<&str> {
+    step.docstring
+        .as_deref()
+        .context("this step needs a \"\"\" docstring")
+}
+
+/// Adds a Message-ID carrying a fresh token, so the message can be found in a mailbox.
+fn with_token(world: &mut MailWorld, body: &[u8], exact: bool) -> Vec<u8> {
+    let token = unique_token();
+    let mut message = format!("Message-ID: <{token}@harness.test>\r\n").into_bytes();
+    message.extend_from_slice(body);
+    world.message = Some(SentMessage {
+        token,
+        exact: exact.then(|| message.clone()),
+    });
+    message
+}
+
+#[given(regex = r"^a client connected to the (\w+) port$")]
+async fn connected(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let client = target.connect(&role).await?;
+    world.set_client(client);
+    let greeting = world
+        .client()?
+        .read_reply()
+        .await
+        .context("reading the greeting")?;
+    world.record(greeting);
+    Ok(())
+}
+
+#[given(regex = r"^a plain-text client connected to the (\w+) port$")]
+async fn plain_connected(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let addr = target.addr(&role)?;
+    let client = crate::clients::smtp::SmtpClient::connect(&addr, target.timeout)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    world.set_client(client);
+    Ok(())
+}
+
+#[given(regex = r"^an authenticated client on the (\w+) port$")]
+async fn authenticated(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    connected(world, role).await?;
+    ensure!(
+        world.reply()?.code == 220,
+        "greeting was not 220: {}",
+        world.reply()?
+    );
+    say_ehlo(world).await?;
+    let target = world.target()?;
+    let client = world.client()?;
+    if !client.is_tls() {
+        let reply = client.starttls(&target.tls).await?;
+        ensure!(reply.code == 220, "STARTTLS was refused: {reply}");
+        client.ehlo(EHLO_NAME).await?;
+    }
+    let (user, password) = world.account(0)?;
+    let reply = world.client()?.auth_plain(&user, &password).await?;
+    ensure!(reply.code == 235, "AUTH PLAIN as {user} failed: {reply}");
+    world.authenticated = true;
+    world.record(reply);
+    Ok(())
+}
+
+#[when("the client says EHLO")]
+async fn say_ehlo(world: &mut MailWorld) -> anyhow::Result<()> {
+    let reply = world.client()?.ehlo(EHLO_NAME).await?;
+    world.since_ehlo.clear();
+    world.reply = Some(reply);
+    Ok(())
+}
+
+#[when(regex = r#"^the client sends "(.*)"$"#)]
+async fn sends(world: &mut MailWorld, line: String) -> anyhow::Result<()> {
+    let line = world.expand(&line)?;
+    let reply = world.client()?.command(&line).await?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when("the client pipelines:")]
+async fn pipelines(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
+    let commands: Vec<String> = docstring(step)?
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| world.expand(line))
+        .collect::<Result<_, _>>()?;
+    let batch: String = commands.iter().map(|c| format!("{c}\r\n")).collect();
+    let client = world.client()?;
+    client.send_raw(batch.as_bytes()).await?;
+    let mut replies = Vec::new();
+    for command in &commands {
+        let reply = client
+            .read_reply()
+            .await
+            .with_context(|| format!("reading the reply to pipelined `{command}`"))?;
+        replies.push(reply);
+    }
+    for reply in replies.iter().cloned() {
+        world.record(reply);
+    }
+    world.batch = replies;
+    Ok(())
+}
+
+#[when("the client starts TLS")]
+async fn starts_tls(world: &mut MailWorld) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let reply = world.client()?.starttls(&target.tls).await?;
+    ensure!(reply.code == 220, "STARTTLS was not accepted: {reply}");
+    world.record(reply);
+    Ok(())
+}
+
+#[when(regex = r#"^the client starts TLS with "(.*)" injected$"#)]
+async fn starts_tls_injected(world: &mut MailWorld, line: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let injected = format!("{line}\r\n");
+    let reply = world
+        .client()?
+        .starttls_with_injected(&target.tls, injected.as_bytes())
+        .await?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when(
+    regex = r"^the client authenticates with (PLAIN|LOGIN) as the (first|second) account( with a wrong password)?$"
+)]
+async fn authenticates(
+    world: &mut MailWorld,
+    mechanism: String,
+    which: String,
+    wrong: String,
+) -> anyhow::Result<()> {
+    let (user, mut password) = world.account(usize::from(which == "second"))?;
+    if !wrong.is_empty() {
+        password.push_str("-wrong");
+    }
+    let client = world.client()?;
+    let reply = if mechanism == "PLAIN" {
+        client.auth_plain(&user, &password).await?
+    } else {
+        client.auth_login(&user, &password).await?
+    };
+    world.authenticated |= reply.code == 235;
+    world.record(reply);
+    Ok(())
+}
+
+/// MAIL and RCPT for one recipient, each required to succeed; the sender is the first
+/// account when the session authenticated, else `{sender}`.
+async fn envelope(world: &mut MailWorld, recipient: &str) -> anyhow::Result<(String, String)> {
+    let recipient = world.expand(recipient)?;
+    let sender = if world.authenticated {
+        world.account(0)?.0
+    } else {
+        world.expand("{sender}")?
+    };
+    for command in [
+        format!("MAIL FROM:<{sender}>"),
+        format!("RCPT TO:<{recipient}>"),
+    ] {
+        let reply = world.client()?.command(&command).await?;
+        ensure!(reply.code == 250, "`{command}` was refused: {reply}");
+        world.record(reply);
+    }
+    Ok((sender, recipient))
+}
+
+#[when(regex = r"^the client opens a message transaction for (\S+)$")]
+async fn opens_transaction(world: &mut MailWorld, recipient: String) -> anyhow::Result<()> {
+    envelope(world, &recipient).await?;
+    let reply = world.client()?.command("DATA").await?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when(regex = r"^the client sends a message to (\S+)$")]
+async fn sends_message(world: &mut MailWorld, recipient: String) -> anyhow::Result<()> {
+    let (sender, recipient) = envelope(world, &recipient).await?;
+    let body = format!(
+        "From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: conformance message\r\n\r\nSent by the conformance harness.\r\n"
+    );
+    let message = with_token(world, body.as_bytes(), true);
+    let reply = world.client()?.data(&message).await?;
+    world.record(reply);
+    Ok(())
+}
+
+/// Sends message octets after a 354: dot-stuffed, then the terminator, then reads the reply.
+async fn send_body(world: &mut MailWorld, message: &[u8]) -> anyhow::Result<()> {
+    let mut wire = dot_stuff(message);
+    wire.extend_from_slice(b".\r\n");
+    let client = world.client()?;
+    client.send_raw(&wire).await?;
+    let reply = client
+        .read_reply()
+        .await
+        .context("reading the reply to the message data")?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when("the client sends the message body:")]
+async fn sends_body(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
+    ensure!(
+        world.reply()?.code == 354,
+        "DATA was not accepted: {}",
+        world.reply()?
+    );
+    let body = docstring_to_crlf(docstring(step)?);
+    let message = with_token(world, &body, true);
+    send_body(world, &message).await
+}
+
+#[when(regex = r#"^the client sends the raw message data "(.*)"$"#)]
+async fn sends_raw_data(world: &mut MailWorld, data: String) -> anyhow::Result<()> {
+    ensure!(
+        world.reply()?.code == 354,
+        "DATA was not accepted: {}",
+        world.reply()?
+    );
+    let data = unescape(&data)?;
+    let wire = with_token(world, &data, false);
+    let client = world.client()?;
+    client.send_raw(&wire).await?;
+    let reply = client
+        .read_reply()
+        .await
+        .context("reading the reply to the message data")?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when("the client sends a message body 1 octet over the advertised SIZE")]
+async fn sends_oversized(world: &mut MailWorld) -> anyhow::Result<()> {
+    ensure!(
+        world.reply()?.code == 354,
+        "DATA was not accepted: {}",
+        world.reply()?
+    );
+    let limit = world
+        .client()?
+        .size_limit()
+        .filter(|&limit| limit > 0)
+        .context("the server advertised no SIZE limit")?;
+    let target_len = usize::try_from(limit + 1).context("SIZE limit too large for memory")?;
+    let mut message = with_token(world, b"Subject: too large\r\n\r\n", false);
+    let mut remaining = target_len
+        .checked_sub(message.len())
+        .filter(|&r| r >= 2)
+        .context("the SIZE limit is smaller than a minimal message")?;
+    // Full 80-octet lines, then one shorter line, so the total is exactly limit + 1.
+    while remaining >= 82 {
+        message.extend_from_slice(&[b"x".repeat(78).as_slice(), b"\r\n"].concat());
+        remaining -= 80;
+    }
+    message.extend(std::iter::repeat_n(b'y', remaining - 2));
+    message.extend_from_slice(b"\r\n");
+    send_body(world, &message).await
+}
+
+#[when(regex = r"^the client sends the message in BDAT chunks of (\d+) octets$")]
+async fn sends_bdat(world: &mut MailWorld, size: usize, step: &Step) -> anyhow::Result<()> {
+    ensure!(size > 0, "chunk size must be at least 1");
+    let body = docstring_to_crlf(docstring(step)?);
+    let message = with_token(world, &body, true);
+    let chunks: Vec<&[u8]> = message.chunks(size).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let last = index + 1 == chunks.len();
+        let command = format!(
+            "BDAT {}{}\r\n",
+            chunk.len(),
+            if last { " LAST" } else { "" }
+        );
+        let client = world.client()?;
+        client
+            .send_raw(&[command.as_bytes(), chunk].concat())
+            .await?;
+        let reply = client
+            .read_reply()
+            .await
+            .context("reading the reply to BDAT")?;
+        let stop = reply.code != 250;
+        world.record(reply);
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[when(regex = r"^the client sends a command line of (\d+) octets$")]
+async fn sends_long_line(world: &mut MailWorld, octets: usize) -> anyhow::Result<()> {
+    ensure!(octets > 7, "a command line needs at least 8 octets");
+    let line = format!("NOOP {}\r\n", "x".repeat(octets - 7));
+    let client = world.client()?;
+    client.send_raw(line.as_bytes()).await?;
+    let reply = client
+        .read_reply()
+        .await
+        .context("reading the reply to the long line")?;
+    world.record(reply);
+    Ok(())
+}
+
+#[when(regex = r#"^the client keeps sending "(.*)" until the server hangs up$"#)]
+async fn keeps_sending(world: &mut MailWorld, line: String) -> anyhow::Result<()> {
+    const LIMIT: usize = 100;
+    for _ in 0..LIMIT {
+        let client = world.client()?;
+        if let Err(error) = client.send_line(&line).await {
+            return closed_or(error);
+        }
+        match client.read_reply().await {
+            Ok(reply) if reply.code == 421 => {
+                world.record(reply);
+                return Ok(());
+            }
+            Ok(reply) => world.record(reply),
+            Err(error) => return closed_or(error),
+        }
+    }
+    bail!("the server still answered after {LIMIT} bad commands")
+}
+
+fn closed_or(error: ClientError) -> anyhow::Result<()> {
+    match error {
+        ClientError::Closed { .. } => Ok(()),
+        other => Err(other.into()),
+    }
+}
+
+/// `CRLF.LF` and the like: the line ends around a dot, spelled out.
+fn vector_bytes(vector: &str) -> anyhow::Result<Vec<u8>> {
+    let (before, after) = vector
+        .split_once('.')
+        .with_context(|| format!("vector {vector:?} has no dot"))?;
+    let line_end = |text: &str| -> anyhow::Result<&'static [u8]> {
+        Ok(match text {
+            "CRLF" => b"\r\n",
+            "LF" => b"\n",
+            "CR" => b"\r",
+            other => bail!("unknown line end {other:?} in vector {vector:?}"),
+        })
+    };
+    Ok([line_end(before)?, b".", line_end(after)?].concat())
+}
+
+#[when(regex = r#"^the client smuggles "(.*)" after the end-of-data vector (\S+)$"#)]
+async fn smuggles(world: &mut MailWorld, command: String, vector: String) -> anyhow::Result<()> {
+    ensure!(
+        world.reply()?.code == 354,
+        "DATA was not accepted: {}",
+        world.reply()?
+    );
+    let mut data = b"Subject: smuggling probe\r\n\r\nbefore the vector".to_vec();
+    data.extend(vector_bytes(&vector)?);
+    data.extend_from_slice(format!("{command}\r\n\r\n.\r\nNOOP\r\n").as_bytes());
+    let wire = with_token(world, &data, false);
+    world.client()?.send_raw(&wire).await?;
+    Ok(())
+}
+
+#[then("the message data got one reply and the smuggled command none")]
+async fn no_smuggled_reply(world: &mut MailWorld) -> anyhow::Result<()> {
+    let client = world.client()?;
+    let end = client
+        .read_reply()
+        .await
+        .context("reading the reply to the message data")?;
+    let next = client
+        .read_reply()
+        .await
+        .context("reading the reply to the NOOP sent after the data")?;
+    ensure!(
+        next.code == 250,
+        "the message ended early at the smuggling vector: after the data reply ({end}) the next \
+         reply was {next}, an answer to a command hidden inside the message, where the reply to \
+         NOOP (250) was expected"
+    );
+    world.record(end);
+    world.record(next);
+    Ok(())
+}
+
+#[then(regex = r"^the reply code is (\d{3})$")]
+async fn reply_code(world: &mut MailWorld, code: u16) -> anyhow::Result<()> {
+    let reply = world.reply()?;
+    ensure!(
+        reply.code == code,
+        "expected reply code {code}, got: {reply}"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the last reply code is (\d{3})$")]
+async fn last_reply_code(world: &mut MailWorld, code: u16) -> anyhow::Result<()> {
+    reply_code(world, code).await
+}
+
+#[then(regex = r"^the reply code is one of ([\d, ]+)$")]
+async fn reply_code_one_of(world: &mut MailWorld, codes: String) -> anyhow::Result<()> {
+    let allowed: Vec<u16> = codes
+        .split(',')
+        .map(|c| c.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let reply = world.reply()?;
+    ensure!(
+        allowed.contains(&reply.code),
+        "expected one of {allowed:?}, got: {reply}"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the reply is (\d{3}) (\d\.\d{1,3}\.\d{1,3})$")]
+async fn reply_exact(world: &mut MailWorld, code: u16, enhanced: String) -> anyhow::Result<()> {
+    let reply = world.reply()?;
+    ensure!(
+        reply.code == code && reply.enhanced() == Some(enhanced.as_str()),
+        "expected {code} {enhanced}, got: {reply}"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the reply is a (positive completion|transient failure|permanent failure)$")]
+async fn reply_class(world: &mut MailWorld, class: String) -> anyhow::Result<()> {
+    let reply = world.reply()?;
+    let (first, what) = match class.as_str() {
+        "positive completion" => (2, "2xx"),
+        "transient failure" => (4, "4xx"),
+        _ => (5, "5xx"),
+    };
+    ensure!(
+        reply.code / 100 == first,
+        "expected a {what} reply ({class}), got: {reply}"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the replies are ([\d, ]+)$")]
+async fn replies_are(world: &mut MailWorld, codes: String) -> anyhow::Result<()> {
+    let expected: Vec<u16> = codes
+        .split(',')
+        .map(|c| c.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let got: Vec<u16> = world.batch.iter().map(|r| r.code).collect();
+    ensure!(
+        got == expected,
+        "expected replies {expected:?}, got {got:?}:\n{}",
+        world
+            .batch
+            .iter()
+            .map(Reply::to_string)
+            .collect::<Vec<_>>()
+            .join("")
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the server (advertises|does not advertise) (\S+)(?: (\S+))?$")]
+async fn advertises(
+    world: &mut MailWorld,
+    polarity: String,
+    keyword: String,
+    param: String,
+) -> anyhow::Result<()> {
+    let client = world.client()?;
+    let params = client.capabilities().get(&keyword.to_ascii_uppercase());
+    let present = match params {
+        Some(_) if param.is_empty() => true,
+        Some(values) => values.iter().any(|v| v.eq_ignore_ascii_case(&param)),
+        None => false,
+    };
+    let wanted = polarity == "advertises";
+    let listed: Vec<String> = client
+        .capabilities()
+        .iter()
+        .map(|(k, v)| format!("{k} {}", v.join(" ")).trim().to_owned())
+        .collect();
+    ensure!(
+        present == wanted,
+        "expected EHLO {} `{keyword} {param}`; it listed: {}",
+        if wanted { "to list" } else { "not to list" },
+        listed.join(", ")
+    );
+    Ok(())
+}
+
+#[then("every reply since EHLO carried an enhanced status code of its class")]
+async fn enhanced_everywhere(world: &mut MailWorld) -> anyhow::Result<()> {
+    ensure!(
+        !world.since_ehlo.is_empty(),
+        "no replies were collected after EHLO"
+    );
+    for reply in &world.since_ehlo {
+        let enhanced = reply
+            .enhanced()
+            .ok_or_else(|| anyhow!("reply without an RFC 3463 enhanced status code: {reply}"))?;
+        ensure!(
+            enhanced.starts_with(char::from(b'0' + (reply.code / 100) as u8)),
+            "enhanced code {enhanced} does not match the class of reply {reply}"
+        );
+    }
+    Ok(())
+}
+
+#[then("the connection is closed")]
+async fn connection_closed(world: &mut MailWorld) -> anyhow::Result<()> {
+    let closed = world
+        .client()?
+        .read_until_closed(Duration::from_secs(5))
+        .await?;
+    ensure!(closed, "the server kept the connection open for 5 s");
+    Ok(())
+}
+
+#[then("TLS is active")]
+async fn tls_active(world: &mut MailWorld) -> anyhow::Result<()> {
+    ensure!(world.client()?.is_tls(), "the connection is not TLS");
+    Ok(())
+}
+
+#[then("no plain-text greeting arrives")]
+async fn no_plain_greeting(world: &mut MailWorld) -> anyhow::Result<()> {
+    let client = world.client()?;
+    client.set_timeout(Duration::from_secs(2));
+    match client.read_reply().await {
+        Ok(reply) => bail!("an implicit-TLS port sent a plain-text reply: {reply}"),
+        Err(
+            ClientError::Timeout { .. }
+            | ClientError::Closed { .. }
+            | ClientError::MalformedReply { .. },
+        ) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[then("the injected command was not executed")]
+async fn injection_not_executed(world: &mut MailWorld) -> anyhow::Result<()> {
+    if world.reply()?.code != 220 {
+        // Refusing STARTTLS when more input follows it is a safe answer too.
+        return Ok(());
+    }
+    let client = world.client()?;
+    if let Err(error) = client.send_line("NOOP").await {
+        return closed_or(error);
+    }
+    let reply = match client.read_reply().await {
+        Ok(reply) => reply,
+        Err(error) => return closed_or(error),
+    };
+    ensure!(
+        reply.code == 250,
+        "the first reply inside TLS was {reply}, not the 250 for NOOP: the server executed a \
+         command sent in clear text before the handshake (CVE-2011-0411 class)"
+    );
+    world.record(reply);
+    Ok(())
+}
+
+/// Finds the scenario's message in an account's inbox; `None` when the target's mailboxes
+/// cannot be read (the check is then reported as not verified).
+async fn find_message(
+    world: &mut MailWorld,
+    who: &str,
+    wait: bool,
+) -> anyhow::Result<Option<Option<Vec<u8>>>> {
+    let account = world.expand(who)?;
+    let target = world.target()?;
+    let Some(mailboxes) = target.mailboxes.clone() else {
+        world.unverified = Some(format!(
+            "delivery to {account} not verified: the harness cannot read this target's mailboxes yet (POP3/IMAP access is not built)"
+        ));
+        return Ok(None);
+    };
+    let token = world
+        .message
+        .as_ref()
+        .map(|m| m.token.clone())
+        .context("the scenario sent no message to look for")?;
+    let needle = format!("<{token}@harness.test>");
+    let deadline = tokio::time::Instant::now() + if wait { target.timeout } else { Duration::ZERO };
+    loop {
+        let inbox = mailboxes
+            .inbox(&account)
+            .map_err(|e| anyhow!("reading the inbox of {account}: {e}"))?;
+        let found = inbox
+            .into_iter()
+            .find(|m| m.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(found));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[then(regex = r"^(\{\w+\}) receives the message$")]
+async fn receives(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    if let Some(found) = find_message(world, &who, true).await? {
+        ensure!(
+            found.is_some(),
+            "the message is not in the inbox of {}",
+            world.expand(&who)?
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^(\{\w+\}) does not receive the message$")]
+async fn does_not_receive(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    if let Some(found) = find_message(world, &who, false).await? {
+        ensure!(
+            found.is_none(),
+            "a refused message was delivered to {}",
+            world.expand(&who)?
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^(\{\w+\}) receives the message exactly as sent$")]
+async fn receives_exactly(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    let Some(found) = find_message(world, &who, true).await? else {
+        return Ok(());
+    };
+    let stored = found.with_context(|| format!("the message is not in the inbox of {who}"))?;
+    let exact = world
+        .message
+        .as_ref()
+        .and_then(|m| m.exact.clone())
+        .context("the scenario's message has no exact form to compare")?;
+    ensure!(
+        stored.ends_with(&exact),
+        "the stored message differs from what was sent.\nsent:   {}\nstored: {}",
+        crate::clients::transcript::escape_bytes(&exact),
+        crate::clients::transcript::escape_bytes(&stored)
+    );
+    Ok(())
+}
+
+#[then(regex = r"^(\{\w+\}) receives the message with Return-Path <(.*)> and a Received header$")]
+async fn receives_with_trace(
+    world: &mut MailWorld,
+    who: String,
+    path: String,
+) -> anyhow::Result<()> {
+    let Some(found) = find_message(world, &who, true).await? else {
+        return Ok(());
+    };
+    let stored = found.with_context(|| format!("the message is not in the inbox of {who}"))?;
+    let path = world.expand(&path)?;
+    let text = String::from_utf8_lossy(&stored);
+    let header_end = text.find("\r\n\r\n").unwrap_or(text.len());
+    let headers = &text[..header_end];
+    let token_at = headers.find("Message-ID: <").unwrap_or(header_end);
+    ensure!(
+        headers.starts_with(&format!("Return-Path: <{path}>\r\n")),
+        "the stored message does not start with `Return-Path: <{path}>`:\n{headers}"
+    );
+    let received_at = headers
+        .find("\r\nReceived: ")
+        .with_context(|| format!("no Received header in the stored message:\n{headers}"))?;
+    ensure!(
+        received_at < token_at,
+        "the Received header comes after the message's own headers:\n{headers}"
+    );
+    Ok(())
+}
+
+fn legacy_version(text: &str) -> anyhow::Result<LegacyVersion> {
+    match text {
+        "1.0" => Ok(LegacyVersion::Tls10),
+        "1.1" => Ok(LegacyVersion::Tls11),
+        other => bail!("TLS {other} is not a legacy version this step can offer"),
+    }
+}
+
+#[then(regex = r"^the (\w+) port refuses a TLS (1\.0|1\.1) handshake$")]
+async fn refuses_legacy(
+    world: &mut MailWorld,
+    role: String,
+    version: String,
+) -> anyhow::Result<()> {
+    let version = legacy_version(&version)?;
+    let target = world.target()?;
+    let sni = target.tls.sni().map(str::to_owned);
+    let outcome = if Target::is_implicit_tls(&role) {
+        probe_legacy_tls_at(
+            &target.addr(&role)?,
+            version,
+            sni.as_deref(),
+            target.timeout,
+        )
+        .await?
+    } else {
+        let mut client = target.connect(&role).await?;
+        client.read_reply().await.context("reading the greeting")?;
+        client.ehlo(EHLO_NAME).await?;
+        let outcome = client
+            .starttls_then_probe_legacy(version, sni.as_deref())
+            .await;
+        world
+            .other_transcripts
+            .push(client.transcript().to_string());
+        outcome?
+    };
+    match outcome {
+        LegacyOutcome::Refused { .. } => Ok(()),
+        LegacyOutcome::Accepted { server_version } => bail!(
+            "the {role} port accepted a {version} ClientHello (ServerHello version {server_version:#06x}); RFC 8996 forbids it"
+        ),
+    }
+}
+
+#[then(regex = r"^the (\w+) port completes a TLS handshake at version 1.2 or newer$")]
+async fn modern_tls(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let mut client = target.connect(&role).await?;
+    let result = async {
+        if !client.is_tls() {
+            client.read_reply().await.context("reading the greeting")?;
+            client.ehlo(EHLO_NAME).await?;
+            let reply = client.starttls(&target.tls).await?;
+            ensure!(reply.code == 220, "STARTTLS was refused: {reply}");
+        }
+        let version = client.tls_protocol_version().unwrap_or_default();
+        ensure!(
+            version == "TLSv1.2" || version == "TLSv1.3",
+            "negotiated {version:?}, expected TLSv1.2 or TLSv1.3"
+        );
+        Ok(())
+    }
+    .await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    result
+}
