@@ -7,7 +7,7 @@ Feature: TLS 1.2 or newer on every TLS port
   Scenario Outline: The <role> port refuses TLS <version>
     Then the <role> port refuses a TLS <version> handshake
 
-    @port-smtp
+    @port-smtp @fault-smtp_without_tls
     Examples:
       | role | version |
       | smtp | 1.0     |
@@ -29,7 +29,7 @@ Feature: TLS 1.2 or newer on every TLS port
   Scenario Outline: The <role> port negotiates TLS 1.2 or newer with a certificate the client trusts
     Then the <role> port completes a TLS handshake at version 1.2 or newer
 
-    @port-smtp
+    @port-smtp @fault-smtp_without_tls
     Examples:
       | role |
       | smtp |
