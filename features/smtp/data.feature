@@ -4,7 +4,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
   <CRLF>.<CRLF> ends the data. A bare LF or CR must never end it (the SMTP smuggling attack);
   this suite also expects messages with bare line ends to be refused rather than guessed at.
 
-  @port-smtp @rfc5321-4.5.2
+  @port-smtp @rfc5321-4.5.2 @fault-no_dot_unstuffing @fault-discard_mail
   Scenario: Lines that begin with a dot survive the round trip
     Given a client connected to the smtp port
     When the client says EHLO
@@ -24,7 +24,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
     Then the reply code is 250
     And {first} receives the message exactly as sent
 
-  @port-smtp @rfc5321-4.4
+  @port-smtp @rfc5321-4.4 @fault-no_trace_headers @fault-discard_mail
   Scenario: Delivery adds Return-Path and a Received trace header
     Given a client connected to the smtp port
     When the client says EHLO

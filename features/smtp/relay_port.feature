@@ -3,7 +3,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
   Server-to-server SMTP (RFC 5321): mail for the target's own domains is accepted without
   authentication, mail for any other domain is refused unless the client authenticated.
 
-  @port-smtp @rfc5321-4.3.1
+  @port-smtp @rfc5321-4.3.1 @fault-greeting_refused
   Scenario: The greeting is a 220 reply
     Given a client connected to the smtp port
     Then the reply code is 220
@@ -15,7 +15,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     Then the reply code is 250
     And the server advertises STARTTLS
 
-  @port-smtp @rfc5321-3.3
+  @port-smtp @rfc5321-3.3 @fault-discard_mail
   Scenario: Mail for a local recipient is accepted without AUTH and delivered
     Given a client connected to the smtp port
     When the client says EHLO
@@ -31,7 +31,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     And the client sends "RCPT TO:<{foreign}>"
     Then the reply is a permanent failure
 
-  @port-smtp @rfc3463-3.2
+  @port-smtp @rfc3463-3.2 @fault-accept_unknown_users
   Scenario: An unknown local user is refused with 550 5.1.1
     Given a client connected to the smtp port
     When the client says EHLO
@@ -39,7 +39,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     And the client sends "RCPT TO:<{unknown}>"
     Then the reply is 550 5.1.1
 
-  @port-smtp @rfc5321-4.5.1
+  @port-smtp @rfc5321-4.5.1 @fault-no_postmaster
   Scenario: The postmaster mailbox is accepted, with and without a domain
     Given a client connected to the smtp port
     When the client says EHLO
@@ -49,7 +49,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     When the client sends "RCPT TO:<Postmaster>"
     Then the reply code is 250
 
-  @port-smtp @rfc5321-4.1.1.1
+  @port-smtp @rfc5321-4.1.1.1 @fault-helo_refused
   Scenario: HELO is answered too
     Given a client connected to the smtp port
     When the client sends "HELO harness.test"

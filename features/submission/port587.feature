@@ -17,7 +17,7 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     And the client authenticates with PLAIN as the first account
     Then the reply is 530 5.7.0
 
-  @port-submission @rfc4954-4
+  @port-submission @rfc4954-4 @fault-starttls_after_tls
   Scenario: After STARTTLS, EHLO offers AUTH PLAIN and no STARTTLS
     Given a client connected to the submission port
     When the client says EHLO
@@ -26,7 +26,7 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     Then the server advertises AUTH PLAIN
     And the server does not advertise STARTTLS
 
-  @port-submission @rfc4954-6
+  @port-submission @rfc4954-6 @fault-mail_without_auth
   Scenario: MAIL before AUTH is refused with 530 5.7.0
     Given a client connected to the submission port
     When the client says EHLO
@@ -35,7 +35,7 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     And the client sends "MAIL FROM:<{first}>"
     Then the reply is 530 5.7.0
 
-  @port-submission @rfc4954-6
+  @port-submission @rfc4954-6 @fault-any_password
   Scenario: A wrong password is refused with 535 5.7.8
     Given a client connected to the submission port
     When the client says EHLO
@@ -44,20 +44,12 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     And the client authenticates with PLAIN as the first account with a wrong password
     Then the reply is 535 5.7.8
 
-  @port-submission @rfc4954-4 @rfc4616-2
+  @port-submission @rfc4954-4 @rfc4616-2 @fault-discard_mail
   Scenario: AUTH PLAIN, then a message for a local recipient is delivered
     Given an authenticated client on the submission port
     When the client sends a message to {second}
     Then the reply code is 250
     And {second} receives the message
-
-  @port-submission @rfc3207-4.2
-  Scenario: STARTTLS resets the session, so EHLO is needed again
-    Given a client connected to the submission port
-    When the client says EHLO
-    And the client starts TLS
-    And the client sends "MAIL FROM:<{first}>"
-    Then the reply is a permanent failure
 
   @port-submission @rfc3207-5 @fault-starttls_injection
   Scenario: Commands sent with STARTTLS before the handshake are not executed

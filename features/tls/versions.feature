@@ -19,7 +19,7 @@ Feature: TLS 1.2 or newer on every TLS port
       | submission | 1.0     |
       | submission | 1.1     |
 
-    @port-submissions
+    @port-submissions @fault-submissions_plaintext
     Examples:
       | role        | version |
       | submissions | 1.0     |
@@ -34,19 +34,12 @@ Feature: TLS 1.2 or newer on every TLS port
       | role |
       | smtp |
 
-    @port-submission
+    @port-submission @fault-submission_without_tls
     Examples:
       | role       |
       | submission |
 
-    @port-submissions
+    @port-submissions @fault-submissions_plaintext
     Examples:
       | role        |
       | submissions |
-
-  @port-smtp @rfc3207-5 @fault-starttls_injection
-  Scenario: On port 25, commands sent with STARTTLS before the handshake are not executed
-    Given a client connected to the smtp port
-    When the client says EHLO
-    And the client starts TLS with "HELP" injected
-    Then the injected command was not executed

@@ -452,3 +452,63 @@ impl cucumber::Writer<MailWorld> for FailedSteps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{Ports, TlsSettings};
+
+    fn profile() -> TargetProfile {
+        TargetProfile {
+            name: "t".into(),
+            host: "127.0.0.1".into(),
+            domain: "example.test".into(),
+            tls: TlsSettings::default(),
+            ports: Ports {
+                smtp: Some(25),
+                submission: Some(587),
+                ..Ports::default()
+            },
+            accounts: Vec::new(),
+            foreign_recipient: "x@elsewhere.test".into(),
+            relay: None,
+            skip_tags: vec!["@bare-line-ends".into()],
+        }
+    }
+
+    fn tags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    #[test]
+    fn gating_by_port_capability_and_profile() {
+        let mut caps = HashMap::new();
+        caps.insert("smtp".to_owned(), BTreeSet::from(["PIPELINING".to_owned()]));
+        let profile = profile();
+        assert_eq!(
+            gate(&tags(&["port-smtp", "needs-PIPELINING"]), &profile, &caps),
+            None
+        );
+        assert!(matches!(
+            gate(&tags(&["port-submissions"]), &profile, &caps),
+            Some(Outcome::NotApplicable { reason }) if reason.contains("submissions")
+        ));
+        assert!(matches!(
+            gate(&tags(&["port-smtp", "needs-SMTPUTF8"]), &profile, &caps),
+            Some(Outcome::Skipped { reason }) if reason.contains("SMTPUTF8")
+        ));
+        assert!(matches!(
+            gate(&tags(&["port-smtp", "bare-line-ends"]), &profile, &caps),
+            Some(Outcome::Skipped { reason }) if reason.contains("@bare-line-ends")
+        ));
+        // Capabilities that could not be discovered never turn a scenario into a skip.
+        assert_eq!(
+            gate(
+                &tags(&["port-submission", "needs-CHUNKING"]),
+                &profile,
+                &caps
+            ),
+            None
+        );
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use harness::conform::{self, RunOptions, TargetSpec};
+use reference_server::faults::Policy;
 
 /// Conformance and load testing for mail servers.
 #[derive(Debug, Parser)]
@@ -39,8 +40,8 @@ enum Command {
         /// Seconds to wait for any one server reply.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
-        /// Switch on a policy fault of the embedded server (for demonstrating failures):
-        /// open_relay, auth_before_tls, starttls_injection, bare_lf_end_of_data, legacy_tls.
+        /// Switch on a policy fault of the embedded server, to see what the suite reports about
+        /// a broken server (repeatable). `--fault list` prints them all.
         #[arg(long, value_name = "NAME", conflicts_with = "target")]
         fault: Vec<String>,
     },
@@ -62,21 +63,27 @@ fn main() -> ExitCode {
         timeout,
         fault,
     } = Cli::parse().command;
-    for name in &fault {
-        if !reference_server::Faults::default().enable_policy(name) {
-            eprintln!(
-                "harness: unknown fault `{name}`; known: {}",
-                reference_server::Faults::POLICY_NAMES.join(", ")
-            );
+    if fault.iter().any(|name| name == "list") {
+        for policy in Policy::ALL {
+            println!("{:28} {}", policy.name(), policy.description());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let policies = match fault
+        .iter()
+        .map(|name| name.parse())
+        .collect::<Result<Vec<Policy>, _>>()
+    {
+        Ok(policies) => policies,
+        Err(error) => {
+            eprintln!("harness: {error}");
             return ExitCode::from(2);
         }
-    }
+    };
     let spec = match target {
         Some(path) => TargetSpec::Profile(path),
         None => TargetSpec::Embedded(Box::new(move |config| {
-            for name in &fault {
-                config.faults.enable_policy(name);
-            }
+            config.faults.policy.extend(policies);
         })),
     };
     let mut options = RunOptions::new(features.unwrap_or_else(conform::default_features_dir));

@@ -8,38 +8,68 @@ use std::process::ExitCode;
 
 use harness::conform::{self, RunOptions, TargetSpec};
 use harness::report::{Outcome, Report};
-use reference_server::faults::{CommandFault, FaultAction};
+use reference_server::faults::{CommandFault, FaultAction, Policy};
 use reference_server::{Config, Role, TlsMode};
 
 type Configure = fn(&mut Config);
 
-/// A misbehaving server: its name (the `@fault-` tag) and how to make it.
-const FAULTS: &[(&str, Configure)] = &[
-    ("open_relay", |c| c.faults.open_relay = true),
-    ("auth_before_tls", |c| c.faults.auth_before_tls = true),
-    ("starttls_injection", |c| c.faults.starttls_injection = true),
-    ("bare_lf_end_of_data", |c| {
-        c.faults.bare_lf_end_of_data = true
+/// How much a fault may break.
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    /// Exactly the scenarios tagged `@fault-<name>` fail.
+    Exact,
+    /// The tagged scenarios fail; the fault breaks something every session needs, so others
+    /// may fail too.
+    Broad,
+}
+
+/// Misbehaving servers made by config or injected replies rather than a policy fault; every
+/// policy fault of the reference server is exercised too, with `Scope::Exact`.
+const CONFIGURED: &[(&str, Scope, Configure)] = &[
+    ("smtp_without_tls", Scope::Exact, |c| {
+        set_tls(c, Role::Smtp, TlsMode::None)
     }),
-    ("legacy_tls", |c| c.faults.legacy_tls = true),
-    ("smtp_without_tls", |c| {
-        for listener in &mut c.listeners {
-            if listener.role == Role::Smtp {
-                listener.tls = Some(TlsMode::None);
-            }
-        }
+    ("submission_without_tls", Scope::Broad, |c| {
+        set_tls(c, Role::Submission, TlsMode::None)
     }),
-    ("vrfy_refused", |c| {
-        c.faults.commands.push(CommandFault {
-            at: "VRFY".into(),
-            probability: 1.0,
-            action: FaultAction::Reply {
-                code: 550,
-                text: "VRFY refused".into(),
-            },
-        })
+    ("submissions_plaintext", Scope::Exact, |c| {
+        set_tls(c, Role::Submissions, TlsMode::None)
+    }),
+    ("greeting_refused", Scope::Broad, |c| {
+        inject(c, "CONNECT", 554, "5.3.2 no service here")
+    }),
+    ("vrfy_refused", Scope::Exact, |c| {
+        inject(c, "VRFY", 550, "VRFY refused")
+    }),
+    ("help_unimplemented", Scope::Exact, |c| {
+        inject(c, "HELP", 502, "5.5.1 HELP not implemented")
+    }),
+    ("quit_refused", Scope::Exact, |c| {
+        inject(c, "QUIT", 554, "5.5.0 not now")
+    }),
+    ("helo_refused", Scope::Exact, |c| {
+        inject(c, "HELO", 502, "5.5.1 use EHLO")
     }),
 ];
+
+fn set_tls(config: &mut Config, role: Role, mode: TlsMode) {
+    for listener in &mut config.listeners {
+        if listener.role == role {
+            listener.tls = Some(mode);
+        }
+    }
+}
+
+fn inject(config: &mut Config, at: &str, code: u16, text: &str) {
+    config.faults.commands.push(CommandFault {
+        at: at.into(),
+        probability: 1.0,
+        action: FaultAction::Reply {
+            code,
+            text: text.into(),
+        },
+    });
+}
 
 fn failed(report: &Report) -> BTreeSet<String> {
     report
@@ -57,7 +87,7 @@ fn tagged(report: &Report, tag: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn run(configure: Configure) -> Report {
+async fn run(configure: impl FnOnce(&mut Config) + Send + 'static) -> Report {
     let options = RunOptions::new(conform::default_features_dir());
     conform::run(TargetSpec::Embedded(Box::new(configure)), &options)
         .await
@@ -84,8 +114,26 @@ async fn main() -> ExitCode {
         print!("{}", baseline.render());
         failures.push("baseline: every scenario must pass against the embedded default".to_owned());
     }
-    let known_tags: BTreeSet<&str> = FAULTS.iter().map(|(name, _)| *name).collect();
+    let policy_faults = Policy::ALL.iter().map(|policy| {
+        let policy = *policy;
+        let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(move |c: &mut Config| {
+            c.faults.policy.insert(policy);
+        });
+        (policy.name(), Scope::Exact, configure)
+    });
+    let configured = CONFIGURED.iter().map(|(name, scope, configure)| {
+        let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(*configure);
+        (*name, *scope, configure)
+    });
+    let faults: Vec<_> = policy_faults.chain(configured).collect();
+    let known_tags: BTreeSet<&str> = faults.iter().map(|(name, _, _)| *name).collect();
     for record in &baseline.scenarios {
+        if !record.tags.iter().any(|t| t.starts_with("fault-")) {
+            failures.push(format!(
+                "{}:{} {}: no @fault- tag, so nothing shows this check can fail",
+                record.file, record.line, record.scenario
+            ));
+        }
         for tag in record.tags.iter().filter_map(|t| t.strip_prefix("fault-")) {
             if !known_tags.contains(tag) {
                 failures.push(format!(
@@ -96,12 +144,19 @@ async fn main() -> ExitCode {
         }
     }
 
-    for (name, configure) in FAULTS {
-        let report = run(*configure).await;
+    for (name, scope, configure) in faults {
+        let report = run(configure).await;
         let got = failed(&report);
         let expected = tagged(&report, &format!("fault-{name}"));
         if expected.is_empty() {
             failures.push(format!("fault {name}: no scenario is tagged @fault-{name}"));
+        } else if scope == Scope::Broad && got.is_superset(&expected) {
+            println!(
+                "fault {name}: the {} covering scenario(s) fail ({} in all: it breaks every session)",
+                expected.len(),
+                got.len()
+            );
+            passed += 1;
         } else if got == expected {
             println!(
                 "fault {name}: the {} covering scenario(s) fail, nothing else",
@@ -125,6 +180,11 @@ async fn main() -> ExitCode {
         }
     }
 
+    match through_a_profile().await {
+        Ok(()) => passed += 1,
+        Err(why) => failures.push(format!("run through a target profile: {why}")),
+    }
+
     for failure in &failures {
         println!("FAILED {failure}");
     }
@@ -134,4 +194,68 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The third-party path: the reference server described by a profile file that leaves out the
+/// submissions port, with no mailbox access. Nothing may fail, the port's scenarios are not
+/// applicable, and delivery checks are reported as not verified, never as passed.
+async fn through_a_profile() -> Result<(), String> {
+    let embedded = harness::embedded::Embedded::start(|_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("ca.pem"), embedded.server().cert_pem())
+        .map_err(|e| e.to_string())?;
+    let profile = embedded.profile();
+    let yaml = format!(
+        "name: reference via profile\nhost: 127.0.0.1\ndomain: {}\ntls: {{ ca_file: ca.pem }}\n\
+         ports: {{ smtp: {}, submission: {} }}\naccounts:\n{}foreign_recipient: {}\n",
+        profile.domain,
+        profile.ports.smtp.unwrap_or_default(),
+        profile.ports.submission.unwrap_or_default(),
+        profile
+            .accounts
+            .iter()
+            .map(|a| format!(
+                "  - {{ address: {}, password: {} }}\n",
+                a.address, a.password
+            ))
+            .collect::<String>(),
+        profile.foreign_recipient,
+    );
+    let path = dir.path().join("profile.yaml");
+    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let options = RunOptions::new(conform::default_features_dir());
+    let report = conform::run(TargetSpec::Profile(path), &options)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    embedded.shutdown().await;
+    let counts = report.counts();
+    println!(
+        "profile run: {} passed, {} failed, {} skipped, {} not applicable",
+        counts.passed, counts.failed, counts.skipped, counts.not_applicable
+    );
+    if counts.failed > 0 {
+        return Err(report.render());
+    }
+    for record in &report.scenarios {
+        let port465 = record.tags.iter().any(|t| t == "port-submissions");
+        match &record.outcome {
+            Outcome::NotApplicable { .. } if port465 => {}
+            Outcome::Skipped { reason } if !port465 && reason.contains("not verified") => {}
+            Outcome::Passed if !port465 => {}
+            other => {
+                return Err(format!(
+                    "{}:{} {}: unexpected {other:?}",
+                    record.file, record.line, record.scenario
+                ));
+            }
+        }
+    }
+    if counts.not_applicable == 0 || counts.skipped == 0 || counts.passed == 0 {
+        return Err(
+            "expected passes, skips (unverified delivery) and not-applicable scenarios".into(),
+        );
+    }
+    Ok(())
 }

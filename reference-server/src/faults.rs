@@ -4,6 +4,7 @@
 //! harness's own tests run against a server that behaves like a misconfigured or vulnerable one,
 //! to show that each conformance check can fail.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,22 +15,80 @@ use serde::Deserialize;
 pub struct Faults {
     /// Injected behaviour at chosen protocol points.
     pub commands: Vec<CommandFault>,
-    /// Accept mail for any domain without authentication (an open relay). Foreign-domain mail
-    /// accepted this way is discarded: it only has to look accepted.
-    pub open_relay: bool,
-    /// Advertise and accept AUTH before STARTTLS on the submission and smtp ports.
-    pub auth_before_tls: bool,
-    /// Keep bytes that arrived after STARTTLS but before the TLS handshake and execute them
-    /// inside the TLS session (CVE-2011-0411 class).
-    pub starttls_injection: bool,
-    /// Take a bare LF or bare CR as a line end inside DATA, so `<LF>.<LF>`, `<LF>.<CRLF>`,
-    /// `<CRLF>.<LF>` and `<CR>.<CR>` end the message (the SMTP smuggling class), and accept
-    /// bare line ends instead of rejecting the message.
-    pub bare_lf_end_of_data: bool,
-    /// Answer a TLS 1.0 or 1.1 ClientHello with a ServerHello of that version, as a server
-    /// with legacy protocols enabled would (rustls cannot speak them, so the session goes no
-    /// further than that reply; it only has to show on the wire).
-    pub legacy_tls: bool,
+    /// Policy faults by name: the server behaves like a misconfigured or vulnerable one.
+    pub policy: BTreeSet<Policy>,
+}
+
+macro_rules! policies {
+    ($($variant:ident $name:literal $doc:literal,)*) => {
+        /// A way of misbehaving that a conformance check must catch.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum Policy {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Policy {
+            /// Every policy fault.
+            pub const ALL: &'static [Policy] = &[$(Policy::$variant,)*];
+
+            /// The name used in config files and on command lines.
+            pub fn name(self) -> &'static str {
+                match self { $(Policy::$variant => $name,)* }
+            }
+
+            /// What the fault does.
+            pub fn description(self) -> &'static str {
+                match self { $(Policy::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+policies! {
+    OpenRelay "open_relay" "Accept mail for any domain without authentication; foreign mail accepted this way is discarded.",
+    AuthBeforeTls "auth_before_tls" "Advertise and accept AUTH before STARTTLS.",
+    StarttlsInjection "starttls_injection" "Execute bytes sent after STARTTLS but before the handshake inside TLS (CVE-2011-0411 class).",
+    BareLfEndOfData "bare_lf_end_of_data" "Take a bare LF or CR as a line end in DATA, so <LF>.<LF>, <CR>.<CR> and the like end the message (SMTP smuggling), and accept bare line ends.",
+    LegacyTls "legacy_tls" "Answer a TLS 1.0 or 1.1 ClientHello with a ServerHello of that version.",
+    DiscardMail "discard_mail" "Reply 250 to message data but store nothing.",
+    AcceptUnknownUsers "accept_unknown_users" "Accept any local part in a hosted domain and discard mail for unknown users.",
+    NoPostmaster "no_postmaster" "Refuse the postmaster mailbox.",
+    UnknownCommand502 "unknown_command_502" "Answer unrecognized commands with 502 instead of 500.",
+    LenientPaths "lenient_paths" "Accept MAIL FROM and RCPT TO addresses without angle brackets.",
+    RcptWithoutMail "rcpt_without_mail" "Accept RCPT before MAIL.",
+    DataWithoutRcpt "data_without_rcpt" "Accept DATA when no recipient was accepted.",
+    NestedMail "nested_mail" "Accept a second MAIL inside a transaction.",
+    NoLineLimit "no_line_limit" "Accept command lines of any length up to 12288 octets.",
+    NoErrorLimit "no_error_limit" "Never disconnect a client for making errors.",
+    NoSizeLimit "no_size_limit" "Advertise SIZE but enforce no limit.",
+    Strip8bit "strip_8bit" "Clear the high bit of every octet of stored messages.",
+    Utf8WithoutSmtputf8 "utf8_without_smtputf8" "Accept non-ASCII addresses without the SMTPUTF8 parameter.",
+    NoDotUnstuffing "no_dot_unstuffing" "Keep the leading dot of dot-stuffed lines.",
+    NoTraceHeaders "no_trace_headers" "Add neither Return-Path nor Received on delivery.",
+    StarttlsAfterTls "starttls_after_tls" "Keep advertising STARTTLS inside TLS.",
+    MailWithoutAuth "mail_without_auth" "Accept MAIL on the submission ports without AUTH.",
+    AnyPassword "any_password" "Accept any password for an existing account.",
+    KeepSessionAfterStarttls "keep_session_after_starttls" "Keep the EHLO state across STARTTLS instead of resetting it.",
+    LenientSasl "lenient_sasl" "Answer cancelled, undecodable and unknown-mechanism AUTH with 535 instead of 501/504.",
+    ReauthAllowed "reauth_allowed" "Accept AUTH again after a successful AUTH.",
+    NoAuthLogin "no_auth_login" "Refuse the LOGIN mechanism with 504.",
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Policy, String> {
+        Policy::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown fault `{name}`; known: {}", names.join(", "))
+            })
+    }
 }
 
 /// One injected behaviour.
@@ -88,44 +147,12 @@ pub enum InjectedOutcome {
 impl Faults {
     /// Whether any fault is configured (the server logs a loud warning).
     pub fn any(&self) -> bool {
-        !self.commands.is_empty() || !self.policy_faults().is_empty()
+        !self.commands.is_empty() || !self.policy.is_empty()
     }
 
-    /// Names of every policy fault, for `--help` texts and self-tests.
-    pub const POLICY_NAMES: [&'static str; 5] = [
-        "open_relay",
-        "auth_before_tls",
-        "starttls_injection",
-        "bare_lf_end_of_data",
-        "legacy_tls",
-    ];
-
-    /// Names of the policy faults switched on.
-    pub fn policy_faults(&self) -> Vec<&'static str> {
-        [
-            ("open_relay", self.open_relay),
-            ("auth_before_tls", self.auth_before_tls),
-            ("starttls_injection", self.starttls_injection),
-            ("bare_lf_end_of_data", self.bare_lf_end_of_data),
-            ("legacy_tls", self.legacy_tls),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
-    }
-
-    /// Switches on a policy fault by name; false when there is no such fault.
-    pub fn enable_policy(&mut self, name: &str) -> bool {
-        let flag = match name {
-            "open_relay" => &mut self.open_relay,
-            "auth_before_tls" => &mut self.auth_before_tls,
-            "starttls_injection" => &mut self.starttls_injection,
-            "bare_lf_end_of_data" => &mut self.bare_lf_end_of_data,
-            "legacy_tls" => &mut self.legacy_tls,
-            _ => return false,
-        };
-        *flag = true;
-        true
+    /// Whether a policy fault is on.
+    pub fn has(&self, policy: Policy) -> bool {
+        self.policy.contains(&policy)
     }
 
     /// Checks value ranges; the message names the offending entry.
@@ -239,8 +266,16 @@ mod tests {
     fn policy_faults_by_name() {
         let mut faults = Faults::default();
         assert!(!faults.any());
-        assert!(faults.enable_policy("open_relay"));
-        assert!(!faults.enable_policy("no_such_fault"));
-        assert_eq!(faults.policy_faults(), ["open_relay"]);
+        faults.policy.insert("open_relay".parse().unwrap());
+        assert!(faults.any() && faults.has(Policy::OpenRelay));
+        assert!(
+            "no_such_fault"
+                .parse::<Policy>()
+                .unwrap_err()
+                .contains("open_relay")
+        );
+        for policy in Policy::ALL {
+            assert_eq!(policy.name().parse::<Policy>(), Ok(*policy));
+        }
     }
 }

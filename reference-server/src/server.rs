@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{Config, Role, TlsMode};
+use crate::faults::Policy;
 use crate::smtp::session::{Connection, Event, Session};
 use crate::store::Store;
 use crate::tls::{self, Identity};
@@ -86,8 +87,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store.ensure_account(&account.address)?;
     }
     let identity = tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?;
-    for fault in config.faults.policy_faults() {
-        tracing::warn!("FAULT `{fault}` is ON: this server misbehaves on purpose");
+    for fault in &config.faults.policy {
+        tracing::warn!("FAULT `{}` is ON: {}", fault.name(), fault.description());
     }
     if !config.faults.commands.is_empty() {
         tracing::warn!(
@@ -311,7 +312,7 @@ async fn handshake(
     shared: &Shared,
     timeout: Duration,
 ) -> std::io::Result<Option<TlsStream<TcpStream>>> {
-    if shared.config.faults.legacy_tls && tls::answer_legacy_hello(&mut tcp).await? {
+    if shared.config.faults.has(Policy::LegacyTls) && tls::answer_legacy_hello(&mut tcp).await? {
         return Ok(None);
     }
     let tls = tokio::time::timeout(timeout, shared.acceptor.accept(tcp))
@@ -392,6 +393,10 @@ async fn serve(
             Event::Authenticate { login, password } => {
                 let config = config.clone();
                 let verdict = tokio::task::spawn_blocking(move || {
+                    if config.faults.has(Policy::AnyPassword) {
+                        tracing::warn!("FAULT any_password: not checking the password of {login}");
+                        return config.account(&login).map(|a| a.address.clone());
+                    }
                     crate::auth::authenticate(&config, &login, &password)
                 })
                 .await

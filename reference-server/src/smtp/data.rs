@@ -63,6 +63,7 @@ pub struct DataReceiver {
     line_no: usize,
     violation: Option<Violation>,
     lenient_lf: bool,
+    keep_dots: bool,
 }
 
 impl DataReceiver {
@@ -78,6 +79,7 @@ impl DataReceiver {
             line_no: 1,
             violation: None,
             lenient_lf: false,
+            keep_dots: false,
         }
     }
 
@@ -85,6 +87,12 @@ impl DataReceiver {
     /// `bare_lf_end_of_data` fault imitates).
     pub fn lenient_lf(mut self, on: bool) -> DataReceiver {
         self.lenient_lf = on;
+        self
+    }
+
+    /// Keep the leading dot of stuffed lines (the `no_dot_unstuffing` fault).
+    pub fn keep_dots(mut self, on: bool) -> DataReceiver {
+        self.keep_dots = on;
         self
     }
 
@@ -139,6 +147,9 @@ impl DataReceiver {
             }
             (State::Dot, _) => {
                 // RFC 5321 4.5.2: a leading dot followed by more text is removed.
+                if self.keep_dots {
+                    self.emit(b'.');
+                }
                 self.state = State::Text;
                 return self.step(byte);
             }

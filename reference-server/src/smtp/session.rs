@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::auth::{self, SaslError};
 use crate::config::{Config, Role, TlsMode};
-use crate::faults::InjectedOutcome;
+use crate::faults::{InjectedOutcome, Policy};
 use crate::smtp::command::{self, Address, Command, Param, ParseError};
 use crate::smtp::data::{DataReceiver, Progress, Violation};
 
@@ -192,12 +192,14 @@ impl Session {
     /// TLS is up: forget everything learnt in plain text (RFC 3207 section 4.2).
     pub fn tls_started(&mut self) {
         self.tls = true;
-        self.helo = None;
-        self.esmtp = false;
+        if !self.fault(Policy::KeepSessionAfterStarttls) {
+            self.helo = None;
+            self.esmtp = false;
+        }
         self.user = None;
         self.tx = None;
         self.phase = Phase::Command;
-        if !self.config.faults.starttls_injection {
+        if !self.fault(Policy::StarttlsInjection) {
             // Bytes sent before the handshake were not protected by it; executing them would
             // let an attacker inject commands into the TLS session (CVE-2011-0411).
             self.input.clear();
@@ -237,10 +239,13 @@ impl Session {
             return event;
         }
         loop {
-            if self.errors >= self.config.limits.max_errors && !matches!(self.phase, Phase::Closed)
+            if self.errors >= self.config.limits.max_errors
+                && !matches!(self.phase, Phase::Closed)
+                && !self.fault(Policy::NoErrorLimit)
             {
                 self.abort("4.7.0", "Too many errors; closing connection");
             }
+            let limit = self.size_limit();
             match &mut self.phase {
                 Phase::Closed => return Event::Close,
                 Phase::Waiting => return Event::NeedInput,
@@ -267,7 +272,6 @@ impl Session {
                     let take = (*remaining).min(self.input.len() as u64) as usize;
                     *remaining -= take as u64;
                     let chunk = &self.input[..take];
-                    let limit = self.config.limits.message_size;
                     if refusal.is_none()
                         && let Some(Transaction {
                             chunks: Some(buf), ..
@@ -344,7 +348,7 @@ impl Session {
                 || line
                     .get(..5)
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "));
-            let max = if auth_line {
+            let max = if auth_line || self.fault(Policy::NoLineLimit) {
                 MAX_AUTH_LINE
             } else {
                 MAX_COMMAND_LINE
@@ -363,7 +367,8 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) -> Option<Event> {
-        let command = match command::parse(line) {
+        let parsed = command::parse(line).or_else(|error| self.lenient_path(line).ok_or(error));
+        let command = match parsed {
             Ok(command) => command,
             Err(error) => {
                 self.parse_error(error);
@@ -401,6 +406,9 @@ impl Session {
         match error {
             ParseError::UnknownCommand(verb) if verb.is_empty() => {
                 self.error(500, "5.5.2", "Syntax error: empty command line")
+            }
+            ParseError::UnknownCommand(verb) if self.fault(Policy::UnknownCommand502) => {
+                self.error(502, "5.5.1", &format!("Command not implemented: {verb}"))
             }
             ParseError::UnknownCommand(verb) => {
                 self.error(500, "5.5.1", &format!("Command unrecognized: {verb}"))
@@ -449,8 +457,36 @@ impl Session {
         None
     }
 
+    fn fault(&self, policy: Policy) -> bool {
+        self.config.faults.has(policy)
+    }
+
+    /// The message size enforced (the advertised one unless a fault lifts it).
+    fn size_limit(&self) -> u64 {
+        if self.fault(Policy::NoSizeLimit) {
+            u64::MAX
+        } else {
+            self.config.limits.message_size
+        }
+    }
+
+    /// Under the `lenient_paths` fault, `MAIL FROM:a@b` is read as `MAIL FROM:<a@b>`.
+    fn lenient_path(&self, line: &[u8]) -> Option<Command> {
+        if !self.fault(Policy::LenientPaths) {
+            return None;
+        }
+        let text = std::str::from_utf8(line).ok()?;
+        let colon = text.find(':')?;
+        let (head, rest) = text.split_at(colon + 1);
+        let (path, params) = rest.split_once(' ').unwrap_or((rest, ""));
+        if path.starts_with('<') {
+            return None;
+        }
+        command::parse(format!("{head}<{path}> {params}").trim_end().as_bytes()).ok()
+    }
+
     fn auth_offered(&self) -> bool {
-        self.tls || (self.config.faults.auth_before_tls && self.conn.tls_mode != TlsMode::Implicit)
+        self.tls || (self.fault(Policy::AuthBeforeTls) && self.conn.tls_mode != TlsMode::Implicit)
     }
 
     fn ehlo(&mut self, name: String, esmtp: bool) {
@@ -469,11 +505,17 @@ impl Session {
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.conn.tls_mode == TlsMode::Starttls && !self.tls {
+        if self.conn.tls_mode == TlsMode::Starttls
+            && (!self.tls || self.fault(Policy::StarttlsAfterTls))
+        {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() && self.user.is_none() {
-            lines.push("AUTH PLAIN LOGIN".into());
+            lines.push(if self.fault(Policy::NoAuthLogin) {
+                "AUTH PLAIN".into()
+            } else {
+                "AUTH PLAIN LOGIN".into()
+            });
         }
         lines.extend(["SMTPUTF8".into(), "CHUNKING".into(), "HELP".into()]);
         self.helo = Some(name);
@@ -507,7 +549,7 @@ impl Session {
     fn auth(&mut self, mechanism: String, initial: Option<String>) -> Option<Event> {
         if !self.esmtp {
             self.error(503, "5.5.1", "Send EHLO first");
-        } else if self.user.is_some() {
+        } else if self.user.is_some() && !self.fault(Policy::ReauthAllowed) {
             self.error(503, "5.5.1", "Already authenticated");
         } else if self.tx.is_some() {
             self.error(503, "5.5.1", "AUTH not allowed during a mail transaction");
@@ -520,10 +562,16 @@ impl Session {
                     self.raw_reply(334, "");
                     self.phase = Phase::AuthPlain;
                 }
+                ("LOGIN", _) if self.fault(Policy::NoAuthLogin) => {
+                    self.error(504, "5.5.4", "Unrecognized authentication type")
+                }
                 ("LOGIN", Some(response)) => return self.sasl_login(None, response.as_bytes()),
                 ("LOGIN", None) => {
                     self.raw_reply(334, &auth::encode("Username:"));
                     self.phase = Phase::AuthLogin { login: None };
+                }
+                _ if self.fault(Policy::LenientSasl) => {
+                    self.error(535, "5.7.8", "Authentication credentials invalid")
                 }
                 _ => self.error(504, "5.5.4", "Unrecognized authentication type"),
             }
@@ -534,13 +582,20 @@ impl Session {
     fn sasl_text(&mut self, line: &[u8]) -> Option<String> {
         let text = String::from_utf8_lossy(line);
         if text == "*" {
-            self.error(501, "5.0.0", "Authentication cancelled");
+            if self.fault(Policy::LenientSasl) {
+                self.error(535, "5.7.8", "Authentication credentials invalid");
+            } else {
+                self.error(501, "5.0.0", "Authentication cancelled");
+            }
             return None;
         }
         Some(text.into_owned())
     }
 
     fn sasl_failed(&mut self, error: SaslError) {
+        if self.fault(Policy::LenientSasl) {
+            return self.error(535, "5.7.8", "Authentication credentials invalid");
+        }
         self.error(501, "5.5.2", &format!("Cannot decode response: {error}"));
     }
 
@@ -578,10 +633,13 @@ impl Session {
         if self.helo.is_none() {
             return self.error(503, "5.5.1", "Send EHLO or HELO first");
         }
-        if self.tx.is_some() {
+        if self.tx.is_some() && !self.fault(Policy::NestedMail) {
             return self.error(503, "5.5.1", "Nested MAIL command");
         }
-        if self.conn.role.requires_auth() && self.user.is_none() {
+        if self.conn.role.requires_auth()
+            && self.user.is_none()
+            && !self.fault(Policy::MailWithoutAuth)
+        {
             return self.error(530, "5.7.0", "Authentication required");
         }
         let mut smtputf8 = false;
@@ -592,7 +650,7 @@ impl Session {
             let value = param.value.as_deref();
             match (param.keyword.as_str(), value) {
                 ("SIZE", Some(size)) => match size.parse::<u64>() {
-                    Ok(size) if size > self.config.limits.message_size => {
+                    Ok(size) if size > self.size_limit() => {
                         return self.error(
                             552,
                             "5.3.4",
@@ -620,7 +678,10 @@ impl Session {
                 }
             }
         }
-        if from.as_ref().is_some_and(|a| !a.is_ascii()) && !smtputf8 {
+        if from.as_ref().is_some_and(|a| !a.is_ascii())
+            && !smtputf8
+            && !self.fault(Policy::Utf8WithoutSmtputf8)
+        {
             return self.error(
                 553,
                 "5.6.7",
@@ -637,6 +698,9 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address, params: Vec<Param>) {
+        if self.tx.is_none() && self.fault(Policy::RcptWithoutMail) {
+            self.tx = Some(Transaction::default());
+        }
         let Some(tx) = &self.tx else {
             return self.error(503, "5.5.1", "Need MAIL before RCPT");
         };
@@ -647,50 +711,61 @@ impl Session {
                 &format!("RCPT parameter {} not recognized", param.keyword),
             );
         }
-        if !to.is_ascii() && !tx.smtputf8 {
+        if !to.is_ascii() && !tx.smtputf8 && !self.fault(Policy::Utf8WithoutSmtputf8) {
             return self.error(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 on MAIL");
         }
         if tx.recipients() >= self.config.limits.recipients {
             return self.error(452, "4.5.3", "Too many recipients");
         }
-        let domain = to.domain.clone();
-        let local_target = match domain.as_deref() {
-            None => self.postmaster(),
-            Some(domain) if self.config.hosts_domain(domain) => {
-                match self.config.account(&to.to_string()) {
-                    Some(account) => Some(account.address.clone()),
-                    None if to.local.eq_ignore_ascii_case("postmaster") => self.postmaster(),
-                    None => {
-                        return self.error(
-                            550,
-                            "5.1.1",
-                            &format!("<{to}>: Recipient address rejected: no such user"),
-                        );
-                    }
-                }
-            }
-            Some(_) => None,
+        let hosted = to
+            .domain
+            .as_deref()
+            .is_none_or(|d| self.config.hosts_domain(d));
+        let postmaster = to.local.eq_ignore_ascii_case("postmaster");
+        let account = match &to.domain {
+            Some(_) => self
+                .config
+                .account(&to.to_string())
+                .map(|a| a.address.clone()),
+            None => None,
         };
-        let foreign_ok = self.config.faults.open_relay;
+        let discard = |fault: Policy| (self.fault(fault), fault.name());
+        let destination = match (hosted, account) {
+            (true, Some(account)) => Ok(account),
+            (true, None) if postmaster && self.fault(Policy::NoPostmaster) => {
+                Err((550, "5.1.1", "Recipient address rejected: no such user"))
+            }
+            (true, None) if postmaster => {
+                self.postmaster()
+                    .ok_or((550, "5.1.1", "no postmaster account"))
+            }
+            (true, None) => match discard(Policy::AcceptUnknownUsers) {
+                (true, _) => Err((250, "", "")),
+                _ => Err((550, "5.1.1", "Recipient address rejected: no such user")),
+            },
+            (false, _) if self.fault(Policy::OpenRelay) => Err((250, "", "")),
+            (false, _) if self.user.is_some() => Err((
+                550,
+                "5.7.1",
+                "relay to other domains is not available on this server yet",
+            )),
+            (false, _) => Err((554, "5.7.1", "Relay access denied")),
+        };
         let tx = self.tx.get_or_insert_default();
-        match local_target {
-            Some(account) => {
+        match destination {
+            Ok(account) => {
                 if !tx.local.contains(&account) {
                     tx.local.push(account);
                 }
             }
-            None if foreign_ok => {
-                tracing::warn!(recipient = %to, "FAULT open_relay: accepting mail for a foreign domain");
+            // Accepted only because a fault is on: the mail has nowhere to go.
+            Err((250, _, _)) => {
+                tracing::warn!(recipient = %to, "FAULT: accepting mail that will be discarded");
                 tx.discarded.push(to.to_string());
             }
-            None if self.user.is_some() => {
-                return self.error(
-                    550,
-                    "5.7.1",
-                    &format!("<{to}>: relay to other domains is not available on this server yet"),
-                );
+            Err((code, enhanced, text)) => {
+                return self.error(code, enhanced, &format!("<{to}>: {text}"));
             }
-            None => return self.error(554, "5.7.1", &format!("<{to}>: Relay access denied")),
         }
         self.reply(250, "2.1.5", &format!("Recipient <{to}> OK"));
     }
@@ -708,13 +783,15 @@ impl Session {
                 "5.5.1",
                 "DATA not allowed after BDAT in one transaction",
             ),
-            Some(tx) if tx.recipients() == 0 => self.error(554, "5.5.1", "No valid recipients"),
+            Some(tx) if tx.recipients() == 0 && !self.fault(Policy::DataWithoutRcpt) => {
+                self.error(554, "5.5.1", "No valid recipients")
+            }
             Some(_) => {
                 self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
-                let limits = &self.config.limits;
                 self.phase = Phase::Data(
-                    DataReceiver::new(limits.message_size, limits.line_length)
-                        .lenient_lf(self.config.faults.bare_lf_end_of_data),
+                    DataReceiver::new(self.size_limit(), self.config.limits.line_length)
+                        .lenient_lf(self.fault(Policy::BareLfEndOfData))
+                        .keep_dots(self.fault(Policy::NoDotUnstuffing)),
                 );
             }
         }
@@ -849,11 +926,21 @@ impl Session {
             }
             None => {}
         }
-        let tx = self.tx.take().unwrap_or_default();
+        let mut tx = self.tx.take().unwrap_or_default();
         let id = queue_id();
-        let mut message = format!("Return-Path: <{}>\r\n", tx.sender).into_bytes();
-        message.extend_from_slice(self.received_header(&tx, &id).as_bytes());
-        message.extend_from_slice(&body);
+        let mut message = Vec::with_capacity(body.len() + 512);
+        if !self.fault(Policy::NoTraceHeaders) {
+            message.extend_from_slice(format!("Return-Path: <{}>\r\n", tx.sender).as_bytes());
+            message.extend_from_slice(self.received_header(&tx, &id).as_bytes());
+        }
+        if self.fault(Policy::Strip8bit) {
+            message.extend(body.iter().map(|b| b & 0x7f));
+        } else {
+            message.extend_from_slice(&body);
+        }
+        if self.fault(Policy::DiscardMail) {
+            tx.discarded.append(&mut tx.local);
+        }
         self.phase = Phase::Waiting;
         Some(Event::Deliver(Envelope {
             sender: tx.sender,
@@ -1095,7 +1182,9 @@ mod tests {
     fn starttls_discards_injected_commands_unless_faulty() {
         for faulty in [false, true] {
             let mut config = Config::defaults();
-            config.faults.starttls_injection = faulty;
+            if faulty {
+                config.faults.policy.insert(Policy::StarttlsInjection);
+            }
             let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
             h.send(b"EHLO c\r\n");
             let replies = h.send(b"STARTTLS\r\nNOOP injected\r\n");
