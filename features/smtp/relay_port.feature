@@ -54,3 +54,11 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     Given a client connected to the smtp port
     When the client sends "HELO harness.test"
     Then the reply code is 250
+
+  @port-smtp @rfc5321-4.5.3.1.8 @fault-recipient_limit_50
+  Scenario: One transaction takes at least 100 recipients
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client sends "MAIL FROM:<{sender}>"
+    And the client sends "RCPT TO:<{first}>" 100 times
+    Then every one of those replies was 250

@@ -38,6 +38,9 @@ const CONFIGURED: &[(&str, Scope, Configure)] = &[
     ("greeting_refused", Scope::Broad, |c| {
         inject(c, "CONNECT", 554, "5.3.2 no service here")
     }),
+    ("recipient_limit_50", Scope::Exact, |c| {
+        c.limits.recipients = 50
+    }),
     ("vrfy_refused", Scope::Exact, |c| {
         inject(c, "VRFY", 550, "VRFY refused")
     }),

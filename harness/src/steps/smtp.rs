@@ -98,6 +98,32 @@ async fn sends(world: &mut MailWorld, line: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[when(regex = r#"^the client sends "(.*)" (\d+) times$"#)]
+async fn sends_repeatedly(world: &mut MailWorld, line: String, times: usize) -> anyhow::Result<()> {
+    let line = world.expand(&line)?;
+    let mut replies = Vec::with_capacity(times);
+    for _ in 0..times {
+        let reply = world.client()?.command(&line).await?;
+        world.record(reply.clone());
+        replies.push(reply);
+    }
+    world.batch = replies;
+    Ok(())
+}
+
+#[then(regex = r"^every one of those replies was (\d{3})$")]
+async fn all_replies(world: &mut MailWorld, code: u16) -> anyhow::Result<()> {
+    ensure!(!world.batch.is_empty(), "no replies were collected");
+    if let Some((index, reply)) = world.batch.iter().enumerate().find(|(_, r)| r.code != code) {
+        bail!(
+            "reply {} of {} was not {code}: {reply}",
+            index + 1,
+            world.batch.len()
+        );
+    }
+    Ok(())
+}
+
 #[when("the client pipelines:")]
 async fn pipelines(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
     let commands: Vec<String> = docstring(step)?

@@ -87,6 +87,8 @@ enum Phase {
 struct Transaction {
     sender: String,
     smtputf8: bool,
+    /// RCPT commands accepted, duplicates included: what the recipient limit counts.
+    accepted: usize,
     local: Vec<String>,
     discarded: Vec<String>,
     /// BDAT chunks so far, or `None` while no BDAT was used.
@@ -97,7 +99,7 @@ struct Transaction {
 
 impl Transaction {
     fn recipients(&self) -> usize {
-        self.local.len() + self.discarded.len()
+        self.accepted
     }
 }
 
@@ -767,6 +769,7 @@ impl Session {
                 return self.error(code, enhanced, &format!("<{to}>: {text}"));
             }
         }
+        tx.accepted += 1;
         self.reply(250, "2.1.5", &format!("Recipient <{to}> OK"));
     }
 
@@ -1243,6 +1246,74 @@ mod tests {
         let last = h.send(b"FROB\r\n");
         assert_eq!(codes(&last), ["500", "421"], "{last}");
         assert!(h.closed);
+    }
+
+    #[test]
+    fn recipient_limit_counts_every_accepted_rcpt() {
+        let mut config = Config::defaults();
+        config.limits.recipients = 3;
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+        let replies = h.send(
+            b"RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+        );
+        assert_eq!(
+            codes(&replies),
+            ["250", "550", "250", "250", "452"],
+            "{replies}"
+        );
+        assert!(replies.contains("452 4.5.3"), "{replies}");
+    }
+
+    #[test]
+    fn injected_faults_delay_replace_and_disconnect() {
+        use crate::faults::{CommandFault, FaultAction};
+        let mut config = Config::defaults();
+        let fault = |at: &str, action| CommandFault {
+            at: at.into(),
+            probability: 1.0,
+            action,
+        };
+        config.faults.commands = vec![
+            fault("NOOP", FaultAction::DelayMs(5)),
+            fault(
+                "EOM",
+                FaultAction::Reply {
+                    code: 451,
+                    text: "4.3.0 injected".into(),
+                },
+            ),
+            fault("QUIT", FaultAction::Disconnect),
+        ];
+        let mut session = Session::new(
+            Arc::new(config),
+            Connection {
+                role: Role::Smtp,
+                tls_mode: TlsMode::Starttls,
+                peer: "127.0.0.9:1".parse().unwrap(),
+            },
+        );
+        assert!(matches!(session.greet(), Event::NeedInput));
+        session.push_input(b"NOOP\r\n");
+        assert!(matches!(session.step(), Event::Delay(d) if d == Duration::from_millis(5)));
+        assert!(matches!(session.step(), Event::NeedInput));
+        let out = String::from_utf8(session.take_output()).unwrap();
+        assert!(out.ends_with("250 2.0.0 Ok\r\n"), "{out}");
+        session.push_input(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nx\r\n.\r\n",
+        );
+        // The injected reply replaces delivery: no Deliver event, nothing stored.
+        assert!(matches!(session.step(), Event::Delay(_)));
+        assert!(matches!(session.step(), Event::NeedInput));
+        let out = String::from_utf8(session.take_output()).unwrap();
+        assert!(out.ends_with("451 4.3.0 injected\r\n"), "{out}");
+        session.push_input(b"QUIT\r\n");
+        assert!(matches!(session.step(), Event::Delay(_)));
+        assert!(matches!(session.step(), Event::Close));
+        assert!(
+            session.take_output().is_empty(),
+            "a disconnect fault sends no reply"
+        );
     }
 
     #[test]
