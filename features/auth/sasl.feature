@@ -2,7 +2,7 @@
 Feature: SMTP AUTH with SASL PLAIN and LOGIN
   RFC 4954 exchanges and error replies, on the submission port after STARTTLS.
 
-  @port-submission @rfc4954-4 @fault-no_auth_login
+  @port-submission @needs-AUTH-LOGIN @rfc4954-4 @fault-no_auth_login
   Scenario: AUTH LOGIN succeeds with the right credentials
     Given a client connected to the submission port
     When the client says EHLO

@@ -48,6 +48,8 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
       | CRLF.LF |
       | CR.CR   |
       | CR.CRLF |
+      | CR.LF   |
+      | CRLF.CR |
 
   @port-smtp @rfc5321-2.3.8 @bare-line-ends @fault-bare_lf_end_of_data
   Scenario: A message with a bare LF is refused

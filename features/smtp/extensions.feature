@@ -25,14 +25,14 @@ Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
     And {first} receives the message
     And {second} receives the message
 
-  @port-smtp @needs-SIZE @rfc1870-6.1 @fault-no_size_limit
+  @port-smtp @needs-SIZE-limit @rfc1870-6.1 @fault-no_size_limit
   Scenario: MAIL with a declared SIZE over the limit is refused with 552
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "MAIL FROM:<{sender}> SIZE={over_size}"
     Then the reply is 552 5.3.4
 
-  @port-smtp @needs-SIZE @rfc1870-6.3 @fault-no_size_limit
+  @port-smtp @needs-SIZE-limit @rfc1870-6.3 @fault-no_size_limit
   Scenario: A message larger than the advertised SIZE is refused and not delivered
     Given a client connected to the smtp port
     When the client says EHLO

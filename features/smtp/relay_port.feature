@@ -29,7 +29,7 @@ Feature: Port 25 takes mail for hosted domains and is no open relay
     When the client says EHLO
     And the client sends "MAIL FROM:<{sender}>"
     And the client sends "RCPT TO:<{foreign}>"
-    Then the reply is a permanent failure
+    Then the reply is a refusal
 
   @port-smtp @rfc3463-3.2 @fault-accept_unknown_users
   Scenario: An unknown local user is refused with 550 5.1.1

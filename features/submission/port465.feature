@@ -22,11 +22,10 @@ Feature: Port 465 submissions: implicit TLS, then AUTH
     And the server does not advertise STARTTLS
 
   @port-submissions @rfc4954-6 @fault-submissions_plaintext @fault-mail_without_auth
-  Scenario: MAIL before AUTH is refused with 530 5.7.0
+  Scenario: Mail is refused before AUTH
     Given a client connected to the submissions port
     When the client says EHLO
-    And the client sends "MAIL FROM:<{first}>"
-    Then the reply is 530 5.7.0
+    Then mail from {first} to {second} is refused before DATA
 
   @port-submissions @rfc4954-4 @fault-submissions_plaintext @fault-discard_mail
   Scenario: An authenticated message is delivered

@@ -3,7 +3,7 @@ Feature: STARTTLS on port 25
   RFC 3207: the upgrade starts a new session, and nothing sent in clear text before the
   handshake may be executed inside it.
 
-  @port-smtp @rfc3207-5 @fault-starttls_injection
+  @port-smtp @needs-STARTTLS @rfc3207-5 @fault-starttls_injection
   Scenario: Commands sent with STARTTLS before the handshake are not executed
     Given a client connected to the smtp port
     When the client says EHLO

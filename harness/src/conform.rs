@@ -121,7 +121,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
 
 /// EHLO keywords per SMTP service (after STARTTLS when offered). A service missing here could
 /// not be asked; its scenarios run anyway and fail on their own if it is broken.
-async fn discover(target: &Target) -> HashMap<String, BTreeSet<String>> {
+async fn discover(target: &Target) -> HashMap<String, Capabilities> {
     let mut found = HashMap::new();
     for service in SMTP_SERVICES {
         if target.addr(service).is_err() {
@@ -137,27 +137,73 @@ async fn discover(target: &Target) -> HashMap<String, BTreeSet<String>> {
     found
 }
 
-async fn ehlo_keywords(target: &Target, service: &str) -> anyhow::Result<BTreeSet<String>> {
+/// EHLO keywords with their parameters, upper-cased.
+type Capabilities = BTreeMap<String, BTreeSet<String>>;
+
+async fn ehlo_keywords(target: &Target, service: &str) -> anyhow::Result<Capabilities> {
+    fn merge(into: &mut Capabilities, from: &BTreeMap<String, Vec<String>>) {
+        for (keyword, params) in from {
+            into.entry(keyword.clone())
+                .or_default()
+                .extend(params.iter().map(|p| p.to_ascii_uppercase()));
+        }
+    }
     let mut client = target.connect(service).await?;
     client.read_reply().await?;
     client.ehlo("harness.test").await?;
-    let mut keywords: BTreeSet<String> = client.capabilities().keys().cloned().collect();
-    if !client.is_tls() && keywords.contains("STARTTLS") {
+    let mut found = Capabilities::new();
+    merge(&mut found, client.capabilities());
+    if !client.is_tls() && found.contains_key("STARTTLS") {
         let reply = client.starttls(&target.tls).await?;
         if reply.code == 220 {
             client.ehlo("harness.test").await?;
-            keywords.extend(client.capabilities().keys().cloned());
+            merge(&mut found, client.capabilities());
         }
     }
     let _ = client.command("QUIT").await;
-    Ok(keywords)
+    Ok(found)
+}
+
+/// Largest SIZE limit the oversize scenarios will send a message against.
+const MAX_TESTED_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Why `needs-<what>` is not met by a port's capabilities, if it is not. `what` is an EHLO
+/// keyword, `KEYWORD-PARAM` (e.g. `AUTH-LOGIN`), or `SIZE-limit` (a positive SIZE that is
+/// small enough to exceed in a test).
+fn unmet(what: &str, caps: &Capabilities) -> Option<String> {
+    if what == "SIZE-limit" {
+        let limit = caps
+            .get("SIZE")?
+            .iter()
+            .find_map(|p| p.parse::<u64>().ok())
+            .unwrap_or(0);
+        return match limit {
+            0 => Some("advertises no fixed SIZE limit".into()),
+            l if l > MAX_TESTED_SIZE => Some(format!(
+                "advertises SIZE {l}, over the {MAX_TESTED_SIZE} octets the harness sends"
+            )),
+            _ => None,
+        };
+    }
+    let (keyword, param) = match what.split_once('-') {
+        Some((keyword, param)) => (keyword, Some(param.to_ascii_uppercase())),
+        None => (what, None),
+    };
+    let keyword = keyword.to_ascii_uppercase();
+    match (caps.get(&keyword), param) {
+        (None, _) => Some(format!("does not advertise {keyword}")),
+        (Some(params), Some(param)) if !params.contains(&param) => {
+            Some(format!("does not advertise {keyword} {param}"))
+        }
+        _ => None,
+    }
 }
 
 /// Why a scenario will not run, if it will not.
 fn gate(
     tags: &[String],
     profile: &TargetProfile,
-    capabilities: &HashMap<String, BTreeSet<String>>,
+    capabilities: &HashMap<String, Capabilities>,
 ) -> Option<Outcome> {
     if let Some(tag) = tags.iter().find(|t| {
         profile
@@ -182,11 +228,12 @@ fn gate(
     }
     for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-")) {
         for service in &services {
-            if let Some(keywords) = capabilities.get(*service)
-                && !keywords.contains(&needed.to_ascii_uppercase())
+            if let Some(why) = capabilities
+                .get(*service)
+                .and_then(|caps| unmet(needed, caps))
             {
                 return Some(Outcome::Skipped {
-                    reason: format!("the {service} port does not advertise {needed}"),
+                    reason: format!("the {service} port {why}"),
                 });
             }
         }
@@ -248,7 +295,7 @@ fn record(
 
 async fn execute(
     target: Arc<Target>,
-    capabilities: HashMap<String, BTreeSet<String>>,
+    capabilities: HashMap<String, Capabilities>,
     tags: Option<gherkin::tagexpr::TagOperation>,
     options: &RunOptions,
 ) -> Vec<Record> {
@@ -483,7 +530,14 @@ mod tests {
     #[test]
     fn gating_by_port_capability_and_profile() {
         let mut caps = HashMap::new();
-        caps.insert("smtp".to_owned(), BTreeSet::from(["PIPELINING".to_owned()]));
+        caps.insert(
+            "smtp".to_owned(),
+            Capabilities::from([
+                ("PIPELINING".to_owned(), BTreeSet::new()),
+                ("SIZE".to_owned(), BTreeSet::new()),
+                ("AUTH".to_owned(), BTreeSet::from(["PLAIN".to_owned()])),
+            ]),
+        );
         let profile = profile();
         assert_eq!(
             gate(&tags(&["port-smtp", "needs-PIPELINING"]), &profile, &caps),
@@ -501,6 +555,19 @@ mod tests {
             gate(&tags(&["port-smtp", "bare-line-ends"]), &profile, &caps),
             Some(Outcome::Skipped { reason }) if reason.contains("@bare-line-ends")
         ));
+        for (needs, why) in [
+            ("needs-SIZE-limit", "no fixed SIZE limit"),
+            ("needs-AUTH-LOGIN", "AUTH LOGIN"),
+        ] {
+            assert!(matches!(
+                gate(&tags(&["port-smtp", needs]), &profile, &caps),
+                Some(Outcome::Skipped { reason }) if reason.contains(why)
+            ));
+        }
+        assert_eq!(
+            gate(&tags(&["port-smtp", "needs-AUTH-PLAIN"]), &profile, &caps),
+            None
+        );
         // Capabilities that could not be discovered never turn a scenario into a skip.
         assert_eq!(
             gate(

@@ -44,6 +44,9 @@ const CONFIGURED: &[(&str, Scope, Configure)] = &[
     ("vrfy_refused", Scope::Exact, |c| {
         inject(c, "VRFY", 550, "VRFY refused")
     }),
+    ("rset_refused", Scope::Exact, |c| {
+        inject(c, "RSET", 502, "5.5.1 RSET not implemented")
+    }),
     ("help_unimplemented", Scope::Exact, |c| {
         inject(c, "HELP", 502, "5.5.1 HELP not implemented")
     }),

@@ -386,9 +386,15 @@ impl Config {
             }
         }
         let limits = &self.limits;
-        if limits.line_length < 80 || limits.recipients == 0 || limits.connections == 0 {
+        if limits.line_length < 80
+            || limits.recipients == 0
+            || limits.connections == 0
+            || limits.max_errors == 0
+            || limits.idle_timeout_secs == 0
+        {
             return Err(invalid(
-                "limits: line_length must be at least 80, recipients and connections at least 1"
+                "limits: line_length must be at least 80; recipients, connections, max_errors \
+                 and idle_timeout_secs at least 1"
                     .into(),
             ));
         }

@@ -73,7 +73,7 @@ policies! {
     KeepSessionAfterStarttls "keep_session_after_starttls" "Keep the EHLO state across STARTTLS instead of resetting it.",
     LenientSasl "lenient_sasl" "Answer cancelled, undecodable and unknown-mechanism AUTH with 535 instead of 501/504.",
     ReauthAllowed "reauth_allowed" "Accept AUTH again after a successful AUTH.",
-    NoAuthLogin "no_auth_login" "Refuse the LOGIN mechanism with 504.",
+    NoAuthLogin "no_auth_login" "Advertise AUTH LOGIN but refuse it with 504.",
 }
 
 impl std::str::FromStr for Policy {

@@ -251,14 +251,19 @@ async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared) {
         shared.config.hostname
     );
     let mut stream = Stream::Plain(tcp);
+    // Over the limit a client gets a few seconds, not a connection slot's worth of patience.
+    let patience = Duration::from_secs(5);
     if bound.tls == TlsMode::Implicit {
-        match shared.acceptor.accept(stream.into_tcp()).await {
-            Ok(tls) => stream = Stream::Tls(Box::new(tls)),
-            Err(_) => return,
+        match tokio::time::timeout(patience, shared.acceptor.accept(stream.into_tcp())).await {
+            Ok(Ok(tls)) => stream = Stream::Tls(Box::new(tls)),
+            _ => return,
         }
     }
-    let _ = stream.write_all(line.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(patience, async {
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A connection before or after TLS.
@@ -276,6 +281,17 @@ impl Stream {
             Stream::Tls(tls) => tls.read(buf).await,
             Stream::Upgrading => Ok(0),
         }
+    }
+
+    /// Writes everything or fails; `limit` bounds how long a client that does not read can
+    /// hold the session.
+    async fn send(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(limit, self.write_all(bytes))
+            .await
+            .map_err(|_| std::io::Error::other("client stopped reading; write timed out"))?
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -345,7 +361,7 @@ async fn serve(
     loop {
         event = match event {
             Event::NeedInput => {
-                stream.write_all(&session.take_output()).await?;
+                stream.send(&session.take_output(), idle).await?;
                 let stopping = *shutdown.borrow();
                 if stopping && !session.in_message_data() {
                     session.abort("4.3.2", "Server shutting down");
@@ -354,6 +370,13 @@ async fn serve(
                 }
                 if stopping && grace_deadline.is_none() {
                     grace_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                if grace_deadline.is_some_and(|grace| Instant::now() >= grace) {
+                    // A client still streaming data when the grace period ends is cut off; its
+                    // message was never acknowledged.
+                    session.abort("4.3.2", "Server shutting down");
+                    event = session.step();
+                    continue;
                 }
                 let deadline = grace_deadline.map_or(Instant::now() + idle, |grace| {
                     grace.min(Instant::now() + idle)
@@ -381,7 +404,7 @@ async fn serve(
                 session.step()
             }
             Event::StartTls => {
-                stream.write_all(&session.take_output()).await?;
+                stream.send(&session.take_output(), idle).await?;
                 let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
                 let Some(tls) = handshake(tcp, shared, idle).await? else {
                     return Ok(());
@@ -443,8 +466,8 @@ async fn serve(
                 session.step()
             }
             Event::Close => {
-                stream.write_all(&session.take_output()).await?;
-                let _ = stream.shutdown().await;
+                stream.send(&session.take_output(), idle).await?;
+                let _ = tokio::time::timeout(idle, stream.shutdown()).await;
                 return Ok(());
             }
         };

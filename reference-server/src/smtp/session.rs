@@ -225,7 +225,12 @@ impl Session {
         self.phase = Phase::Command;
         self.tx = None;
         match result {
-            Ok(()) => self.reply(250, "2.0.0", &format!("Ok: queued as {id}")),
+            Ok(()) => {
+                // Like Postfix's hard error limit: errors count between deliveries, so a
+                // long-lived relay connection is not cut off for occasional bad recipients.
+                self.errors = 0;
+                self.reply(250, "2.0.0", &format!("Ok: queued as {id}"));
+            }
             Err(why) => {
                 tracing::error!(id, "delivery failed: {why}");
                 self.reply(451, "4.3.0", "Local error in processing; try again later");
@@ -373,10 +378,35 @@ impl Session {
         let command = match parsed {
             Ok(command) => command,
             Err(error) => {
-                self.parse_error(error);
+                let (code, enhanced, text) = self.parse_error(error);
+                // A BDAT chunk follows its line even when the line is bad: skip it so its bytes
+                // are not taken for commands, or hang up when its end cannot be known.
+                if line
+                    .get(..5)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"BDAT "))
+                {
+                    match bdat_size(&line[5..]) {
+                        Some(size) => self.start_chunk(
+                            size,
+                            false,
+                            Some((code, format!("{enhanced} {text}"))),
+                        ),
+                        None => {
+                            self.error(code, enhanced, &text);
+                            self.abort("4.5.0", "Cannot find the end of the BDAT chunk");
+                        }
+                    }
+                } else {
+                    self.error(code, enhanced, &text);
+                }
                 return None;
             }
         };
+        if let (true, Command::Bdat { size, last }) = (self.refuse_all, &command) {
+            let text = "5.5.1 Bad sequence of commands: this server refused the session";
+            self.start_chunk(*size, *last, Some((503, text.into())));
+            return None;
+        }
         if self.refuse_all && command != Command::Quit {
             self.error(
                 503,
@@ -404,24 +434,21 @@ impl Session {
         Some(Event::Delay(injection.delay))
     }
 
-    fn parse_error(&mut self, error: ParseError) {
+    /// The reply to a command line that did not parse.
+    fn parse_error(&self, error: ParseError) -> (u16, &'static str, String) {
         match error {
             ParseError::UnknownCommand(verb) if verb.is_empty() => {
-                self.error(500, "5.5.2", "Syntax error: empty command line")
+                (500, "5.5.2", "Syntax error: empty command line".into())
             }
             ParseError::UnknownCommand(verb) if self.fault(Policy::UnknownCommand502) => {
-                self.error(502, "5.5.1", &format!("Command not implemented: {verb}"))
+                (502, "5.5.1", format!("Command not implemented: {verb}"))
             }
             ParseError::UnknownCommand(verb) => {
-                self.error(500, "5.5.1", &format!("Command unrecognized: {verb}"))
+                (500, "5.5.1", format!("Command unrecognized: {verb}"))
             }
-            ParseError::Syntax(why) => self.error(501, "5.5.2", &format!("Syntax error: {why}")),
-            ParseError::BadAddress(why) => {
-                self.error(501, "5.1.3", &format!("Bad address syntax: {why}"))
-            }
-            ParseError::PathTooLong(why) => {
-                self.error(501, "5.1.3", &format!("Path too long: {why}"))
-            }
+            ParseError::Syntax(why) => (501, "5.5.2", format!("Syntax error: {why}")),
+            ParseError::BadAddress(why) => (501, "5.1.3", format!("Bad address syntax: {why}")),
+            ParseError::PathTooLong(why) => (501, "5.1.3", format!("Path too long: {why}")),
         }
     }
 
@@ -513,11 +540,7 @@ impl Session {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() && self.user.is_none() {
-            lines.push(if self.fault(Policy::NoAuthLogin) {
-                "AUTH PLAIN".into()
-            } else {
-                "AUTH PLAIN LOGIN".into()
-            });
+            lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.extend(["SMTPUTF8".into(), "CHUNKING".into(), "HELP".into()]);
         self.helo = Some(name);
@@ -717,7 +740,9 @@ impl Session {
             return self.error(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 on MAIL");
         }
         if tx.recipients() >= self.config.limits.recipients {
-            return self.error(452, "4.5.3", "Too many recipients");
+            // Not an error: the client is expected to send the rest in another transaction
+            // (RFC 5321 4.5.3.1.10), so this must not count toward disconnection.
+            return self.reply(452, "4.5.3", "Too many recipients");
         }
         let hosted = to
             .domain
@@ -781,7 +806,7 @@ impl Session {
     fn data(&mut self) -> Option<Event> {
         match &self.tx {
             None => self.error(503, "5.5.1", "Need MAIL and RCPT before DATA"),
-            Some(tx) if tx.chunks.is_some() => self.error(
+            Some(tx) if tx.chunks.is_some() || tx.chunk_error => self.error(
                 503,
                 "5.5.1",
                 "DATA not allowed after BDAT in one transaction",
@@ -842,11 +867,20 @@ impl Session {
         refusal: Option<(u16, String)>,
     ) -> Option<Event> {
         if let Some((code, text)) = refusal {
+            // Chunks after a failed one are refused as RFC 3030 says, but only the first
+            // failure counts as the client's error.
+            let first_failure = self.tx.as_ref().is_none_or(|tx| !tx.chunk_error);
             if let Some(tx) = &mut self.tx {
                 tx.chunk_error = true;
                 tx.chunks = None;
             }
-            self.errors += 1;
+            if last {
+                // The end of the data ends the transaction, delivered or not.
+                self.tx = None;
+            }
+            if first_failure {
+                self.errors += 1;
+            }
             self.raw_reply(code, &text);
             if code == 421 {
                 self.phase = Phase::Closed;
@@ -1007,6 +1041,15 @@ impl Session {
         self.errors += 1;
         self.reply(code, enhanced, text);
     }
+}
+
+/// The chunk size at the start of a BDAT line's arguments, if it can be read.
+fn bdat_size(args: &[u8]) -> Option<u64> {
+    let word = args.split(|&b| b == b' ').find(|w| !w.is_empty())?;
+    if word.len() > 19 || !word.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(word).ok()?.parse().ok()
 }
 
 /// The first bare CR or LF in a BDAT message (DATA finds them while receiving).
@@ -1228,6 +1271,28 @@ mod tests {
             h.delivered[0].message.ends_with(b"\r\n\r\nab\r\ncd\r\n")
                 || h.delivered[0].message.ends_with(b"ab\r\ncd\r\n")
         );
+    }
+
+    #[test]
+    fn bad_bdat_lines_never_leak_their_chunk_into_commands() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(b"BDAT 6 LASTX\r\nQUIT\r\nNOOP\r\n");
+        assert_eq!(codes(&replies), ["501", "250"], "{replies}");
+        assert!(!h.closed);
+        let replies = h.send(b"BDAT 99999999999999999999999 LAST\r\nQUIT\r\n");
+        assert_eq!(codes(&replies), ["501", "421"], "{replies}");
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn a_refused_last_chunk_ends_the_transaction() {
+        let mut config = Config::defaults();
+        config.limits.message_size = 10;
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        let replies = h.send(b"BDAT 20 LAST\r\n01234567890123456789MAIL FROM:<a@b.test>\r\n");
+        assert_eq!(codes(&replies), ["552", "250"], "{replies}");
     }
 
     #[test]

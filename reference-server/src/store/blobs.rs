@@ -45,7 +45,12 @@ impl BlobDir {
         let path = dir.join(&hash);
         match fs::metadata(&path) {
             // A length mismatch can only mean damage from outside; rewriting repairs it.
-            Ok(meta) if meta.is_file() && meta.len() == data.len() as u64 => return Ok(hash),
+            // The directory is synced anyway: another writer may have renamed the file in but
+            // not yet made the entry durable, and our 250 must not depend on its progress.
+            Ok(meta) if meta.is_file() && meta.len() == data.len() as u64 => {
+                sync_dir(&dir)?;
+                return Ok(hash);
+            }
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e).at(&path),
