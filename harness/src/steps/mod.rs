@@ -248,7 +248,10 @@ pub fn unescape(text: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A docstring as message text: LF line ends become CRLF and the text ends with CRLF.
+/// The gherkin parser keeps the line break after the opening `"""`; it is not part of the
+/// text (left in, it would end the header section before the first header).
 pub fn docstring_to_crlf(text: &str) -> Vec<u8> {
+    let text = text.strip_prefix('\n').unwrap_or(text);
     let mut out = text
         .replace("\r\n", "\n")
         .replace('\n', "\r\n")
@@ -273,6 +276,10 @@ mod tests {
     #[test]
     fn docstrings_get_crlf() {
         assert_eq!(docstring_to_crlf("a\nb"), b"a\r\nb\r\n");
+        assert_eq!(
+            docstring_to_crlf("\nSubject: x\n\nbody"),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
         assert_eq!(docstring_to_crlf("a\r\n"), b"a\r\n");
     }
 
