@@ -235,12 +235,17 @@ async fn sends_message(world: &mut MailWorld, recipient: String) -> anyhow::Resu
     Ok(())
 }
 
-/// Sends message octets after a 354: dot-stuffed, then the terminator, then reads the reply.
-async fn send_body(world: &mut MailWorld, message: &[u8]) -> anyhow::Result<()> {
-    let mut wire = dot_stuff(message);
-    wire.extend_from_slice(b".\r\n");
+/// Message data only makes sense after DATA was answered with 354.
+fn expect_354(world: &MailWorld) -> anyhow::Result<()> {
+    let reply = world.reply()?;
+    ensure!(reply.code == 354, "DATA was not accepted: {reply}");
+    Ok(())
+}
+
+/// Sends message data exactly as given (terminator included) and reads the reply to it.
+async fn send_data(world: &mut MailWorld, wire: &[u8]) -> anyhow::Result<()> {
     let client = world.client()?;
-    client.send_raw(&wire).await?;
+    client.send_raw(wire).await?;
     let reply = client
         .read_reply()
         .await
@@ -249,13 +254,16 @@ async fn send_body(world: &mut MailWorld, message: &[u8]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Sends message octets after a 354: dot-stuffed, then the terminator, then reads the reply.
+async fn send_body(world: &mut MailWorld, message: &[u8]) -> anyhow::Result<()> {
+    let mut wire = dot_stuff(message);
+    wire.extend_from_slice(b".\r\n");
+    send_data(world, &wire).await
+}
+
 #[when("the client sends the message body:")]
 async fn sends_body(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
-    ensure!(
-        world.reply()?.code == 354,
-        "DATA was not accepted: {}",
-        world.reply()?
-    );
+    expect_354(world)?;
     let body = docstring_to_crlf(docstring(step)?);
     let message = with_token(world, &body, true);
     send_body(world, &message).await
@@ -263,30 +271,15 @@ async fn sends_body(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
 
 #[when(regex = r#"^the client sends the raw message data "(.*)"$"#)]
 async fn sends_raw_data(world: &mut MailWorld, data: String) -> anyhow::Result<()> {
-    ensure!(
-        world.reply()?.code == 354,
-        "DATA was not accepted: {}",
-        world.reply()?
-    );
+    expect_354(world)?;
     let data = unescape(&data)?;
     let wire = with_token(world, &data, false);
-    let client = world.client()?;
-    client.send_raw(&wire).await?;
-    let reply = client
-        .read_reply()
-        .await
-        .context("reading the reply to the message data")?;
-    world.record(reply);
-    Ok(())
+    send_data(world, &wire).await
 }
 
 #[when("the client sends a message body 1 octet over the advertised SIZE")]
 async fn sends_oversized(world: &mut MailWorld) -> anyhow::Result<()> {
-    ensure!(
-        world.reply()?.code == 354,
-        "DATA was not accepted: {}",
-        world.reply()?
-    );
+    expect_354(world)?;
     let limit = world
         .client()?
         .size_limit()
@@ -397,11 +390,7 @@ fn vector_bytes(vector: &str) -> anyhow::Result<Vec<u8>> {
 
 #[when(regex = r#"^the client smuggles "(.*)" after the end-of-data vector (\S+)$"#)]
 async fn smuggles(world: &mut MailWorld, command: String, vector: String) -> anyhow::Result<()> {
-    ensure!(
-        world.reply()?.code == 354,
-        "DATA was not accepted: {}",
-        world.reply()?
-    );
+    expect_354(world)?;
     let mut data = b"Subject: smuggling probe\r\n\r\nbefore the vector".to_vec();
     data.extend(vector_bytes(&vector)?);
     data.extend_from_slice(format!("{command}\r\n\r\n.\r\nNOOP\r\n").as_bytes());
