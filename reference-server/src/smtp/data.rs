@@ -116,14 +116,10 @@ impl DataReceiver {
         }
     }
 
-    /// Octets of message received so far (after unstuffing), for progress and size checks.
-    pub fn len(&self) -> usize {
+    /// Octets of message kept so far (after unstuffing).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.body.len()
-    }
-
-    /// Whether nothing has been received yet.
-    pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
     }
 
     /// One byte of input; whether it completed the end of data.
