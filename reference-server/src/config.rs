@@ -28,11 +28,38 @@ pub enum Role {
     Submission,
     /// Submission over implicit TLS (port 465, RFC 8314).
     Submissions,
+    /// POP3 with STLS (port 110, RFC 1939 and RFC 2595).
+    Pop3,
+    /// POP3 over implicit TLS (port 995, RFC 8314).
+    Pop3s,
+}
+
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// SMTP (RFC 5321), on the relay and submission ports.
+    Smtp,
+    /// POP3 (RFC 1939).
+    Pop3,
 }
 
 impl Role {
     /// Every role, in port-table order.
-    pub const ALL: [Role; 3] = [Role::Smtp, Role::Submission, Role::Submissions];
+    pub const ALL: [Role; 5] = [
+        Role::Smtp,
+        Role::Submission,
+        Role::Submissions,
+        Role::Pop3,
+        Role::Pop3s,
+    ];
+
+    /// The protocol spoken on the role's port.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Role::Smtp | Role::Submission | Role::Submissions => Protocol::Smtp,
+            Role::Pop3 | Role::Pop3s => Protocol::Pop3,
+        }
+    }
 
     /// The port the role has on the Internet.
     pub fn standard_port(self) -> u16 {
@@ -40,6 +67,8 @@ impl Role {
             Role::Smtp => 25,
             Role::Submission => 587,
             Role::Submissions => 465,
+            Role::Pop3 => 110,
+            Role::Pop3s => 995,
         }
     }
 
@@ -49,14 +78,16 @@ impl Role {
             Role::Smtp => 2525,
             Role::Submission => 2587,
             Role::Submissions => 2465,
+            Role::Pop3 => 2110,
+            Role::Pop3s => 2995,
         }
     }
 
     /// The TLS mode the documented port implies.
     pub fn default_tls(self) -> TlsMode {
         match self {
-            Role::Smtp | Role::Submission => TlsMode::Starttls,
-            Role::Submissions => TlsMode::Implicit,
+            Role::Smtp | Role::Submission | Role::Pop3 => TlsMode::Starttls,
+            Role::Submissions | Role::Pop3s => TlsMode::Implicit,
         }
     }
 
@@ -71,6 +102,8 @@ impl Role {
             Role::Smtp => "smtp",
             Role::Submission => "submission",
             Role::Submissions => "submissions",
+            Role::Pop3 => "pop3",
+            Role::Pop3s => "pop3s",
         }
     }
 }
@@ -172,6 +205,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Error replies a session may provoke before it is disconnected with 421.
     pub max_errors: u32,
+    /// Delay before answering a failed login, in milliseconds; it doubles with each further
+    /// failure for the same account or from the same client address, up to 16 times this.
+    pub auth_failure_delay_ms: u64,
 }
 
 impl Default for Limits {
@@ -183,8 +219,30 @@ impl Default for Limits {
             connections: 256,
             idle_timeout_secs: 300,
             max_errors: 10,
+            auth_failure_delay_ms: 1000,
         }
     }
+}
+
+/// POP3 settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Settings {
+    /// Offer APOP (RFC 1939 section 7): the greeting carries a timestamp and accounts with a
+    /// plain-text password may log in with its MD5 digest. Off by default: APOP needs the
+    /// password stored in clear and MD5 is broken.
+    pub apop: bool,
+    /// POP-before-SMTP: a successful POP3 login lets SMTP sessions from the same client address
+    /// send as if authenticated, for a while. Absent (the default) means off.
+    pub pop_before_smtp: Option<PopBeforeSmtp>,
+}
+
+/// The POP-before-SMTP window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopBeforeSmtp {
+    /// How long after a POP3 login the client address stays authorised, in seconds.
+    pub window_secs: u64,
 }
 
 /// The whole server configuration.
@@ -206,6 +264,9 @@ pub struct Config {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// POP3 options.
+    #[serde(default)]
+    pub pop3: Pop3Settings,
     /// Misbehaviour on purpose, for testing clients and the harness.
     #[serde(default)]
     pub faults: Faults,
@@ -249,7 +310,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The defaults of DESIGN.md: `example.test`, alice and bob, the three SMTP listeners on
+    /// The defaults of DESIGN.md: `example.test`, alice and bob, the SMTP and POP3 listeners on
     /// 127.0.0.1 at the unprivileged default ports.
     pub fn defaults() -> Config {
         Config {
@@ -273,6 +334,7 @@ impl Config {
                 .collect(),
             tls: None,
             limits: Limits::default(),
+            pop3: Pop3Settings::default(),
             faults: Faults::default(),
             data_dir: None,
         }
@@ -320,7 +382,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Moves every listener to the documented port of its role (25, 587, 465).
+    /// Moves every listener to the documented port of its role (25, 587, 465, 110, 995).
     pub fn use_standard_ports(&mut self) {
         for listener in &mut self.listeners {
             listener.address.set_port(listener.role.standard_port());
@@ -379,9 +441,12 @@ impl Config {
             }
         }
         for (index, listener) in self.listeners.iter().enumerate() {
-            if listener.role == Role::Submissions && listener.tls_mode() != TlsMode::Implicit {
+            let role = listener.role;
+            if matches!(role, Role::Submissions | Role::Pop3s)
+                && listener.tls_mode() != TlsMode::Implicit
+            {
                 return Err(invalid(format!(
-                    "listeners[{index}]: role submissions is implicit TLS by definition (RFC 8314)"
+                    "listeners[{index}]: role {role} is implicit TLS by definition (RFC 8314)"
                 )));
             }
         }
@@ -396,6 +461,16 @@ impl Config {
                 "limits: line_length must be at least 80; recipients, connections, max_errors \
                  and idle_timeout_secs at least 1"
                     .into(),
+            ));
+        }
+        if self
+            .pop3
+            .pop_before_smtp
+            .as_ref()
+            .is_some_and(|p| p.window_secs == 0)
+        {
+            return Err(invalid(
+                "pop3.pop_before_smtp.window_secs must be at least 1".into(),
             ));
         }
         self.faults.validate().map_err(invalid)?;
@@ -475,7 +550,7 @@ limits:
         let config = Config::defaults();
         config.validate(Path::new("<defaults>")).unwrap();
         let ports: Vec<u16> = config.listeners.iter().map(|l| l.address.port()).collect();
-        assert_eq!(ports, [2525, 2587, 2465]);
+        assert_eq!(ports, [2525, 2587, 2465, 2110, 2995]);
         assert!(config.account("ALICE@example.test").is_some());
     }
 }

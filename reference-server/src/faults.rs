@@ -74,6 +74,9 @@ policies! {
     LenientSasl "lenient_sasl" "Answer cancelled, undecodable and unknown-mechanism AUTH with 535 instead of 501/504.",
     ReauthAllowed "reauth_allowed" "Accept AUTH again after a successful AUTH.",
     NoAuthLogin "no_auth_login" "Advertise AUTH LOGIN but refuse it with 504.",
+    Pop3PlaintextAuth "pop3_plaintext_auth" "Offer and accept USER/PASS and AUTH on the POP3 STLS port before STLS.",
+    Pop3DeleIgnored "pop3_dele_ignored" "Answer +OK to DELE and QUIT but delete nothing.",
+    Pop3NoLock "pop3_no_lock" "Let several POP3 sessions open the same maildrop at once.",
 }
 
 impl std::str::FromStr for Policy {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::{Config, Role, TlsMode};
+use crate::config::{Config, Protocol, Role, TlsMode};
 use crate::faults::Policy;
 use crate::smtp::session::{Connection, Event, Session};
 use crate::store::Store;
@@ -237,6 +237,13 @@ async fn accept_loop(
                 tls_mode: bound.tls,
                 peer,
             };
+            if bound.role.protocol() == Protocol::Pop3 {
+                let mut tcp = tcp;
+                let _ = tcp
+                    .write_all(b"-ERR [SYS/PERM] POP3 is not built yet\r\n")
+                    .await;
+                return;
+            }
             if let Err(error) = serve(tcp, conn, &shared, shutdown).await {
                 tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");
             }
