@@ -245,6 +245,60 @@ impl Store {
         Ok(delivered)
     }
 
+    /// Removes the messages with these UIDs from a mailbox in one transaction, recording each
+    /// removal with a new mod-sequence so that other sessions can learn of it. UIDs that are not
+    /// (or no longer) there are ignored: another session may have removed them first. Returns
+    /// the UIDs actually removed, ascending.
+    ///
+    /// The blob files stay, like [`Store::delete_mailbox`]'s.
+    pub fn expunge(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, StoreError> {
+        let mut wanted: Vec<u32> = uids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let tx = immediate(&mut conn)?;
+        let row = existing_mailbox(&tx, account, canonical_mailbox(mailbox))?;
+        let mut modseq = row.highest_modseq;
+        let mut removed = Vec::with_capacity(wanted.len());
+        for uid in wanted {
+            let deleted = tx
+                .prepare_cached("DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2")
+                .and_then(|mut s| s.execute(params![row.id, uid]))
+                .ctx("expunging a message")?;
+            if deleted == 0 {
+                continue;
+            }
+            modseq += 1;
+            let sql_modseq = to_sql_u64(modseq)?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![row.id, uid, sql_modseq]))
+            .ctx("recording an expunge")?;
+            removed.push(uid);
+        }
+        if !removed.is_empty() {
+            let sql_modseq = to_sql_u64(modseq)?;
+            tx.prepare_cached("UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![row.id, sql_modseq]))
+                .ctx("advancing the mod-sequence")?;
+        }
+        tx.commit().ctx("committing an expunge")?;
+        drop(conn);
+        if !removed.is_empty() {
+            tracing::debug!(account, mailbox, ?removed, "expunged");
+        }
+        Ok(removed)
+    }
+
     /// Messages of a mailbox ordered by UID.
     pub fn messages(&self, account: &str, mailbox: &str) -> Result<Vec<MessageMeta>, StoreError> {
         let conn = self.conn()?;

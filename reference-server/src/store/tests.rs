@@ -578,3 +578,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn expunge_removes_only_present_uids_and_never_reuses_them() {
+    let (_dir, store) = store_with_accounts();
+    for body in [&b"one\r\n"[..], b"two\r\n", b"three\r\n"] {
+        store.deliver(&[ALICE, BOB], body).expect("deliver");
+    }
+    let before = store.mailbox_status(ALICE, INBOX).expect("status");
+    let removed = store
+        .expunge(ALICE, "inbox", &[3, 1, 1, 7])
+        .expect("expunge");
+    assert_eq!(removed, [1, 3], "absent UID 7 ignored, duplicates once");
+    assert_eq!(uids(&store, ALICE), [2]);
+    assert_eq!(uids(&store, BOB), [1, 2, 3], "other accounts untouched");
+    let after = store.mailbox_status(ALICE, INBOX).expect("status");
+    assert_eq!(after.exists, 1);
+    assert_eq!(after.uidnext, before.uidnext, "UIDNEXT never goes back");
+    assert_eq!(after.highest_modseq, before.highest_modseq + 2);
+    assert!(matches!(
+        store.read_message(ALICE, INBOX, 1),
+        Err(StoreError::NoSuchMessage { uid: 1, .. })
+    ));
+    // A second expunge of the same UIDs (another session got there first) is not an error.
+    assert!(
+        store
+            .expunge(ALICE, INBOX, &[1, 3])
+            .expect("again")
+            .is_empty()
+    );
+    let delivered = store.deliver(&[ALICE], b"four\r\n").expect("deliver");
+    assert_eq!(
+        delivered[0].uid, 4,
+        "an expunged UID is never handed out again"
+    );
+    assert_eq!(
+        store.read_message(ALICE, INBOX, 2).expect("kept"),
+        b"two\r\n"
+    );
+}
+
+#[test]
+fn expunge_in_a_missing_mailbox_is_an_error() {
+    let (_dir, store) = store_with_accounts();
+    assert!(matches!(
+        store.expunge("nobody@example.test", INBOX, &[1]),
+        Err(StoreError::NoSuchAccount(_))
+    ));
+    assert!(matches!(
+        store.expunge(ALICE, "Nope", &[1]),
+        Err(StoreError::NoSuchMailbox { .. })
+    ));
+    assert!(
+        store
+            .expunge(ALICE, "Nope", &[])
+            .expect("nothing to do")
+            .is_empty()
+    );
+}
