@@ -38,6 +38,29 @@ pub fn authenticate(config: &Config, login: &str, password: &str) -> Option<Stri
     verify_password(account, password).then(|| account.address.clone())
 }
 
+/// Checks an APOP digest (RFC 1939 section 7): MD5 of the greeting's timestamp followed by the
+/// password, in lowercase hex. Only accounts with a plain-text password can use it.
+pub fn authenticate_apop(
+    config: &Config,
+    login: &str,
+    timestamp: &str,
+    digest: &str,
+) -> Option<String> {
+    use md5::Digest as _;
+    let account = config.account(login)?;
+    let password = account.password.as_deref()?;
+    let mut hasher = md5::Md5::new();
+    hasher.update(timestamp.as_bytes());
+    hasher.update(password.as_bytes());
+    let expected: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    constant_time_eq(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes())
+        .then(|| account.address.clone())
+}
+
 /// Compares without an early exit on the first differing byte, so timing does not reveal
 /// how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -124,6 +147,37 @@ mod tests {
         assert_eq!(parse_plain(b"alice\0pw"), Err(SaslError::MalformedPlain));
         assert_eq!(parse_plain(b"\0\0pw"), Err(SaslError::MalformedPlain));
         assert_eq!(parse_plain(b"\0a\0b\0c"), Err(SaslError::MalformedPlain));
+    }
+
+    #[test]
+    fn apop_digest_of_rfc_1939_example() {
+        // RFC 1939 section 7: timestamp <1896.697170952@dbc.mtview.ca.us>, secret "tanstaaf".
+        let mut config = Config::defaults();
+        config.accounts[0].password = Some("tanstaaf".into());
+        let timestamp = "<1896.697170952@dbc.mtview.ca.us>";
+        let digest = "c4c9334bac560ecc979e58001b3e22fb";
+        assert_eq!(
+            authenticate_apop(&config, "ALICE@example.test", timestamp, digest).as_deref(),
+            Some("alice@example.test")
+        );
+        assert_eq!(
+            authenticate_apop(
+                &config,
+                "alice@example.test",
+                timestamp,
+                &digest.to_uppercase()
+            )
+            .as_deref(),
+            Some("alice@example.test")
+        );
+        assert!(authenticate_apop(&config, "alice@example.test", "<1.2@x>", digest).is_none());
+        assert!(authenticate_apop(&config, "bob@example.test", timestamp, digest).is_none());
+        config.accounts[0].password = None;
+        config.accounts[0].password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$x$y".into());
+        assert!(
+            authenticate_apop(&config, "alice@example.test", timestamp, digest).is_none(),
+            "hashed passwords cannot do APOP"
+        );
     }
 
     #[test]

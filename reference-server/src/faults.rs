@@ -77,6 +77,18 @@ policies! {
     Pop3PlaintextAuth "pop3_plaintext_auth" "Offer and accept USER/PASS and AUTH on the POP3 STLS port before STLS.",
     Pop3DeleIgnored "pop3_dele_ignored" "Answer +OK to DELE and QUIT but delete nothing.",
     Pop3NoLock "pop3_no_lock" "Let several POP3 sessions open the same maildrop at once.",
+    Pop3UidlUnstable "pop3_uidl_unstable" "Give messages new UIDL values in every POP3 session.",
+    Pop3NoDotStuffing "pop3_no_dot_stuffing" "Send RETR and TOP bodies without dot-stuffing lines that begin with a dot.",
+    Pop3DeletedVisible "pop3_deleted_visible" "Keep messages marked with DELE in STAT, LIST, UIDL and RETR until QUIT.",
+    Pop3RsetIgnored "pop3_rset_ignored" "Answer +OK to RSET but keep the DELE marks.",
+    Pop3UpdateOnDisconnect "pop3_update_on_disconnect" "Delete the marked messages when a POP3 client drops the connection without QUIT.",
+    Pop3TopIgnoresLines "pop3_top_ignores_lines" "Answer TOP with the whole message whatever line count was asked for.",
+    Pop3SizesWithoutCr "pop3_sizes_without_cr" "Report message sizes in STAT and LIST as if lines ended in a bare LF.",
+    Pop3MsgnumUnchecked "pop3_msgnum_unchecked" "Answer +OK to LIST, UIDL, RETR, TOP and DELE of message numbers that do not exist, and to DELE of a message already marked.",
+    Pop3UnknownCommandOk "pop3_unknown_command_ok" "Answer +OK to commands the server does not know.",
+    Pop3NoStateCheck "pop3_no_state_check" "Accept STAT, LIST, UIDL, RETR, TOP, DELE and RSET before login, on an empty maildrop.",
+    PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
+    Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",
 }
 
 impl std::str::FromStr for Policy {

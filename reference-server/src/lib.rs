@@ -2,9 +2,11 @@
 //! policies each port means, a durable store, and faults that can be switched on to imitate
 //! misconfigured or vulnerable servers.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod faults;
+pub mod pop3;
 pub mod server;
 pub mod smtp;
 pub mod store;

@@ -12,10 +12,12 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::access::{LoginThrottle, MaildropGuard, MaildropLocks, PopBeforeSmtp};
 use crate::config::{Config, Protocol, Role, TlsMode};
 use crate::faults::Policy;
+use crate::pop3::session as pop3;
 use crate::smtp::session::{Connection, Event, Session};
-use crate::store::Store;
+use crate::store::{INBOX, Store};
 use crate::tls::{self, Identity};
 
 /// How long a shutdown waits for a message that is being received.
@@ -73,6 +75,9 @@ struct Shared {
     store: Store,
     acceptor: TlsAcceptor,
     connections: Arc<Semaphore>,
+    maildrops: Arc<MaildropLocks>,
+    throttle: LoginThrottle,
+    pop_before_smtp: Option<PopBeforeSmtp>,
 }
 
 /// Opens the store, loads or generates the certificate, binds every listener and starts
@@ -102,6 +107,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store: store.clone(),
         acceptor: TlsAcceptor::from(identity.config.clone()),
         connections: Arc::new(Semaphore::new(config.limits.connections)),
+        maildrops: Arc::new(MaildropLocks::default()),
+        throttle: LoginThrottle::new(Duration::from_millis(config.limits.auth_failure_delay_ms)),
+        pop_before_smtp: config
+            .pop3
+            .pop_before_smtp
+            .as_ref()
+            .map(|p| PopBeforeSmtp::new(Duration::from_secs(p.window_secs))),
     });
     let (shutdown, _) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
@@ -232,19 +244,28 @@ async fn accept_loop(
                 return;
             };
             tracing::debug!(role = %bound.role, %peer, "connection");
+            let pop_before_smtp = shared
+                .pop_before_smtp
+                .as_ref()
+                .and_then(|grants| grants.check(peer.ip(), std::time::Instant::now()))
+                .filter(|account| {
+                    let ignored = shared.config.faults.has(Policy::PopBeforeSmtpIgnored);
+                    if ignored {
+                        tracing::warn!(%peer, account, "FAULT pop_before_smtp_ignored");
+                    }
+                    !ignored
+                });
             let conn = Connection {
                 role: bound.role,
                 tls_mode: bound.tls,
                 peer,
+                pop_before_smtp,
             };
-            if bound.role.protocol() == Protocol::Pop3 {
-                let mut tcp = tcp;
-                let _ = tcp
-                    .write_all(b"-ERR [SYS/PERM] POP3 is not built yet\r\n")
-                    .await;
-                return;
-            }
-            if let Err(error) = serve(tcp, conn, &shared, shutdown).await {
+            let served = match bound.role.protocol() {
+                Protocol::Smtp => serve_smtp(tcp, conn, &shared, shutdown).await,
+                Protocol::Pop3 => serve_pop3(tcp, conn, &shared, shutdown).await,
+            };
+            if let Err(error) = served {
                 tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");
             }
         });
@@ -253,10 +274,13 @@ async fn accept_loop(
 
 async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared) {
     tracing::warn!(role = %bound.role, "connection limit reached; refusing a client");
-    let line = format!(
-        "421 4.7.0 {} Too many connections, try again later\r\n",
-        shared.config.hostname
-    );
+    let line = match bound.role.protocol() {
+        Protocol::Smtp => format!(
+            "421 4.7.0 {} Too many connections, try again later\r\n",
+            shared.config.hostname
+        ),
+        Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later\r\n".into(),
+    };
     let mut stream = Stream::Plain(tcp);
     // Over the limit a client gets a few seconds, not a connection slot's worth of patience.
     let patience = Duration::from_secs(5);
@@ -344,8 +368,8 @@ async fn handshake(
     Ok(Some(tls))
 }
 
-/// Runs one session to its end.
-async fn serve(
+/// Runs one SMTP session to its end.
+async fn serve_smtp(
     tcp: TcpStream,
     conn: Connection,
     shared: &Shared,
@@ -421,19 +445,10 @@ async fn serve(
                 session.step()
             }
             Event::Authenticate { login, password } => {
-                let config = config.clone();
-                let verdict = tokio::task::spawn_blocking(move || {
-                    if config.faults.has(Policy::AnyPassword) {
-                        tracing::warn!("FAULT any_password: not checking the password of {login}");
-                        return config.account(&login).map(|a| a.address.clone());
-                    }
-                    crate::auth::authenticate(&config, &login, &password)
-                })
-                .await
-                .ok()
-                .flatten();
-                if verdict.is_none() {
-                    tracing::info!(%peer, "authentication failed");
+                let verdict = check_password(shared, login.clone(), password).await;
+                match &verdict {
+                    Some(account) => shared.throttle.success(account),
+                    None => login_failed(shared, &login, peer).await,
                 }
                 session.auth_result(verdict);
                 session.step()
@@ -473,6 +488,238 @@ async fn serve(
                 session.step()
             }
             Event::Close => {
+                stream.send(&session.take_output(), idle).await?;
+                let _ = tokio::time::timeout(idle, stream.shutdown()).await;
+                return Ok(());
+            }
+        };
+    }
+}
+
+/// Logs a failed login and waits the throttle's delay before the session may answer it.
+async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
+    let delay = shared
+        .throttle
+        .failure(login, peer.ip(), std::time::Instant::now());
+    tracing::warn!(%peer, login, delay_ms = delay.as_millis(), "login failed");
+    tokio::time::sleep(delay).await;
+}
+
+/// Checks credentials off the executor (argon2 is slow on purpose); the account on success.
+async fn check_password(shared: &Shared, login: String, password: String) -> Option<String> {
+    let config = shared.config.clone();
+    tokio::task::spawn_blocking(move || {
+        if config.faults.has(Policy::AnyPassword) {
+            tracing::warn!("FAULT any_password: not checking the password of {login}");
+            return config.account(&login).map(|a| a.address.clone());
+        }
+        crate::auth::authenticate(&config, &login, &password)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Runs a blocking store call off the executor; a panic in it becomes an error message.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Locks and lists a maildrop for a POP3 session that has just logged in.
+async fn open_maildrop(
+    shared: &Shared,
+    account: &str,
+    lock: &mut Option<MaildropGuard>,
+) -> Result<Vec<pop3::MaildropEntry>, pop3::MaildropError> {
+    if shared.config.faults.has(Policy::Pop3NoLock) {
+        tracing::warn!(account, "FAULT pop3_no_lock: not locking the maildrop");
+    } else {
+        match shared.maildrops.try_lock(account) {
+            Some(guard) => *lock = Some(guard),
+            None => return Err(pop3::MaildropError::InUse),
+        }
+    }
+    let store = shared.store.clone();
+    let owner = account.to_owned();
+    let faults = shared.config.faults.clone();
+    let listed = blocking(move || {
+        let status = store.mailbox_status(&owner, INBOX)?;
+        let mut messages = store.messages(&owner, INBOX)?;
+        if faults.has(Policy::Pop3SizesWithoutCr) {
+            tracing::warn!("FAULT pop3_sizes_without_cr: reporting sizes without CRs");
+            for message in &mut messages {
+                let octets = store.read_message(&owner, INBOX, message.uid)?;
+                let crlfs = octets.windows(2).filter(|w| w == b"\r\n").count();
+                message.size -= crlfs as u64;
+            }
+        }
+        Ok((status.uidvalidity, messages))
+    })
+    .await;
+    // UIDVALIDITY and UID together never repeat (the store hands out neither twice).
+    let nonce = if shared.config.faults.has(Policy::Pop3UidlUnstable) {
+        tracing::warn!("FAULT pop3_uidl_unstable: new UIDL values for this session");
+        format!(".{}", fastrand::u32(..))
+    } else {
+        String::new()
+    };
+    match listed {
+        Ok((uidvalidity, messages)) => Ok(messages
+            .into_iter()
+            .map(|m| pop3::MaildropEntry {
+                uid: m.uid,
+                size: m.size,
+                uidl: format!("{uidvalidity}.{}{nonce}", m.uid),
+            })
+            .collect()),
+        Err(why) => {
+            *lock = None;
+            tracing::error!(account, "cannot open maildrop: {why}");
+            Err(pop3::MaildropError::Unavailable(why))
+        }
+    }
+}
+
+/// The `pop3_update_on_disconnect` fault: a client that drops the connection still has its
+/// DELE marks applied. Correct servers delete only at QUIT (RFC 1939 section 6).
+async fn update_on_disconnect(shared: &Shared, session: &pop3::Session) {
+    if !shared.config.faults.has(Policy::Pop3UpdateOnDisconnect) {
+        return;
+    }
+    let Some((account, uids)) = session.marked().filter(|(_, uids)| !uids.is_empty()) else {
+        return;
+    };
+    tracing::warn!(
+        account,
+        "FAULT pop3_update_on_disconnect: deleting without QUIT"
+    );
+    let store = shared.store.clone();
+    if let Err(why) = blocking(move || store.expunge(&account, INBOX, &uids)).await {
+        tracing::error!("FAULT pop3_update_on_disconnect: {why}");
+    }
+}
+
+/// Runs one POP3 session to its end. The maildrop lock is held from login until the session
+/// ends in any way; deletions happen only when the session asks for them at QUIT.
+async fn serve_pop3(
+    tcp: TcpStream,
+    conn: Connection,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let config = &shared.config;
+    let idle = Duration::from_secs(config.limits.idle_timeout_secs);
+    let mut stream = Stream::Plain(tcp);
+    if conn.tls_mode == TlsMode::Implicit {
+        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+            return Ok(());
+        };
+        stream = Stream::Tls(Box::new(tls));
+    }
+    let peer = conn.peer;
+    let mut session = pop3::Session::new(config.clone(), conn);
+    let mut lock: Option<MaildropGuard> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut event = session.greet();
+    loop {
+        event = match event {
+            pop3::Event::NeedInput => {
+                stream.send(&session.take_output(), idle).await?;
+                if *shutdown.borrow() {
+                    session.abort("[SYS/TEMP] Server shutting down");
+                    event = session.step();
+                    continue;
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout(idle, stream.read(&mut buf)) => Some(read),
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                };
+                match read {
+                    None => {}
+                    Some(Err(_)) => session.abort("Idle timeout, closing connection"),
+                    Some(Ok(Ok(0))) => {
+                        tracing::debug!(%peer, "client closed the connection");
+                        update_on_disconnect(shared, &session).await;
+                        return Ok(());
+                    }
+                    Some(Ok(Ok(n))) => session.push_input(&buf[..n]),
+                    Some(Ok(Err(error))) => {
+                        update_on_disconnect(shared, &session).await;
+                        return Err(error);
+                    }
+                }
+                session.step()
+            }
+            pop3::Event::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                session.step()
+            }
+            pop3::Event::StartTls => {
+                stream.send(&session.take_output(), idle).await?;
+                let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
+                let Some(tls) = handshake(tcp, shared, idle).await? else {
+                    return Ok(());
+                };
+                stream = Stream::Tls(Box::new(tls));
+                session.tls_started();
+                session.step()
+            }
+            pop3::Event::Authenticate { login, password } => {
+                let verdict = check_password(shared, login.clone(), password).await;
+                if verdict.is_none() {
+                    login_failed(shared, &login, peer).await;
+                }
+                session.auth_result(verdict);
+                session.step()
+            }
+            pop3::Event::AuthenticateApop {
+                login,
+                timestamp,
+                digest,
+            } => {
+                let verdict = crate::auth::authenticate_apop(config, &login, &timestamp, &digest);
+                if verdict.is_none() {
+                    login_failed(shared, &login, peer).await;
+                }
+                session.auth_result(verdict);
+                session.step()
+            }
+            pop3::Event::OpenMaildrop { account } => {
+                let opened = open_maildrop(shared, &account, &mut lock).await;
+                if opened.is_ok() {
+                    shared.throttle.success(&account);
+                    tracing::info!(%peer, account, "POP3 login");
+                    if let Some(grants) = &shared.pop_before_smtp {
+                        grants.grant(peer.ip(), &account, std::time::Instant::now());
+                    }
+                }
+                session.maildrop_opened(opened);
+                session.step()
+            }
+            pop3::Event::Retrieve { uid } => {
+                let store = shared.store.clone();
+                let account = session.account().unwrap_or_default().to_owned();
+                let read = blocking(move || store.read_message(&account, INBOX, uid)).await;
+                session.retrieved(read);
+                session.step()
+            }
+            pop3::Event::Update { account, delete } => {
+                let store = shared.store.clone();
+                let owner = account.clone();
+                let removed = blocking(move || store.expunge(&owner, INBOX, &delete)).await;
+                match &removed {
+                    Ok(uids) => tracing::info!(%peer, account, deleted = uids.len(), "POP3 update"),
+                    Err(why) => tracing::error!(%peer, account, "POP3 update failed: {why}"),
+                }
+                session.update_result(removed.map(drop));
+                session.step()
+            }
+            pop3::Event::Close => {
                 stream.send(&session.take_output(), idle).await?;
                 let _ = tokio::time::timeout(idle, stream.shutdown()).await;
                 return Ok(());

@@ -63,6 +63,9 @@ pub struct Connection {
     pub tls_mode: TlsMode,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The account whose POP3 login authorised this client address for SMTP (POP-before-SMTP),
+    /// if that is on and the address is within its window.
+    pub pop_before_smtp: Option<String>,
 }
 
 #[derive(Debug)]
@@ -662,7 +665,7 @@ impl Session {
             return self.error(503, "5.5.1", "Nested MAIL command");
         }
         if self.conn.role.requires_auth()
-            && self.user.is_none()
+            && !self.authorised()
             && !self.fault(Policy::MailWithoutAuth)
         {
             return self.error(530, "5.7.0", "Authentication required");
@@ -771,7 +774,7 @@ impl Session {
                 _ => Err((550, "5.1.1", "Recipient address rejected: no such user")),
             },
             (false, _) if self.fault(Policy::OpenRelay) => Err((250, "", "")),
-            (false, _) if self.user.is_some() => Err((
+            (false, _) if self.authorised() => Err((
                 550,
                 "5.7.1",
                 "relay to other domains is not available on this server yet",
@@ -988,6 +991,15 @@ impl Session {
         }))
     }
 
+    /// Whether the client may send as a user: it authenticated, or a POP3 login from its address
+    /// vouches for it (POP-before-SMTP; on the submission ports only once TLS is up, as AUTH
+    /// would be).
+    fn authorised(&self) -> bool {
+        self.user.is_some()
+            || (self.conn.pop_before_smtp.is_some()
+                && (self.tls || !self.conn.role.requires_auth()))
+    }
+
     /// The RFC 5321 4.4 trace header, with the RFC 3848 / RFC 6531 protocol keyword.
     fn received_header(&self, tx: &Transaction, id: &str) -> String {
         let mut protocol = String::from(match (self.esmtp, tx.smtputf8) {
@@ -1094,6 +1106,7 @@ mod tests {
                 role,
                 tls_mode,
                 peer: "127.0.0.9:40000".parse().unwrap(),
+                pop_before_smtp: None,
             };
             let mut harness = Harness {
                 session: Session::new(Arc::new(config), conn),
@@ -1222,6 +1235,34 @@ mod tests {
         let replies = h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\nRCPT TO:<bob@example.test>\r\n");
         assert_eq!(codes(&replies), ["250", "550", "250"], "{replies}");
         assert!(replies.contains("not available"), "{replies}");
+    }
+
+    #[test]
+    fn pop_before_smtp_stands_in_for_auth_but_not_for_tls() {
+        for role in [Role::Submission, Role::Smtp] {
+            let mut h = Harness::new(role, TlsMode::Starttls, Config::defaults());
+            h.session.conn.pop_before_smtp = Some("alice@example.test".into());
+            h.send(b"EHLO c\r\n");
+            let before_tls = h.send(b"MAIL FROM:<alice@example.test>\r\n");
+            if role == Role::Submission {
+                assert!(before_tls.starts_with("530 5.7.0"), "{before_tls}");
+            } else {
+                assert!(before_tls.starts_with("250"), "{before_tls}");
+                h.send(b"RSET\r\n");
+            }
+            assert!(h.send(b"STARTTLS\r\n").starts_with("220"));
+            h.send(b"EHLO c\r\n");
+            let replies = h.send(
+                b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\nRCPT TO:<bob@example.test>\r\n",
+            );
+            // The foreign recipient meets the authenticated answer, not "relay access denied".
+            assert_eq!(codes(&replies), ["250", "550", "250"], "{role}: {replies}");
+            assert!(replies.contains("not available"), "{replies}");
+        }
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, Config::defaults());
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\n");
+        assert_eq!(codes(&replies), ["250", "554"], "{replies}");
     }
 
     #[test]
@@ -1356,6 +1397,7 @@ mod tests {
                 role: Role::Smtp,
                 tls_mode: TlsMode::Starttls,
                 peer: "127.0.0.9:1".parse().unwrap(),
+                pop_before_smtp: None,
             },
         );
         assert!(matches!(session.greet(), Event::NeedInput));

@@ -1,0 +1,1847 @@
+//! One POP3 session as a state machine: bytes in, reply bytes out, and requests for what it
+//! cannot do itself (TLS, password checks, the maildrop). The socket loop is a thin driver over
+//! it, and tests drive it directly with no socket.
+//!
+//! Lines may end with CRLF or a bare LF: RFC 1939 asks for CRLF, but a bare LF cannot be
+//! misread in a command line (unlike in SMTP message data, where it enables smuggling), and
+//! hand-typed sessions through `nc` send it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::{self, SaslError};
+use crate::config::{Config, TlsMode};
+use crate::faults::Policy;
+use crate::pop3::command::{self, Command, Verb};
+use crate::smtp::session::Connection;
+
+/// Longest command line, CRLF included (RFC 2449 section 4).
+const MAX_COMMAND_LINE: usize = 255;
+/// Longest AUTH command or SASL response line. RFC 5034 sets no limit; this is the one
+/// RFC 4954 gives SMTP.
+const MAX_AUTH_LINE: usize = 12288;
+/// The RFC 2449 implementation capability.
+const IMPLEMENTATION: &str = "reference-server";
+
+/// What the session needs from its driver before it can go on.
+pub enum Event {
+    /// Send pending output, then read more input and call [`Session::push_input`].
+    NeedInput,
+    /// Send pending output, wait this long, then call [`Session::step`] again. Not produced
+    /// yet; reserved for injected delays.
+    Delay(Duration),
+    /// Send pending output, run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
+    /// Check these credentials (`USER`/`PASS` or `AUTH PLAIN`) and call
+    /// [`Session::auth_result`].
+    Authenticate {
+        /// The login name as the client gave it.
+        login: String,
+        /// The password.
+        password: String,
+    },
+    /// Check an APOP digest (RFC 1939 section 7): the MD5 of `timestamp` followed by the
+    /// account's password, in lower-case hex. Then call [`Session::auth_result`].
+    AuthenticateApop {
+        /// The login name as the client gave it.
+        login: String,
+        /// The timestamp of the greeting, angle brackets included.
+        timestamp: String,
+        /// 32 lower-case hex digits.
+        digest: String,
+    },
+    /// Lock and list the account's maildrop, then call [`Session::maildrop_opened`].
+    OpenMaildrop {
+        /// The canonical account address given to [`Session::auth_result`].
+        account: String,
+    },
+    /// Read one stored message and call [`Session::retrieved`].
+    Retrieve {
+        /// The message's UID from the maildrop listing.
+        uid: u32,
+    },
+    /// The client ended the session with QUIT (the UPDATE state): delete these messages and
+    /// call [`Session::update_result`].
+    Update {
+        /// The account whose maildrop was opened.
+        account: String,
+        /// UIDs to delete, in message-number order; may be empty.
+        delete: Vec<u32>,
+    },
+    /// Send pending output and close the connection (and release the maildrop lock).
+    Close,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials stay out of logs.
+        match self {
+            Event::NeedInput => f.write_str("NeedInput"),
+            Event::Delay(delay) => f.debug_tuple("Delay").field(delay).finish(),
+            Event::StartTls => f.write_str("StartTls"),
+            Event::Authenticate { login, .. } => f
+                .debug_struct("Authenticate")
+                .field("login", login)
+                .finish_non_exhaustive(),
+            Event::AuthenticateApop {
+                login, timestamp, ..
+            } => f
+                .debug_struct("AuthenticateApop")
+                .field("login", login)
+                .field("timestamp", timestamp)
+                .finish_non_exhaustive(),
+            Event::OpenMaildrop { account } => f
+                .debug_struct("OpenMaildrop")
+                .field("account", account)
+                .finish(),
+            Event::Retrieve { uid } => f.debug_struct("Retrieve").field("uid", uid).finish(),
+            Event::Update { account, delete } => f
+                .debug_struct("Update")
+                .field("account", account)
+                .field("delete", delete)
+                .finish(),
+            Event::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// One message of a maildrop listing, in message-number order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaildropEntry {
+    /// The store's UID, used to fetch and delete the message.
+    pub uid: u32,
+    /// Size in octets as stored (CRLF line ends), reported by LIST and STAT.
+    pub size: u64,
+    /// The unique-id listing (RFC 1939 section 7): 1 to 70 characters from 0x21 to 0x7E.
+    pub uidl: String,
+}
+
+/// Why a maildrop could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaildropError {
+    /// Another POP3 session holds its lock (RFC 2449 `IN-USE`).
+    #[error("maildrop is locked by another POP3 session")]
+    InUse,
+    /// The store failed; the text is logged, not sent.
+    #[error("maildrop unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the session is in the exchange with its client and driver.
+#[derive(Debug)]
+enum Phase {
+    /// Reading command lines.
+    Command,
+    /// `AUTH PLAIN` sent `+ `: the next line is the client's response.
+    SaslPlain,
+    /// Credentials were accepted: [`Session::step`] asks for the maildrop.
+    OpenMaildrop(String),
+    /// Waiting for the driver's answer to an event.
+    Waiting(Pending),
+    /// The session is over.
+    Closed,
+}
+
+/// The driver answer a [`Phase::Waiting`] session expects.
+#[derive(Debug)]
+enum Pending {
+    Tls,
+    Auth,
+    Maildrop(String),
+    Retrieve {
+        message: u32,
+        /// `TOP`'s body line count; `None` for `RETR`.
+        top: Option<usize>,
+    },
+    Update {
+        deleted: usize,
+    },
+}
+
+/// Why a command looks a message up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// LIST, UIDL, RETR, TOP.
+    Read,
+    /// DELE, which must refuse a message already marked.
+    Dele,
+}
+
+/// The TRANSACTION state's view of the maildrop: fixed at login (RFC 1939 section 5).
+#[derive(Debug)]
+struct Maildrop {
+    account: String,
+    entries: Vec<MaildropEntry>,
+    deleted: Vec<bool>,
+}
+
+impl Maildrop {
+    /// Message count and octets of the messages not marked deleted (all of them when the
+    /// `pop3_deleted_visible` fault says so).
+    fn totals(&self, show_deleted: bool) -> (usize, u64) {
+        self.live(show_deleted)
+            .fold((0, 0), |(count, octets), (_, e)| {
+                (count + 1, octets.saturating_add(e.size))
+            })
+    }
+
+    /// `(message number, entry)` of the messages not marked deleted.
+    fn live(&self, show_deleted: bool) -> impl Iterator<Item = (usize, &MaildropEntry)> {
+        self.entries
+            .iter()
+            .zip(&self.deleted)
+            .enumerate()
+            .filter(move |(_, (_, deleted))| show_deleted || !**deleted)
+            .map(|(index, (entry, _))| (index + 1, entry))
+    }
+}
+
+/// The POP3 session.
+pub struct Session {
+    config: Arc<Config>,
+    conn: Connection,
+    phase: Phase,
+    /// `Some` once logged in: the TRANSACTION state.
+    maildrop: Option<Maildrop>,
+    input: Vec<u8>,
+    /// Octets at the front of `input` already taken as lines.
+    consumed: usize,
+    /// Where the search for the next LF resumes, so a long partial line is scanned once.
+    scanned: usize,
+    output: Vec<u8>,
+    tls: bool,
+    /// The name from a USER command, valid only for the command right after it.
+    user: Option<String>,
+    /// The APOP timestamp of the greeting, when APOP is on.
+    timestamp: Option<String>,
+    errors: u32,
+    discarding_long_line: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The input buffer may hold a password: leave it out.
+        f.debug_struct("Session")
+            .field("peer", &self.conn.peer)
+            .field("role", &self.conn.role)
+            .field("phase", &self.phase)
+            .field("account", &self.account())
+            .field("tls", &self.tls)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new session; call [`Session::greet`] first.
+    pub fn new(config: Arc<Config>, conn: Connection) -> Session {
+        let timestamp = config.pop3.apop.then(|| {
+            let clock = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("<{}.{clock}@{}>", fastrand::u32(..), config.hostname)
+        });
+        Session {
+            tls: conn.tls_mode == TlsMode::Implicit,
+            config,
+            conn,
+            phase: Phase::Command,
+            maildrop: None,
+            input: Vec::new(),
+            consumed: 0,
+            scanned: 0,
+            output: Vec::new(),
+            user: None,
+            timestamp,
+            errors: 0,
+            discarding_long_line: false,
+        }
+    }
+
+    /// Queues the greeting, with the APOP timestamp when APOP is on, and says what to do next.
+    pub fn greet(&mut self) -> Event {
+        let mut text = format!("{} POP3 {IMPLEMENTATION} ready", self.config.hostname);
+        if let Some(timestamp) = &self.timestamp {
+            text.push(' ');
+            text.push_str(timestamp);
+        }
+        self.ok(&text);
+        self.step()
+    }
+
+    /// Adds bytes read from the client. The driver reads in bounded chunks and calls
+    /// [`Session::step`] after each: the session keeps at most one partial line between them.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        if self.consumed > 0 {
+            self.input.drain(..self.consumed);
+            self.scanned -= self.consumed.min(self.scanned);
+            self.consumed = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Takes the reply bytes queued so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Runs until the session needs something from the driver. While the answer to an event
+    /// is awaited it reads nothing and returns [`Event::NeedInput`]: call the matching
+    /// `*_result` method (or [`Session::tls_started`]) first.
+    pub fn step(&mut self) -> Event {
+        loop {
+            match &self.phase {
+                Phase::Closed => return Event::Close,
+                Phase::Waiting(_) => return Event::NeedInput,
+                Phase::OpenMaildrop(account) => {
+                    let account = account.clone();
+                    self.phase = Phase::Waiting(Pending::Maildrop(account.clone()));
+                    return Event::OpenMaildrop { account };
+                }
+                Phase::Command | Phase::SaslPlain => {}
+            }
+            if self.too_many_errors() {
+                continue;
+            }
+            let Some(line) = self.next_line() else {
+                // An over-long partial line may have been the last error allowed.
+                if self.too_many_errors() {
+                    continue;
+                }
+                return Event::NeedInput;
+            };
+            let event = match std::mem::replace(&mut self.phase, Phase::Command) {
+                Phase::SaslPlain => {
+                    tracing::debug!(peer = %self.conn.peer, "C: <SASL response>");
+                    self.sasl_response(&line)
+                }
+                _ => self.command_line(&line),
+            };
+            if self.fault(Policy::Pop3PipeliningLost) && self.input.len() > self.consumed {
+                tracing::warn!("FAULT pop3_pipelining_lost: dropping pipelined commands");
+                self.input.clear();
+                self.consumed = 0;
+                self.scanned = 0;
+            }
+            if let Some(event) = event {
+                return event;
+            }
+        }
+    }
+
+    /// TLS is up. Bytes that arrived before the handshake were not protected by it: they are
+    /// dropped (CVE-2011-0411 class) unless the `starttls_injection` fault is on.
+    pub fn tls_started(&mut self) {
+        if !matches!(self.phase, Phase::Waiting(Pending::Tls)) {
+            tracing::warn!(phase = ?self.phase, "tls_started without STLS; ignored");
+            return;
+        }
+        self.tls = true;
+        self.user = None;
+        self.phase = Phase::Command;
+        if !self.fault(Policy::StarttlsInjection) {
+            self.input.clear();
+            self.consumed = 0;
+            self.scanned = 0;
+            self.discarding_long_line = false;
+        }
+    }
+
+    /// The verdict on credentials: the canonical account address, or `None` when wrong.
+    pub fn auth_result(&mut self, account: Option<String>) {
+        if !matches!(self.phase, Phase::Waiting(Pending::Auth)) {
+            tracing::warn!(phase = ?self.phase, "auth_result while not authenticating; ignored");
+            return;
+        }
+        match account {
+            Some(account) => self.phase = Phase::OpenMaildrop(account),
+            None => {
+                self.phase = Phase::Command;
+                self.error("[AUTH] Authentication failed");
+            }
+        }
+    }
+
+    /// The outcome of [`Event::OpenMaildrop`]: the listing enters the TRANSACTION state.
+    pub fn maildrop_opened(&mut self, result: Result<Vec<MaildropEntry>, MaildropError>) {
+        let Phase::Waiting(Pending::Maildrop(account)) =
+            std::mem::replace(&mut self.phase, Phase::Command)
+        else {
+            tracing::warn!("maildrop_opened while not opening a maildrop; ignored");
+            return;
+        };
+        match result {
+            Ok(entries) => {
+                tracing::info!(account, peer = %self.conn.peer, "POP3 login");
+                let maildrop = Maildrop {
+                    account,
+                    deleted: vec![false; entries.len()],
+                    entries,
+                };
+                let (count, octets) = maildrop.totals(false);
+                self.maildrop = Some(maildrop);
+                self.ok(&format!("Logged in, {count} messages ({octets} octets)"));
+            }
+            Err(MaildropError::InUse) => {
+                self.err("[IN-USE] Mailbox is locked by another POP3 session");
+            }
+            Err(MaildropError::Unavailable(why)) => {
+                tracing::error!(account, "cannot open maildrop: {why}");
+                self.err("[SYS/TEMP] Mailbox unavailable, try again later");
+            }
+        }
+    }
+
+    /// The outcome of [`Event::Retrieve`]: the message's octets exactly as stored.
+    pub fn retrieved(&mut self, result: Result<Vec<u8>, String>) {
+        let Phase::Waiting(Pending::Retrieve { message, top }) =
+            std::mem::replace(&mut self.phase, Phase::Command)
+        else {
+            tracing::warn!("retrieved while not retrieving; ignored");
+            return;
+        };
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                tracing::warn!(message, "cannot read message: {why}");
+                self.err(&format!(
+                    "[SYS/TEMP] Message {message} is no longer available"
+                ));
+                return;
+            }
+        };
+        let top = top.filter(|_| {
+            let ignored = self.fault(Policy::Pop3TopIgnoresLines);
+            if ignored {
+                tracing::warn!("FAULT pop3_top_ignores_lines: sending the whole message");
+            }
+            !ignored
+        });
+        let (text, body) = match top {
+            None => (format!("{} octets", bytes.len()), &bytes[..]),
+            Some(lines) => (
+                format!("Top of message {message} follows"),
+                top_of(&bytes, lines),
+            ),
+        };
+        self.ok(&text);
+        if self.fault(Policy::Pop3NoDotStuffing) {
+            tracing::warn!("FAULT pop3_no_dot_stuffing: sending message {message} unstuffed");
+            self.output.extend_from_slice(body);
+            if !body.is_empty() && !body.ends_with(b"\r\n") {
+                self.output.extend_from_slice(b"\r\n");
+            }
+            self.output.extend_from_slice(b".\r\n");
+        } else {
+            dot_stuff(&mut self.output, body);
+        }
+    }
+
+    /// The outcome of [`Event::Update`]; the session then closes either way.
+    pub fn update_result(&mut self, result: Result<(), String>) {
+        let Phase::Waiting(Pending::Update { deleted }) =
+            std::mem::replace(&mut self.phase, Phase::Closed)
+        else {
+            tracing::warn!("update_result while not updating; ignored");
+            return;
+        };
+        match result {
+            Ok(()) => self.ok(&format!("Bye, {deleted} messages deleted")),
+            Err(why) => {
+                tracing::error!(account = ?self.account(), "POP3 update failed: {why}");
+                self.err("[SYS/TEMP] Some deleted messages not removed");
+            }
+        }
+    }
+
+    /// Queues `-ERR <text>` and closes (idle timeout, shutdown). Nothing is deleted: only QUIT
+    /// enters the UPDATE state (RFC 1939 section 6).
+    pub fn abort(&mut self, text: &str) {
+        let text = text.replace(['\r', '\n'], " ");
+        self.err(&text);
+        self.phase = Phase::Closed;
+    }
+
+    /// The account and the UIDs of the messages marked with DELE so far, once logged in: what a
+    /// QUIT would delete. Only the `pop3_update_on_disconnect` fault has the driver use it.
+    pub fn marked(&self) -> Option<(String, Vec<u32>)> {
+        let maildrop = self.maildrop.as_ref()?;
+        let uids = maildrop
+            .entries
+            .iter()
+            .zip(&maildrop.deleted)
+            .filter(|(_, deleted)| **deleted)
+            .map(|(entry, _)| entry.uid)
+            .collect();
+        Some((maildrop.account.clone(), uids))
+    }
+
+    /// The logged-in account, once in the TRANSACTION state.
+    pub fn account(&self) -> Option<&str> {
+        self.maildrop.as_ref().map(|m| m.account.as_str())
+    }
+
+    /// Takes one line from the input without its line end; `None` when incomplete.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let from = self.scanned.max(self.consumed);
+            let Some(lf) = self.input[from..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.input.len();
+                let partial = &self.input[self.consumed..];
+                if self.discarding_long_line {
+                    self.input.clear();
+                    (self.consumed, self.scanned) = (0, 0);
+                } else if partial.len() + 1 > self.line_limit(partial) {
+                    // Whatever ends it, this line is over the limit: stop buffering it.
+                    self.input.clear();
+                    (self.consumed, self.scanned) = (0, 0);
+                    self.discarding_long_line = true;
+                    self.line_too_long();
+                }
+                return None;
+            };
+            let lf = from + lf;
+            let mut line = self.input[self.consumed..lf].to_vec();
+            self.consumed = lf + 1;
+            self.scanned = self.consumed;
+            if std::mem::take(&mut self.discarding_long_line) {
+                continue;
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() + 2 > self.line_limit(&line) {
+                self.line_too_long();
+                continue;
+            }
+            return Some(line);
+        }
+    }
+
+    /// The length limit for a line starting with `start`, CRLF included.
+    fn line_limit(&self, start: &[u8]) -> usize {
+        let auth = matches!(self.phase, Phase::SaslPlain)
+            || start
+                .get(..5)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "));
+        if auth {
+            MAX_AUTH_LINE
+        } else {
+            MAX_COMMAND_LINE
+        }
+    }
+
+    fn line_too_long(&mut self) {
+        // An over-long SASL response ends the exchange like any other bad response.
+        self.phase = Phase::Command;
+        self.error("Line too long");
+    }
+
+    fn command_line(&mut self, line: &[u8]) -> Option<Event> {
+        tracing::debug!(peer = %self.conn.peer, "C: {}", redacted(line));
+        // PASS must come right after USER: any other command forgets the name.
+        let user = self.user.take();
+        let Some((verb, args)) = command::split(line) else {
+            if self.fault(Policy::Pop3UnknownCommandOk) {
+                tracing::warn!(
+                    "FAULT pop3_unknown_command_ok: answering +OK to an unknown command"
+                );
+                self.ok("");
+            } else {
+                self.error("Unknown command");
+            }
+            return None;
+        };
+        if verb == Verb::Apop && self.timestamp.is_none() {
+            self.error("Unknown command");
+            return None;
+        }
+        let allowed = match self.maildrop {
+            None => verb.in_authorization(),
+            Some(_) => verb.in_transaction(),
+        };
+        if !allowed && self.maildrop.is_none() && self.fault(Policy::Pop3NoStateCheck) {
+            tracing::warn!("FAULT pop3_no_state_check: {} before login", verb.name());
+            return self.without_login(verb, args);
+        }
+        if !allowed {
+            self.error(&format!("{} not allowed in this state", verb.name()));
+            return None;
+        }
+        if verb.sends_credentials() && !self.login_allowed() {
+            // RFC 2595 section 4 / RFC 3206: credentials only over TLS on an STLS port.
+            self.error("[AUTH] Plaintext authentication is not allowed without TLS; use STLS");
+            return None;
+        }
+        match command::parse(verb, args) {
+            Ok(command) => self.execute(command, user),
+            Err(usage) => {
+                self.error(&format!("Syntax: {usage}"));
+                None
+            }
+        }
+    }
+
+    /// The `pop3_no_state_check` fault: a TRANSACTION command before login runs against an
+    /// empty maildrop.
+    fn without_login(&mut self, verb: Verb, args: &[u8]) -> Option<Event> {
+        let command = match command::parse(verb, args) {
+            Ok(command) => command,
+            Err(usage) => {
+                self.error(&format!("Syntax: {usage}"));
+                return None;
+            }
+        };
+        self.maildrop = Some(Maildrop {
+            account: String::new(),
+            entries: Vec::new(),
+            deleted: Vec::new(),
+        });
+        let event = match command {
+            // Nothing to retrieve or quit from: keep to replies.
+            Command::Retr(_) | Command::Top { .. } | Command::Quit => {
+                self.error("No such message");
+                None
+            }
+            command => self.execute(command, None),
+        };
+        self.maildrop = None;
+        event
+    }
+
+    fn execute(&mut self, command: Command, user: Option<String>) -> Option<Event> {
+        match command {
+            Command::Capa => self.capa(),
+            Command::Stls => return self.stls(),
+            Command::User(name) => {
+                // The same reply whether or not the user exists.
+                self.user = Some(name);
+                self.ok("Send PASS");
+            }
+            Command::Pass(password) => match user {
+                None => self.error("Syntax: USER first"),
+                Some(login) => {
+                    self.phase = Phase::Waiting(Pending::Auth);
+                    return Some(Event::Authenticate { login, password });
+                }
+            },
+            Command::Apop { name, digest } => {
+                let timestamp = self.timestamp.clone().unwrap_or_default();
+                self.phase = Phase::Waiting(Pending::Auth);
+                return Some(Event::AuthenticateApop {
+                    login: name,
+                    timestamp,
+                    digest,
+                });
+            }
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
+            Command::Stat => {
+                let (count, octets) = self.maildrop_totals();
+                self.ok(&format!("{count} {octets}"));
+            }
+            Command::List(None) => {
+                let (count, octets) = self.maildrop_totals();
+                let lines = self.listing(|n, e| format!("{n} {}", e.size));
+                self.multi_line(&format!("{count} messages ({octets} octets)"), &lines);
+            }
+            Command::List(Some(number)) => {
+                if let Some(entry) = self.message(number) {
+                    self.ok(&format!("{number} {}", entry.size));
+                }
+            }
+            Command::Uidl(None) => {
+                let lines = self.listing(|n, e| format!("{n} {}", e.uidl));
+                self.multi_line("Unique-ID listing follows", &lines);
+            }
+            Command::Uidl(Some(number)) => {
+                if let Some(entry) = self.message(number) {
+                    self.ok(&format!("{number} {}", entry.uidl));
+                }
+            }
+            Command::Retr(number) => return self.retrieve(number, None),
+            Command::Top { message, lines } => return self.retrieve(message, Some(lines)),
+            Command::Dele(number) => {
+                if self.message_for(number, Purpose::Dele).is_some() {
+                    if let Some(mark) = self
+                        .maildrop
+                        .as_mut()
+                        .and_then(|m| m.deleted.get_mut((number as usize).wrapping_sub(1)))
+                    {
+                        *mark = true;
+                    }
+                    self.ok(&format!("Message {number} deleted"));
+                }
+            }
+            Command::Noop => self.ok(""),
+            Command::Rset => {
+                if self.fault(Policy::Pop3RsetIgnored) {
+                    tracing::warn!("FAULT pop3_rset_ignored: keeping the DELE marks");
+                } else if let Some(maildrop) = &mut self.maildrop {
+                    maildrop.deleted.fill(false);
+                }
+                let (count, octets) = self.maildrop_totals();
+                self.ok(&format!("maildrop has {count} messages ({octets} octets)"));
+            }
+            Command::Quit => return Some(self.quit()),
+        }
+        None
+    }
+
+    /// Closes the session when the client has made too many errors.
+    fn too_many_errors(&mut self) -> bool {
+        if self.errors < self.config.limits.max_errors || self.fault(Policy::NoErrorLimit) {
+            return false;
+        }
+        self.err("Too many errors, closing connection");
+        self.phase = Phase::Closed;
+        true
+    }
+
+    fn fault(&self, policy: Policy) -> bool {
+        self.config.faults.has(policy)
+    }
+
+    /// Whether credentials may be sent: always over TLS and on a plain-text-only listener (a
+    /// test setup), never before STLS on a port that offers it.
+    fn login_allowed(&self) -> bool {
+        self.tls || self.conn.tls_mode != TlsMode::Starttls || self.fault(Policy::Pop3PlaintextAuth)
+    }
+
+    fn capa(&mut self) {
+        let mut lines: Vec<String> = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+            .map(String::from)
+            .into();
+        if self.maildrop.is_none() {
+            if (self.conn.tls_mode == TlsMode::Starttls && !self.tls)
+                || (self.tls && self.fault(Policy::StarttlsAfterTls))
+            {
+                lines.push("STLS".into());
+            }
+            if self.login_allowed() {
+                lines.extend(["USER".into(), "SASL PLAIN".into()]);
+            }
+        }
+        lines.push(format!("IMPLEMENTATION {IMPLEMENTATION}"));
+        self.multi_line("Capability list follows", &lines);
+    }
+
+    fn stls(&mut self) -> Option<Event> {
+        if self.conn.tls_mode != TlsMode::Starttls {
+            self.error("STLS not available");
+        } else if self.tls {
+            self.error("Already using TLS");
+        } else {
+            self.ok("Begin TLS negotiation");
+            self.phase = Phase::Waiting(Pending::Tls);
+            return Some(Event::StartTls);
+        }
+        None
+    }
+
+    fn auth(&mut self, mechanism: Option<String>, initial: Option<String>) -> Option<Event> {
+        match (mechanism.as_deref(), initial) {
+            (None, _) => self.multi_line("Supported SASL mechanisms follow", &["PLAIN".into()]),
+            (Some("PLAIN"), Some(initial)) => return self.sasl_plain(&initial),
+            (Some("PLAIN"), None) => {
+                self.output.extend_from_slice(b"+ \r\n");
+                self.phase = Phase::SaslPlain;
+            }
+            (Some(_), _) => self.error("Unsupported SASL mechanism"),
+        }
+        None
+    }
+
+    fn sasl_response(&mut self, line: &[u8]) -> Option<Event> {
+        if line == b"*" {
+            self.error("Authentication cancelled");
+            return None;
+        }
+        self.sasl_plain(&String::from_utf8_lossy(line))
+    }
+
+    fn sasl_plain(&mut self, response: &str) -> Option<Event> {
+        match auth::decode_response(response).and_then(|payload| auth::parse_plain(&payload)) {
+            Ok((login, password)) => {
+                self.phase = Phase::Waiting(Pending::Auth);
+                Some(Event::Authenticate { login, password })
+            }
+            Err(SaslError::Base64) => {
+                self.error("Invalid base64");
+                None
+            }
+            Err(SaslError::ProxyNotAllowed) => {
+                self.error("[AUTH] Authorization identity must be empty or the login name");
+                None
+            }
+            Err(other) => {
+                self.error(&format!("Invalid PLAIN response: {other}"));
+                None
+            }
+        }
+    }
+
+    /// The message with this number, or the error reply when there is none.
+    fn message(&mut self, number: u32) -> Option<MaildropEntry> {
+        self.message_for(number, Purpose::Read)
+    }
+
+    /// The message with this number for reading or for DELE, or the error reply when there is
+    /// none (faults may pretend otherwise).
+    fn message_for(&mut self, number: u32, purpose: Purpose) -> Option<MaildropEntry> {
+        let Some(maildrop) = self.maildrop.as_ref() else {
+            self.error("No such message");
+            return None;
+        };
+        let found = (number as usize)
+            .checked_sub(1)
+            .and_then(|i| Some((maildrop.entries.get(i)?, maildrop.deleted[i])));
+        let show_deleted = purpose == Purpose::Read && self.fault(Policy::Pop3DeletedVisible);
+        match found {
+            Some((entry, false)) => Some(entry.clone()),
+            Some((entry, true)) if show_deleted => {
+                tracing::warn!("FAULT pop3_deleted_visible: showing deleted message {number}");
+                Some(entry.clone())
+            }
+            Some((entry, true))
+                if purpose == Purpose::Dele && self.fault(Policy::Pop3MsgnumUnchecked) =>
+            {
+                tracing::warn!("FAULT pop3_msgnum_unchecked: deleting message {number} again");
+                Some(entry.clone())
+            }
+            Some((_, true)) => {
+                self.error(&format!("Message {number} already deleted"));
+                None
+            }
+            None if self.fault(Policy::Pop3MsgnumUnchecked) => {
+                tracing::warn!("FAULT pop3_msgnum_unchecked: pretending message {number} exists");
+                Some(MaildropEntry {
+                    uid: 0,
+                    size: 0,
+                    uidl: format!("no-such-message-{number}"),
+                })
+            }
+            None => {
+                self.error("No such message");
+                None
+            }
+        }
+    }
+
+    fn maildrop_totals(&self) -> (usize, u64) {
+        let show_deleted = self.fault(Policy::Pop3DeletedVisible);
+        self.maildrop
+            .as_ref()
+            .map_or((0, 0), |m| m.totals(show_deleted))
+    }
+
+    /// One line per message not marked deleted.
+    fn listing(&self, line: impl Fn(usize, &MaildropEntry) -> String) -> Vec<String> {
+        let show_deleted = self.fault(Policy::Pop3DeletedVisible);
+        self.maildrop
+            .iter()
+            .flat_map(|m| m.live(show_deleted))
+            .map(|(number, entry)| line(number, entry))
+            .collect()
+    }
+
+    fn retrieve(&mut self, number: u32, top: Option<usize>) -> Option<Event> {
+        let uid = self.message(number)?.uid;
+        if uid == 0 {
+            // Only the `pop3_msgnum_unchecked` fault makes up messages; they are empty.
+            self.ok("0 octets");
+            dot_stuff(&mut self.output, b"");
+            return None;
+        }
+        self.phase = Phase::Waiting(Pending::Retrieve {
+            message: number,
+            top,
+        });
+        Some(Event::Retrieve { uid })
+    }
+
+    fn quit(&mut self) -> Event {
+        let Some(maildrop) = &self.maildrop else {
+            self.ok("Bye");
+            self.phase = Phase::Closed;
+            return Event::Close;
+        };
+        let marked: Vec<u32> = maildrop
+            .entries
+            .iter()
+            .zip(&maildrop.deleted)
+            .filter(|(_, deleted)| **deleted)
+            .map(|(entry, _)| entry.uid)
+            .collect();
+        let account = maildrop.account.clone();
+        self.phase = Phase::Waiting(Pending::Update {
+            deleted: marked.len(),
+        });
+        let delete = if self.fault(Policy::Pop3DeleIgnored) {
+            tracing::warn!(account, "FAULT: ignoring {} DELE commands", marked.len());
+            Vec::new()
+        } else {
+            marked
+        };
+        Event::Update { account, delete }
+    }
+
+    fn ok(&mut self, text: &str) {
+        self.output.extend_from_slice(b"+OK");
+        if !text.is_empty() {
+            self.output.push(b' ');
+            self.output.extend_from_slice(text.as_bytes());
+        }
+        self.output.extend_from_slice(b"\r\n");
+    }
+
+    fn err(&mut self, text: &str) {
+        self.output
+            .extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
+    }
+
+    /// An error the client caused; counts toward the limit after which it is disconnected.
+    fn error(&mut self, text: &str) {
+        self.errors += 1;
+        self.err(text);
+    }
+
+    /// `+OK text`, the lines (none of which starts with a dot), and the terminating `.`.
+    fn multi_line(&mut self, text: &str, lines: &[String]) {
+        self.ok(text);
+        for line in lines {
+            self.output.extend_from_slice(line.as_bytes());
+            self.output.extend_from_slice(b"\r\n");
+        }
+        self.output.extend_from_slice(b".\r\n");
+    }
+}
+
+/// Appends `message` as the body of a multi-line response (RFC 1939 section 3): a line
+/// starting with `.` gets another, every line ends with CRLF (a bare LF becomes CRLF and a
+/// last line without one gets one), then the terminating `.` line. One pass, and the buffer
+/// grows by exact amounts: doubling a 25 MB buffer for a few more dot lines than guessed
+/// would waste 25 MB.
+fn dot_stuff(out: &mut Vec<u8>, message: &[u8]) {
+    out.reserve_exact(message.len() + message.len() / 256 + 8);
+    let mut rest = message;
+    while !rest.is_empty() {
+        // Room for this line (at most the rest, a dot and CRLF) and the final dot line.
+        if out.capacity() - out.len() < rest.len() + 6 {
+            out.reserve_exact(rest.len() + rest.len() / 16 + 6);
+        }
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(lf) => (&rest[..lf], &rest[lf + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        rest = next;
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+/// What TOP sends: the header section, the blank line, and the first `lines` lines of the
+/// body. A message without a blank line is all header and is sent whole.
+fn top_of(message: &[u8], lines: usize) -> &[u8] {
+    let mut end = 0;
+    let mut in_body = false;
+    let mut body_lines = 0;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if in_body {
+            if body_lines == lines {
+                break;
+            }
+            body_lines += 1;
+        } else if line == b"\r\n" || line == b"\n" {
+            in_body = true;
+        }
+        end += line.len();
+    }
+    &message[..end]
+}
+
+/// A command line as logged: passwords, SASL responses and APOP digests left out.
+fn redacted(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&line[..line.len().min(80)]);
+    let mut words = text.splitn(3, ' ');
+    let verb = words.next().unwrap_or_default();
+    let secret_from = match verb.to_ascii_uppercase().as_str() {
+        "PASS" => 1,
+        "AUTH" | "APOP" => 2,
+        _ => return text.into_owned(),
+    };
+    let mut shown: Vec<&str> = std::iter::once(verb)
+        .chain(words.by_ref().take(secret_from - 1))
+        .collect();
+    if words.next().is_some() {
+        shown.push("<redacted>");
+    }
+    shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+    use proptest::prelude::*;
+
+    const ALICE: &str = "alice@example.test";
+    /// `AUTH PLAIN` for alice: `\0alice@example.test\0alice-secret`.
+    const ALICE_PLAIN: &str = "AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=";
+    const MESSAGES: [(u32, &str); 3] = [
+        (
+            10,
+            "Subject: one\r\nFrom: a@example.test\r\n\r\nline1\r\n.dotted\r\n..two\r\nline4\r\n",
+        ),
+        (11, "Subject: two\r\n\r\nno final crlf"),
+        (12, "X-Only: headers\r\nX-No: blank line\r\n"),
+    ];
+
+    /// A driver with no socket: TLS is pretended, credentials come from the config, the
+    /// maildrop is `MESSAGES`, and updates are recorded.
+    struct Harness {
+        session: Session,
+        in_use: bool,
+        /// UIDs whose retrieval fails, as when IMAP expunged them meanwhile.
+        gone: Vec<u32>,
+        updates: Vec<(String, Vec<u32>)>,
+        apop: Vec<(String, String, String)>,
+        output: Vec<u8>,
+        closed: bool,
+    }
+
+    impl Harness {
+        fn new(tls_mode: TlsMode, config: Config) -> Harness {
+            let role = match tls_mode {
+                TlsMode::Implicit => Role::Pop3s,
+                _ => Role::Pop3,
+            };
+            let conn = Connection {
+                role,
+                tls_mode,
+                peer: "127.0.0.9:40000".parse().unwrap(),
+                pop_before_smtp: None,
+            };
+            let mut harness = Harness {
+                session: Session::new(Arc::new(config), conn),
+                in_use: false,
+                gone: Vec::new(),
+                updates: Vec::new(),
+                apop: Vec::new(),
+                output: Vec::new(),
+                closed: false,
+            };
+            let event = harness.session.greet();
+            harness.run(event);
+            harness
+        }
+
+        /// The pop3 port (STLS) with the default config.
+        fn pop3() -> Harness {
+            Harness::new(TlsMode::Starttls, Config::defaults())
+        }
+
+        /// The pop3s port with alice logged in.
+        fn logged_in() -> Harness {
+            Harness::logged_in_with(Config::defaults())
+        }
+
+        fn logged_in_with(config: Config) -> Harness {
+            let mut h = Harness::new(TlsMode::Implicit, config);
+            let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+            assert!(
+                reply.ends_with("+OK Logged in, 3 messages (132 octets)\r\n"),
+                "{reply}"
+            );
+            h
+        }
+
+        fn run(&mut self, mut event: Event) {
+            loop {
+                event = match event {
+                    Event::NeedInput => break,
+                    Event::Delay(_) => self.session.step(),
+                    Event::StartTls => {
+                        self.session.tls_started();
+                        self.session.step()
+                    }
+                    Event::Authenticate { login, password } => {
+                        let verdict = auth::authenticate(&self.session.config, &login, &password);
+                        self.session.auth_result(verdict);
+                        self.session.step()
+                    }
+                    Event::AuthenticateApop {
+                        login,
+                        timestamp,
+                        digest,
+                    } => {
+                        let good = digest == "0123456789abcdef0123456789abcdef";
+                        self.apop.push((login, timestamp, digest));
+                        self.session.auth_result(good.then(|| ALICE.to_owned()));
+                        self.session.step()
+                    }
+                    Event::OpenMaildrop { account } => {
+                        assert_eq!(account, ALICE);
+                        let result = if self.in_use {
+                            Err(MaildropError::InUse)
+                        } else {
+                            Ok(MESSAGES
+                                .iter()
+                                .map(|(uid, text)| MaildropEntry {
+                                    uid: *uid,
+                                    size: text.len() as u64,
+                                    uidl: format!("uid-{uid}"),
+                                })
+                                .collect())
+                        };
+                        self.session.maildrop_opened(result);
+                        self.session.step()
+                    }
+                    Event::Retrieve { uid } => {
+                        let found = MESSAGES.iter().find(|(u, _)| *u == uid);
+                        let result = match found {
+                            Some((uid, _)) if self.gone.contains(uid) => Err("expunged".into()),
+                            Some((_, text)) => Ok(text.as_bytes().to_vec()),
+                            None => Err(format!("no uid {uid}")),
+                        };
+                        self.session.retrieved(result);
+                        self.session.step()
+                    }
+                    Event::Update { account, delete } => {
+                        self.updates.push((account, delete));
+                        self.session.update_result(Ok(()));
+                        self.session.step()
+                    }
+                    Event::Close => {
+                        self.closed = true;
+                        break;
+                    }
+                };
+            }
+            let out = self.session.take_output();
+            self.output.extend_from_slice(&out);
+        }
+
+        /// Sends bytes and returns the replies they produced.
+        fn send(&mut self, bytes: &[u8]) -> String {
+            assert!(!self.closed, "the driver sends nothing after Close");
+            let before = self.output.len();
+            self.session.push_input(bytes);
+            let event = self.session.step();
+            self.run(event);
+            String::from_utf8(self.output[before..].to_vec()).expect("replies are UTF-8")
+        }
+
+        fn transcript(&self) -> String {
+            String::from_utf8_lossy(&self.output).into_owned()
+        }
+    }
+
+    fn with_policy(policy: Policy) -> Config {
+        let mut config = Config::defaults();
+        config.faults.policy.insert(policy);
+        config
+    }
+
+    fn with_apop() -> Config {
+        let mut config = Config::defaults();
+        config.pop3.apop = true;
+        config
+    }
+
+    #[test]
+    fn greeting_has_a_timestamp_only_with_apop() {
+        let h = Harness::pop3();
+        assert_eq!(
+            h.transcript(),
+            "+OK mail.example.test POP3 reference-server ready\r\n"
+        );
+        let h = Harness::new(TlsMode::Starttls, with_apop());
+        let greeting = h.transcript();
+        let timestamp = greeting
+            .strip_prefix("+OK mail.example.test POP3 reference-server ready <")
+            .and_then(|rest| rest.strip_suffix("@mail.example.test>\r\n"))
+            .unwrap_or_else(|| panic!("{greeting}"));
+        let (random, clock) = timestamp.split_once('.').unwrap();
+        assert!(random.parse::<u32>().is_ok() && clock.parse::<u64>().unwrap() > 1_600_000_000);
+    }
+
+    #[test]
+    fn capabilities_follow_tls_and_state() {
+        let mut h = Harness::pop3();
+        let before = h.send(b"CAPA\r\n");
+        assert_eq!(
+            before,
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
+             PIPELINING\r\nSTLS\r\nIMPLEMENTATION reference-server\r\n.\r\n"
+        );
+        assert_eq!(h.send(b"STLS\r\n"), "+OK Begin TLS negotiation\r\n");
+        let after = h.send(b"capa\r\n");
+        assert!(after.contains("\r\nUSER\r\nSASL PLAIN\r\n"), "{after}");
+        assert!(!after.contains("STLS"), "{after}");
+
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        let implicit = h.send(b"CAPA\r\n");
+        assert!(
+            implicit.contains("\r\nUSER\r\nSASL PLAIN\r\n"),
+            "{implicit}"
+        );
+        assert!(!implicit.contains("STLS"), "{implicit}");
+        h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        let transaction = h.send(b"CAPA\r\n");
+        assert!(transaction.contains("\r\nTOP\r\n"), "{transaction}");
+        assert!(
+            !transaction.contains("USER") && !transaction.contains("SASL"),
+            "{transaction}"
+        );
+    }
+
+    #[test]
+    fn credentials_are_refused_before_stls() {
+        let refusal =
+            "-ERR [AUTH] Plaintext authentication is not allowed without TLS; use STLS\r\n";
+        let mut h = Harness::new(TlsMode::Starttls, with_apop());
+        for line in [
+            "USER alice@example.test\r\n".to_owned(),
+            "PASS alice-secret\r\n".to_owned(),
+            format!("AUTH PLAIN {ALICE_PLAIN}\r\n"),
+            "AUTH\r\n".to_owned(),
+            "APOP alice@example.test 0123456789abcdef0123456789abcdef\r\n".to_owned(),
+        ] {
+            assert_eq!(h.send(line.as_bytes()), refusal, "{line}");
+        }
+        assert!(h.apop.is_empty());
+        assert_eq!(h.session.account(), None);
+
+        let mut h = Harness::new(TlsMode::Starttls, with_policy(Policy::Pop3PlaintextAuth));
+        assert!(
+            h.send(b"CAPA\r\n")
+                .contains("\r\nSTLS\r\nUSER\r\nSASL PLAIN\r\n")
+        );
+        let login = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert_eq!(
+            login,
+            "+OK Send PASS\r\n+OK Logged in, 3 messages (132 octets)\r\n"
+        );
+
+        // A listener without TLS at all is a plain-text test setup.
+        let mut h = Harness::new(TlsMode::None, Config::defaults());
+        assert!(h.send(b"CAPA\r\n").contains("\r\nUSER\r\n"));
+        assert!(h.send(b"STLS\r\n").starts_with("-ERR STLS not available"));
+        let login = h.send(format!("AUTH PLAIN {ALICE_PLAIN}\r\n").as_bytes());
+        assert!(login.starts_with("+OK Logged in"), "{login}");
+    }
+
+    #[test]
+    fn stls_only_once_and_only_where_offered() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        assert_eq!(h.send(b"STLS\r\n"), "-ERR STLS not available\r\n");
+        let mut h = Harness::pop3();
+        h.send(b"STLS\r\n");
+        assert_eq!(h.send(b"STLS\r\n"), "-ERR Already using TLS\r\n");
+        h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert_eq!(
+            h.send(b"STLS\r\n"),
+            "-ERR STLS not allowed in this state\r\n"
+        );
+    }
+
+    #[test]
+    fn bytes_sent_with_stls_are_dropped_unless_faulty() {
+        let mut h = Harness::pop3();
+        assert_eq!(
+            h.send(b"STLS\r\nCAPA\r\nUSER alice@example.test\r\n"),
+            "+OK Begin TLS negotiation\r\n"
+        );
+        // Nothing of the injected USER survives: PASS has no name to go with.
+        assert_eq!(
+            h.send(b"PASS alice-secret\r\n"),
+            "-ERR Syntax: USER first\r\n"
+        );
+
+        let mut h = Harness::new(TlsMode::Starttls, with_policy(Policy::StarttlsInjection));
+        let replies = h.send(b"STLS\r\nCAPA\r\n");
+        assert!(
+            replies.starts_with("+OK Begin TLS negotiation\r\n+OK Capability list follows\r\n"),
+            "{replies}"
+        );
+    }
+
+    #[test]
+    fn a_whole_session() {
+        let mut h = Harness::logged_in();
+        let [(_, m1), (_, m2), (_, m3)] = MESSAGES;
+        let (l1, l2, l3) = (m1.len(), m2.len(), m3.len());
+        assert_eq!(l1 + l2 + l3, 132);
+        assert_eq!(h.session.account(), Some(ALICE));
+        assert_eq!(h.send(b"STAT\r\n"), "+OK 3 132\r\n");
+        assert_eq!(
+            h.send(b"LIST\r\n"),
+            format!("+OK 3 messages (132 octets)\r\n1 {l1}\r\n2 {l2}\r\n3 {l3}\r\n.\r\n")
+        );
+        assert_eq!(h.send(b"LIST 2\r\n"), format!("+OK 2 {l2}\r\n"));
+        assert_eq!(
+            h.send(b"UIDL\r\n"),
+            "+OK Unique-ID listing follows\r\n1 uid-10\r\n2 uid-11\r\n3 uid-12\r\n.\r\n"
+        );
+        assert_eq!(h.send(b"uidl 3\r\n"), "+OK 3 uid-12\r\n");
+        assert_eq!(
+            h.send(b"RETR 1\r\n"),
+            format!(
+                "+OK {l1} octets\r\nSubject: one\r\nFrom: a@example.test\r\n\r\nline1\r\n\
+                 ..dotted\r\n...two\r\nline4\r\n.\r\n"
+            )
+        );
+        assert_eq!(
+            h.send(b"RETR 2\r\n"),
+            format!("+OK {l2} octets\r\nSubject: two\r\n\r\nno final crlf\r\n.\r\n")
+        );
+        let headers = "Subject: one\r\nFrom: a@example.test\r\n\r\n";
+        assert_eq!(
+            h.send(b"TOP 1 0\r\n"),
+            format!("+OK Top of message 1 follows\r\n{headers}.\r\n")
+        );
+        assert_eq!(
+            h.send(b"TOP 1 2\r\n"),
+            format!("+OK Top of message 1 follows\r\n{headers}line1\r\n..dotted\r\n.\r\n")
+        );
+        assert_eq!(
+            h.send(b"TOP 3 5\r\n"),
+            format!("+OK Top of message 3 follows\r\n{m3}.\r\n")
+        );
+        assert_eq!(h.send(b"DELE 1\r\n"), "+OK Message 1 deleted\r\n");
+        assert_eq!(
+            h.send(b"LIST\r\n"),
+            format!(
+                "+OK 2 messages ({} octets)\r\n2 {l2}\r\n3 {l3}\r\n.\r\n",
+                l2 + l3
+            )
+        );
+        assert_eq!(h.send(b"STAT\r\n"), format!("+OK 2 {}\r\n", l2 + l3));
+        assert!(!h.send(b"UIDL\r\n").contains("uid-10"));
+        for again in ["DELE 1", "LIST 1", "UIDL 1", "RETR 1", "TOP 1 0"] {
+            assert_eq!(
+                h.send(format!("{again}\r\n").as_bytes()),
+                "-ERR Message 1 already deleted\r\n",
+                "{again}"
+            );
+        }
+        for missing in ["LIST 4", "LIST 0", "RETR 4294967295", "DELE 99999999999"] {
+            assert_eq!(
+                h.send(format!("{missing}\r\n").as_bytes()),
+                "-ERR No such message\r\n",
+                "{missing}"
+            );
+        }
+        assert_eq!(
+            h.send(b"RSET\r\n"),
+            "+OK maildrop has 3 messages (132 octets)\r\n"
+        );
+        assert_eq!(h.send(b"NOOP\r\n"), "+OK\r\n");
+        assert_eq!(h.send(b"STAT\r\n"), "+OK 3 132\r\n");
+        h.send(b"DELE 3\r\nDELE 2\r\n");
+        assert!(h.updates.is_empty());
+        assert_eq!(h.send(b"QUIT\r\n"), "+OK Bye, 2 messages deleted\r\n");
+        assert_eq!(h.updates, [(ALICE.to_owned(), vec![11, 12])]);
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn quit_deletes_nothing_with_the_dele_fault() {
+        let mut h = Harness::logged_in_with(with_policy(Policy::Pop3DeleIgnored));
+        assert_eq!(h.send(b"DELE 2\r\n"), "+OK Message 2 deleted\r\n");
+        assert_eq!(h.send(b"QUIT\r\n"), "+OK Bye, 1 messages deleted\r\n");
+        assert_eq!(h.updates, [(ALICE.to_owned(), vec![])]);
+    }
+
+    #[test]
+    fn update_failure_is_reported_and_closes() {
+        let mut h = Harness::logged_in();
+        h.send(b"DELE 1\r\n");
+        h.session.push_input(b"QUIT\r\n");
+        assert!(matches!(h.session.step(), Event::Update { delete, .. } if delete == [10]));
+        h.session.update_result(Err("disk full".into()));
+        assert!(matches!(h.session.step(), Event::Close));
+        assert_eq!(
+            h.session.take_output(),
+            b"-ERR [SYS/TEMP] Some deleted messages not removed\r\n"
+        );
+    }
+
+    #[test]
+    fn abort_and_quit_before_login_never_update() {
+        let mut h = Harness::logged_in();
+        h.send(b"DELE 1\r\nDELE 2\r\n");
+        h.session.abort("Idle timeout, closing connection");
+        let event = h.session.step();
+        h.run(event);
+        assert!(h.closed);
+        assert!(h.updates.is_empty());
+        assert!(
+            h.transcript()
+                .ends_with("-ERR Idle timeout, closing connection\r\n")
+        );
+
+        let mut h = Harness::pop3();
+        assert_eq!(h.send(b"QUIT\r\n"), "+OK Bye\r\n");
+        assert!(h.closed && h.updates.is_empty());
+    }
+
+    #[test]
+    fn a_locked_or_failing_maildrop_keeps_authorization() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        h.in_use = true;
+        let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert_eq!(
+            reply,
+            "+OK Send PASS\r\n-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n"
+        );
+        assert_eq!(h.session.account(), None);
+        assert_eq!(
+            h.send(b"STAT\r\n"),
+            "-ERR STAT not allowed in this state\r\n"
+        );
+        h.in_use = false;
+        let reply = h.send(format!("AUTH PLAIN {ALICE_PLAIN}\r\n").as_bytes());
+        assert!(reply.starts_with("+OK Logged in"), "{reply}");
+
+        let mut session = Harness::new(TlsMode::Implicit, Config::defaults()).session;
+        session.push_input(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert!(matches!(session.step(), Event::Authenticate { .. }));
+        session.auth_result(Some(ALICE.into()));
+        assert!(matches!(session.step(), Event::OpenMaildrop { account } if account == ALICE));
+        session.maildrop_opened(Err(MaildropError::Unavailable("database locked".into())));
+        assert!(matches!(session.step(), Event::NeedInput));
+        let out = String::from_utf8(session.take_output()).unwrap();
+        assert!(out.ends_with("-ERR [SYS/TEMP] Mailbox unavailable, try again later\r\n"));
+        assert_eq!(session.account(), None);
+    }
+
+    #[test]
+    fn failed_logins_all_read_the_same() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        let failed = "-ERR [AUTH] Authentication failed\r\n";
+        let wrong = h.send(b"USER alice@example.test\r\nPASS wrong\r\n");
+        let unknown = h.send(b"USER nobody@example.test\r\nPASS alice-secret\r\n");
+        assert_eq!(wrong, unknown);
+        assert_eq!(wrong, format!("+OK Send PASS\r\n{failed}"));
+        // The name is forgotten after a failed PASS, and after any other command.
+        assert_eq!(
+            h.send(b"PASS alice-secret\r\n"),
+            "-ERR Syntax: USER first\r\n"
+        );
+        assert_eq!(
+            h.send(b"USER alice@example.test\r\nNOOP\r\nPASS alice-secret\r\n"),
+            "+OK Send PASS\r\n-ERR NOOP not allowed in this state\r\n-ERR Syntax: USER first\r\n"
+        );
+        // A password may hold spaces (RFC 1939 section 7).
+        let mut config = Config::defaults();
+        config.accounts[0].password = Some("two words".into());
+        let mut h = Harness::new(TlsMode::Implicit, config);
+        let reply = h.send(b"USER alice@example.test\r\nPASS two words\r\n");
+        assert!(
+            reply.ends_with("+OK Logged in, 3 messages (132 octets)\r\n"),
+            "{reply}"
+        );
+    }
+
+    #[test]
+    fn auth_plain_with_and_without_initial_response() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        assert_eq!(
+            h.send(b"AUTH\r\n"),
+            "+OK Supported SASL mechanisms follow\r\nPLAIN\r\n.\r\n"
+        );
+        assert_eq!(
+            h.send(b"AUTH CRAM-MD5\r\n"),
+            "-ERR Unsupported SASL mechanism\r\n"
+        );
+        assert_eq!(h.send(b"AUTH PLAIN\r\n"), "+ \r\n");
+        assert_eq!(h.send(b"*\r\n"), "-ERR Authentication cancelled\r\n");
+        assert_eq!(h.send(b"AUTH PLAIN ***\r\n"), "-ERR Invalid base64\r\n");
+        assert_eq!(h.send(b"AUTH PLAIN\r\n"), "+ \r\n");
+        assert_eq!(h.send(b"not base64!\r\n"), "-ERR Invalid base64\r\n");
+        // "bob@example.test\0alice@example.test\0alice-secret"
+        let proxy = "Ym9iQGV4YW1wbGUudGVzdABhbGljZUBleGFtcGxlLnRlc3QAYWxpY2Utc2VjcmV0";
+        assert!(
+            h.send(format!("AUTH PLAIN {proxy}\r\n").as_bytes())
+                .starts_with("-ERR [AUTH] Authorization identity")
+        );
+        assert!(
+            h.send(b"AUTH PLAIN =\r\n")
+                .starts_with("-ERR Invalid PLAIN response")
+        );
+        // "\0alice@example.test\0wrong"
+        assert_eq!(
+            h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n"),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        assert_eq!(h.session.account(), None);
+        assert_eq!(h.send(b"auth plain\r\n"), "+ \r\n");
+        let reply = h.send(format!("{ALICE_PLAIN}\r\n").as_bytes());
+        assert!(reply.starts_with("+OK Logged in"), "{reply}");
+        assert_eq!(h.session.account(), Some(ALICE));
+        assert_eq!(
+            h.send(b"AUTH PLAIN\r\n"),
+            "-ERR AUTH not allowed in this state\r\n"
+        );
+
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        let reply = h.send(format!("AUTH PLAIN {ALICE_PLAIN}\r\n").as_bytes());
+        assert!(reply.starts_with("+OK Logged in"), "{reply}");
+    }
+
+    #[test]
+    fn apop_only_when_configured() {
+        let apop = b"APOP alice@example.test 0123456789ABCDEF0123456789abcdef\r\n";
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        assert_eq!(h.send(apop), "-ERR Unknown command\r\n");
+        assert!(h.apop.is_empty());
+
+        let mut h = Harness::new(TlsMode::Implicit, with_apop());
+        let greeting = h.transcript();
+        let timestamp = &greeting[greeting.find('<').unwrap()..greeting.len() - 2];
+        let reply = h.send(apop);
+        assert!(reply.starts_with("+OK Logged in"), "{reply}");
+        assert_eq!(
+            h.apop,
+            [(
+                ALICE.to_owned(),
+                timestamp.to_owned(),
+                "0123456789abcdef0123456789abcdef".to_owned()
+            )]
+        );
+        let mut h = Harness::new(TlsMode::Implicit, with_apop());
+        assert_eq!(
+            h.send(b"APOP alice@example.test ffffffffffffffffffffffffffffffff\r\n"),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        assert_eq!(
+            h.send(b"APOP alice@example.test xyz\r\n"),
+            "-ERR Syntax: APOP name digest (32 hex digits)\r\n"
+        );
+    }
+
+    #[test]
+    fn pipelined_commands_are_answered_in_order() {
+        let mut h = Harness::logged_in();
+        let replies =
+            h.send(b"STAT\r\nLIST 1\r\nUIDL 1\r\nRETR 2\r\nDELE 3\r\nSTAT\nNOOP\r\nQUIT\r\n");
+        assert_eq!(
+            replies,
+            "+OK 3 132\r\n+OK 1 68\r\n+OK 1 uid-10\r\n+OK 29 octets\r\nSubject: two\r\n\r\n\
+             no final crlf\r\n.\r\n+OK Message 3 deleted\r\n+OK 2 97\r\n+OK\r\n\
+             +OK Bye, 1 messages deleted\r\n"
+        );
+        assert_eq!(h.updates, [(ALICE.to_owned(), vec![12])]);
+    }
+
+    #[test]
+    fn commands_split_across_reads() {
+        let mut h = Harness::logged_in();
+        assert_eq!(h.send(b"ST"), "");
+        assert_eq!(h.send(b"AT\r"), "");
+        assert_eq!(h.send(b"\nLI"), "+OK 3 132\r\n");
+        assert_eq!(h.send(b"ST 3\r\n"), "+OK 3 35\r\n");
+    }
+
+    #[test]
+    fn wrong_state_unknown_and_bad_syntax() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        for verb in [
+            "RETR 1", "TOP 1 1", "LIST", "UIDL", "STAT", "DELE 1", "RSET", "NOOP",
+        ] {
+            let name = verb.split(' ').next().unwrap();
+            assert_eq!(
+                h.send(format!("{verb}\r\n").as_bytes()),
+                format!("-ERR {name} not allowed in this state\r\n")
+            );
+        }
+        let mut h = Harness::logged_in();
+        for verb in ["USER alice", "PASS x", "AUTH PLAIN", "STLS"] {
+            let name = verb.split(' ').next().unwrap();
+            assert_eq!(
+                h.send(format!("{verb}\r\n").as_bytes()),
+                format!("-ERR {name} not allowed in this state\r\n")
+            );
+        }
+        let mut h = Harness::logged_in();
+        assert_eq!(h.send(b"LAST\r\n"), "-ERR Unknown command\r\n");
+        assert_eq!(h.send(b"\r\n"), "-ERR Unknown command\r\n");
+        assert_eq!(h.send(b"LIST x\r\n"), "-ERR Syntax: LIST [msg]\r\n");
+        assert_eq!(h.send(b"TOP 1\r\n"), "-ERR Syntax: TOP msg lines\r\n");
+        assert_eq!(h.send(b"QUIT now\r\n"), "-ERR Syntax: QUIT\r\n");
+        assert!(!h.closed);
+    }
+
+    #[test]
+    fn a_message_that_went_away() {
+        let mut h = Harness::logged_in();
+        h.gone.push(11);
+        assert_eq!(
+            h.send(b"RETR 2\r\nTOP 2 0\r\nSTAT\r\n"),
+            "-ERR [SYS/TEMP] Message 2 is no longer available\r\n\
+             -ERR [SYS/TEMP] Message 2 is no longer available\r\n+OK 3 132\r\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_refused_once_and_not_buffered() {
+        let mut h = Harness::logged_in();
+        let long = format!("NOOP {}\r\n", "x".repeat(250));
+        assert_eq!(h.send(long.as_bytes()), "-ERR Line too long\r\n");
+        assert_eq!(h.send(b"NOOP\r\n"), "+OK\r\n");
+        // 253 octets and CRLF would be 255 octets: the limit, allowed (and a syntax error).
+        let longest = format!("LIST {}\r\n", "1".repeat(248));
+        assert_eq!(h.send(longest.as_bytes()), "-ERR No such message\r\n");
+        // A line without end, read in pieces: one reply, and the input is not kept.
+        assert_eq!(h.send(&[b'y'; 1000]), "-ERR Line too long\r\n");
+        assert_eq!(h.send(&[b'y'; 100_000]), "");
+        assert!(h.session.input.is_empty());
+        assert_eq!(h.send(b"yyy\r\nSTAT\r\n"), "+OK 3 132\r\n");
+        assert!(!h.closed);
+
+        // AUTH lines and SASL responses may be longer, up to 12288 octets.
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        let big = format!("AUTH PLAIN {}\r\n", "A".repeat(4000));
+        assert!(
+            h.send(big.as_bytes())
+                .starts_with("-ERR Invalid PLAIN response")
+        );
+        h.send(b"AUTH PLAIN\r\n");
+        assert!(
+            h.send(format!("{}\r\n", "A".repeat(8000)).as_bytes())
+                .starts_with("-ERR Invalid PLAIN response")
+        );
+        h.send(b"AUTH PLAIN\r\n");
+        assert_eq!(h.send(&[b'A'; 13000]), "-ERR Line too long\r\n");
+        // The exchange is over: the next line is a command again.
+        assert_eq!(
+            h.send(b"AAAA\r\nCAPA\r\n").lines().next(),
+            Some("+OK Capability list follows")
+        );
+    }
+
+    #[test]
+    fn too_many_errors_close_the_connection() {
+        let mut config = Config::defaults();
+        config.limits.max_errors = 3;
+        let mut h = Harness::new(TlsMode::Starttls, config);
+        assert_eq!(h.send(b"FROB\r\nSTAT\r\n").lines().count(), 2);
+        assert!(!h.closed);
+        assert_eq!(
+            h.send(b"USER x\r\nCAPA\r\n"),
+            "-ERR [AUTH] Plaintext authentication is not allowed without TLS; use STLS\r\n\
+             -ERR Too many errors, closing connection\r\n"
+        );
+        assert!(h.closed);
+
+        let mut config = Config::defaults();
+        config.limits.max_errors = 1;
+        let mut h = Harness::new(TlsMode::Starttls, config);
+        assert_eq!(
+            h.send(&[b'y'; 300]),
+            "-ERR Line too long\r\n-ERR Too many errors, closing connection\r\n"
+        );
+        assert!(h.closed);
+
+        let mut config = with_policy(Policy::NoErrorLimit);
+        config.limits.max_errors = 1;
+        let mut h = Harness::new(TlsMode::Starttls, config);
+        h.send(&b"FROB\r\n".repeat(20));
+        assert!(!h.closed);
+    }
+
+    #[test]
+    fn a_25_mb_message_is_sent_in_one_pass() {
+        let line =
+            b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwx\r\n";
+        let mut message = b"Subject: big\r\n\r\n".to_vec();
+        let mut dotted = 0;
+        while message.len() < 25 * 1024 * 1024 {
+            if message.len().is_multiple_of(7) {
+                message.push(b'.');
+                dotted += 1;
+            }
+            message.extend_from_slice(line);
+        }
+        let mut out = Vec::new();
+        dot_stuff(&mut out, &message);
+        assert_eq!(out.len(), message.len() + dotted + 3);
+        assert!(out.ends_with(b"wx\r\n.\r\n"));
+        assert!(
+            out.capacity() < out.len() + out.len() / 100,
+            "no second growth"
+        );
+    }
+
+    #[test]
+    fn dot_stuffing_edge_cases() {
+        let stuffed = |message: &[u8]| {
+            let mut out = Vec::new();
+            dot_stuff(&mut out, message);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(stuffed(b""), ".\r\n");
+        assert_eq!(stuffed(b"."), "..\r\n.\r\n");
+        assert_eq!(stuffed(b"a\n.\nb"), "a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(stuffed(b"a\r\n\r\n.\r\n"), "a\r\n\r\n..\r\n.\r\n");
+        assert_eq!(stuffed(b"a\rb\r\n"), "a\rb\r\n.\r\n");
+        assert_eq!(top_of(b"H: 1\r\n\r\nb1\r\nb2\r\n", 0), b"H: 1\r\n\r\n");
+        assert_eq!(
+            top_of(b"H: 1\r\n\r\nb1\r\nb2\r\n", 1),
+            b"H: 1\r\n\r\nb1\r\n"
+        );
+        assert_eq!(top_of(b"H: 1\r\n\r\nb1\r\nb2", 9), b"H: 1\r\n\r\nb1\r\nb2");
+        assert_eq!(top_of(b"\r\nbody\r\n", 0), b"\r\n");
+        assert_eq!(top_of(b"H: 1\r\nH: 2", 0), b"H: 1\r\nH: 2");
+    }
+
+    #[test]
+    fn logs_never_show_secrets() {
+        assert_eq!(redacted(b"PASS hunter2 x"), "PASS <redacted>");
+        assert_eq!(redacted(b"pass"), "pass");
+        assert_eq!(redacted(b"AUTH PLAIN AGFAYgBj"), "AUTH PLAIN <redacted>");
+        assert_eq!(redacted(b"AUTH PLAIN"), "AUTH PLAIN");
+        assert_eq!(redacted(b"APOP bob 0123"), "APOP bob <redacted>");
+        assert_eq!(redacted(b"USER bob"), "USER bob");
+        let event = Event::Authenticate {
+            login: "bob".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{event:?}").contains("hunter2"));
+    }
+
+    /// Whether a status line opens a multi-line response.
+    fn opens_block(line: &str) -> bool {
+        let Some(text) = line.strip_prefix("+OK ") else {
+            return false;
+        };
+        let first_is_digit = text.starts_with(|c: char| c.is_ascii_digit());
+        matches!(
+            text,
+            "Capability list follows"
+                | "Unique-ID listing follows"
+                | "Supported SASL mechanisms follow"
+        ) || text.starts_with("Top of message ")
+            || (first_is_digit && text.contains(" messages ("))
+            || text
+                .strip_suffix(" octets")
+                .is_some_and(|size| size.parse::<u64>().is_ok())
+    }
+
+    /// Every line ends with CRLF; each is a status line, the `+ ` of SASL, or inside a
+    /// multi-line response, dot-stuffed and terminated.
+    fn check_transcript(out: &[u8]) -> Result<(), String> {
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            return Err("output does not end with CRLF".into());
+        }
+        let text = String::from_utf8(out.to_vec()).map_err(|_| "output is not UTF-8")?;
+        let mut in_block = false;
+        for line in text.split_terminator("\r\n") {
+            if line.contains(['\r', '\n']) {
+                return Err(format!("bare line end in {line:?}"));
+            }
+            if in_block {
+                if line == "." {
+                    in_block = false;
+                } else if line.starts_with('.') && !line.starts_with("..") {
+                    return Err(format!("line not dot-stuffed: {line:?}"));
+                }
+            } else if line == "+OK" || line.starts_with("+OK ") {
+                in_block = opens_block(line);
+            } else if !(line.starts_with("-ERR ") || line == "+ ") {
+                return Err(format!("not a status line: {line:?}"));
+            }
+        }
+        if in_block {
+            return Err("unterminated multi-line response".into());
+        }
+        Ok(())
+    }
+
+    const VOCABULARY: &[&str] = &[
+        "STAT\r\n",
+        "LIST\r\n",
+        "LIST 2\r\n",
+        "UIDL\r\n",
+        "UIDL 1\r\n",
+        "RETR 1\r\n",
+        "RETR 2\r\n",
+        "TOP 1 1\r\n",
+        "TOP 3 0\r\n",
+        "DELE 1\r\n",
+        "RSET\r\n",
+        "NOOP\r\n",
+        "CAPA\r\n",
+        "STLS\r\n",
+        "USER alice@example.test\r\n",
+        "PASS alice-secret\r\n",
+        "AUTH PLAIN\r\n",
+        "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n",
+        "AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n",
+        "*\r\n",
+        "AUTH\r\n",
+        "APOP alice@example.test 0123456789abcdef0123456789abcdef\r\n",
+        "list 99\n",
+        "\r\n",
+        "\n",
+    ];
+
+    fn chunk() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            12 => proptest::sample::select(VOCABULARY).prop_map(|s| s.as_bytes().to_vec()),
+            1 => Just(b"QUIT\r\n".to_vec()),
+            4 => proptest::collection::vec(any::<u8>(), 0..64),
+            1 => Just(vec![b'x'; 300]),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_in_any_state_gives_well_formed_replies(
+            tls_mode in proptest::sample::select(&[TlsMode::None, TlsMode::Starttls, TlsMode::Implicit][..]),
+            apop in any::<bool>(),
+            plaintext in any::<bool>(),
+            patient in any::<bool>(),
+            logged_in in any::<bool>(),
+            chunks in proptest::collection::vec(chunk(), 0..40),
+        ) {
+            let mut config = Config::defaults();
+            config.pop3.apop = apop;
+            if plaintext {
+                config.faults.policy.insert(Policy::Pop3PlaintextAuth);
+            }
+            if patient {
+                config.limits.max_errors = 1000;
+            }
+            let mut h = Harness::new(tls_mode, config);
+            if logged_in {
+                h.send(b"CAPA\r\nSTLS\r\n");
+                h.send(format!("AUTH PLAIN {ALICE_PLAIN}\r\n").as_bytes());
+                prop_assert_eq!(h.session.account(), Some(ALICE));
+            }
+            for chunk in &chunks {
+                if h.closed {
+                    break;
+                }
+                h.session.push_input(chunk);
+                let event = h.session.step();
+                h.run(event);
+                prop_assert!(h.session.input.len() <= chunk.len() + MAX_AUTH_LINE);
+            }
+            if let Err(why) = check_transcript(&h.output) {
+                return Err(TestCaseError::fail(format!("{why}\n{}", h.transcript())));
+            }
+            prop_assert!(h.updates.len() <= 1);
+            prop_assert!(h.updates.is_empty() || h.closed);
+            let quits = chunks.iter().filter(|c| c.as_slice() == b"QUIT\r\n").count();
+            prop_assert!(h.updates.is_empty() || quits > 0);
+        }
+    }
+}
