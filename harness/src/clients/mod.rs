@@ -5,6 +5,7 @@
 mod conn;
 mod error;
 pub mod legacy_tls;
+pub mod pop3;
 pub mod smtp;
 pub mod tls;
 pub mod transcript;
