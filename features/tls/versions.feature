@@ -1,7 +1,7 @@
 @tls
 Feature: TLS 1.2 or newer on every TLS port
   RFC 8996 deprecates TLS 1.0 and 1.1 and RFC 8314 section 4.1 asks for TLS 1.2 or later.
-  STARTTLS ports are probed after a successful STARTTLS; port 465 from the first byte.
+  STARTTLS ports are probed after a successful STARTTLS; ports 465 and 995 from the first byte.
 
   @rfc8996-2 @rfc8996-3 @fault-legacy_tls
   Scenario Outline: The <role> port refuses TLS <version>
@@ -25,6 +25,12 @@ Feature: TLS 1.2 or newer on every TLS port
       | submissions | 1.0     |
       | submissions | 1.1     |
 
+    @port-pop3s @fault-pop3s_plaintext
+    Examples:
+      | role  | version |
+      | pop3s | 1.0     |
+      | pop3s | 1.1     |
+
   @rfc8314-4.1
   Scenario Outline: The <role> port negotiates TLS 1.2 or newer with a certificate the client trusts
     Then the <role> port completes a TLS handshake at version 1.2 or newer
@@ -43,3 +49,8 @@ Feature: TLS 1.2 or newer on every TLS port
     Examples:
       | role        |
       | submissions |
+
+    @port-pop3s @fault-pop3s_plaintext
+    Examples:
+      | role  |
+      | pop3s |

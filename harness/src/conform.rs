@@ -17,6 +17,7 @@ use cucumber::tag::Ext as _;
 use cucumber::{Event, World as _, WriterExt as _, gherkin, parser};
 use futures::future::LocalBoxFuture;
 
+use crate::clients::pop3::Pop3Client;
 use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
 use crate::report::{Outcome, Record, Report};
@@ -95,6 +96,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
                 mailboxes: Some(embedded.mailboxes()),
                 profile,
                 timeout: options.timeout,
+                leases: Default::default(),
             };
             (Some(embedded), target)
         }
@@ -106,6 +108,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
                 mailboxes: None,
                 profile,
                 timeout: options.timeout,
+                leases: Default::default(),
             };
             (None, target)
         }
@@ -134,7 +137,44 @@ async fn discover(target: &Target) -> HashMap<String, Capabilities> {
             Err(error) => tracing::warn!("capability discovery on {service} failed: {error:#}"),
         }
     }
+    for service in ["pop3s", "pop3"] {
+        if target.addr(service).is_err() {
+            continue;
+        }
+        match capa_keywords(target, service).await {
+            Ok(keywords) => {
+                found.insert(service.to_owned(), keywords);
+            }
+            Err(error) => tracing::warn!("capability discovery on {service} failed: {error:#}"),
+        }
+    }
     found
+}
+
+/// POP3 CAPA keywords with their parameters, upper-cased, after STLS when offered: what a
+/// client may use once it can log in. A server without CAPA has none.
+async fn capa_keywords(target: &Target, service: &str) -> anyhow::Result<Capabilities> {
+    let addr = target.addr(service)?;
+    let mut client = if Target::is_implicit_tls(service) {
+        Pop3Client::connect_tls(&addr, &target.tls, target.timeout).await?
+    } else {
+        Pop3Client::connect(&addr, target.timeout).await?
+    };
+    client.greeting().await?;
+    client.capa().await?;
+    if !client.is_tls() && client.has_capability("STLS") && client.stls(&target.tls).await?.ok {
+        client.capa().await?;
+    }
+    let found = client
+        .capabilities()
+        .iter()
+        .map(|(keyword, params)| {
+            let params = params.iter().map(|p| p.to_ascii_uppercase()).collect();
+            (keyword.clone(), params)
+        })
+        .collect();
+    let _ = client.quit().await;
+    Ok(found)
 }
 
 /// EHLO keywords with their parameters, upper-cased.
@@ -226,7 +266,30 @@ fn gate(
             });
         }
     }
-    for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-")) {
+    let pop3_service = ["pop3s", "pop3"]
+        .into_iter()
+        .find(|name| profile.ports.offered().any(|(offered, _)| offered == *name));
+    if tags.iter().any(|t| t == "pop3") && pop3_service.is_none() {
+        return Some(Outcome::NotApplicable {
+            reason: "the target offers no POP3 port (pop3 or pop3s)".into(),
+        });
+    }
+    for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-pop3-")) {
+        let Some(service) = pop3_service else { break };
+        if let Some(why) = capabilities
+            .get(service)
+            .and_then(|caps| unmet(needed, caps))
+        {
+            return Some(Outcome::Skipped {
+                reason: format!("the {service} port {why} in CAPA"),
+            });
+        }
+    }
+    for needed in tags
+        .iter()
+        .filter_map(|t| t.strip_prefix("needs-"))
+        .filter(|t| !t.starts_with("pop3-"))
+    {
         for service in &services {
             if let Some(why) = capabilities
                 .get(*service)
@@ -344,10 +407,16 @@ async fn execute(
     let after = {
         let records = records.clone();
         let dir = features_dir.clone();
-        after_hook(move |feature, rule, scenario, finished, world| {
+        after_hook(move |feature, rule, scenario, finished, mut world| {
             let transcript = world.as_ref().map(|w| w.transcript()).unwrap_or_default();
+            let unverified = world.as_mut().and_then(|w| w.unverified.take());
+            if let Some(world) = world {
+                // Cucumber may keep a failed scenario's world until the run ends; its connections
+                // and maildrop leases must not outlive the scenario.
+                world.end_scenario();
+            }
             let outcome = match finished {
-                ScenarioFinished::StepPassed => match world.and_then(|w| w.unverified.take()) {
+                ScenarioFinished::StepPassed => match unverified {
                     Some(reason) => Outcome::Skipped { reason },
                     None => Outcome::Passed,
                 },

@@ -25,6 +25,9 @@ impl Embedded {
             .tempdir()
             .context("cannot create a temporary data directory")?;
         let mut config = Config::ephemeral(dir.path().to_owned());
+        // The scenarios try wrong passwords on purpose; the server's default second-long,
+        // doubling delay would only make the run slow. Throttling stays on.
+        config.limits.auth_failure_delay_ms = 20;
         configure(&mut config);
         let server = reference_server::start(config)
             .await
@@ -48,6 +51,8 @@ impl Embedded {
                 smtp: port(Role::Smtp),
                 submission: port(Role::Submission),
                 submissions: port(Role::Submissions),
+                pop3: port(Role::Pop3),
+                pop3s: port(Role::Pop3s),
                 ..Ports::default()
             },
             accounts: config
@@ -62,7 +67,12 @@ impl Embedded {
                 .collect(),
             foreign_recipient: "someone@elsewhere.invalid".into(),
             relay: None,
-            skip_tags: Vec::new(),
+            // POP-before-SMTP is off unless the config turns it on.
+            skip_tags: if config.pop3.pop_before_smtp.is_none() {
+                vec!["@pop-before-smtp".into()]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -1,5 +1,6 @@
 //! The cucumber world shared by all steps, and the target it talks to.
 
+mod pop3;
 mod smtp;
 
 use std::fmt;
@@ -24,6 +25,41 @@ pub struct Target {
     pub mailboxes: Option<Arc<dyn Mailboxes>>,
     /// How long to wait for any one reply.
     pub timeout: Duration,
+    /// Which scenario may use which account's POP3 maildrop right now.
+    pub leases: Leases,
+}
+
+/// Per-account locks that keep scenarios which open an account's POP3 maildrop from running at
+/// the same time: the server allows one session per maildrop, and such scenarios count and
+/// delete messages.
+#[derive(Debug, Default)]
+pub struct Leases(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Leases {
+    /// Waits until no other scenario holds `account`, then holds it until the guard drops.
+    /// Gives up after `patience`: a scenario that never lets go is a harness bug, and waiting
+    /// forever would hang the run.
+    pub async fn take(
+        &self,
+        account: &str,
+        patience: Duration,
+    ) -> anyhow::Result<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(account.to_ascii_lowercase())
+            .or_default()
+            .clone();
+        tokio::time::timeout(patience, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "waited {patience:?} for another scenario to finish with the maildrop of \
+                     {account}"
+                )
+            })
+    }
 }
 
 /// Services whose port uses TLS from the first byte.
@@ -85,6 +121,8 @@ pub struct MailWorld {
     pub(crate) unverified: Option<String>,
     /// Transcripts of connections the scenario opened besides the current client.
     pub(crate) other_transcripts: Vec<String>,
+    /// The POP3 side of the scenario.
+    pop3: pop3::Pop3State,
 }
 
 impl fmt::Debug for MailWorld {
@@ -109,11 +147,20 @@ impl MailWorld {
         if let Some(client) = &self.client {
             parts.push(client.transcript().to_string());
         }
+        if let Some(client) = &self.pop3.client {
+            parts.push(client.transcript().to_string());
+        }
         if parts.is_empty() {
             "(no connection was made)".into()
         } else {
             parts.join("\n---- next connection ----\n")
         }
+    }
+
+    /// Closes the scenario's connections and gives up its maildrop leases.
+    pub fn end_scenario(&mut self) {
+        self.client = None;
+        self.pop3.end_scenario();
     }
 
     fn target(&self) -> anyhow::Result<Arc<Target>> {
@@ -176,6 +223,7 @@ impl MailWorld {
             let value = match name {
                 "first" => self.account(0)?.0,
                 "second" => self.account(1)?.0,
+                "first-password" => self.account(0)?.1,
                 "sender" => "conformance@harness.test".to_owned(),
                 "unknown" => format!("no-such-user-{}@{}", unique_token(), target.profile.domain),
                 "foreign" => target.profile.foreign_recipient.clone(),
