@@ -33,7 +33,8 @@ fn message(index: usize) -> Vec<u8> {
 }
 
 async fn session(client: &mut Pop3Client) {
-    assert!(client.greeting().await.expect("greeting").ok);
+    let greeting = client.greeting().await.expect("greeting");
+    assert!(greeting.ok, "{greeting}");
     let login = client.user_pass(ACCOUNT, PASSWORD).await.expect("login");
     assert!(login.ok, "{login}");
     let (count, _) = client.stat().await.expect("STAT").expect("STAT +OK");

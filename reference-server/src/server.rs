@@ -716,10 +716,14 @@ async fn serve_pop3(
                     Ok(uids) => tracing::info!(%peer, account, deleted = uids.len(), "POP3 update"),
                     Err(why) => tracing::error!(%peer, account, "POP3 update failed: {why}"),
                 }
+                // The UPDATE state is over: release the maildrop before the client hears "+OK",
+                // so that it can log in again at once.
+                drop(lock.take());
                 session.update_result(removed.map(drop));
                 session.step()
             }
             pop3::Event::Close => {
+                drop(lock.take());
                 stream.send(&session.take_output(), idle).await?;
                 let _ = tokio::time::timeout(idle, stream.shutdown()).await;
                 return Ok(());
