@@ -4,29 +4,28 @@ Feature: POP3 ports: STLS on 110, implicit TLS on 995, no credentials in clear t
   a password, and the server must not offer USER or SASL before then; port 995 is TLS from the
   first byte. Commands sent together with STLS must not run inside the TLS session.
 
-  @port-pop3 @rfc2449-5 @rfc2595-4 @fault-pop3_plaintext_auth
-  Scenario: Before STLS, CAPA offers STLS and neither USER nor SASL
+  @port-pop3 @rfc2449-5 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
+  Scenario: Before STLS, CAPA offers STLS and neither USER nor SASL PLAIN or LOGIN
     Given a POP3 client connected to the pop3 port
     When the POP3 client sends CAPA
     Then the POP3 server advertises STLS
     And the POP3 server does not advertise USER
-    And the POP3 server does not advertise SASL
+    And the POP3 server does not advertise SASL PLAIN
+    And the POP3 server does not advertise SASL LOGIN
 
-  @port-pop3 @rfc2595-4 @fault-pop3_plaintext_auth
+  @port-pop3 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
   Scenario: USER before STLS is refused
     Given a POP3 client connected to the pop3 port
     When the POP3 client sends "USER {first}"
     Then the POP3 response is -ERR
-    When the POP3 client sends "PASS {first-password}"
-    Then the POP3 response is -ERR
 
-  @port-pop3 @rfc2595-4 @rfc5034-4 @fault-pop3_plaintext_auth
-  Scenario: AUTH PLAIN before STLS is refused
+  @port-pop3 @rfc2595-4 @rfc5034-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
+  Scenario: AUTH PLAIN before STLS is refused, before any credentials are sent
     Given a POP3 client connected to the pop3 port
-    When the POP3 client authenticates with AUTH PLAIN as {first}
+    When the POP3 client sends "AUTH PLAIN"
     Then the POP3 response is -ERR
 
-  @port-pop3 @rfc2595-4 @fault-starttls_after_tls
+  @port-pop3 @rfc2595-4 @fault-starttls_after_tls @fault-pop3_without_tls
   Scenario: After STLS, CAPA offers USER and SASL PLAIN and no longer STLS
     Given a POP3 client connected to the pop3 port
     When the POP3 client starts TLS

@@ -1,7 +1,8 @@
 @tls
 Feature: TLS 1.2 or newer on every TLS port
   RFC 8996 deprecates TLS 1.0 and 1.1 and RFC 8314 section 4.1 asks for TLS 1.2 or later.
-  STARTTLS ports are probed after a successful STARTTLS; ports 465 and 995 from the first byte.
+  STARTTLS ports are probed after a successful STARTTLS (STLS on 110); ports 465 and 995 from the
+  first byte.
 
   @rfc8996-2 @rfc8996-3 @fault-legacy_tls
   Scenario Outline: The <role> port refuses TLS <version>
@@ -24,6 +25,12 @@ Feature: TLS 1.2 or newer on every TLS port
       | role        | version |
       | submissions | 1.0     |
       | submissions | 1.1     |
+
+    @port-pop3 @fault-pop3_without_tls
+    Examples:
+      | role | version |
+      | pop3 | 1.0     |
+      | pop3 | 1.1     |
 
     @port-pop3s @fault-pop3s_plaintext
     Examples:
@@ -49,6 +56,11 @@ Feature: TLS 1.2 or newer on every TLS port
     Examples:
       | role        |
       | submissions |
+
+    @port-pop3 @fault-pop3_without_tls
+    Examples:
+      | role |
+      | pop3 |
 
     @port-pop3s @fault-pop3s_plaintext
     Examples:

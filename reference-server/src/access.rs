@@ -50,8 +50,9 @@ impl Drop for MaildropGuard {
 const FORGET_FAILURES: Duration = Duration::from_secs(15 * 60);
 /// The delay stops doubling after this many failures (16 times the base).
 const MAX_DOUBLINGS: u32 = 4;
-/// Above this many remembered keys, expired ones are swept on the next failure.
-const SWEEP_ABOVE: usize = 4096;
+/// Above this many remembered keys, expired ones are swept on the next failure, and if that is
+/// not enough the oldest half goes: a flood of addresses must not grow memory without bound.
+const MAX_KEYS: usize = 16 * 1024;
 
 /// Delays the answer to a failed login, more for each recent failure against the same account or
 /// from the same client address, so that guessing passwords is slow.
@@ -82,17 +83,24 @@ impl LoginThrottle {
         }
     }
 
-    /// Records a failed login of `login` from `address` at `now` and returns how long to wait
-    /// before answering it: the base delay, doubled for each earlier recent failure of the
-    /// account or the address, whichever has more.
-    pub fn failure(&self, login: &str, address: IpAddr, now: Instant) -> Duration {
+    /// Records a failed login against `account` (the caller folds unknown logins into one
+    /// name) from `address` at `now` and returns how long to wait before answering it: the
+    /// base delay, doubled for each earlier recent failure of the account or the address,
+    /// whichever has more.
+    pub fn failure(&self, account: &str, address: IpAddr, now: Instant) -> Duration {
         let mut failures = lock(&self.failures);
-        if failures.len() > SWEEP_ABOVE {
+        if failures.len() >= MAX_KEYS {
             failures.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_FAILURES);
+        }
+        if failures.len() >= MAX_KEYS {
+            let mut lasts: Vec<Instant> = failures.values().map(|f| f.last).collect();
+            lasts.sort_unstable();
+            let cutoff = lasts[lasts.len() / 2];
+            failures.retain(|_, f| f.last > cutoff);
         }
         let mut worst = 0;
         for key in [
-            ThrottleKey::Account(login.to_ascii_lowercase()),
+            ThrottleKey::Account(account.to_ascii_lowercase()),
             ThrottleKey::Address(address),
         ] {
             let entry = failures.entry(key).or_insert(Failures {
@@ -106,13 +114,17 @@ impl LoginThrottle {
             entry.last = now;
             worst = worst.max(entry.count);
         }
-        self.base * 2u32.pow((worst - 1).min(MAX_DOUBLINGS))
+        self.base
+            .checked_mul(2u32.pow((worst - 1).min(MAX_DOUBLINGS)))
+            .unwrap_or(Duration::MAX)
     }
 
-    /// A successful login of `account`: its failures are forgotten (the address's are not, so a
-    /// guesser cannot clear them by logging in to an account of its own).
-    pub fn success(&self, account: &str) {
-        lock(&self.failures).remove(&ThrottleKey::Account(account.to_ascii_lowercase()));
+    /// A successful login of `account` from `address` clears both counts, as Dovecot's
+    /// auth_penalty does: a user who mistyped a password is not slowed down for long.
+    pub fn success(&self, account: &str, address: IpAddr) {
+        let mut failures = lock(&self.failures);
+        failures.remove(&ThrottleKey::Account(account.to_ascii_lowercase()));
+        failures.remove(&ThrottleKey::Address(address));
     }
 }
 
@@ -187,14 +199,37 @@ mod tests {
             throttle.failure("alice", a, t0);
         }
         assert_eq!(ms(throttle.failure("alice", a, t0)), 1600, "capped at 16x");
-        // A success clears the account but not the address: `a` still has its 14 failures,
-        // while `b` had one, so alice from `b` is back at the second step.
-        throttle.success("alice");
-        assert_eq!(ms(throttle.failure("alice", b, t0)), 200);
-        assert_eq!(ms(throttle.failure("dave", a, t0)), 1600);
+        // A success clears the account and the address it came from, not other addresses.
+        throttle.success("alice", a);
+        assert_eq!(ms(throttle.failure("alice", a, t0)), 100);
+        assert_eq!(
+            ms(throttle.failure("dave", b, t0)),
+            200,
+            "b keeps its failure"
+        );
         // Failures long ago no longer count.
         let later = t0 + FORGET_FAILURES + Duration::from_secs(1);
         assert_eq!(ms(throttle.failure("carol", a, later)), 100);
+    }
+
+    #[test]
+    fn a_flood_of_addresses_stays_bounded() {
+        let throttle = LoginThrottle::new(Duration::from_millis(1));
+        let t0 = Instant::now();
+        for i in 0..(3 * MAX_KEYS as u32) {
+            let address = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i)));
+            throttle.failure(
+                "<unknown account>",
+                address,
+                t0 + Duration::from_micros(i.into()),
+            );
+        }
+        assert!(lock(&throttle.failures).len() <= MAX_KEYS);
+        // A base delay too large to double does not panic.
+        let huge = LoginThrottle::new(Duration::MAX - Duration::from_secs(1));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        huge.failure("x", a, t0);
+        assert_eq!(huge.failure("x", a, t0), Duration::MAX);
     }
 
     #[test]

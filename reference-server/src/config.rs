@@ -451,6 +451,12 @@ impl Config {
             }
         }
         let limits = &self.limits;
+        if limits.auth_failure_delay_ms > 60_000 {
+            return Err(invalid(
+                "limits.auth_failure_delay_ms must be at most 60000 (it doubles up to 16 times)"
+                    .into(),
+            ));
+        }
         if limits.line_length < 80
             || limits.recipients == 0
             || limits.connections == 0

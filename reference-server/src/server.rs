@@ -447,7 +447,7 @@ async fn serve_smtp(
             Event::Authenticate { login, password } => {
                 let verdict = check_password(shared, login.clone(), password).await;
                 match &verdict {
-                    Some(account) => shared.throttle.success(account),
+                    Some(account) => shared.throttle.success(account, peer.ip()),
                     None => login_failed(shared, &login, peer).await,
                 }
                 session.auth_result(verdict);
@@ -498,9 +498,15 @@ async fn serve_smtp(
 
 /// Logs a failed login and waits the throttle's delay before the session may answer it.
 async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
+    // Counted per existing account; every unknown login shares one count, so that made-up
+    // names cannot grow the throttle's memory.
+    let account = shared
+        .config
+        .account(login)
+        .map_or("<unknown account>", |a| a.address.as_str());
     let delay = shared
         .throttle
-        .failure(login, peer.ip(), std::time::Instant::now());
+        .failure(account, peer.ip(), std::time::Instant::now());
     tracing::warn!(%peer, login, delay_ms = delay.as_millis(), "login failed");
     tokio::time::sleep(delay).await;
 }
@@ -655,10 +661,6 @@ async fn serve_pop3(
                 }
                 session.step()
             }
-            pop3::Event::Delay(delay) => {
-                tokio::time::sleep(delay).await;
-                session.step()
-            }
             pop3::Event::StartTls => {
                 stream.send(&session.take_output(), idle).await?;
                 let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
@@ -692,7 +694,7 @@ async fn serve_pop3(
             pop3::Event::OpenMaildrop { account } => {
                 let opened = open_maildrop(shared, &account, &mut lock).await;
                 if opened.is_ok() {
-                    shared.throttle.success(&account);
+                    shared.throttle.success(&account, peer.ip());
                     tracing::info!(%peer, account, "POP3 login");
                     if let Some(grants) = &shared.pop_before_smtp {
                         grants.grant(peer.ip(), &account, std::time::Instant::now());
@@ -706,6 +708,9 @@ async fn serve_pop3(
                 let account = session.account().unwrap_or_default().to_owned();
                 let read = blocking(move || store.read_message(&account, INBOX, uid)).await;
                 session.retrieved(read);
+                // Sent now rather than with the next read: a client that pipelines RETR for a
+                // whole maildrop must not make the server hold it all in memory.
+                stream.send(&session.take_output(), idle).await?;
                 session.step()
             }
             pop3::Event::Update { account, delete } => {

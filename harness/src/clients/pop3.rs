@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
+use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -518,6 +519,30 @@ impl Pop3Client {
             self.conn.upgrade(tls).await?;
         }
         Ok(response)
+    }
+
+    /// Sends STLS and, on +OK, probes whether the server accepts a `version` handshake (see
+    /// [`probe_legacy_tls`]) instead of starting TLS. The connection is unusable afterwards.
+    /// A refused STLS comes back as `Ok(Err(response))`.
+    pub async fn stls_then_probe_legacy(
+        &mut self,
+        version: LegacyVersion,
+        sni: Option<&str>,
+    ) -> Result<Outcome<LegacyOutcome>, ClientError> {
+        if self.conn.is_tls() {
+            return Err(ClientError::AlreadyTls);
+        }
+        let (response, _) = self.exchange("STLS", "STLS").await?;
+        if !response.ok {
+            return Ok(Err(response));
+        }
+        let mut stream = self.conn.take_plain()?;
+        let outcome = probe_legacy_tls(&mut stream, version, sni, self.conn.timeout).await;
+        self.conn.note(match &outcome {
+            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
+            Err(error) => format!("{version} ClientHello probe failed: {error}"),
+        });
+        outcome.map(Ok)
     }
 
     /// USER, then PASS only if USER was accepted; returns the response to the last one sent.

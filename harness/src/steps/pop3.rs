@@ -16,7 +16,8 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
-use crate::clients::pop3::{Pop3Client, Pop3Response};
+use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion};
+use crate::clients::pop3::{Pop3Client, Pop3Response, ResponseKind};
 use crate::clients::transcript::escape_bytes;
 
 /// The POP3 part of a scenario's state.
@@ -28,8 +29,9 @@ pub(super) struct Pop3State {
     response: Option<Pop3Response>,
     /// The CAPA listing of the current connection, when asked for.
     capa: Option<Vec<String>>,
-    /// The response to a second, concurrent login.
-    second_login: Option<Pop3Response>,
+    /// The response to a second, concurrent login, and whether that connection's CAPA listed
+    /// RESP-CODES.
+    second_login: Option<(Pop3Response, bool)>,
     /// Responses to the last pipelined batch.
     batch: Vec<Pop3Response>,
     /// The messages this scenario added, in order ("new message 1" is the first).
@@ -102,8 +104,9 @@ impl MailWorld {
             return Ok(());
         }
         let target = self.target()?;
-        // Long enough for a scenario that moves a 5 MiB message twice.
-        let guard = target.leases.take(account, target.timeout * 12).await?;
+        // Waiters queue: long enough for every POP3 scenario before this one, each of whose
+        // steps is bounded by the timeout; short of forever, which would hang the run.
+        let guard = target.leases.take(account, target.timeout * 60).await?;
         self.pop3.leases.push((account.to_owned(), guard));
         Ok(())
     }
@@ -156,7 +159,10 @@ async fn login(target: &Target, user: &str, password: &str) -> anyhow::Result<Po
         if response.ok {
             return Ok(client);
         }
-        if !response.has_code("IN-USE") || tokio::time::Instant::now() >= deadline {
+        // A server without RESP-CODES cannot say IN-USE: any -ERR might be a lock that the
+        // session before has not released yet.
+        let maybe_locked = response.has_code("IN-USE") || response.code.is_none();
+        if !maybe_locked || tokio::time::Instant::now() >= deadline {
             bail!("POP3 login as {user} failed: {response}");
         }
         let _ = client.quit().await;
@@ -367,6 +373,9 @@ async fn has_message_with_body(
 
 #[given(regex = r"^a POP3 client connected to the (pop3|pop3s) port$")]
 async fn connected(world: &mut MailWorld, service: String) -> anyhow::Result<()> {
+    // A server that wrongly lets this connection log in must not lock out other scenarios.
+    let account = world.account(0)?.0;
+    world.lease(&account).await?;
     let target = world.target()?;
     let (client, greeting) = open(&target, &service).await?;
     world.set_pop3(client);
@@ -456,9 +465,32 @@ async fn logs_in(world: &mut MailWorld, who: String, wrong: String) -> anyhow::R
     if !wrong.is_empty() {
         password.push_str("-wrong");
     }
-    let response = world.pop3()?.user_pass(&account, &password).await?;
+    let response = with_login_patience(world, !wrong.is_empty(), |client| {
+        Box::pin(async move { client.user_pass(&account, &password).await })
+    })
+    .await?;
     world.pop3.response = Some(response);
     Ok(())
+}
+
+/// Runs a login exchange, allowing a deliberately failed one the extra time servers take to
+/// answer it.
+async fn with_login_patience(
+    world: &mut MailWorld,
+    failing: bool,
+    exchange: impl for<'c> FnOnce(
+        &'c mut Pop3Client,
+    )
+        -> futures::future::BoxFuture<'c, Result<Pop3Response, ClientError>>,
+) -> anyhow::Result<Pop3Response> {
+    let timeout = world.target()?.timeout;
+    let client = world.pop3()?;
+    if failing {
+        client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
+    }
+    let response = exchange(client).await;
+    client.set_timeout(timeout);
+    Ok(response?)
 }
 
 #[when(
@@ -470,7 +502,10 @@ async fn auth_plain(world: &mut MailWorld, who: String, wrong: String) -> anyhow
     if !wrong.is_empty() {
         password.push_str("-wrong");
     }
-    let response = world.pop3()?.auth_plain(&account, &password).await?;
+    let response = with_login_patience(world, !wrong.is_empty(), |client| {
+        Box::pin(async move { client.auth_plain(&account, &password).await })
+    })
+    .await?;
     world.pop3.response = Some(response);
     Ok(())
 }
@@ -510,7 +545,7 @@ async fn second_login(world: &mut MailWorld, who: String) -> anyhow::Result<()> 
     let password = world.password_of(&account)?;
     let target = world.target()?;
     let mut client = ready(&target).await?;
-    let capa = client.capa().await?;
+    let resp_codes = client.capa().await?.is_some() && client.has_capability("RESP-CODES");
     let response = client.user_pass(&account, &password).await?;
     if response.ok {
         let _ = client.quit().await;
@@ -518,8 +553,7 @@ async fn second_login(world: &mut MailWorld, who: String) -> anyhow::Result<()> 
     world
         .other_transcripts
         .push(client.transcript().to_string());
-    world.pop3.capa = capa;
-    world.pop3.second_login = Some(response);
+    world.pop3.second_login = Some((response, resp_codes));
     Ok(())
 }
 
@@ -557,14 +591,33 @@ async fn pipelined_ok(world: &mut MailWorld, count: usize) -> anyhow::Result<()>
     if let Some(bad) = batch.iter().find(|r| !r.ok) {
         bail!("a pipelined command was answered {bad}");
     }
+    // In order: NOOP, then STAT's "count size", then LIST 1's "1 size", then NOOP.
+    let numbers = |text: &str| -> Option<(u64, u64)> {
+        let mut words = text.split(' ');
+        Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    };
+    ensure!(
+        count == 4 && numbers(&batch[1].text).is_some(),
+        "the second response is not STAT's: {}",
+        batch[1]
+    );
+    ensure!(
+        numbers(&batch[2].text).is_some_and(|(number, _)| number == 1),
+        "the third response is not LIST 1's: {}",
+        batch[2]
+    );
     Ok(())
 }
 
 #[then(regex = r"^the POP3 response is (\+OK|-ERR)$")]
 async fn response_is(world: &mut MailWorld, status: String) -> anyhow::Result<()> {
     let response = world.pop3_response()?;
-    let want_ok = status == "+OK";
-    ensure!(response.ok == want_ok, "expected {status}, got {response}");
+    let want = if status == "+OK" {
+        ResponseKind::Ok
+    } else {
+        ResponseKind::Err
+    };
+    ensure!(response.kind == want, "expected {status}, got {response}");
     Ok(())
 }
 
@@ -599,22 +652,21 @@ async fn nothing_unsolicited(world: &mut MailWorld) -> anyhow::Result<()> {
         // Refusing STLS when more input follows it is a safe answer too.
         return Ok(());
     }
+    // Two NOOPs, each answered by one status line. A server that ran the injected CAPA inside
+    // TLS answers it first: its listing follows the first status line and is not a status line.
     let client = world.pop3()?;
-    // Commands injected before the handshake would be answered as soon as it completes.
-    client.set_timeout(Duration::from_secs(1));
-    let unsolicited = client.read_response().await;
-    let timeout = world.target()?.timeout;
-    world.pop3()?.set_timeout(timeout);
-    match unsolicited {
-        Ok(response) => bail!(
-            "inside TLS the server answered a command the client never sent there ({response}): \
-             it executed input sent in clear text before the handshake (CVE-2011-0411 class)"
-        ),
-        Err(ClientError::Timeout { .. }) => {}
-        Err(other) => return Err(other.into()),
+    for _ in 0..2 {
+        let answer = client.command("NOOP").await;
+        if let Err(ClientError::MalformedReply { reason, bytes }) = &answer {
+            bail!(
+                "inside TLS the server sent {} where a status line was due ({reason}): it \
+                 answered a command sent in clear text before the handshake (CVE-2011-0411 \
+                 class)",
+                escape_bytes(bytes)
+            );
+        }
+        answer?;
     }
-    let response = world.pop3()?.command("CAPA").await?;
-    ensure!(response.ok, "CAPA inside TLS was refused: {response}");
     Ok(())
 }
 
@@ -640,7 +692,7 @@ async fn no_plain_greeting(world: &mut MailWorld, service: String) -> anyhow::Re
 
 #[then(regex = r"^the second POP3 login is refused with code (\S+)$")]
 async fn second_refused(world: &mut MailWorld, code: String) -> anyhow::Result<()> {
-    let response = world
+    let (response, resp_codes) = world
         .pop3
         .second_login
         .as_ref()
@@ -649,12 +701,7 @@ async fn second_refused(world: &mut MailWorld, code: String) -> anyhow::Result<(
         !response.ok,
         "a second session was let into a maildrop another session holds: {response}"
     );
-    let resp_codes = world
-        .pop3
-        .capa
-        .as_ref()
-        .is_some_and(|lines| lines.iter().any(|l| l.eq_ignore_ascii_case("RESP-CODES")));
-    if resp_codes {
+    if *resp_codes {
         ensure!(
             response.has_code(&code),
             "the server advertises RESP-CODES but answered without [{code}]: {response}"
@@ -742,11 +789,9 @@ fn same_message(sent: &[u8], retrieved: &[u8]) -> anyhow::Result<()> {
                 .filter(|l| !l.is_empty())
                 .all(|line| {
                     line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-                        || line
-                            .iter()
-                            .take_while(|&&b| b != b':')
-                            .all(|b| b.is_ascii_graphic())
-                            && line.contains(&b':')
+                        || line.iter().position(|&b| b == b':').is_some_and(|colon| {
+                            colon > 0 && line[..colon].iter().all(u8::is_ascii_graphic)
+                        })
                 }));
     ensure!(
         only_fields,
@@ -1016,4 +1061,44 @@ async fn round_trip_retrieved(world: &mut MailWorld, who: String) -> anyhow::Res
     let _ = client.dele(number).await?;
     let _ = client.quit().await?;
     Ok(())
+}
+
+/// STLS on the pop3 port, then a legacy ClientHello instead of a real handshake.
+pub(super) async fn stls_then_probe_legacy(
+    world: &mut MailWorld,
+    version: LegacyVersion,
+    sni: Option<&str>,
+) -> anyhow::Result<LegacyOutcome> {
+    let target = world.target()?;
+    let (mut client, greeting) = open(&target, "pop3").await?;
+    ensure!(greeting.ok, "the POP3 greeting was not +OK: {greeting}");
+    let outcome = client.stls_then_probe_legacy(version, sni).await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    outcome?.map_err(|response| anyhow!("STLS was refused: {response}"))
+}
+
+/// A real handshake on a POP3 port (after STLS on 110), which must negotiate TLS 1.2 or 1.3.
+pub(super) async fn modern_tls(world: &mut MailWorld, service: &str) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let (mut client, greeting) = open(&target, service).await?;
+    let result = async {
+        ensure!(greeting.ok, "the POP3 greeting was not +OK: {greeting}");
+        if !client.is_tls() {
+            let response = client.stls(&target.tls).await?;
+            ensure!(response.ok, "STLS was refused: {response}");
+        }
+        let version = client.tls_protocol_version().unwrap_or_default();
+        ensure!(
+            version == "TLSv1.2" || version == "TLSv1.3",
+            "negotiated {version:?}, expected TLSv1.2 or TLSv1.3"
+        );
+        Ok(())
+    }
+    .await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    result
 }

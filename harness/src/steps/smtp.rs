@@ -184,12 +184,19 @@ async fn authenticates(
     if !wrong.is_empty() {
         password.push_str("-wrong");
     }
+    let timeout = world.target()?.timeout;
     let client = world.client()?;
+    if !wrong.is_empty() {
+        // Servers answer failed logins late on purpose (and later with each failure).
+        client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
+    }
     let reply = if mechanism == "PLAIN" {
-        client.auth_plain(&user, &password).await?
+        client.auth_plain(&user, &password).await
     } else {
-        client.auth_login(&user, &password).await?
+        client.auth_login(&user, &password).await
     };
+    client.set_timeout(timeout);
+    let reply = reply?;
     world.authenticated |= reply.code == 235;
     world.record(reply);
     Ok(())
@@ -769,6 +776,8 @@ async fn refuses_legacy(
             target.timeout,
         )
         .await?
+    } else if role == "pop3" {
+        super::pop3::stls_then_probe_legacy(world, version, sni.as_deref()).await?
     } else {
         let mut client = target.connect(&role).await?;
         client.read_reply().await.context("reading the greeting")?;
@@ -791,6 +800,9 @@ async fn refuses_legacy(
 
 #[then(regex = r"^the (\w+) port completes a TLS handshake at version 1.2 or newer$")]
 async fn modern_tls(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    if role == "pop3" || role == "pop3s" {
+        return super::pop3::modern_tls(world, &role).await;
+    }
     let target = world.target()?;
     let mut client = target.connect(&role).await?;
     let result = async {

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{self, SaslError};
 use crate::config::{Config, TlsMode};
@@ -28,9 +28,6 @@ const IMPLEMENTATION: &str = "reference-server";
 pub enum Event {
     /// Send pending output, then read more input and call [`Session::push_input`].
     NeedInput,
-    /// Send pending output, wait this long, then call [`Session::step`] again. Not produced
-    /// yet; reserved for injected delays.
-    Delay(Duration),
     /// Send pending output, run the TLS handshake, then call [`Session::tls_started`].
     StartTls,
     /// Check these credentials (`USER`/`PASS` or `AUTH PLAIN`) and call
@@ -78,7 +75,6 @@ impl fmt::Debug for Event {
         // Credentials stay out of logs.
         match self {
             Event::NeedInput => f.write_str("NeedInput"),
-            Event::Delay(delay) => f.debug_tuple("Delay").field(delay).finish(),
             Event::StartTls => f.write_str("StartTls"),
             Event::Authenticate { login, .. } => f
                 .debug_struct("Authenticate")
@@ -184,6 +180,16 @@ impl Maildrop {
             .fold((0, 0), |(count, octets), (_, e)| {
                 (count + 1, octets.saturating_add(e.size))
             })
+    }
+
+    /// UIDs of the messages marked with DELE.
+    fn marked(&self) -> Vec<u32> {
+        self.entries
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, deleted)| **deleted)
+            .map(|(entry, _)| entry.uid)
+            .collect()
     }
 
     /// `(message number, entry)` of the messages not marked deleted.
@@ -467,14 +473,7 @@ impl Session {
     /// QUIT would delete. Only the `pop3_update_on_disconnect` fault has the driver use it.
     pub fn marked(&self) -> Option<(String, Vec<u32>)> {
         let maildrop = self.maildrop.as_ref()?;
-        let uids = maildrop
-            .entries
-            .iter()
-            .zip(&maildrop.deleted)
-            .filter(|(_, deleted)| **deleted)
-            .map(|(entry, _)| entry.uid)
-            .collect();
-        Some((maildrop.account.clone(), uids))
+        Some((maildrop.account.clone(), maildrop.marked()))
     }
 
     /// The logged-in account, once in the TRANSACTION state.
@@ -866,13 +865,7 @@ impl Session {
             self.phase = Phase::Closed;
             return Event::Close;
         };
-        let marked: Vec<u32> = maildrop
-            .entries
-            .iter()
-            .zip(&maildrop.deleted)
-            .filter(|(_, deleted)| **deleted)
-            .map(|(entry, _)| entry.uid)
-            .collect();
+        let marked = maildrop.marked();
         let account = maildrop.account.clone();
         self.phase = Phase::Waiting(Pending::Update {
             deleted: marked.len(),
@@ -1065,7 +1058,6 @@ mod tests {
             loop {
                 event = match event {
                     Event::NeedInput => break,
-                    Event::Delay(_) => self.session.step(),
                     Event::StartTls => {
                         self.session.tls_started();
                         self.session.step()
