@@ -32,6 +32,10 @@ pub enum Role {
     Pop3,
     /// POP3 over implicit TLS (port 995, RFC 8314).
     Pop3s,
+    /// IMAP with STARTTLS (port 143, RFC 3501 and RFC 2595).
+    Imap,
+    /// IMAP over implicit TLS (port 993, RFC 8314).
+    Imaps,
 }
 
 /// The protocol a listener speaks.
@@ -41,16 +45,20 @@ pub enum Protocol {
     Smtp,
     /// POP3 (RFC 1939).
     Pop3,
+    /// IMAP4rev1 (RFC 3501).
+    Imap,
 }
 
 impl Role {
     /// Every role, in port-table order.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 7] = [
         Role::Smtp,
         Role::Submission,
         Role::Submissions,
         Role::Pop3,
         Role::Pop3s,
+        Role::Imap,
+        Role::Imaps,
     ];
 
     /// The protocol spoken on the role's port.
@@ -58,6 +66,7 @@ impl Role {
         match self {
             Role::Smtp | Role::Submission | Role::Submissions => Protocol::Smtp,
             Role::Pop3 | Role::Pop3s => Protocol::Pop3,
+            Role::Imap | Role::Imaps => Protocol::Imap,
         }
     }
 
@@ -69,6 +78,8 @@ impl Role {
             Role::Submissions => 465,
             Role::Pop3 => 110,
             Role::Pop3s => 995,
+            Role::Imap => 143,
+            Role::Imaps => 993,
         }
     }
 
@@ -80,14 +91,16 @@ impl Role {
             Role::Submissions => 2465,
             Role::Pop3 => 2110,
             Role::Pop3s => 2995,
+            Role::Imap => 2143,
+            Role::Imaps => 2993,
         }
     }
 
     /// The TLS mode the documented port implies.
     pub fn default_tls(self) -> TlsMode {
         match self {
-            Role::Smtp | Role::Submission | Role::Pop3 => TlsMode::Starttls,
-            Role::Submissions | Role::Pop3s => TlsMode::Implicit,
+            Role::Smtp | Role::Submission | Role::Pop3 | Role::Imap => TlsMode::Starttls,
+            Role::Submissions | Role::Pop3s | Role::Imaps => TlsMode::Implicit,
         }
     }
 
@@ -104,6 +117,8 @@ impl Role {
             Role::Submissions => "submissions",
             Role::Pop3 => "pop3",
             Role::Pop3s => "pop3s",
+            Role::Imap => "imap",
+            Role::Imaps => "imaps",
         }
     }
 }
@@ -326,6 +341,8 @@ impl Config {
                 .collect(),
             listeners: Role::ALL
                 .into_iter()
+                // IMAP joins the defaults when the server is complete (issue 4).
+                .filter(|role| role.protocol() != Protocol::Imap)
                 .map(|role| Listener {
                     role,
                     address: SocketAddr::from(([127, 0, 0, 1], role.default_port())),
@@ -382,7 +399,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Moves every listener to the documented port of its role (25, 587, 465, 110, 995).
+    /// Moves every listener to the documented port of its role (25, 587, 465, 110, 995, 143,
+    /// 993).
     pub fn use_standard_ports(&mut self) {
         for listener in &mut self.listeners {
             listener.address.set_port(listener.role.standard_port());
@@ -442,7 +460,7 @@ impl Config {
         }
         for (index, listener) in self.listeners.iter().enumerate() {
             let role = listener.role;
-            if matches!(role, Role::Submissions | Role::Pop3s)
+            if matches!(role, Role::Submissions | Role::Pop3s | Role::Imaps)
                 && listener.tls_mode() != TlsMode::Implicit
             {
                 return Err(invalid(format!(

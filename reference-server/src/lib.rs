@@ -6,6 +6,7 @@ pub mod access;
 pub mod auth;
 pub mod config;
 pub mod faults;
+pub mod imap;
 pub mod pop3;
 pub mod server;
 pub mod smtp;

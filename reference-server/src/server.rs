@@ -264,6 +264,7 @@ async fn accept_loop(
             let served = match bound.role.protocol() {
                 Protocol::Smtp => serve_smtp(tcp, conn, &shared, shutdown).await,
                 Protocol::Pop3 => serve_pop3(tcp, conn, &shared, shutdown).await,
+                Protocol::Imap => serve_imap(tcp, conn, &shared, shutdown).await,
             };
             if let Err(error) = served {
                 tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");
@@ -280,6 +281,7 @@ async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared) {
             shared.config.hostname
         ),
         Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later\r\n".into(),
+        Protocol::Imap => "* BYE [UNAVAILABLE] Too many connections, try again later\r\n".into(),
     };
     let mut stream = Stream::Plain(tcp);
     // Over the limit a client gets a few seconds, not a connection slot's worth of patience.
@@ -735,4 +737,146 @@ async fn serve_pop3(
             }
         };
     }
+}
+
+/// Largest IMAP command without its literals' data; real commands are far shorter.
+const IMAP_MAX_LINE: u32 = 64 * 1024;
+
+/// Runs one IMAP session to its end.
+async fn serve_imap(
+    tcp: TcpStream,
+    conn: Connection,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use crate::imap::framing::{Framed, Framer, Rejection};
+    use crate::imap::session::{Next, Session};
+
+    let config = &shared.config;
+    let idle = Duration::from_secs(config.limits.idle_timeout_secs);
+    let mut stream = Stream::Plain(tcp);
+    if conn.tls_mode == TlsMode::Implicit {
+        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+            return Ok(());
+        };
+        stream = Stream::Tls(Box::new(tls));
+    }
+    let peer = conn.peer;
+    let mut session = Session::new(config.clone(), conn);
+    // An APPEND literal may be as large as a message may be.
+    let max_literal = u32::try_from(config.limits.message_size).unwrap_or(u32::MAX);
+    let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
+    let mut buf = vec![0u8; 16 * 1024];
+    stream.send(&session.greeting(), idle).await?;
+    let mut awaiting_sasl = false;
+    loop {
+        if session.too_many_errors() {
+            let bye = session.bye("Too many errors, closing connection");
+            stream.send(&bye, idle).await?;
+            return Ok(());
+        }
+        let framed = if awaiting_sasl {
+            match framer.next_line() {
+                Some(response) => {
+                    awaiting_sasl = false;
+                    let (reply, next) = session.sasl_response(&response);
+                    stream.send(&reply, idle).await?;
+                    if next == Next::Authenticate {
+                        imap_authenticate(shared, &mut session, &mut stream, idle, peer).await?;
+                    }
+                    continue;
+                }
+                None => Framed::NeedMore,
+            }
+        } else {
+            framer.next_command()
+        };
+        match framed {
+            Framed::NeedMore => {
+                if *shutdown.borrow() {
+                    let bye = session.bye("Server shutting down");
+                    stream.send(&bye, idle).await?;
+                    return Ok(());
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout(idle, stream.read(&mut buf)) => Some(read),
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                };
+                match read {
+                    None => {}
+                    Some(Err(_)) => {
+                        let bye = session.bye("Idle timeout, closing connection");
+                        stream.send(&bye, idle).await?;
+                        return Ok(());
+                    }
+                    Some(Ok(Ok(0))) => {
+                        tracing::debug!(%peer, "client closed the connection");
+                        return Ok(());
+                    }
+                    Some(Ok(Ok(n))) => framer.push(&buf[..n]),
+                    Some(Ok(Err(error))) => return Err(error),
+                }
+            }
+            Framed::Continue => stream.send(b"+ Ready for literal data\r\n", idle).await?,
+            Framed::Reject { tag, reason } => {
+                let reply = match reason {
+                    Rejection::Syntax => session.rejected(tag.as_deref(), "BAD", "Syntax error"),
+                    Rejection::LiteralTooBig => {
+                        session.rejected(tag.as_deref(), "NO", "[TOOBIG] Literal too large")
+                    }
+                    Rejection::TooLong => {
+                        session.rejected(tag.as_deref(), "BAD", "Command line too long")
+                    }
+                };
+                stream.send(&reply, idle).await?;
+            }
+            Framed::Command(command) => {
+                let (reply, next) = session.handle(*command);
+                stream.send(&reply, idle).await?;
+                match next {
+                    Next::Continue => {}
+                    Next::Close => {
+                        let _ = tokio::time::timeout(idle, stream.shutdown()).await;
+                        return Ok(());
+                    }
+                    Next::SaslResponse => awaiting_sasl = true,
+                    Next::Authenticate => {
+                        imap_authenticate(shared, &mut session, &mut stream, idle, peer).await?;
+                    }
+                    Next::StartTls => {
+                        if !config.faults.has(Policy::StarttlsInjection) {
+                            framer.discard_pending();
+                        }
+                        let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
+                        let Some(tls) = handshake(tcp, shared, idle).await? else {
+                            return Ok(());
+                        };
+                        stream = Stream::Tls(Box::new(tls));
+                        session.tls_started();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks the credentials a LOGIN or AUTHENTICATE left in the session, delaying failures.
+async fn imap_authenticate(
+    shared: &Shared,
+    session: &mut crate::imap::session::Session,
+    stream: &mut Stream,
+    idle: Duration,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let Some(credentials) = session.take_credentials() else {
+        return Ok(());
+    };
+    let login = credentials.login.clone();
+    let verdict = check_password(shared, credentials.login, credentials.password).await;
+    match &verdict {
+        Some(account) => shared.throttle.success(account, peer.ip()),
+        None => login_failed(shared, &login, peer).await,
+    }
+    let reply = session.login_result(verdict);
+    stream.send(&reply, idle).await
 }

@@ -1,0 +1,365 @@
+//! One IMAP connection: the RFC 3501 states, the port policy of 143 and 993, and the commands
+//! built so far. Commands arrive parsed (see [`super::framing`]); replies are written as bytes.
+//!
+//! The session is async because nearly every command reads or writes the store; the driver in
+//! [`super::serve`] owns the socket and does TLS.
+
+use std::sync::Arc;
+
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::AString;
+
+use crate::auth;
+use crate::config::{Config, TlsMode};
+use crate::faults::Policy;
+use crate::smtp::session::Connection;
+
+/// What the driver must do after a command's reply is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next command.
+    Continue,
+    /// Run the TLS handshake (STARTTLS was accepted), then call [`Session::tls_started`].
+    StartTls,
+    /// Check credentials, then call [`Session::login_result`].
+    Authenticate,
+    /// Wait for the client's SASL response line, then call [`Session::sasl_response`].
+    SaslResponse,
+    /// Close the connection.
+    Close,
+}
+
+/// Credentials waiting for a verdict from the driver (which throttles failures).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The login name.
+    pub login: String,
+    /// The password.
+    pub password: String,
+}
+
+/// The RFC 3501 section 3 states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    NotAuthenticated,
+    Authenticated { account: String },
+    Logout,
+}
+
+/// The IMAP session.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<Config>,
+    conn: Connection,
+    state: State,
+    tls: bool,
+    /// The tag of the command waiting for a driver verdict or a SASL response.
+    pending: Option<String>,
+    credentials: Option<Credentials>,
+    errors: u32,
+}
+
+impl Session {
+    /// A new session on a connection.
+    pub fn new(config: Arc<Config>, conn: Connection) -> Session {
+        Session {
+            tls: conn.tls_mode == TlsMode::Implicit,
+            config,
+            conn,
+            state: State::NotAuthenticated,
+            pending: None,
+            credentials: None,
+            errors: 0,
+        }
+    }
+
+    /// The greeting, with the capabilities as a response code (RFC 3501 7.1) so that clients
+    /// need not ask.
+    pub fn greeting(&self) -> Vec<u8> {
+        format!(
+            "* OK [CAPABILITY {}] {} IMAP4rev1 reference-server ready\r\n",
+            self.capabilities().join(" "),
+            self.config.hostname
+        )
+        .into_bytes()
+    }
+
+    /// Whether the client may send a password now: over TLS, or on a listener without TLS at all
+    /// (a test set-up), never before STARTTLS on a port that offers it (RFC 3501 6.2.3, RFC 8314).
+    fn login_allowed(&self) -> bool {
+        self.tls || self.conn.tls_mode != TlsMode::Starttls
+    }
+
+    /// The capabilities for the current state. Only what is built is listed.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut caps = vec!["IMAP4rev1", "LITERAL+", "ID", "NAMESPACE", "ENABLE"];
+        if self.state == State::NotAuthenticated {
+            if self.conn.tls_mode == TlsMode::Starttls && !self.tls {
+                caps.push("STARTTLS");
+            }
+            if self.login_allowed() {
+                caps.extend(["AUTH=PLAIN", "SASL-IR"]);
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    /// The credentials of the pending LOGIN or AUTHENTICATE, for the driver to check.
+    pub fn take_credentials(&mut self) -> Option<Credentials> {
+        self.credentials.take()
+    }
+
+    /// TLS is up after STARTTLS.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+    }
+
+    /// Whether the session has made too many errors and should be closed.
+    pub fn too_many_errors(&self) -> bool {
+        self.errors >= self.config.limits.max_errors
+            && !self.config.faults.has(Policy::NoErrorLimit)
+    }
+
+    /// A reply the framer decided on (a malformed or oversized command); counts as an error.
+    pub fn rejected(&mut self, tag: Option<&str>, status: &str, text: &str) -> Vec<u8> {
+        self.errors += 1;
+        format!("{} {status} {text}\r\n", tag.unwrap_or("*")).into_bytes()
+    }
+
+    /// Handles one command: its reply bytes and what the driver does next.
+    pub fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
+        let tag = command.tag.as_ref().to_owned();
+        let mut out = Vec::new();
+        let next = self.dispatch(&tag, command.body, &mut out);
+        (out, next)
+    }
+
+    fn dispatch(&mut self, tag: &str, body: CommandBody<'_>, out: &mut Vec<u8>) -> Next {
+        let name = body.name();
+        match body {
+            // Any state (RFC 3501 6.1).
+            CommandBody::Capability => {
+                line(
+                    out,
+                    &format!("* CAPABILITY {}", self.capabilities().join(" ")),
+                );
+                ok(out, tag, "CAPABILITY completed");
+            }
+            CommandBody::Noop => ok(out, tag, "NOOP completed"),
+            CommandBody::Logout => {
+                line(out, "* BYE logging out");
+                ok(out, tag, "LOGOUT completed");
+                self.state = State::Logout;
+                return Next::Close;
+            }
+            CommandBody::Id { .. } => {
+                // RFC 2971: the server may answer NIL; it names itself instead.
+                line(out, "* ID (\"name\" \"reference-server\")");
+                ok(out, tag, "ID completed");
+            }
+            // Not authenticated (RFC 3501 6.2).
+            CommandBody::StartTLS => return self.starttls(tag, out),
+            CommandBody::Login { username, password } => {
+                return self.login(tag, &username, password.declassify(), out);
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                return self.authenticate(
+                    tag,
+                    &mechanism,
+                    initial_response.map(|r| r.declassify().to_vec()),
+                    out,
+                );
+            }
+            // Authenticated.
+            CommandBody::Namespace if self.authenticated().is_some() => {
+                // One personal namespace with "/" as the hierarchy delimiter (RFC 2342).
+                line(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                ok(out, tag, "NAMESPACE completed");
+            }
+            CommandBody::Enable { .. } if self.authenticated().is_some() => {
+                // Nothing that ENABLE can switch on is built yet (RFC 5161: list none).
+                line(out, "* ENABLED");
+                ok(out, tag, "ENABLE completed");
+            }
+            _ if self.authenticated().is_none() => {
+                self.bad(out, tag, &format!("{name} needs an authenticated session"));
+            }
+            _ => {
+                // Honest about what is missing: NO, not a pretend success.
+                self.no(out, tag, &format!("{name} is not built yet in this server"));
+            }
+        }
+        Next::Continue
+    }
+
+    fn authenticated(&self) -> Option<&str> {
+        match &self.state {
+            State::Authenticated { account } => Some(account),
+            _ => None,
+        }
+    }
+
+    fn starttls(&mut self, tag: &str, out: &mut Vec<u8>) -> Next {
+        if self.state != State::NotAuthenticated {
+            self.bad(out, tag, "STARTTLS is only allowed before authentication");
+        } else if self.conn.tls_mode != TlsMode::Starttls {
+            self.bad(out, tag, "STARTTLS is not offered on this port");
+        } else if self.tls {
+            self.bad(out, tag, "TLS is already active");
+        } else {
+            ok(out, tag, "Begin TLS negotiation now");
+            return Next::StartTls;
+        }
+        Next::Continue
+    }
+
+    fn login(
+        &mut self,
+        tag: &str,
+        user: &AString<'_>,
+        pass: &AString<'_>,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        if self.state != State::NotAuthenticated {
+            self.bad(out, tag, "Already authenticated");
+            return Next::Continue;
+        }
+        if !self.login_allowed() {
+            // RFC 3501 6.2.3 with the RFC 5530 code.
+            self.no(
+                out,
+                tag,
+                "[PRIVACYREQUIRED] LOGIN is disabled before STARTTLS",
+            );
+            return Next::Continue;
+        }
+        let (Ok(login), Ok(password)) = (
+            String::from_utf8(user.as_ref().to_vec()),
+            String::from_utf8(pass.as_ref().to_vec()),
+        ) else {
+            self.no(out, tag, "[AUTHENTICATIONFAILED] Invalid credentials");
+            return Next::Continue;
+        };
+        self.pending = Some(tag.to_owned());
+        self.credentials = Some(Credentials { login, password });
+        Next::Authenticate
+    }
+
+    fn authenticate(
+        &mut self,
+        tag: &str,
+        mechanism: &AuthMechanism<'_>,
+        initial: Option<Vec<u8>>,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        if self.state != State::NotAuthenticated {
+            self.bad(out, tag, "Already authenticated");
+            return Next::Continue;
+        }
+        if !self.login_allowed() {
+            self.no(
+                out,
+                tag,
+                "[PRIVACYREQUIRED] Authentication is disabled before STARTTLS",
+            );
+            return Next::Continue;
+        }
+        if *mechanism != AuthMechanism::Plain {
+            self.no(out, tag, "Unsupported authentication mechanism");
+            return Next::Continue;
+        }
+        match initial {
+            // SASL-IR (RFC 4959): imap-codec has decoded the base64 already.
+            Some(payload) => self.plain_payload(tag, &payload, out),
+            None => {
+                line(out, "+ ");
+                self.pending = Some(tag.to_owned());
+                Next::SaslResponse
+            }
+        }
+    }
+
+    /// The client's line after `+ ` in AUTHENTICATE PLAIN (RFC 3501 6.2.2).
+    pub fn sasl_response(&mut self, response: &[u8]) -> (Vec<u8>, Next) {
+        let mut out = Vec::new();
+        let tag = self.pending.take().unwrap_or_else(|| "*".into());
+        let text = String::from_utf8_lossy(response);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text == "*" {
+            self.bad(&mut out, &tag, "Authentication cancelled");
+            return (out, Next::Continue);
+        }
+        let next = match auth::decode_response(text) {
+            Ok(payload) => self.plain_payload(&tag, &payload, &mut out),
+            Err(_) => {
+                self.bad(&mut out, &tag, "Invalid base64 in SASL response");
+                Next::Continue
+            }
+        };
+        (out, next)
+    }
+
+    fn plain_payload(&mut self, tag: &str, payload: &[u8], out: &mut Vec<u8>) -> Next {
+        match auth::parse_plain(payload) {
+            Ok((login, password)) => {
+                self.pending = Some(tag.to_owned());
+                self.credentials = Some(Credentials { login, password });
+                Next::Authenticate
+            }
+            Err(why) => {
+                self.no(out, tag, &format!("[AUTHENTICATIONFAILED] {why}"));
+                Next::Continue
+            }
+        }
+    }
+
+    /// The verdict on the pending credentials: the account, or `None`.
+    pub fn login_result(&mut self, account: Option<String>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let tag = self.pending.take().unwrap_or_else(|| "*".into());
+        match account {
+            Some(account) => {
+                tracing::info!(peer = %self.conn.peer, account, "IMAP login");
+                self.state = State::Authenticated { account };
+                ok(
+                    &mut out,
+                    &tag,
+                    &format!("[CAPABILITY {}] Logged in", self.capabilities().join(" ")),
+                );
+            }
+            None => self.no(&mut out, &tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
+        }
+        out
+    }
+
+    /// A `* BYE` for an idle timeout or a shutdown.
+    pub fn bye(&mut self, text: &str) -> Vec<u8> {
+        self.state = State::Logout;
+        format!("* BYE {text}\r\n").into_bytes()
+    }
+
+    fn no(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) {
+        self.errors += 1;
+        line(out, &format!("{tag} NO {text}"));
+    }
+
+    fn bad(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) {
+        self.errors += 1;
+        line(out, &format!("{tag} BAD {text}"));
+    }
+}
+
+fn ok(out: &mut Vec<u8>, tag: &str, text: &str) {
+    line(out, &format!("{tag} OK {text}"));
+}
+
+fn line(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
