@@ -8,14 +8,15 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{SqliteContext, StoreError};
 
 /// The schema version this build writes; files with a larger `user_version` are refused.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Version 1. Integer ranges are checked by the database too, so that a bug cannot store a UID or
+/// Version 1, as first released: never edit it, since [`migrate`] replays it before the later
+/// steps on a new file. Integer ranges are checked by the database too, so that a bug cannot store a UID or
 /// UIDVALIDITY that IMAP could not announce (RFC 3501 9: nz-number is 1..2^32-1).
-const V1: &str = "
+pub(super) const V1: &str = "
 -- A single row of store-wide state. UIDVALIDITY comes from here rather than from the mailbox
 -- table so that a mailbox deleted and recreated under the same name gets a new, larger value.
 CREATE TABLE store_state (
@@ -72,6 +73,31 @@ CREATE TABLE expunged (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2, applied to a version 1 database: what a full IMAP server needs.
+const V2: &str = r"
+-- RFC 6154 special-use attribute; at most one mailbox per account has each, so that the server
+-- knows where to file sent mail or deleted messages.
+ALTER TABLE mailboxes ADD COLUMN special_use TEXT
+    CHECK (special_use IN ('\Sent', '\Drafts', '\Trash', '\Junk', '\Archive', '\All', '\Flagged'));
+CREATE UNIQUE INDEX mailboxes_special_use ON mailboxes (account_id, special_use)
+    WHERE special_use IS NOT NULL;
+
+-- Names, not mailbox ids: a subscription may name a mailbox that does not exist and outlives the
+-- deletion of the one it named (RFC 3501 6.3.6).
+CREATE TABLE subscriptions (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    PRIMARY KEY (account_id, name)
+) WITHOUT ROWID;
+INSERT INTO subscriptions (account_id, name)
+    SELECT account_id, name FROM mailboxes WHERE name = 'INBOX';
+
+-- CONDSTORE/QRESYNC ask for what changed since a mod-sequence; without these, every such question
+-- reads the whole mailbox.
+CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+";
+
 /// Opens the database at `path`, configures it for durability and brings its schema up to date.
 pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path).ctx("opening the database")?;
@@ -115,13 +141,19 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if found == VERSION {
         return Ok(());
     }
-    // Only version 0 (a new file) can be below VERSION today; later versions add steps here.
-    tx.execute_batch(V1).ctx("creating the schema")?;
-    tx.execute(
-        "INSERT INTO store_state (id, next_uidvalidity) VALUES (1, ?1)",
-        [initial_uidvalidity()],
-    )
-    .ctx("initialising the UIDVALIDITY counter")?;
+    // Each step upgrades from the version before it; a new file (version 0) takes them all.
+    if found < 1 {
+        tx.execute_batch(V1).ctx("creating the schema")?;
+        tx.execute(
+            "INSERT INTO store_state (id, next_uidvalidity) VALUES (1, ?1)",
+            [initial_uidvalidity()],
+        )
+        .ctx("initialising the UIDVALIDITY counter")?;
+    }
+    if found < 2 {
+        tx.execute_batch(V2)
+            .ctx("upgrading the schema to version 2")?;
+    }
     tx.pragma_update(None, "user_version", VERSION)
         .ctx("recording the schema version")?;
     tx.commit().ctx("committing the schema")
