@@ -79,13 +79,56 @@ pub enum StoreError {
         /// The account's address.
         account: String,
     },
+    /// A mailbox with children cannot be deleted; delete or move them first.
+    #[error("mailbox {mailbox:?} of account {account:?} has child mailboxes; delete them first")]
+    HasChildren {
+        /// The account's address.
+        account: String,
+        /// The mailbox name.
+        mailbox: String,
+    },
+    /// A mailbox cannot be renamed to a name below itself.
+    #[error(
+        "mailbox {from:?} of account {account:?} cannot be renamed to {to:?}, which lies below it"
+    )]
+    RenameIntoItself {
+        /// The account's address.
+        account: String,
+        /// The mailbox being renamed.
+        from: String,
+        /// The new name asked for.
+        to: String,
+    },
+    /// UNSUBSCRIBE named a mailbox the account does not subscribe to.
+    #[error("account {account:?} is not subscribed to {mailbox:?}")]
+    NotSubscribed {
+        /// The account's address.
+        account: String,
+        /// The mailbox name.
+        mailbox: String,
+    },
+    /// A flag is neither a settable system flag nor a valid keyword (an IMAP atom).
+    #[error(
+        "invalid flag {flag:?} for mailbox {mailbox:?} of account {account:?}: expected \\Answered, \\Flagged, \\Deleted, \\Seen, \\Draft or a keyword atom"
+    )]
+    InvalidFlag {
+        /// The account's address.
+        account: String,
+        /// The mailbox name.
+        mailbox: String,
+        /// The flag as given.
+        flag: String,
+    },
     /// An account address was empty or contained control characters.
     #[error(
         "invalid account address {0:?}: expected a non-empty address without control characters"
     )]
     InvalidAddress(String),
-    /// A mailbox name was empty or contained control characters.
-    #[error("invalid mailbox name {0:?}: expected a non-empty name without control characters")]
+    /// A mailbox name was empty, contained control characters or an empty hierarchy level.
+    #[error(
+        "invalid mailbox name {0:?}: expected a non-empty name without control characters or \
+         empty levels (leading, trailing or doubled '/')"
+    )]
     InvalidMailboxName(String),
     /// The mailbox has handed out every UID a 32-bit UIDNEXT can announce; it must be recreated.
     #[error("mailbox {mailbox:?} of account {account:?} has no UIDs left")]
