@@ -79,10 +79,13 @@ impl Store {
         let since = to_sql_u64(modseq)?;
         let conn = self.conn()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        // INDEXED BY: without statistics SQLite would rather walk the whole mailbox in UID order
+        // than sort the few messages a recent mod-sequence selects.
         let mut stmt = conn
             .prepare_cached(
                 "SELECT m.id, m.uid, m.size, m.internal_date, m.modseq, m.blob, f.flag
-                 FROM messages m LEFT JOIN message_flags f ON f.message_id = m.id
+                 FROM messages m INDEXED BY messages_modseq
+                 LEFT JOIN message_flags f ON f.message_id = m.id
                  WHERE m.mailbox_id = ?1 AND m.modseq > ?2 ORDER BY m.uid, f.flag",
             )
             .ctx("listing changed messages")?;
@@ -103,8 +106,10 @@ impl Store {
         let since = to_sql_u64(modseq)?;
         let conn = self.conn()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        // INDEXED BY: see `messages_changed_since`; this table only grows.
         conn.prepare_cached(
-            "SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+            "SELECT uid FROM expunged INDEXED BY expunged_modseq
+             WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
         )
         .and_then(|mut s| {
             s.query_map(params![mailbox.id, since], |r| r.get(0))?
