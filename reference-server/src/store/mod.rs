@@ -35,7 +35,7 @@ use self::error::{IoContext, SqliteContext};
 pub use self::flags::FlagOp;
 pub use self::mailboxes::{DELIMITER, MailboxInfo, SpecialUse};
 pub use self::reads::{MailboxCounts, MailboxStatus, MessageMeta};
-pub use self::watch::Change;
+pub use self::watch::{Change, WATCH_CAPACITY};
 use self::watch::{RecentMarks, Watchers};
 pub use self::writes::{AppendResult, CopyResult, Delivered, FlagsResult, MessageFlags};
 

@@ -225,7 +225,7 @@ impl Store {
     /// Only changes made through this handle and its clones are seen, not those of another
     /// process on the same directory.
     ///
-    /// The channel holds [`WATCH_CAPACITY`](super::watch::WATCH_CAPACITY) (1024) changes. A
+    /// The channel holds [`WATCH_CAPACITY`](super::WATCH_CAPACITY) (1024) changes. A
     /// receiver that falls further behind gets `RecvError::Lagged(n)`: `n` changes are lost, and
     /// the session must resync by re-reading the mailbox (e.g. [`Store::messages_changed_since`]
     /// and [`Store::expunged_since`] from the highest mod-sequence it knew), then keep receiving.

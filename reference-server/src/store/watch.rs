@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 /// How many changes a watcher may fall behind before it loses some and gets
 /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged).
-pub(super) const WATCH_CAPACITY: usize = 1024;
+pub const WATCH_CAPACITY: usize = 1024;
 
 /// A committed change to a watched mailbox, sent by [`Store::watch`](super::Store::watch).
 #[derive(Debug, Clone, PartialEq, Eq)]
