@@ -208,7 +208,10 @@ mod tests {
     fn non_synchronising_literal_needs_no_continuation() {
         let mut f = framer();
         f.push(b"a APPEND INBOX {3+}\r\nabc\r\n");
-        assert!(matches!(command(f.next_command()).body, CommandBody::Append { .. }));
+        assert!(matches!(
+            command(f.next_command()).body,
+            CommandBody::Append { .. }
+        ));
     }
 
     #[test]
