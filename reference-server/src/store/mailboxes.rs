@@ -227,7 +227,7 @@ impl Store {
             let messages = load_messages(&tx, inbox.id, &[(1, u32::MAX)])?;
             transfer_rows(&tx, account, to, &mut target, &messages)?;
             let uids: Vec<u32> = messages.iter().map(|m| m.meta.uid).collect();
-            let removed = expunge_rows(&tx, &mut inbox, &uids)?;
+            let removed = expunge_rows(&tx, &mut inbox, &uids, self.reuses_uids())?;
             tx.commit().ctx("committing the rename of INBOX")?;
             self.inner.watchers.send(
                 inbox.id,

@@ -63,6 +63,8 @@ struct Inner {
     watchers: Watchers,
     /// Locked only while `conn` is held (or without it), never the other way round.
     recent: RecentMarks,
+    /// The `imap_uid_reuse` fault: expunging lowers UIDNEXT again.
+    reuse_uids: std::sync::atomic::AtomicBool,
 }
 
 /// A mailbox row as the store uses it internally: the counters a write advances.
@@ -129,8 +131,24 @@ impl Store {
                 blobs,
                 watchers: Watchers::default(),
                 recent: RecentMarks::new(marks),
+                reuse_uids: Default::default(),
             }),
         })
+    }
+
+    /// Misbehaves for the harness's self-test (the `imap_uid_reuse` fault): after an expunge,
+    /// new messages get UIDs from just above the highest UID left, so the UIDs of expunged
+    /// messages at the top are handed out again. Never set outside that test.
+    pub fn set_reuse_uids(&self, reuse: bool) {
+        self.inner
+            .reuse_uids
+            .store(reuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn reuses_uids(&self) -> bool {
+        self.inner
+            .reuse_uids
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The connection, unless a thread panicked with it: its transaction state is then unknown.

@@ -217,6 +217,17 @@ impl Store {
         .ctx("listing recent messages")
     }
 
+    /// How many messages [`Store::claim_recent`] would hand out now, without claiming them: the
+    /// `RECENT` count of IMAP STATUS, which must not take \Recent away from a session.
+    pub fn recent_count(&self, account: &str, mailbox: &str) -> Result<u32, StoreError> {
+        let conn = self.conn()?;
+        let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        let mark = self.inner.recent.peek(mailbox.id);
+        conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1 AND uid > ?2")
+            .and_then(|mut s| s.query_row(params![mailbox.id, mark], |r| r.get(0)))
+            .ctx("counting recent messages")
+    }
+
     /// Subscribes to the changes of a mailbox, for IMAP IDLE and unsolicited EXISTS, EXPUNGE and
     /// FETCH responses. Every change committed after this returns is received, in commit order;
     /// read the mailbox after calling this (not before) and apply changes idempotently, since the

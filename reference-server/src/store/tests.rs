@@ -1803,7 +1803,11 @@ fn recent_is_claimed_by_exactly_one_caller() {
     store.deliver(&[ALICE], b"1").expect("deliver");
     store.deliver(&[ALICE], b"2").expect("deliver");
     let other_session = store.clone();
+    // Counting (IMAP STATUS) takes nothing away.
+    assert_eq!(store.recent_count(ALICE, INBOX).expect("count"), 2);
+    assert_eq!(store.recent_count(ALICE, INBOX).expect("count"), 2);
     assert_eq!(store.claim_recent(ALICE, INBOX).expect("claim"), [1, 2]);
+    assert_eq!(store.recent_count(ALICE, INBOX).expect("count"), 0);
     assert!(
         other_session
             .claim_recent(ALICE, "inbox")
@@ -2438,4 +2442,32 @@ proptest! {
             prop_assert_eq!(present, model[i].messages.keys().copied().collect::<BTreeSet<u32>>());
         }
     }
+}
+
+#[test]
+fn the_uid_reuse_fault_hands_out_expunged_uids_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.ensure_account(ALICE).expect("alice");
+    store.deliver(&[ALICE], b"1").expect("deliver");
+    store.deliver(&[ALICE], b"2").expect("deliver");
+    store.expunge(ALICE, INBOX, &[2]).expect("expunge");
+    assert_eq!(
+        store
+            .append(ALICE, INBOX, b"3", &[], None)
+            .expect("append")
+            .uid,
+        3,
+        "a correct store never reuses a UID"
+    );
+    store.set_reuse_uids(true);
+    store.expunge(ALICE, INBOX, &[3]).expect("expunge");
+    assert_eq!(
+        store
+            .append(ALICE, INBOX, b"4", &[], None)
+            .expect("append")
+            .uid,
+        2,
+        "with the fault, the UID after the highest one left"
+    );
 }

@@ -126,6 +126,12 @@ impl RecentMarks {
         Some(std::mem::replace(mark, top))
     }
 
+    /// Where the watermark of mailbox `id` stands, without moving it.
+    pub(super) fn peek(&self, id: i64) -> u32 {
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        marks.get(&id).copied().unwrap_or(0)
+    }
+
     /// Forgets a deleted mailbox.
     pub(super) fn forget(&self, id: i64) {
         self.marks

@@ -327,7 +327,7 @@ impl Store {
         let tx = immediate(&mut conn)?;
         let mut row = existing_mailbox(&tx, account, name)?;
         let uids = select(&tx, row.id)?;
-        let removed = expunge_rows(&tx, &mut row, &uids)?;
+        let removed = expunge_rows(&tx, &mut row, &uids, self.reuses_uids())?;
         tx.commit().ctx("committing an expunge")?;
         self.inner.watchers.send(
             row.id,
@@ -364,7 +364,7 @@ impl Store {
             // Re-read: when moving within one mailbox, the copy has just advanced its counters.
             let mut source = mailbox_by_id(&tx, source.id)?;
             let uids: Vec<u32> = messages.iter().map(|m| m.meta.uid).collect();
-            expunge_rows(&tx, &mut source, &uids)?
+            expunge_rows(&tx, &mut source, &uids, self.reuses_uids())?
         } else {
             Vec::new()
         };
@@ -467,6 +467,7 @@ pub(super) fn expunge_rows(
     tx: &Transaction<'_>,
     row: &mut MailboxRow,
     uids: &[u32],
+    reuse_uids: bool,
 ) -> Result<Vec<(u32, u64)>, StoreError> {
     let mut removed = Vec::with_capacity(uids.len());
     for &uid in uids {
@@ -485,6 +486,13 @@ pub(super) fn expunge_rows(
         .and_then(|mut s| s.execute(params![row.id, uid, sql_modseq]))
         .ctx("recording an expunge")?;
         removed.push((uid, modseq));
+    }
+    if !removed.is_empty() && reuse_uids {
+        // The `imap_uid_reuse` fault: UIDNEXT falls back to just above the highest UID left.
+        row.uidnext = tx
+            .prepare_cached("SELECT COALESCE(MAX(uid), 0) + 1 FROM messages WHERE mailbox_id = ?1")
+            .and_then(|mut s| s.query_row([row.id], |r| r.get(0)))
+            .ctx("finding the highest UID left")?;
     }
     if !removed.is_empty() {
         row.save(tx)?;
