@@ -4,6 +4,7 @@
 
 mod conn;
 mod error;
+pub mod imap;
 pub mod legacy_tls;
 pub mod pop3;
 pub mod smtp;
