@@ -2881,3 +2881,1276 @@ fn unexpected_continuation(what: &str, head: &[u8]) -> ClientError {
         head,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::clients::test_support::{read_until, serve_once, test_cert};
+    use crate::clients::transcript::Entry;
+    use crate::target::TlsSettings;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn trusting(ca_pem: &str) -> TlsClient {
+        let settings = TlsSettings {
+            ca_pem: Some(ca_pem.to_owned()),
+            server_name: Some("localhost".to_owned()),
+            ..TlsSettings::default()
+        };
+        TlsClient::from_settings(&settings, "127.0.0.1").unwrap()
+    }
+
+    /// Frames and parses `wire` whole, and fed one byte more at a time, checking that the
+    /// framer completes exactly at the end and both ways agree.
+    fn parse_all(wire: &[u8]) -> Result<Incoming, ClientError> {
+        let framer = Framer::new(DEFAULT_MAX_LITERAL);
+        for end in 0..wire.len() {
+            match framer.parse(&wire[..end]) {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("complete after {end} of {} bytes", wire.len()),
+                Err(error) => return Err(error),
+            }
+        }
+        let whole = Framer::new(DEFAULT_MAX_LITERAL).parse(wire);
+        let fed = framer.parse(wire);
+        assert_eq!(format!("{whole:?}"), format!("{fed:?}"));
+        let ((incoming, _head), used) = whole?.expect("a complete response");
+        assert_eq!(used, wire.len());
+        Ok(incoming)
+    }
+
+    fn parse(wire: &[u8]) -> Incoming {
+        parse_all(wire).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn untagged(wire: &[u8]) -> Response {
+        match parse(wire) {
+            Incoming::Untagged(response) => response,
+            other => panic!("not untagged: {other:?}"),
+        }
+    }
+
+    fn status(wire: &[u8]) -> Status {
+        match parse(wire) {
+            Incoming::Untagged(Response::Status(status)) => status,
+            Incoming::Tagged(tagged) => tagged.status,
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    fn code(wire: &[u8]) -> Code {
+        status(wire).code.expect("a response code")
+    }
+
+    fn fetch(wire: &[u8]) -> Fetch {
+        match untagged(wire) {
+            Response::Fetch(fetch) => fetch,
+            other => panic!("not a FETCH: {other:?}"),
+        }
+    }
+
+    fn malformed_reason<T: fmt::Debug>(result: Result<T, ClientError>) -> String {
+        match result {
+            Err(ClientError::MalformedReply { reason, .. }) => reason,
+            other => panic!("expected a malformed reply, got {other:?}"),
+        }
+    }
+
+    fn set(ranges: &[(u32, u32)]) -> SequenceSet {
+        SequenceSet {
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    #[test]
+    fn status_responses_and_codes() {
+        let tagged = parse(b"a1 OK [READ-WRITE] SELECT completed\r\n");
+        let Incoming::Tagged(Tagged { tag, status: ok }) = tagged else {
+            panic!("{tagged:?}")
+        };
+        assert_eq!(tag, "a1");
+        assert_eq!(ok.kind, StatusKind::Ok);
+        assert_eq!(ok.code, Some(Code::ReadWrite));
+        assert_eq!(ok.text, "SELECT completed");
+        assert_eq!(ok.to_string(), "OK [READ-WRITE] SELECT completed");
+        assert_eq!(status(b"* BYE logging out\r\n").kind, StatusKind::Bye);
+        assert_eq!(status(b"* PREAUTH hi\r\n").kind, StatusKind::Preauth);
+        assert_eq!(status(b"a2 bad what?\r\n").kind, StatusKind::Bad);
+        // `[CODE]` CRLF without the SP before the (empty) text is tolerated.
+        assert_eq!(status(b"a3 OK [READ-ONLY]\r\n").code, Some(Code::ReadOnly));
+        assert_eq!(
+            code(b"a1 NO [TRYCREATE] no such mailbox\r\n"),
+            Code::TryCreate
+        );
+        assert_eq!(
+            code(b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n"),
+            Code::UidValidity(3_857_529_045)
+        );
+        assert_eq!(
+            code(b"* OK [UIDNEXT 4392] Predicted next UID\r\n"),
+            Code::UidNext(4392)
+        );
+        assert_eq!(code(b"* OK [UNSEEN 12] first\r\n"), Code::Unseen(12));
+        assert_eq!(
+            code(b"* OK [PERMANENTFLAGS (\\Deleted \\Seen $Junk \\*)] Limited\r\n"),
+            Code::PermanentFlags(vec![
+                "\\Deleted".into(),
+                "\\Seen".into(),
+                "$Junk".into(),
+                "\\*".into()
+            ])
+        );
+        assert_eq!(
+            code(b"* OK [HIGHESTMODSEQ 715194045007] Highest\r\n"),
+            Code::HighestModseq(715_194_045_007)
+        );
+        assert_eq!(
+            code(b"a4 OK [APPENDUID 38505 3955] APPEND completed\r\n"),
+            Code::AppendUid {
+                uidvalidity: 38505,
+                uids: set(&[(3955, 3955)])
+            }
+        );
+        let copy = code(b"a5 OK [COPYUID 38505 304,319:320 3956:3958] Done\r\n");
+        assert_eq!(
+            copy,
+            Code::CopyUid {
+                uidvalidity: 38505,
+                source: set(&[(304, 304), (319, 320)]),
+                destination: set(&[(3956, 3958)]),
+            }
+        );
+        assert_eq!(copy.to_string(), "COPYUID 38505 304,319:320 3956:3958");
+        assert_eq!(
+            code(b"a6 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"),
+            Code::Other {
+                name: "AUTHENTICATIONFAILED".into(),
+                arguments: None
+            }
+        );
+        assert_eq!(
+            code(b"a7 NO [privacyrequired] Use TLS\r\n").name(),
+            "PRIVACYREQUIRED"
+        );
+        assert_eq!(
+            code(b"* NO [BADCHARSET (UTF-8 US-ASCII)] x\r\n"),
+            Code::BadCharset(vec!["UTF-8".into(), "US-ASCII".into()])
+        );
+        assert_eq!(
+            code(b"a8 OK [MODIFIED 7,9] Conditional STORE failed\r\n"),
+            Code::Modified(set(&[(7, 7), (9, 9)]))
+        );
+        assert_eq!(
+            code(b"* OK [X-FOO bar baz] x\r\n"),
+            Code::Other {
+                name: "X-FOO".into(),
+                arguments: Some("bar baz".into())
+            }
+        );
+        let greeting = status(b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ready\r\n");
+        assert_eq!(
+            greeting.capabilities().unwrap(),
+            ["IMAP4rev1", "STARTTLS", "AUTH=PLAIN"]
+        );
+        // A status line ending in `{5}` is text, not a literal.
+        assert_eq!(status(b"a9 OK done {5}\r\n").text, "done {5}");
+    }
+
+    #[test]
+    fn message_counts_and_flags() {
+        assert_eq!(untagged(b"* 23 EXISTS\r\n"), Response::Exists(23));
+        assert_eq!(untagged(b"* 0 EXISTS\r\n"), Response::Exists(0));
+        assert_eq!(untagged(b"* 5 RECENT\r\n"), Response::Recent(5));
+        assert_eq!(untagged(b"* 44 expunge\r\n"), Response::Expunge(44));
+        assert_eq!(
+            untagged(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)\r\n"),
+            Response::Flags(
+                [
+                    "\\Answered",
+                    "\\Flagged",
+                    "\\Deleted",
+                    "\\Seen",
+                    "\\Draft",
+                    "$Forwarded"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+        assert_eq!(
+            untagged(b"* VANISHED (EARLIER) 41,43:116\r\n"),
+            Response::Vanished {
+                earlier: true,
+                uids: set(&[(41, 41), (43, 116)])
+            }
+        );
+    }
+
+    #[test]
+    fn search_and_esearch() {
+        assert_eq!(
+            untagged(b"* SEARCH\r\n"),
+            Response::Search(Search {
+                numbers: vec![],
+                modseq: None
+            })
+        );
+        assert_eq!(
+            untagged(b"* SEARCH 2 84 882\r\n"),
+            Response::Search(Search {
+                numbers: vec![2, 84, 882],
+                modseq: None
+            })
+        );
+        assert_eq!(
+            untagged(b"* SEARCH 2 5 (MODSEQ 917162500)\r\n"),
+            Response::Search(Search {
+                numbers: vec![2, 5],
+                modseq: Some(917_162_500)
+            })
+        );
+        // ESEARCH has no variant of its own; it parses generically.
+        let Response::Other {
+            number: None,
+            name,
+            values,
+        } = untagged(b"* ESEARCH (TAG \"a1\") UID MIN 1 COUNT 3 ALL 1:3,5\r\n")
+        else {
+            panic!("ESEARCH is not Other");
+        };
+        assert_eq!(name, "ESEARCH");
+        assert_eq!(
+            values,
+            [
+                Value::List(vec![
+                    Value::Atom("TAG".into()),
+                    Value::String(b"a1".to_vec())
+                ]),
+                Value::Atom("UID".into()),
+                Value::Atom("MIN".into()),
+                Value::Number(1),
+                Value::Atom("COUNT".into()),
+                Value::Number(3),
+                Value::Atom("ALL".into()),
+                Value::Atom("1:3,5".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn list_lsub_and_mailbox_names() {
+        let Response::List(sent) = untagged(b"* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n")
+        else {
+            panic!("not LIST")
+        };
+        assert_eq!(sent.attributes, ["\\HasNoChildren", "\\Sent"]);
+        assert!(sent.has_attribute("\\sent") && !sent.has_attribute("\\Trash"));
+        assert_eq!((sent.delimiter, sent.name.as_str()), (Some('/'), "Sent"));
+        let Response::Lsub(flat) = untagged(b"* LSUB () NIL INBOX\r\n") else {
+            panic!("not LSUB")
+        };
+        assert_eq!((flat.delimiter, flat.name.as_str()), (None, "INBOX"));
+        let Response::List(escaped) = untagged(b"* LIST () \".\" \"a \\\"b\\\" \\\\c\"\r\n") else {
+            panic!("not LIST")
+        };
+        assert_eq!(escaped.name, "a \"b\" \\c");
+        let Response::List(literal) = untagged(b"* LIST (\\Noselect) \"/\" {4}\r\nx)y\"\r\n")
+        else {
+            panic!("not LIST")
+        };
+        assert_eq!(literal.name, "x)y\"");
+        let Response::List(extended) = untagged(
+            b"* LIST (\\Subscribed) \"/\" \"Foo/&AOQ-\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n",
+        ) else {
+            panic!("not LIST")
+        };
+        assert_eq!(extended.decoded_name().unwrap(), "Foo/\u{e4}");
+        assert_eq!(
+            extended.extended,
+            [
+                Value::String(b"CHILDINFO".to_vec()),
+                Value::List(vec![Value::String(b"SUBSCRIBED".to_vec())])
+            ]
+        );
+    }
+
+    #[test]
+    fn status_enabled_namespace_id_capability() {
+        let Response::MailboxStatus(status) = untagged(
+            b"* STATUS blurdybloop (MESSAGES 231 UIDNEXT 44292 HIGHESTMODSEQ 7011231777)\r\n",
+        ) else {
+            panic!("not STATUS")
+        };
+        assert_eq!(status.mailbox, "blurdybloop");
+        assert_eq!(status.get("messages"), Some(231));
+        assert_eq!(status.get("HIGHESTMODSEQ"), Some(7_011_231_777));
+        assert_eq!(status.get("UNSEEN"), None);
+        assert_eq!(
+            untagged(b"* ENABLED CONDSTORE QRESYNC\r\n"),
+            Response::Enabled(vec!["CONDSTORE".into(), "QRESYNC".into()])
+        );
+        assert_eq!(untagged(b"* ENABLED\r\n"), Response::Enabled(vec![]));
+        let Response::Namespace(namespaces) = untagged(
+            b"* NAMESPACE ((\"\" \"/\")) ((\"~\" \"/\")) ((\"#shared/\" \"/\" \"X-PARAM\" (\"a\" \"b\"))(\"#public/\" NIL))\r\n",
+        ) else {
+            panic!("not NAMESPACE")
+        };
+        assert_eq!(namespaces.personal.len(), 1);
+        assert_eq!(namespaces.personal[0].prefix, "");
+        assert_eq!(namespaces.other_users[0].prefix, "~");
+        assert_eq!(namespaces.shared.len(), 2);
+        assert_eq!(
+            namespaces.shared[0].extensions,
+            [("X-PARAM".to_owned(), vec!["a".to_owned(), "b".to_owned()])]
+        );
+        assert_eq!(namespaces.shared[1].delimiter, None);
+        let Response::Namespace(only_personal) =
+            untagged(b"* NAMESPACE ((\"\" \".\")) NIL NIL\r\n")
+        else {
+            panic!("not NAMESPACE")
+        };
+        assert!(only_personal.other_users.is_empty() && only_personal.shared.is_empty());
+        assert_eq!(
+            untagged(b"* ID (\"name\" \"Dovecot\" \"version\" NIL)\r\n"),
+            Response::Id(Some(vec![
+                ("name".into(), Some("Dovecot".into())),
+                ("version".into(), None)
+            ]))
+        );
+        assert_eq!(untagged(b"* ID NIL\r\n"), Response::Id(None));
+        assert_eq!(
+            untagged(b"* CAPABILITY IMAP4rev1 IDLE LITERAL+\r\n"),
+            Response::Capability(vec!["IMAP4rev1".into(), "IDLE".into(), "LITERAL+".into()])
+        );
+    }
+
+    #[test]
+    fn fetch_items() {
+        let flags = fetch(b"* 12 FETCH (FLAGS (\\Seen $Label1) UID 4827313 RFC822.SIZE 44827 MODSEQ (624140003))\r\n");
+        assert_eq!(flags.seq, 12);
+        assert_eq!(flags.flags().unwrap(), ["\\Seen", "$Label1"]);
+        assert!(flags.has_flag("\\seen") && !flags.has_flag("\\Deleted"));
+        assert_eq!(flags.uid(), Some(4_827_313));
+        assert_eq!(flags.rfc822_size(), Some(44827));
+        assert_eq!(flags.modseq(), Some(624_140_003));
+        let sections = fetch(
+            b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)]<0> {22}\r\nSubject: hi\r\nFrom: x\r\n BODY[1.MIME] NIL BODY[] \"\" INTERNALDATE \" 7-Feb-1994 21:52:25 -0800\")\r\n",
+        );
+        assert_eq!(sections.items[0].0, "BODY[HEADER.FIELDS (SUBJECT FROM)]<0>");
+        assert_eq!(
+            sections.body("HEADER.FIELDS (SUBJECT FROM)"),
+            Some(&b"Subject: hi\r\nFrom: x\r\n"[..])
+        );
+        assert_eq!(sections.get("BODY[1.MIME]"), Some(&Value::Nil));
+        assert_eq!(sections.body("1.MIME"), None);
+        assert_eq!(sections.body(""), Some(&b""[..]));
+        assert_eq!(sections.body("HEADER"), None);
+        assert_eq!(sections.internal_date(), Some(" 7-Feb-1994 21:52:25 -0800"));
+        let envelope = fetch(
+            b"* 2 FETCH (ENVELOPE (\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" \"IMAP4rev1 WG\" ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((\"Terry Gray\" NIL \"gray\" \"cac.washington.edu\")) ((NIL NIL \"imap\" \"cac.washington.edu\")) ((NIL NIL \"minutes\" \"CNRI.Reston.VA.US\")) NIL NIL \"<B27397-0100000@cac.washington.edu>\"))\r\n",
+        );
+        let fields = envelope.envelope().unwrap().as_list().unwrap();
+        assert_eq!(fields[1].as_str(), Some("IMAP4rev1 WG"));
+        assert_eq!(
+            fields[5].get(0).unwrap().get(2).unwrap().as_str(),
+            Some("imap")
+        );
+        let structure = fetch(
+            b"* 3 FETCH (BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 1152 23)(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\" \"NAME\" \"cc.diff\") \"<960723163407.20117h@cac.washington.edu>\" \"Compiler diff\" \"BASE64\" 4554 73) \"MIXED\"))\r\n",
+        );
+        let parts = structure.bodystructure().unwrap().as_list().unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[2].as_str(), Some("MIXED"));
+        assert_eq!(parts[1].get(6).unwrap().as_number(), Some(4554));
+    }
+
+    #[test]
+    fn continuations() {
+        let plain = |wire: &[u8]| match parse(wire) {
+            Incoming::Continuation(continuation) => continuation,
+            other => panic!("not a continuation: {other:?}"),
+        };
+        assert_eq!(plain(b"+ idling\r\n").text, "idling");
+        assert_eq!(plain(b"+ \r\n").text, "");
+        assert_eq!(plain(b"+\r\n").text, "");
+        assert_eq!(plain(b"+ dGVzdA==\r\n").text, "dGVzdA==");
+        assert_eq!(plain(b"+ [ALERT] hm\r\n").code, Some(Code::Alert));
+    }
+
+    #[test]
+    fn literals_split_anywhere_and_bounded() {
+        // parse_all feeds byte by byte: the framer must not finish at the `)` inside the literal
+        // or the CRLF that the literal contains.
+        let wire = b"* 7 FETCH (BODY[] {11}\r\na)\r\n\r\n* 1 X UID 9)\r\n";
+        let fetched = fetch(wire);
+        assert_eq!(fetched.body(""), Some(&b"a)\r\n\r\n* 1 X"[..]));
+        assert_eq!(fetched.uid(), Some(9));
+        // Two literals, and an empty one.
+        let two = fetch(b"* 1 FETCH (BODY[1] {3}\r\nabc BODY[2] {0}\r\n)\r\n");
+        assert_eq!(
+            (two.body("1"), two.body("2")),
+            (Some(&b"abc"[..]), Some(&b""[..]))
+        );
+        // A second response in the same buffer is left alone.
+        let framer = Framer::new(DEFAULT_MAX_LITERAL);
+        let (_, used) = framer
+            .parse(b"* 1 EXISTS\r\n* 2 FETCH (BODY[] {1}\r\nx)\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, 12);
+        // The literal limit counts every literal of a response.
+        let framer = Framer::new(10);
+        assert!(
+            framer
+                .parse(b"* 1 FETCH (BODY[1] {6}\r\n")
+                .unwrap()
+                .is_none()
+        );
+        let reason =
+            malformed_reason(framer.parse(b"* 1 FETCH (BODY[1] {6}\r\nabcdef BODY[2] {5}\r\n"));
+        assert!(reason.contains("limit of 10"), "{reason}");
+        assert!(
+            malformed_reason(
+                Framer::new(10).parse(b"* 1 FETCH (BODY[] {99999999999999999999999}\r\n")
+            )
+            .contains("memory")
+        );
+    }
+
+    #[test]
+    fn over_long_lines_are_bounded() {
+        let framer = Framer::new(DEFAULT_MAX_LITERAL);
+        let mut long = b"* SEARCH".to_vec();
+        while long.len() < MAX_LINE {
+            long.extend_from_slice(b" 1");
+        }
+        long.truncate(MAX_LINE);
+        assert!(framer.parse(&long).unwrap().is_none());
+        long.push(b'1');
+        let reason = malformed_reason(framer.parse(&long));
+        assert!(reason.contains("no line end"), "{reason}");
+        // Only the start is kept in the error.
+        let Err(ClientError::MalformedReply { bytes, .. }) = Framer::new(5).parse(&long) else {
+            panic!("not malformed")
+        };
+        assert_eq!(bytes.len(), 2 * SHOWN_AROUND_ERROR);
+        // Lines after literals count towards the same limit.
+        let mut spread = b"* 1 FETCH (BODY[1] {1}\r\nx".to_vec();
+        spread.extend(std::iter::repeat_n(b' ', MAX_LINE));
+        assert!(Framer::new(DEFAULT_MAX_LITERAL).parse(&spread).is_err());
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        let nested = [b"* X ".as_slice(), &[b'('; 200], &[b')'; 200], b"\r\n"].concat();
+        for (wire, expected) in [
+            (&b"* 3 EXISTS\n"[..], "bare LF"),
+            (b"* 3 EXISTS\rx\r\n", "bare CR"),
+            (b"* 0 EXPUNGE\r\n", "message number 0"),
+            (b"* 0 FETCH (UID 1)\r\n", "message number 0"),
+            (b"* 4294967296 EXISTS\r\n", "32 bits"),
+            (b"* 3 EXISTS extra\r\n", "CRLF"),
+            (b"a1 FOO bar\r\n", "not OK, NO or BAD"),
+            (b"a1 PREAUTH x\r\n", "not OK, NO or BAD"),
+            (b"a1\r\n", "a space"),
+            (b"a1 OK\r\n", "a space"),
+            (b"* LIST (Noslash) \"/\" x\r\n", "name attribute"),
+            (b"* LIST () \"//\" x\r\n", "delimiter"),
+            (b"* LIST () \"/\" \"open\r\n", "not closed"),
+            (b"* LIST () \"/\" \"a\\b\"\r\n", "backslash"),
+            (b"* LIST () \"/\" \"a\x00\"\r\n", "NUL"),
+            (b"* LIST () \"/\" x y\r\n", "not a list"),
+            (b"* 1 FETCH (BODY[] {3}\r\na\x00c)\r\n", "NUL in a literal"),
+            (b"* 1 FETCH ()\r\n", "without items"),
+            (b"* 1 FETCH (UID 0)\r\n", "UID is 0"),
+            (b"* 1 FETCH (FLAGS \\Seen)\r\n", "'('"),
+            (b"* 1 FETCH (BODY[TEXT BODY)\r\n", "section"),
+            (b"* 1 FETCH (INTERNALDATE \"yesterday\")\r\n", "date-time"),
+            (
+                b"* 1 FETCH (INTERNALDATE \"17-Foo-1996 02:44:25 -0700\")\r\n",
+                "date-time",
+            ),
+            (b"* 1 FETCH (ENVELOPE (NIL NIL))\r\n", "10"),
+            (
+                b"* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 3))\r\n",
+                "lines",
+            ),
+            (b"* 1 FETCH (MODSEQ (0))\r\n", "mod-sequence"),
+            (b"* OK [UIDNEXT 0] x\r\n", "is 0"),
+            (b"* OK [UIDNEXT x] x\r\n", "a number"),
+            (b"* OK [COPYUID 1 2] x\r\n", "a space"),
+            (b"* OK [ALERT x\r\n", "']'"),
+            (b"* SEARCH 0\r\n", "is 0"),
+            (b"* SEARCH 1 \r\n", "a number"),
+            (b"* STATUS x (MESSAGES)\r\n", "a space"),
+            (b"* CAPABILITY\r\n", "capability"),
+            (b"* NAMESPACE ((\"\" \"/\"))\r\n", "a space"),
+            (b"* ID (\"name\")\r\n", "a space"),
+            (b"*3 EXISTS\r\n", "a space"),
+            (b"(x)\r\n", "a tag"),
+            (b"+OK\r\n", "a space"),
+            (&nested, "nested deeper"),
+        ] {
+            let reason = malformed_reason(parse_all(wire));
+            assert!(
+                reason.contains(expected),
+                "{:?}: {reason}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    #[test]
+    fn mangled_responses_never_panic() {
+        let samples: [&[u8]; 6] = [
+            b"* 1 FETCH (BODY[HEADER.FIELDS (A B)]<0> {3}\r\nabc UID 4 FLAGS (\\Seen))\r\n",
+            b"* LIST (\\HasNoChildren) \"/\" \"a\\\"b\"\r\n",
+            b"a1 OK [COPYUID 1 2:3 4,5] done\r\n",
+            b"* NAMESPACE ((\"\" \"/\")) NIL ((\"#s/\" \"/\" \"X\" (\"a\")))\r\n",
+            b"* 2 FETCH (ENVELOPE (NIL \"s\" ((NIL NIL \"a\" \"b\")) NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            b"* STATUS \"x\" (MESSAGES 1 UIDNEXT 2)\r\n",
+        ];
+        let mut outcomes = [0usize; 2];
+        for sample in samples {
+            for at in 0..sample.len() {
+                for replacement in [
+                    b' ', b'(', b')', b'{', b'"', b'\\', b'\r', b'\n', 0, b'9', 0xff,
+                ] {
+                    let mut mangled = sample.to_vec();
+                    mangled[at] = replacement;
+                    match Framer::new(64).parse(&mangled) {
+                        Ok(_) => outcomes[0] += 1,
+                        Err(ClientError::MalformedReply { .. }) => outcomes[1] += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                    let mut cut = sample[..at].to_vec();
+                    cut.extend_from_slice(b"\r\n");
+                    assert!(matches!(
+                        parse_response(&cut),
+                        Ok(_) | Err(ClientError::MalformedReply { .. })
+                    ));
+                }
+            }
+        }
+        assert!(outcomes[1] > 0 && outcomes[0] > 0, "{outcomes:?}");
+    }
+
+    #[test]
+    fn modified_utf7() {
+        for (decoded, encoded) in [
+            ("INBOX", "INBOX"),
+            ("Entw\u{fc}rfe", "Entw&APw-rfe"),
+            ("R&D", "R&-D"),
+            (
+                "~peter/mail/\u{53f0}\u{5317}/\u{65e5}\u{672c}\u{8a9e}",
+                "~peter/mail/&U,BTFw-/&ZeVnLIqe-",
+            ),
+            ("\u{1f600}", "&2D3eAA-"),
+            ("tab\there", "tab&AAk-here"),
+            ("", ""),
+        ] {
+            assert_eq!(encode_modified_utf7(decoded), encoded);
+            assert_eq!(decode_modified_utf7(encoded).unwrap(), decoded);
+        }
+        for bad in [
+            "&U,BTFw",   // no closing '-'
+            "&AGE-",     // 'a' encoded
+            "caf\u{e9}", // raw 8-bit
+            "&Jjo!-",    // not base64
+            "&AP-",      // not whole UTF-16 units
+            "&2D0-",     // lone surrogate
+            "&APy-\x01", // raw control character
+        ] {
+            let reason = malformed_reason(decode_modified_utf7(bad));
+            assert!(reason.contains("not modified UTF-7"), "{bad:?}: {reason}");
+        }
+        assert_eq!(mailbox_arg("a\"b\u{e9}"), "\"a\\\"b&AOk-\"");
+    }
+
+    #[test]
+    fn quoting_and_display() {
+        assert_eq!(quote(b"a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
+        assert_eq!(quote(b"").as_deref(), Some("\"\""));
+        for unquotable in [&b"a\r\n"[..], b"\x00", b"caf\xc3\xa9"] {
+            assert_eq!(quote(unquotable), None);
+        }
+        let value = Value::List(vec![
+            Value::Nil,
+            Value::Number(3),
+            Value::Atom("\\Seen".into()),
+            Value::String(b"a\"b".to_vec()),
+            Value::String(b"x\r\ny".to_vec()),
+        ]);
+        assert_eq!(
+            value.to_string(),
+            "(NIL 3 \\Seen \"a\\\"b\" {4}\\r\\nx\\r\\ny)"
+        );
+        let uids = set(&[(5, 3), (9, 9)]);
+        assert_eq!(uids.to_string(), "5:3,9");
+        assert!(uids.contains(4) && !uids.contains(6));
+        assert_eq!(uids.iter().collect::<Vec<_>>(), [3, 4, 5, 9]);
+        assert_eq!((uids.single(), set(&[(7, 7)]).single()), (None, Some(7)));
+    }
+
+    /// A fake server: sends `greeting`, then for each step reads one line (up to CRLF) and
+    /// sends the step with `{tag}` replaced by that line's first word. Returns what it read.
+    async fn scripted(
+        greeting: &'static str,
+        steps: Vec<&'static str>,
+    ) -> (String, JoinHandle<Vec<u8>>) {
+        serve_once(move |mut stream: TcpStream| async move {
+            stream.write_all(greeting.as_bytes()).await.unwrap();
+            let mut received = Vec::new();
+            for step in steps {
+                let line = read_until(&mut stream, b"\r\n").await;
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let tag = text
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_owned();
+                received.extend(line);
+                stream
+                    .write_all(step.replace("{tag}", &tag).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            received
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn full_session() {
+        let (addr, server) = serve_once(|mut stream| async move {
+            stream
+                .write_all(b"* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] ready\r\n")
+                .await
+                .unwrap();
+            let mut received = read_until(&mut stream, b"\r\n").await;
+            stream
+                .write_all(b"a1 OK [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in\r\n")
+                .await
+                .unwrap();
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            stream
+                .write_all(
+                    b"* 172 EXISTS\r\n* 1 RECENT\r\n* OK [UNSEEN 12] x\r\n\
+                      * OK [UIDVALIDITY 3857529045] x\r\n* OK [UIDNEXT 4392] x\r\n\
+                      * FLAGS (\\Answered \\Seen)\r\n* OK [PERMANENTFLAGS (\\Seen \\*)] x\r\n\
+                      * OK [HIGHESTMODSEQ 90060128194045007] x\r\n\
+                      a2 OK [READ-WRITE] SELECT completed\r\n",
+                )
+                .await
+                .unwrap();
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            // The literal arrives in pieces, split inside its announcement and its octets.
+            for piece in [
+                &b"* 1 FETCH (UID 7 BODY[] {2"[..],
+                b"3}\r\nSubject: hi\r\n",
+                b"\r\nbody\r\n\r\n)\r\n* 2 FETCH (UID 8 BODY[] NIL)\r",
+                b"\na3 OK FETCH done\r\n",
+            ] {
+                stream.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            stream
+                .write_all(b"* BYE see you\r\na4 OK LOGOUT completed\r\n")
+                .await
+                .unwrap();
+            received
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        let greeting = client.greeting().await.unwrap();
+        assert!(greeting.is_ok());
+        assert!(client.has_capability("literal+"));
+        let login = client.login("al\"ice", "pa ss\\").await.unwrap();
+        assert!(login.is_ok());
+        assert!(client.has_capability("MOVE") && !client.has_capability("LITERAL+"));
+        let selected = client.select("INBOX").await.unwrap();
+        assert!(selected.result.is_ok());
+        assert_eq!(selected.exists, Some(172));
+        assert_eq!(selected.recent, Some(1));
+        assert_eq!(selected.unseen, Some(12));
+        assert_eq!(selected.uidvalidity, Some(3_857_529_045));
+        assert_eq!(selected.uidnext, Some(4392));
+        assert_eq!(selected.flags.as_deref().unwrap(), ["\\Answered", "\\Seen"]);
+        assert_eq!(
+            selected.permanent_flags.as_deref().unwrap(),
+            ["\\Seen", "\\*"]
+        );
+        assert_eq!(selected.highest_modseq, Some(90_060_128_194_045_007));
+        assert_eq!(selected.read_only, Some(false));
+        let fetched = client.uid_fetch("7:8", "(UID BODY[])").await.unwrap();
+        assert_eq!(fetched.tagged.text, "FETCH done");
+        let fetches = fetched.fetches();
+        assert_eq!(fetches.len(), 2);
+        assert_eq!(
+            fetches[0].body(""),
+            Some(&b"Subject: hi\r\n\r\nbody\r\n\r\n"[..])
+        );
+        assert_eq!(fetches[1].uid(), Some(8));
+        assert_eq!(fetches[1].body(""), None);
+        let logout = client.logout().await.unwrap();
+        assert!(logout.is_ok());
+        assert!(matches!(
+            &logout.untagged[..],
+            [Response::Status(Status {
+                kind: StatusKind::Bye,
+                ..
+            })]
+        ));
+        assert_eq!(
+            String::from_utf8(server.await.unwrap()).unwrap(),
+            "a1 LOGIN \"al\\\"ice\" \"pa ss\\\\\"\r\na2 SELECT \"INBOX\"\r\n\
+             a3 UID FETCH 7:8 (UID BODY[])\r\na4 LOGOUT\r\n"
+        );
+        let shown = client.transcript().to_string();
+        assert!(
+            shown.contains("S: * 1 FETCH (UID 7 BODY[] {23}\\r\\n\n"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn append_waits_for_the_continuation() {
+        let message = b"Subject: x\r\n\r\nhello\r\n";
+        let (addr, server) = serve_once(move |mut stream| async move {
+            stream.write_all(b"* OK ready\r\n").await.unwrap();
+            let mut received = read_until(&mut stream, b"}\r\n").await;
+            stream
+                .write_all(b"+ Ready for literal data\r\n")
+                .await
+                .unwrap();
+            received.extend(read_until(&mut stream, b"\r\n\r\n").await);
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            stream
+                .write_all(b"* 3 EXISTS\r\na1 OK [APPENDUID 38505 3955] APPEND completed\r\n")
+                .await
+                .unwrap();
+            // Refused before the literal: the client must send nothing more for it.
+            received.extend(read_until(&mut stream, b"}\r\n").await);
+            stream
+                .write_all(b"a2 NO [TRYCREATE] no such mailbox\r\n")
+                .await
+                .unwrap();
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            stream.write_all(b"a3 OK NOOP\r\n").await.unwrap();
+            // LITERAL+: everything in one go.
+            received.extend(read_until(&mut stream, b"\r\n\r\n").await);
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            received.extend(read_until(&mut stream, b"\r\n").await);
+            stream.write_all(b"a4 OK done\r\n").await.unwrap();
+            received
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let appended = client
+            .append(
+                "Entw\u{fc}rfe",
+                &["\\Seen", "\\Draft"],
+                Some("17-Jul-1996 02:44:25 -0700"),
+                message,
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(appended.is_ok());
+        assert_eq!(appended.exists(), Some(3));
+        let (uidvalidity, uids) = appended.append_uid().unwrap();
+        assert_eq!((uidvalidity, uids.single()), (38505, Some(3955)));
+        let refused = client
+            .append("Nope", &[], None, message, false)
+            .await
+            .unwrap();
+        assert_eq!(refused.tagged.kind, StatusKind::No);
+        assert_eq!(refused.tagged.code, Some(Code::TryCreate));
+        assert!(client.noop().await.unwrap().is_ok());
+        assert!(
+            client
+                .append("INBOX", &[], None, message, true)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        let expected = [
+            &b"a1 APPEND \"Entw&APw-rfe\" (\\Seen \\Draft) \"17-Jul-1996 02:44:25 -0700\" {21}\r\n"
+                [..],
+            message,
+            b"\r\na2 APPEND \"Nope\" {21}\r\na3 NOOP\r\na4 APPEND \"INBOX\" {21+}\r\n",
+            message,
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8(server.await.unwrap()).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        // The LITERAL+ command went in a single write.
+        let writes: Vec<_> = client
+            .transcript()
+            .entries()
+            .iter()
+            .filter(|entry| matches!(entry, Entry::Sent(_)))
+            .collect();
+        assert_eq!(writes.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn login_with_a_literal_and_authenticate_plain() {
+        let (addr, server) = scripted(
+            "* OK ready\r\n",
+            vec![
+                "+ go on\r\n",
+                "a1 OK logged in\r\n",
+                "a2 OK [CAPABILITY IMAP4rev1] authenticated\r\n",
+                "+ \r\n",
+                "a3 NO [AUTHENTICATIONFAILED] bad\r\n",
+                "+ \r\n",
+                "+ again?\r\n",
+                "a4 BAD cancelled\r\n",
+            ],
+        )
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        // An 8-bit password cannot be quoted.
+        assert!(client.login("alice", "p\u{e4}ss").await.unwrap().is_ok());
+        assert!(
+            client
+                .authenticate_plain("a", "b", true)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(client.has_capability("IMAP4rev1"));
+        let failed = client.authenticate_plain("a", "b", false).await.unwrap();
+        assert_eq!(
+            failed.tagged.code.as_ref().map(Code::name),
+            Some("AUTHENTICATIONFAILED")
+        );
+        let cancelled = client.authenticate_plain("a", "b", false).await.unwrap();
+        assert_eq!(cancelled.tagged.kind, StatusKind::Bad);
+        assert_eq!(
+            String::from_utf8_lossy(&server.await.unwrap()),
+            "a1 LOGIN \"alice\" {5}\r\np\u{e4}ss\r\na2 AUTHENTICATE PLAIN AGEAYg==\r\n\
+             a3 AUTHENTICATE PLAIN\r\nAGEAYg==\r\na4 AUTHENTICATE PLAIN\r\nAGEAYg==\r\n*\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn mailbox_commands_send_and_parse() {
+        let (addr, server) = scripted(
+            "* PREAUTH ready\r\n",
+            vec![
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n* LIST () \"/\" \"&ZeVnLIqe-\"\r\n{tag} OK done\r\n",
+                "* LSUB () \"/\" Sent\r\n{tag} OK done\r\n",
+                "* STATUS Sent (MESSAGES 2 UIDNEXT 9)\r\n{tag} OK done\r\n",
+                "* OK [UIDVALIDITY 5] x\r\n{tag} OK [READ-ONLY] EXAMINE\r\n",
+                "* 1 FETCH (FLAGS (\\Seen))\r\n{tag} OK done\r\n",
+                "* 1 FETCH (FLAGS (\\Deleted) UID 4)\r\n{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK [COPYUID 5 1 10] copied\r\n",
+                "{tag} OK done\r\n",
+                "* OK [COPYUID 5 4 11] x\r\n* 1 EXPUNGE\r\n{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "* 3 EXPUNGE\r\n* 3 EXPUNGE\r\n{tag} OK done\r\n",
+                "* VANISHED 4\r\n{tag} OK done\r\n",
+                "* SEARCH 1 2\r\n{tag} OK done\r\n",
+                "* SEARCH\r\n{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "{tag} OK done\r\n",
+                "* ENABLED CONDSTORE\r\n{tag} OK done\r\n",
+                "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK done\r\n",
+                "* ID (\"name\" \"fake\")\r\n{tag} OK done\r\n",
+                "* ID NIL\r\n{tag} OK done\r\n",
+                "* CAPABILITY IMAP4rev1 UIDPLUS\r\n{tag} OK done\r\n",
+            ],
+        )
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        assert_eq!(client.greeting().await.unwrap().kind, StatusKind::Preauth);
+        assert!(client.create("Entw\u{fc}rfe").await.unwrap().is_ok());
+        client.delete("Old").await.unwrap();
+        client.rename("A&B", "C").await.unwrap();
+        client.subscribe("Sent").await.unwrap();
+        client.unsubscribe("Sent").await.unwrap();
+        let listed = client.list("", "*").await.unwrap();
+        let lists = listed.lists();
+        assert!(lists[0].has_attribute("\\Sent"));
+        assert_eq!(lists[1].decoded_name().unwrap(), "\u{65e5}\u{672c}\u{8a9e}");
+        assert_eq!(client.lsub("", "%").await.unwrap().lsubs()[0].name, "Sent");
+        let status = client
+            .status("Sent", &["MESSAGES", "UIDNEXT"])
+            .await
+            .unwrap();
+        assert_eq!(status.mailbox_status().unwrap().get("UIDNEXT"), Some(9));
+        let examined = client.examine("Sent").await.unwrap();
+        assert_eq!(
+            (examined.read_only, examined.uidvalidity),
+            (Some(true), Some(5))
+        );
+        assert!(client.fetch("1", "FLAGS").await.unwrap().fetches()[0].has_flag("\\Seen"));
+        let stored = client.store("1", "+FLAGS", "(\\Deleted)").await.unwrap();
+        assert!(stored.fetches()[0].has_flag("\\Deleted"));
+        client
+            .uid_store("4", "-FLAGS.SILENT", "(\\Seen)")
+            .await
+            .unwrap();
+        client.copy("1", "Trash").await.unwrap();
+        let copied = client.uid_copy("1", "Trash").await.unwrap();
+        let (_, source, destination) = copied.copy_uid().unwrap();
+        assert_eq!((source.single(), destination.single()), (Some(1), Some(10)));
+        client.move_("1", "Trash").await.unwrap();
+        let moved = client.uid_move("4", "Trash").await.unwrap();
+        assert_eq!(moved.copy_uid().unwrap().2.single(), Some(11));
+        assert_eq!(moved.expunged(), [1]);
+        client.check().await.unwrap();
+        assert_eq!(client.expunge().await.unwrap().expunged(), [3, 3]);
+        let vanished = client.uid_expunge("4").await.unwrap();
+        assert!(matches!(
+            vanished.untagged[0],
+            Response::Vanished { earlier: false, .. }
+        ));
+        assert_eq!(
+            client
+                .search("UNSEEN")
+                .await
+                .unwrap()
+                .search()
+                .unwrap()
+                .numbers,
+            [1, 2]
+        );
+        assert!(
+            client
+                .uid_search("ALL")
+                .await
+                .unwrap()
+                .search()
+                .unwrap()
+                .numbers
+                .is_empty()
+        );
+        client.close().await.unwrap();
+        client.unselect().await.unwrap();
+        client.noop().await.unwrap();
+        client.noop().await.unwrap();
+        assert_eq!(
+            client.enable(&["CONDSTORE"]).await.unwrap().enabled(),
+            ["CONDSTORE"]
+        );
+        assert_eq!(
+            client
+                .namespace()
+                .await
+                .unwrap()
+                .namespaces()
+                .unwrap()
+                .personal[0]
+                .delimiter,
+            Some('/')
+        );
+        let id = client
+            .id(Some(&[("name", "harness"), ("version", "1")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            id.id().unwrap(),
+            [("name".to_owned(), Some("fake".to_owned()))]
+        );
+        assert_eq!(client.id(None).await.unwrap().id(), None);
+        let capabilities = client.capability().await.unwrap();
+        assert_eq!(
+            capabilities.capabilities().unwrap(),
+            ["IMAP4rev1", "UIDPLUS"]
+        );
+        assert!(client.has_capability("uidplus"));
+        let received = String::from_utf8(server.await.unwrap()).unwrap();
+        let expected = "a1 CREATE \"Entw&APw-rfe\"\r\na2 DELETE \"Old\"\r\na3 RENAME \"A&-B\" \"C\"\r\n\
+            a4 SUBSCRIBE \"Sent\"\r\na5 UNSUBSCRIBE \"Sent\"\r\na6 LIST \"\" \"*\"\r\n\
+            a7 LSUB \"\" \"%\"\r\na8 STATUS \"Sent\" (MESSAGES UIDNEXT)\r\na9 EXAMINE \"Sent\"\r\n\
+            a10 FETCH 1 FLAGS\r\na11 STORE 1 +FLAGS (\\Deleted)\r\n\
+            a12 UID STORE 4 -FLAGS.SILENT (\\Seen)\r\na13 COPY 1 \"Trash\"\r\n\
+            a14 UID COPY 1 \"Trash\"\r\na15 MOVE 1 \"Trash\"\r\na16 UID MOVE 4 \"Trash\"\r\n\
+            a17 CHECK\r\na18 EXPUNGE\r\na19 UID EXPUNGE 4\r\na20 SEARCH UNSEEN\r\n\
+            a21 UID SEARCH ALL\r\na22 CLOSE\r\na23 UNSELECT\r\na24 NOOP\r\na25 NOOP\r\n\
+            a26 ENABLE CONDSTORE\r\na27 NAMESPACE\r\na28 ID (\"name\" \"harness\" \"version\" \"1\")\r\n\
+            a29 ID NIL\r\na30 CAPABILITY\r\n";
+        assert_eq!(received, expected);
+    }
+
+    #[tokio::test]
+    async fn idle_start_wait_and_done() {
+        let (addr, server) = serve_once(|mut stream| async move {
+            stream.write_all(b"* OK ready\r\n").await.unwrap();
+            let mut received = read_until(&mut stream, b"IDLE\r\n").await;
+            stream
+                .write_all(b"* 2 EXISTS\r\n+ idling\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A response split across the client's wait: the first half must be kept.
+            stream.write_all(b"* 4 EXPU").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stream.write_all(b"NGE\r\n* 3 EXISTS\r\n").await.unwrap();
+            received.extend(read_until(&mut stream, b"DONE\r\n").await);
+            stream
+                .write_all(b"* 1 RECENT\r\na1 OK IDLE terminated\r\n")
+                .await
+                .unwrap();
+            received.extend(read_until(&mut stream, b"IDLE\r\n").await);
+            stream.write_all(b"a2 NO not now\r\n").await.unwrap();
+            received.extend(read_until(&mut stream, b"IDLE\r\n").await);
+            stream.write_all(b"+ idling\r\n").await.unwrap();
+            stream
+                .write_all(b"a3 BAD idled too long\r\n")
+                .await
+                .unwrap();
+            received
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let continuation = client.idle_start().await.unwrap().unwrap();
+        assert_eq!(continuation.text, "idling");
+        let short = Duration::from_millis(100);
+        assert_eq!(
+            client.idle_wait(short).await.unwrap(),
+            Some(Response::Exists(2))
+        );
+        assert_eq!(client.idle_wait(short).await.unwrap(), None);
+        let mut waited = Vec::new();
+        for _ in 0..20 {
+            if let Some(response) = client.idle_wait(short).await.unwrap() {
+                waited.push(response);
+                break;
+            }
+        }
+        assert_eq!(waited, [Response::Expunge(4)]);
+        let done = client.idle_done().await.unwrap();
+        assert!(done.is_ok());
+        assert_eq!(done.untagged, [Response::Exists(3), Response::Recent(1)]);
+        let refused = client.idle_start().await.unwrap().unwrap_err();
+        assert_eq!(refused.tagged.text, "not now");
+        client.idle_start().await.unwrap().unwrap();
+        assert_eq!(client.idle_wait(TIMEOUT).await.unwrap(), None);
+        let ended = client.idle_done().await.unwrap();
+        assert_eq!(
+            (ended.tag.as_str(), ended.tagged.kind),
+            ("a3", StatusKind::Bad)
+        );
+        assert_eq!(
+            server.await.unwrap(),
+            b"a1 IDLE\r\nDONE\r\na2 IDLE\r\na3 IDLE\r\n"
+        );
+        // DONE was not sent for the IDLE the server ended.
+        assert!(!client.transcript().sent().ends_with(b"DONE\r\n"));
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_over_the_wire() {
+        let (addr, _server) = scripted(
+            "* OK ready\r\n",
+            vec!["+ unasked\r\n", "a9 OK wrong tag\r\n"],
+        )
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let reason = malformed_reason(client.noop().await);
+        assert!(
+            reason.contains("continuation request during NOOP"),
+            "{reason}"
+        );
+        let reason = malformed_reason(client.command("UID FETCH 1 FLAGS").await);
+        assert!(
+            reason.contains("\"a9\"") && reason.contains("UID FETCH"),
+            "{reason}"
+        );
+
+        let (addr, _server) = scripted("a1 OK not a greeting\r\n", vec![]).await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        assert!(malformed_reason(client.greeting().await).contains("greeting"));
+
+        let (addr, _server) = serve_once(|mut stream| async move {
+            stream
+                .write_all(b"* OK ready\r\n* 1 FETCH (BODY[] {10}\r\nabc")
+                .await
+                .unwrap();
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let reason = malformed_reason(client.read_incoming().await);
+        assert!(
+            reason.contains("closed before the reply was complete"),
+            "{reason}"
+        );
+
+        let (addr, server) = serve_once(|mut stream| async move {
+            read_until(&mut stream, b"never").await;
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.set_timeout(Duration::from_millis(100));
+        let error = client.noop().await.unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Timeout { while_doing, .. } if while_doing == "waiting for the response to NOOP"),
+            "{error}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn raw_pipelining_with_next_tag() {
+        let (addr, server) = serve_once(|mut stream| async move {
+            stream.write_all(b"* OK ready\r\n").await.unwrap();
+            let received = read_until(&mut stream, b"a2 NOOP\r\n").await;
+            stream
+                .write_all(b"a1 OK first\r\n* 5 EXISTS\r\na2 OK second\r\n")
+                .await
+                .unwrap();
+            received
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let (first, second) = (client.next_tag(), client.next_tag());
+        client
+            .send_raw(format!("{first} NOOP\r\n{second} NOOP\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            client.read_result(&first).await.unwrap().tagged.text,
+            "first"
+        );
+        let Incoming::Untagged(Response::Exists(5)) = client.read_incoming().await.unwrap() else {
+            panic!("not EXISTS")
+        };
+        assert_eq!(
+            client.read_result(&second).await.unwrap().tagged.text,
+            "second"
+        );
+        assert_eq!(server.await.unwrap(), b"a1 NOOP\r\na2 NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn starttls_upgrades_only_on_ok() {
+        let Some(cert) = test_cert() else { return };
+        let tls = trusting(&cert.cert_pem);
+        let (addr, server) = serve_once(move |mut stream| async move {
+            stream
+                .write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
+                .await
+                .unwrap();
+            read_until(&mut stream, b"STARTTLS\r\n").await;
+            stream
+                .write_all(b"a1 NO [UNAVAILABLE] not now\r\n")
+                .await
+                .unwrap();
+            read_until(&mut stream, b"STARTTLS\r\n").await;
+            stream.write_all(b"a2 OK Begin TLS\r\n").await.unwrap();
+            let mut tls = cert.acceptor.accept(stream).await.unwrap();
+            let capability = read_until(&mut tls, b"\r\n").await;
+            tls.write_all(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na3 OK done\r\n")
+                .await
+                .unwrap();
+            tls.flush().await.unwrap();
+            capability
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        assert!(client.has_capability("STARTTLS"));
+        let refused = client.starttls(&tls).await.unwrap();
+        assert!(!refused.is_ok() && !client.is_tls());
+        assert!(client.starttls(&tls).await.unwrap().is_ok());
+        assert!(client.is_tls() && client.capabilities().is_empty());
+        assert!(client.capability().await.unwrap().is_ok());
+        assert!(client.has_capability("AUTH=PLAIN") && !client.has_capability("STARTTLS"));
+        assert_eq!(server.await.unwrap(), b"a3 CAPABILITY\r\n");
+        assert!(matches!(
+            client.starttls(&tls).await,
+            Err(ClientError::AlreadyTls)
+        ));
+        let shown = client.transcript().to_string();
+        assert!(
+            shown.contains("-- TLS established (TLSv1.3) --\nC: a3 CAPABILITY"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn starttls_with_injected_command_sends_one_write() {
+        let Some(cert) = test_cert() else { return };
+        let tls = trusting(&cert.cert_pem);
+        let (addr, server) = serve_once(move |mut stream| async move {
+            stream.write_all(b"* OK ready\r\n").await.unwrap();
+            let plaintext = read_until(&mut stream, b"x NOOP\r\n").await;
+            stream.write_all(b"a1 OK Begin TLS\r\n").await.unwrap();
+            // A vulnerable server answers the command it buffered before the handshake.
+            let mut tls = cert.acceptor.accept(stream).await.unwrap();
+            tls.write_all(b"x OK injected\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+            plaintext
+        })
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let result = client
+            .starttls_with_injected(&tls, b"x NOOP\r\n")
+            .await
+            .unwrap();
+        assert!(result.is_ok() && client.is_tls());
+        let Incoming::Tagged(injected) = client.read_incoming().await.unwrap() else {
+            panic!("not tagged")
+        };
+        assert_eq!(
+            (injected.tag.as_str(), injected.status.text.as_str()),
+            ("x", "injected")
+        );
+        assert_eq!(server.await.unwrap(), b"a1 STARTTLS\r\nx NOOP\r\n");
+        assert_eq!(
+            client.transcript().entries()[1],
+            Entry::Sent(b"a1 STARTTLS\r\nx NOOP\r\n".to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn implicit_tls_greeting() {
+        let Some(cert) = test_cert() else { return };
+        let tls = trusting(&cert.cert_pem);
+        let (addr, server) = serve_once(move |stream| async move {
+            let mut tls = cert.acceptor.accept(stream).await.unwrap();
+            tls.write_all(b"* OK IMAPS ready\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+            let received = read_until(&mut tls, b"LOGOUT\r\n").await;
+            tls.write_all(b"* BYE bye\r\na1 OK bye\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+            received
+        })
+        .await;
+        let mut client = ImapClient::connect_tls(&addr, &tls, TIMEOUT).await.unwrap();
+        assert!(client.is_tls());
+        assert_eq!(client.tls_protocol_version().as_deref(), Some("TLSv1.3"));
+        assert_eq!(client.greeting().await.unwrap().text, "IMAPS ready");
+        assert!(client.logout().await.unwrap().is_ok());
+        assert_eq!(server.await.unwrap(), b"a1 LOGOUT\r\n");
+    }
+}
