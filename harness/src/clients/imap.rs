@@ -2088,18 +2088,20 @@ pub fn quote(bytes: &[u8]) -> Option<String> {
     let quotable = bytes
         .iter()
         .all(|&byte| byte.is_ascii() && !matches!(byte, 0 | b'\r' | b'\n'));
-    quotable.then(|| escape_quoted(bytes))
+    let text = std::str::from_utf8(bytes).ok().filter(|_| quotable)?;
+    Some(escape_quoted(text))
 }
 
-/// `"` bytes `"` with `"` and `\` escaped; the caller has checked that the bytes may be quoted.
-fn escape_quoted(bytes: &[u8]) -> String {
-    let mut quoted = String::with_capacity(bytes.len() + 2);
+/// `"` text `"` with `"` and `\` escaped. Other characters go as they are, so text that is not
+/// 7-bit makes a quoted string only a server with UTF8=ACCEPT (RFC 6855) takes.
+fn escape_quoted(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
-    for &byte in bytes {
-        if matches!(byte, b'"' | b'\\') {
+    for ch in text.chars() {
+        if matches!(ch, '"' | '\\') {
             quoted.push('\\');
         }
-        quoted.push(char::from(byte));
+        quoted.push(ch);
     }
     quoted.push('"');
     quoted
@@ -2108,7 +2110,7 @@ fn escape_quoted(bytes: &[u8]) -> String {
 /// A mailbox name (or LIST reference or pattern) as a command argument: modified UTF-7, which
 /// is printable ASCII and so can always be quoted.
 fn mailbox_arg(name: &str) -> String {
-    escape_quoted(encode_modified_utf7(name).as_bytes())
+    escape_quoted(&encode_modified_utf7(name))
 }
 
 /// A string argument: quoted when it can be, else a synchronising literal.
@@ -2613,7 +2615,7 @@ impl ImapClient {
             head.push_str(&format!("({}) ", flags.join(" ")));
         }
         if let Some(date) = date {
-            head.push_str(&escape_quoted(date.as_bytes()));
+            head.push_str(&escape_quoted(date));
             head.push(' ');
         }
         let message = Cow::Borrowed(message);
@@ -2746,11 +2748,7 @@ impl ImapClient {
                 let pairs: Vec<String> = fields
                     .iter()
                     .map(|(name, value)| {
-                        format!(
-                            "{} {}",
-                            escape_quoted(name.as_bytes()),
-                            escape_quoted(value.as_bytes())
-                        )
+                        format!("{} {}", escape_quoted(name), escape_quoted(value))
                     })
                     .collect();
                 format!("({})", pairs.join(" "))
@@ -3868,7 +3866,7 @@ mod tests {
             Some('/')
         );
         let id = client
-            .id(Some(&[("name", "harness"), ("version", "1")]))
+            .id(Some(&[("name", "harness"), ("version", "\u{e9}1")]))
             .await
             .unwrap();
         assert_eq!(
@@ -3891,7 +3889,7 @@ mod tests {
             a14 UID COPY 1 \"Trash\"\r\na15 MOVE 1 \"Trash\"\r\na16 UID MOVE 4 \"Trash\"\r\n\
             a17 CHECK\r\na18 EXPUNGE\r\na19 UID EXPUNGE 4\r\na20 SEARCH UNSEEN\r\n\
             a21 UID SEARCH ALL\r\na22 CLOSE\r\na23 UNSELECT\r\na24 NOOP\r\na25 NOOP\r\n\
-            a26 ENABLE CONDSTORE\r\na27 NAMESPACE\r\na28 ID (\"name\" \"harness\" \"version\" \"1\")\r\n\
+            a26 ENABLE CONDSTORE\r\na27 NAMESPACE\r\na28 ID (\"name\" \"harness\" \"version\" \"\u{e9}1\")\r\n\
             a29 ID NIL\r\na30 CAPABILITY\r\n";
         assert_eq!(received, expected);
     }
