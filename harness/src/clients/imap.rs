@@ -436,6 +436,27 @@ pub struct Search {
     pub modseq: Option<u64>,
 }
 
+/// A `* ESEARCH` response (RFC 4731, and IMAP4rev2's only search answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Esearch {
+    /// The tag of the command it answers, from `(TAG "...")`.
+    pub tag: Option<String>,
+    /// Whether the numbers are UIDs.
+    pub uid: bool,
+    /// MIN.
+    pub min: Option<u32>,
+    /// MAX.
+    pub max: Option<u32>,
+    /// COUNT.
+    pub count: Option<u32>,
+    /// ALL.
+    pub all: Option<SequenceSet>,
+    /// MODSEQ (RFC 7162).
+    pub modseq: Option<u64>,
+    /// Other return data, names uppercase.
+    pub other: Vec<(String, Value)>,
+}
+
 /// A `* n FETCH` response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
@@ -553,6 +574,8 @@ pub enum Response {
     MailboxStatus(MailboxStatus),
     /// `* SEARCH ...`.
     Search(Search),
+    /// `* ESEARCH ...` (RFC 4731).
+    Esearch(Esearch),
     /// `* n EXISTS`.
     Exists(u32),
     /// `* n RECENT`.
@@ -673,6 +696,14 @@ impl CommandResult {
         })
         .first()
         .copied()
+    }
+
+    /// The first ESEARCH response.
+    pub fn esearch(&self) -> Option<&Esearch> {
+        self.untagged.iter().find_map(|response| match response {
+            Response::Esearch(esearch) => Some(esearch),
+            _ => None,
+        })
     }
 
     /// The first STATUS response.
@@ -1625,6 +1656,7 @@ impl<'a> Parser<'a> {
                 Response::MailboxStatus(MailboxStatus { mailbox, items })
             }
             "SEARCH" => Response::Search(self.search()?),
+            "ESEARCH" => Response::Esearch(self.esearch()?),
             "NAMESPACE" => {
                 self.sp()?;
                 let personal = self.namespaces()?;
@@ -1742,6 +1774,39 @@ impl<'a> Parser<'a> {
             search.numbers.push(self.nz_number("a message number")?);
         }
         Ok(search)
+    }
+
+    /// After ESEARCH: `[SP "(" "TAG" SP string ")"] [SP "UID"] *(SP name SP value)`.
+    fn esearch(&mut self) -> Result<Esearch, ClientError> {
+        let mut esearch = Esearch::default();
+        if self.eat_word(" (TAG ") {
+            esearch.tag = Some(self.text_string("a tag string", false)?);
+            self.expect(b')', "')' closing the search correlator")?;
+        }
+        let before_uid = self.pos;
+        if self.eat_word(" UID") {
+            if matches!(self.peek(), Some(b' ' | b'\r')) {
+                esearch.uid = true;
+            } else {
+                self.pos = before_uid;
+            }
+        }
+        while self.eat(b' ') {
+            let name = self.keyword("a search return item")?;
+            self.sp()?;
+            match name.as_str() {
+                "MIN" => esearch.min = Some(self.nz_number("MIN")?),
+                "MAX" => esearch.max = Some(self.nz_number("MAX")?),
+                "COUNT" => esearch.count = Some(self.number32()?),
+                "ALL" => esearch.all = Some(self.sequence_set()?),
+                "MODSEQ" => esearch.modseq = Some(self.mod_sequence()?),
+                _ => {
+                    let value = self.value()?;
+                    esearch.other.push((name, value));
+                }
+            }
+        }
+        Ok(esearch)
     }
 
     /// One of NAMESPACE's three: NIL, or `"(" 1*("(" string SP delimiter *extension ")") ")"`.
@@ -3111,32 +3176,38 @@ mod tests {
                 modseq: Some(917_162_500)
             })
         );
-        // ESEARCH has no variant of its own; it parses generically.
-        let Response::Other {
-            number: None,
-            name,
-            values,
-        } = untagged(b"* ESEARCH (TAG \"a1\") UID MIN 1 COUNT 3 ALL 1:3,5\r\n")
-        else {
-            panic!("ESEARCH is not Other");
-        };
-        assert_eq!(name, "ESEARCH");
         assert_eq!(
-            values,
-            [
-                Value::List(vec![
-                    Value::Atom("TAG".into()),
-                    Value::String(b"a1".to_vec())
-                ]),
-                Value::Atom("UID".into()),
-                Value::Atom("MIN".into()),
-                Value::Number(1),
-                Value::Atom("COUNT".into()),
-                Value::Number(3),
-                Value::Atom("ALL".into()),
-                Value::Atom("1:3,5".into()),
-            ]
+            untagged(b"* ESEARCH (TAG \"a1\") UID MIN 1 COUNT 3 ALL 1:3,5 MODSEQ 9 X-FOO (a)\r\n"),
+            Response::Esearch(Esearch {
+                tag: Some("a1".into()),
+                uid: true,
+                min: Some(1),
+                max: None,
+                count: Some(3),
+                all: Some(set(&[(1, 3), (5, 5)])),
+                modseq: Some(9),
+                other: vec![("X-FOO".into(), Value::List(vec![Value::Atom("a".into())]))],
+            })
         );
+        assert_eq!(
+            untagged(b"* ESEARCH\r\n"),
+            Response::Esearch(Esearch::default())
+        );
+        let Response::Esearch(untagged_uid) = untagged(b"* ESEARCH UIDNEXT 4\r\n") else {
+            panic!("not ESEARCH")
+        };
+        assert!(!untagged_uid.uid);
+        assert_eq!(
+            untagged_uid.other,
+            [("UIDNEXT".to_owned(), Value::Number(4))]
+        );
+        for bad in [
+            &b"* ESEARCH MIN 0\r\n"[..],
+            b"* ESEARCH (TAG a1) COUNT 1\r\n",
+            b"* ESEARCH ALL\r\n",
+        ] {
+            assert!(parse_all(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
@@ -3769,7 +3840,7 @@ mod tests {
                 "* 3 EXPUNGE\r\n* 3 EXPUNGE\r\n{tag} OK done\r\n",
                 "* VANISHED 4\r\n{tag} OK done\r\n",
                 "* SEARCH 1 2\r\n{tag} OK done\r\n",
-                "* SEARCH\r\n{tag} OK done\r\n",
+                "* ESEARCH (TAG \"{tag}\") UID COUNT 0\r\n{tag} OK done\r\n",
                 "{tag} OK done\r\n",
                 "{tag} OK done\r\n",
                 "{tag} OK done\r\n",
@@ -3836,16 +3907,13 @@ mod tests {
                 .numbers,
             [1, 2]
         );
-        assert!(
-            client
-                .uid_search("ALL")
-                .await
-                .unwrap()
-                .search()
-                .unwrap()
-                .numbers
-                .is_empty()
+        let esearched = client.uid_search("RETURN (COUNT) ALL").await.unwrap();
+        let esearch = esearched.esearch().unwrap();
+        assert_eq!(
+            (esearch.count, esearch.tag.as_deref()),
+            (Some(0), Some("a21"))
         );
+        assert!(esearch.uid);
         client.close().await.unwrap();
         client.unselect().await.unwrap();
         client.noop().await.unwrap();
@@ -3888,7 +3956,7 @@ mod tests {
             a12 UID STORE 4 -FLAGS.SILENT (\\Seen)\r\na13 COPY 1 \"Trash\"\r\n\
             a14 UID COPY 1 \"Trash\"\r\na15 MOVE 1 \"Trash\"\r\na16 UID MOVE 4 \"Trash\"\r\n\
             a17 CHECK\r\na18 EXPUNGE\r\na19 UID EXPUNGE 4\r\na20 SEARCH UNSEEN\r\n\
-            a21 UID SEARCH ALL\r\na22 CLOSE\r\na23 UNSELECT\r\na24 NOOP\r\na25 NOOP\r\n\
+            a21 UID SEARCH RETURN (COUNT) ALL\r\na22 CLOSE\r\na23 UNSELECT\r\na24 NOOP\r\na25 NOOP\r\n\
             a26 ENABLE CONDSTORE\r\na27 NAMESPACE\r\na28 ID (\"name\" \"harness\" \"version\" \"\u{e9}1\")\r\n\
             a29 ID NIL\r\na30 CAPABILITY\r\n";
         assert_eq!(received, expected);
