@@ -1,5 +1,5 @@
 //! An IMAP4rev1 client for conformance tests (RFC 3501, with the IDLE, UIDPLUS, MOVE, LITERAL+,
-//! ENABLE, NAMESPACE, ID, SPECIAL-USE, CONDSTORE and SASL-IR extensions): raw lines, strict
+//! ENABLE, NAMESPACE, ID, ESEARCH, SPECIAL-USE, CONDSTORE and SASL-IR extensions): raw lines, strict
 //! response parsing into a faithful tree, malformed input on request, and a transcript of every
 //! byte.
 //!
