@@ -341,8 +341,6 @@ impl Config {
                 .collect(),
             listeners: Role::ALL
                 .into_iter()
-                // IMAP joins the defaults when the server is complete (issue 4).
-                .filter(|role| role.protocol() != Protocol::Imap)
                 .map(|role| Listener {
                     role,
                     address: SocketAddr::from(([127, 0, 0, 1], role.default_port())),
@@ -574,7 +572,7 @@ limits:
         let config = Config::defaults();
         config.validate(Path::new("<defaults>")).unwrap();
         let ports: Vec<u16> = config.listeners.iter().map(|l| l.address.port()).collect();
-        assert_eq!(ports, [2525, 2587, 2465, 2110, 2995]);
+        assert_eq!(ports, [2525, 2587, 2465, 2110, 2995, 2143, 2993]);
         assert!(config.account("ALICE@example.test").is_some());
     }
 }

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use reference_server::Config;
 
-/// Reference SMTP server with a durable mail store. With no arguments it serves example.test
-/// (alice@example.test / alice-secret, bob@example.test / bob-secret) on 127.0.0.1 ports 2525
-/// (smtp), 2587 (submission) and 2465 (submissions).
+/// Reference SMTP, POP3 and IMAP server with a durable mail store. With no arguments it serves
+/// example.test (alice@example.test / alice-secret, bob@example.test / bob-secret) on 127.0.0.1
+/// ports 2525 (smtp), 2587 (submission), 2465 (submissions), 2110 (pop3), 2995 (pop3s), 2143
+/// (imap) and 2993 (imaps).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -18,7 +19,8 @@ struct Args {
     /// Where the store and the generated certificate live [default: ./mail-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Listen on the documented ports (25, 587, 465) instead of the unprivileged defaults.
+    /// Listen on the documented ports (25, 587, 465, 110, 995, 143, 993) instead of the
+    /// unprivileged defaults.
     #[arg(long)]
     standard_ports: bool,
 }

@@ -88,6 +88,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("mail-data"));
     let store = Store::open(&data_dir)?;
+    store.set_reuse_uids(config.faults.has(Policy::ImapUidReuse));
     for account in &config.accounts {
         store.ensure_account(&account.address)?;
     }
@@ -739,6 +740,9 @@ async fn serve_pop3(
     }
 }
 
+/// The shortest inactivity autologout RFC 3501 5.4 allows for an authenticated IMAP session.
+const IMAP_AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Largest IMAP command without its literals' data; real commands are far shorter.
 const IMAP_MAX_LINE: u32 = 64 * 1024;
 
@@ -762,7 +766,7 @@ async fn serve_imap(
         stream = Stream::Tls(Box::new(tls));
     }
     let peer = conn.peer;
-    let mut session = Session::new(config.clone(), conn);
+    let mut session = Session::new(config.clone(), conn, shared.store.clone());
     // An APPEND literal may be as large as a message may be.
     let max_literal = u32::try_from(config.limits.message_size).unwrap_or(u32::MAX);
     let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
@@ -798,8 +802,14 @@ async fn serve_imap(
                     stream.send(&bye, idle).await?;
                     return Ok(());
                 }
+                // RFC 3501 5.4: a logged-in client may stay silent for 30 minutes.
+                let silence = if session.is_authenticated() {
+                    idle.max(IMAP_AUTOLOGOUT)
+                } else {
+                    idle
+                };
                 let read = tokio::select! {
-                    read = tokio::time::timeout(idle, stream.read(&mut buf)) => Some(read),
+                    read = tokio::time::timeout(silence, stream.read(&mut buf)) => Some(read),
                     _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 match read {
@@ -831,10 +841,16 @@ async fn serve_imap(
                 stream.send(&reply, idle).await?;
             }
             Framed::Command(command) => {
-                let (reply, next) = session.handle(*command);
+                let (reply, next) = session.handle(*command).await;
                 stream.send(&reply, idle).await?;
                 match next {
                     Next::Continue => {}
+                    Next::Idle => {
+                        let idling = imap_idle(&mut session, &mut framer, &mut stream, &mut buf);
+                        if !idling.await? {
+                            return Ok(());
+                        }
+                    }
                     Next::Close => {
                         let _ = tokio::time::timeout(idle, stream.shutdown()).await;
                         return Ok(());
@@ -854,6 +870,46 @@ async fn serve_imap(
                         stream = Stream::Tls(Box::new(tls));
                         session.tls_started();
                     }
+                }
+            }
+        }
+    }
+}
+
+/// How long an IDLE may last without a word from the client: RFC 2177 asks clients to renew
+/// IDLE within 29 minutes, so the server waits a little longer than that.
+const IMAP_IDLE_LIMIT: Duration = Duration::from_secs(31 * 60);
+
+/// Runs IDLE: sends changes to the selected mailbox as they happen until the client's `DONE`.
+/// Returns whether the session goes on (false: the connection ended).
+async fn imap_idle(
+    session: &mut crate::imap::session::Session,
+    framer: &mut crate::imap::framing::Framer,
+    stream: &mut Stream,
+    buf: &mut [u8],
+) -> std::io::Result<bool> {
+    let send_limit = Duration::from_secs(60);
+    loop {
+        if let Some(line) = framer.next_line() {
+            let reply = session.idle_end(&line).await;
+            stream.send(&reply, send_limit).await?;
+            return Ok(true);
+        }
+        tokio::select! {
+            read = tokio::time::timeout(IMAP_IDLE_LIMIT, stream.read(buf)) => match read {
+                Err(_) => {
+                    let bye = session.bye("IDLE for too long, closing connection");
+                    stream.send(&bye, send_limit).await?;
+                    return Ok(false);
+                }
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(n)) => framer.push(&buf[..n]),
+                Ok(Err(error)) => return Err(error),
+            },
+            () = session.wait_for_change() => {
+                let updates = session.idle_updates().await;
+                if !updates.is_empty() {
+                    stream.send(&updates, send_limit).await?;
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The IMAP listener over real sockets: greeting and capabilities per port policy, LOGIN and
-//! AUTHENTICATE, literals, STARTTLS, and honest refusals of what is not built yet.
+//! AUTHENTICATE, literals, STARTTLS, mailboxes and messages, and several sessions on one
+//! mailbox seeing each other's changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -214,11 +215,8 @@ async fn logins_literals_and_refusals_on_a_plain_listener() {
 
     let unknown = client.command("a5", "XYZZY").await;
     assert!(unknown[0].starts_with("a5 BAD"), "{unknown:?}");
-    let missing = client.command("a6", "SELECT INBOX").await;
-    assert!(
-        missing[0].starts_with("a6 NO") && missing[0].contains("not built yet"),
-        "{missing:?}"
-    );
+    let missing = client.command("a6", "SELECT Nope").await;
+    assert!(missing[0].starts_with("a6 NO [NONEXISTENT]"), "{missing:?}");
     let namespace = client.command("a7", "NAMESPACE").await;
     assert_eq!(namespace[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
     let logout = client.command("a8", "LOGOUT").await;
@@ -244,5 +242,310 @@ async fn an_oversized_literal_is_refused_without_losing_the_session() {
     assert!(refused.starts_with("a1 NO [TOOBIG]"), "{refused}");
     let noop = client.command("a2", "NOOP").await;
     assert!(noop[0].starts_with("a2 OK"), "{noop:?}");
+    server.shutdown().await;
+}
+
+/// A logged-in client on the listener without TLS.
+async fn logged_in(server: &RunningServer, user: &str, password: &str) -> Client<TcpStream> {
+    let mut client = connect(listener(server, Role::Imap, TlsMode::None)).await;
+    client.line().await;
+    let login = client
+        .command("l", &format!("LOGIN {user} {password}"))
+        .await;
+    assert!(login.last().unwrap().starts_with("l OK"), "{login:?}");
+    client
+}
+
+fn has(lines: &[String], wanted: &str) -> bool {
+    lines.iter().any(|l| l.trim_end() == wanted)
+}
+
+#[tokio::test]
+async fn mailboxes_append_and_fetch_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut c = logged_in(&server, "alice@example.test", "alice-secret").await;
+
+    let list = c.command("a1", "LIST \"\" *").await;
+    assert!(
+        has(&list, "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\""),
+        "{list:?}"
+    );
+    assert!(
+        has(&list, "* LIST (\\HasNoChildren) \"/\" \"INBOX\""),
+        "{list:?}"
+    );
+    let created = c.command("a2", "CREATE Work/2026/Q4").await;
+    assert!(created[0].starts_with("a2 OK"), "{created:?}");
+    let again = c.command("a3", "CREATE Work").await;
+    assert!(again[0].starts_with("a3 NO [ALREADYEXISTS]"), "{again:?}");
+    let top = c.command("a4", "LIST \"\" %").await;
+    assert!(
+        has(&top, "* LIST (\\HasChildren) \"/\" \"Work\""),
+        "{top:?}"
+    );
+    assert!(!top.iter().any(|l| l.contains("Work/2026")), "{top:?}");
+    let delete = c.command("a5", "DELETE Work").await;
+    assert!(delete[0].starts_with("a5 NO"), "{delete:?}");
+    let renamed = c.command("a6", "RENAME Work/2026 Archive").await;
+    assert!(renamed[0].starts_with("a6 OK"), "{renamed:?}");
+    let below = c.command("a7", "LIST Archive/ *").await;
+    assert!(
+        has(&below, "* LIST (\\HasNoChildren) \"/\" \"Archive/Q4\""),
+        "{below:?}"
+    );
+
+    let message = "From: bob@example.test\r\nSubject: caf\u{e9}\r\n\r\n.dot line\r\nbody\r\n";
+    c.send(&format!(
+        "a8 APPEND Archive/Q4 (\\Flagged) {{{}}}\r\n",
+        message.len()
+    ))
+    .await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&format!("{message}\r\n")).await;
+    let appended = c.until_tagged("a8").await;
+    assert!(appended[0].starts_with("a8 OK [APPENDUID "), "{appended:?}");
+    let uid: Vec<&str> = appended[0].split([' ', ']']).collect();
+    assert_eq!(uid[4], "1", "{appended:?}");
+    let missing = c.command("a9", "APPEND Nope {1+}\r\nx").await;
+    assert!(missing[0].starts_with("a9 NO [TRYCREATE]"), "{missing:?}");
+
+    let status = c
+        .command("b1", "STATUS Archive/Q4 (MESSAGES UNSEEN UIDNEXT RECENT)")
+        .await;
+    assert_eq!(
+        status[0].trim_end(),
+        "* STATUS \"Archive/Q4\" (MESSAGES 1 UNSEEN 1 UIDNEXT 2 RECENT 1)"
+    );
+    let select = c.command("b2", "SELECT Archive/Q4").await;
+    assert!(
+        has(&select, "* 1 EXISTS") && has(&select, "* 1 RECENT"),
+        "{select:?}"
+    );
+    assert!(
+        has(&select, "* OK [UNSEEN 1] First unseen message"),
+        "{select:?}"
+    );
+    assert!(
+        select.last().unwrap().starts_with("b2 OK [READ-WRITE]"),
+        "{select:?}"
+    );
+    let peek = c
+        .command("b3", "FETCH 1 (FLAGS RFC822.SIZE BODY.PEEK[])")
+        .await;
+    let head = format!(
+        "* 1 FETCH (FLAGS (\\Flagged \\Recent) RFC822.SIZE {} BODY[] {{{}}}\r\n",
+        message.len(),
+        message.len()
+    );
+    assert_eq!(peek[0], head, "{peek:?}");
+    let body: String = peek[1..peek.len() - 2].concat();
+    assert_eq!(body, message, "the octets come back as they were appended");
+    assert_eq!(peek[peek.len() - 2], ")\r\n");
+    // A fetch without PEEK sets \Seen and says so.
+    let read = c.command("b4", "UID FETCH 1 (BODY[HEADER])").await;
+    assert!(
+        read.iter()
+            .any(|l| l.contains("FLAGS (\\Flagged \\Seen \\Recent)")),
+        "{read:?}"
+    );
+    let flags = c.command("b5", "STORE 1 -FLAGS (\\Flagged)").await;
+    assert_eq!(flags[0].trim_end(), "* 1 FETCH (FLAGS (\\Seen \\Recent))");
+    let silent = c.command("b6", "STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(silent[0].starts_with("b6 OK"), "{silent:?}");
+    let bad = c.command("b7", "FETCH 2 FLAGS").await;
+    assert!(bad[0].starts_with("b7 BAD"), "{bad:?}");
+    let copied = c.command("b8", "COPY 1 INBOX").await;
+    assert!(copied[0].starts_with("b8 OK [COPYUID "), "{copied:?}");
+    let expunged = c.command("b9", "EXPUNGE").await;
+    assert_eq!(expunged[0], "* 1 EXPUNGE\r\n", "{expunged:?}");
+    let closed = c.command("c1", "CLOSE").await;
+    assert!(closed[0].starts_with("c1 OK"), "{closed:?}");
+    let nothing = c.command("c2", "FETCH 1 FLAGS").await;
+    assert!(nothing[0].starts_with("c2 BAD"), "{nothing:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_sessions_see_each_others_changes_and_idle_hears_new_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut a = logged_in(&server, "alice@example.test", "alice-secret").await;
+    let mut b = logged_in(&server, "alice@example.test", "alice-secret").await;
+    for (tag, message) in [
+        ("p1", "Subject: one\r\n\r\n1\r\n"),
+        ("p2", "Subject: two\r\n\r\n2\r\n"),
+    ] {
+        let done = a
+            .command(
+                tag,
+                &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+            )
+            .await;
+        assert!(done[0].starts_with(&format!("{tag} OK")), "{done:?}");
+    }
+    let sa = a.command("a1", "SELECT INBOX").await;
+    assert!(has(&sa, "* 2 RECENT"), "{sa:?}");
+    let sb = b.command("b1", "SELECT INBOX").await;
+    assert!(
+        has(&sb, "* 2 EXISTS") && has(&sb, "* 0 RECENT"),
+        "\\Recent goes to one session: {sb:?}"
+    );
+
+    // A flag change in one session is an untagged FETCH in the other.
+    a.command("a2", "STORE 2 +FLAGS (\\Deleted)").await;
+    let noop = b.command("b2", "NOOP").await;
+    assert!(
+        has(&noop, "* 2 FETCH (UID 2 FLAGS (\\Deleted))"),
+        "{noop:?}"
+    );
+    // An expunge waits while a FETCH by number runs, and comes with the next NOOP.
+    a.command("a3", "EXPUNGE").await;
+    let fetch = b.command("b3", "FETCH 1:* UID").await;
+    assert!(
+        !fetch.iter().any(|l| l.ends_with(" EXPUNGE\r\n")),
+        "{fetch:?}"
+    );
+    assert!(
+        fetch.last().unwrap().starts_with("b3 NO [EXPUNGEISSUED]"),
+        "{fetch:?}"
+    );
+    let noop = b.command("b4", "NOOP").await;
+    assert!(has(&noop, "* 2 EXPUNGE"), "{noop:?}");
+
+    // IDLE hears a message another session appends, and its flags changing.
+    b.send("b5 IDLE\r\n").await;
+    assert!(b.line().await.starts_with("+ "));
+    let message = "Subject: three\r\n\r\n3\r\n";
+    a.command(
+        "a4",
+        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+    )
+    .await;
+    assert_eq!(b.line().await, "* 2 EXISTS\r\n");
+    // Whichever session hears of it first gets \Recent.
+    let recent = b.line().await;
+    assert!(
+        recent == "* 0 RECENT\r\n" || recent == "* 1 RECENT\r\n",
+        "{recent}"
+    );
+    a.command("a5", "NOOP").await;
+    a.command("a6", "STORE 1 +FLAGS (\\Answered)").await;
+    assert_eq!(b.line().await, "* 1 FETCH (UID 1 FLAGS (\\Answered))\r\n");
+    b.send("DONE\r\n").await;
+    assert!(b.line().await.starts_with("b5 OK"));
+
+    // MOVE: the mover sees EXPUNGE, the other session too.
+    let moved = a.command("a7", "UID MOVE 1 Trash").await;
+    assert!(moved[0].starts_with("* OK [COPYUID "), "{moved:?}");
+    assert!(has(&moved, "* 1 EXPUNGE"), "{moved:?}");
+    let noop = b.command("b6", "NOOP").await;
+    assert!(has(&noop, "* 1 EXPUNGE"), "{noop:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn condstore_subscriptions_and_the_smaller_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut c = logged_in(&server, "bob@example.test", "bob-secret").await;
+    for n in 1..=3 {
+        let message = format!("Subject: m{n}\r\n\r\nbody {n}\r\n");
+        let done = c
+            .command(
+                "p",
+                &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+            )
+            .await;
+        assert!(done[0].starts_with("p OK"), "{done:?}");
+    }
+    let enable = c.command("a1", "ENABLE CONDSTORE").await;
+    assert_eq!(enable[0], "* ENABLED CONDSTORE\r\n");
+    let select = c.command("a2", "SELECT INBOX").await;
+    let highest: u64 = select
+        .iter()
+        .find_map(|l| l.strip_prefix("* OK [HIGHESTMODSEQ "))
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|n| n.parse().ok())
+        .expect("HIGHESTMODSEQ at SELECT");
+    let store = c.command("a3", "STORE 2 +FLAGS (\\Seen)").await;
+    assert!(store[0].contains("MODSEQ ("), "{store:?}");
+    let since = c
+        .command("a4", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})"))
+        .await;
+    assert_eq!(since.len(), 2, "only message 2 changed: {since:?}");
+    assert!(since[0].starts_with("* 2 FETCH"), "{since:?}");
+    let conditional = c
+        .command(
+            "a5",
+            &format!("UID STORE 1:3 (UNCHANGEDSINCE {highest}) +FLAGS (\\Flagged)"),
+        )
+        .await;
+    assert!(
+        conditional
+            .last()
+            .unwrap()
+            .starts_with("a5 OK [MODIFIED 2]"),
+        "{conditional:?}"
+    );
+    let search = c
+        .command("a6", &format!("SEARCH MODSEQ {}", highest + 1))
+        .await;
+    assert!(
+        search[0].starts_with("* SEARCH 1 2 3 (MODSEQ "),
+        "{search:?}"
+    );
+    let status = c
+        .command("a7", "STATUS INBOX (HIGHESTMODSEQ MESSAGES)")
+        .await;
+    assert!(
+        status[0].starts_with("* STATUS \"INBOX\" (HIGHESTMODSEQ "),
+        "{status:?}"
+    );
+
+    let uid_expunge = c
+        .command("b1", "UID STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+        .await;
+    assert!(
+        uid_expunge.last().unwrap().starts_with("b1 OK"),
+        "{uid_expunge:?}"
+    );
+    let only_three = c.command("b2", "UID EXPUNGE 3").await;
+    assert_eq!(only_three[0], "* 3 EXPUNGE\r\n", "{only_three:?}");
+    assert_eq!(only_three.len(), 2, "message 1 stays: {only_three:?}");
+    let unselect = c.command("b3", "UNSELECT").await;
+    assert!(unselect[0].starts_with("b3 OK"), "{unselect:?}");
+    let examine = c.command("b4", "EXAMINE INBOX").await;
+    assert!(
+        has(&examine, "* 2 EXISTS"),
+        "UNSELECT expunged nothing: {examine:?}"
+    );
+    assert!(
+        examine.last().unwrap().starts_with("b4 OK [READ-ONLY]"),
+        "{examine:?}"
+    );
+    let refused = c.command("b5", "EXPUNGE").await;
+    assert!(refused[0].starts_with("b5 NO"), "{refused:?}");
+
+    c.command("c1", "CREATE Lists/Rust").await;
+    let sub = c.command("c2", "SUBSCRIBE Lists/Rust").await;
+    assert!(sub[0].starts_with("c2 OK"), "{sub:?}");
+    let lsub = c.command("c3", "LSUB \"\" Lists/%").await;
+    assert!(has(&lsub, "* LSUB () \"/\" \"Lists/Rust\""), "{lsub:?}");
+    let parents = c.command("c4", "LSUB \"\" %").await;
+    assert!(
+        has(&parents, "* LSUB (\\Noselect) \"/\" \"Lists\""),
+        "{parents:?}"
+    );
+    assert!(has(&parents, "* LSUB () \"/\" \"Sent\""), "{parents:?}");
+    let unsub = c.command("c5", "UNSUBSCRIBE Lists/Rust").await;
+    assert!(unsub[0].starts_with("c5 OK"), "{unsub:?}");
+    let id = c.command("c6", "ID NIL").await;
+    assert!(id[0].starts_with("* ID ("), "{id:?}");
+    let search_charset = c.command("c7", "SEARCH CHARSET KOI8-R ALL").await;
+    assert!(
+        search_charset[0].starts_with("c7 NO [BADCHARSET"),
+        "{search_charset:?}"
+    );
     server.shutdown().await;
 }

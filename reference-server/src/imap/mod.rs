@@ -1,8 +1,9 @@
-//! IMAP4rev1 (RFC 3501) with the extensions clients rely on. Commands are parsed and responses
-//! encoded with imap-codec; the session logic and the store access are ours.
-//!
-//! Work in progress (issue 4): the IMAP listeners are not in the default configuration until
-//! the server is complete.
+//! IMAP4rev1 (RFC 3501) with the extensions clients rely on. Commands are parsed and message
+//! structures encoded with imap-codec; the session logic and the store access are ours.
 
 pub mod framing;
+pub mod mailboxes;
+pub mod message;
+pub mod search;
+pub mod selected;
 pub mod session;

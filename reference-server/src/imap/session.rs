@@ -10,10 +10,12 @@ use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::AString;
 
+use super::mailboxes::Selected;
 use crate::auth;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::smtp::session::Connection;
+use crate::store::Store;
 
 /// What the driver must do after a command's reply is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub enum Next {
     Authenticate,
     /// Wait for the client's SASL response line, then call [`Session::sasl_response`].
     SaslResponse,
+    /// IDLE (RFC 2177): report changes as they happen (see [`Session::wait_for_change`] and
+    /// [`Session::idle_updates`]) until the client's `DONE` line, given to [`Session::idle_end`].
+    Idle,
     /// Close the connection.
     Close,
 }
@@ -50,27 +55,41 @@ enum State {
 /// The IMAP session.
 #[derive(Debug)]
 pub struct Session {
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
     conn: Connection,
+    pub(super) store: Store,
     state: State,
+    /// The selected mailbox (RFC 3501 Selected state).
+    pub(super) selected: Option<Selected>,
     tls: bool,
     /// The tag of the command waiting for a driver verdict or a SASL response.
     pending: Option<String>,
     credentials: Option<Credentials>,
     errors: u32,
+    /// CONDSTORE is enabled (RFC 7162 3.1): FETCH responses carry MODSEQ.
+    pub(super) condstore: bool,
+    /// The tag of a running IDLE.
+    pub(super) idle_tag: Option<String>,
+    /// The session must end after this reply (its mailbox went away).
+    pub(super) closing: bool,
 }
 
 impl Session {
     /// A new session on a connection.
-    pub fn new(config: Arc<Config>, conn: Connection) -> Session {
+    pub fn new(config: Arc<Config>, conn: Connection, store: Store) -> Session {
         Session {
             tls: conn.tls_mode == TlsMode::Implicit,
             config,
             conn,
+            store,
             state: State::NotAuthenticated,
+            selected: None,
             pending: None,
             credentials: None,
             errors: 0,
+            condstore: false,
+            idle_tag: None,
+            closing: false,
         }
     }
 
@@ -88,14 +107,36 @@ impl Session {
     /// Whether the client may send a password now: over TLS, or on a listener without TLS at all
     /// (a test set-up), never before STARTTLS on a port that offers it (RFC 3501 6.2.3, RFC 8314).
     fn login_allowed(&self) -> bool {
-        self.tls || self.conn.tls_mode != TlsMode::Starttls
+        self.tls
+            || self.conn.tls_mode != TlsMode::Starttls
+            || self.config.faults.has(Policy::ImapPlaintextLogin)
+    }
+
+    /// The client's address, for logs.
+    pub(super) fn peer(&self) -> std::net::SocketAddr {
+        self.conn.peer
     }
 
     /// The capabilities for the current state. Only what is built is listed.
     pub fn capabilities(&self) -> Vec<&'static str> {
-        let mut caps = vec!["IMAP4rev1", "LITERAL+", "ID", "NAMESPACE", "ENABLE"];
+        let mut caps = vec![
+            "IMAP4rev1",
+            "LITERAL+",
+            "ID",
+            "NAMESPACE",
+            "ENABLE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "CHILDREN",
+            "SPECIAL-USE",
+            "IDLE",
+            "CONDSTORE",
+        ];
         if self.state == State::NotAuthenticated {
-            if self.conn.tls_mode == TlsMode::Starttls && !self.tls {
+            if (self.conn.tls_mode == TlsMode::Starttls && !self.tls)
+                || (self.tls && self.config.faults.has(Policy::StarttlsAfterTls))
+            {
                 caps.push("STARTTLS");
             }
             if self.login_allowed() {
@@ -129,12 +170,45 @@ impl Session {
         format!("{} {status} {text}\r\n", tag.unwrap_or("*")).into_bytes()
     }
 
-    /// Handles one command: its reply bytes and what the driver does next.
-    pub fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
+    /// Handles one command: its reply bytes and what the driver does next. Changes other
+    /// sessions made to the selected mailbox are reported before the tagged reply, where RFC
+    /// 3501 section 7 allows them.
+    pub async fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
         let tag = command.tag.as_ref().to_owned();
         let mut out = Vec::new();
-        let next = self.dispatch(&tag, command.body, &mut out);
+        // EXPUNGE responses are not allowed during FETCH, STORE and SEARCH by sequence number
+        // (RFC 3501 7.4.1): the client's numbers would shift under it.
+        let expunges_allowed = self.config.faults.has(Policy::ImapExpungeDuringFetch)
+            || !matches!(
+                &command.body,
+                CommandBody::Fetch { uid: false, .. }
+                    | CommandBody::Store { uid: false, .. }
+                    | CommandBody::Search { uid: false, .. }
+            );
+        let next = match self.mailbox_command(&tag, command.body, &mut out).await {
+            Ok(next) => next,
+            Err(body) => self.dispatch(&tag, body, &mut out),
+        };
+        if next == Next::Continue {
+            // The tagged reply ends the exchange: updates go before it.
+            let tagged = split_tagged(&mut out);
+            self.report_changes(&mut out, expunges_allowed).await;
+            if self.closing {
+                return (out, Next::Close);
+            }
+            out.extend_from_slice(&self.faulty_status(tagged));
+        }
         (out, next)
+    }
+
+    /// The account once authenticated.
+    pub(super) fn account(&self) -> Option<&str> {
+        self.authenticated()
+    }
+
+    /// Counts an error reply.
+    pub(super) fn count_error(&mut self) {
+        self.errors += 1;
     }
 
     fn dispatch(&mut self, tag: &str, body: CommandBody<'_>, out: &mut Vec<u8>) -> Next {
@@ -153,6 +227,7 @@ impl Session {
                 line(out, "* BYE logging out");
                 ok(out, tag, "LOGOUT completed");
                 self.state = State::Logout;
+                self.selected = None;
                 return Next::Close;
             }
             CommandBody::Id { .. } => {
@@ -182,11 +257,6 @@ impl Session {
                 line(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL");
                 ok(out, tag, "NAMESPACE completed");
             }
-            CommandBody::Enable { .. } if self.authenticated().is_some() => {
-                // Nothing that ENABLE can switch on is built yet (RFC 5161: list none).
-                line(out, "* ENABLED");
-                ok(out, tag, "ENABLE completed");
-            }
             _ if self.authenticated().is_none() => {
                 self.bad(out, tag, &format!("{name} needs an authenticated session"));
             }
@@ -196,6 +266,19 @@ impl Session {
             }
         }
         Next::Continue
+    }
+
+    /// The `imap_errors_as_ok` fault turns a tagged NO or BAD into OK.
+    fn faulty_status(&self, tagged: Vec<u8>) -> Vec<u8> {
+        if !self.config.faults.has(Policy::ImapErrorsAsOk) {
+            return tagged;
+        }
+        let text = String::from_utf8_lossy(&tagged);
+        let mut words = text.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some(tag), Some("NO" | "BAD"), Some(rest)) => format!("{tag} OK {rest}").into_bytes(),
+            _ => tagged,
+        }
     }
 
     fn authenticated(&self) -> Option<&str> {
@@ -338,6 +421,11 @@ impl Session {
         out
     }
 
+    /// Whether a client has logged in.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated().is_some()
+    }
+
     /// A `* BYE` for an idle timeout or a shutdown.
     pub fn bye(&mut self, text: &str) -> Vec<u8> {
         self.state = State::Logout;
@@ -355,11 +443,19 @@ impl Session {
     }
 }
 
-fn ok(out: &mut Vec<u8>, tag: &str, text: &str) {
+pub(super) fn ok(out: &mut Vec<u8>, tag: &str, text: &str) {
     line(out, &format!("{tag} OK {text}"));
 }
 
-fn line(out: &mut Vec<u8>, text: &str) {
+/// Splits off the command's tagged reply, which every command writes last: its final line.
+/// (Earlier lines may hold literals; the tagged line never does.)
+fn split_tagged(out: &mut Vec<u8>) -> Vec<u8> {
+    let body = out.strip_suffix(b"\r\n").unwrap_or(out);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    out.split_off(start)
+}
+
+pub(super) fn line(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
 }

@@ -1,0 +1,906 @@
+//! The authenticated state (RFC 3501 6.3): SELECT and EXAMINE, the mailbox commands (CREATE,
+//! DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND), ENABLE and IDLE, and the
+//! reporting of other sessions' changes to the selected mailbox (RFC 3501 7: EXISTS, RECENT,
+//! EXPUNGE and FETCH FLAGS, never an EXPUNGE while a command by sequence number runs).
+//!
+//! Reporting works on differences: a change notification from the store only marks the view
+//! stale, and the next report re-reads the mailbox and compares it with what this client has
+//! been told. Notifications may be lost (a slow client) or repeated (our own changes) without
+//! harm.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use imap_codec::imap_types::command::{CommandBody, SelectParameter};
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::status::StatusDataItemName;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::session::{Next, Session, line, ok};
+use crate::faults::Policy;
+use crate::store::{Change, DELIMITER, Store, StoreError};
+
+/// The selected mailbox as this session's client knows it.
+#[derive(Debug)]
+pub struct Selected {
+    /// The mailbox name as stored (INBOX in capitals).
+    pub(super) name: String,
+    /// EXAMINE, or SELECT of a mailbox the session may not change.
+    pub(super) read_only: bool,
+    /// The UID of each message number: message n is `uids[n - 1]`.
+    pub(super) uids: Vec<u32>,
+    /// The flags the client was last told for each message number.
+    pub(super) flags: Vec<Vec<String>>,
+    /// Messages that are \Recent in this session.
+    pub(super) recent: HashSet<u32>,
+    /// The highest UID the client has heard of, expunged or not.
+    pub(super) max_uid: u32,
+    /// Change notifications from the store.
+    pub(super) watch: broadcast::Receiver<Change>,
+    /// The store changed since the view was last compared with it.
+    pub(super) dirty: bool,
+    /// The mod-sequence up to which the view has been brought up to date.
+    pub(super) modseq: u64,
+    /// Messages expunged elsewhere whose EXPUNGE waits for a point where it is allowed.
+    pub(super) pending_expunges: BTreeSet<u32>,
+    /// The mailbox was deleted or renamed away.
+    pub(super) gone: bool,
+}
+
+impl Selected {
+    /// The message number of a UID in the client's view.
+    pub(super) fn seq_of(&self, uid: u32) -> Option<u32> {
+        let index = self.uids.binary_search(&uid).ok()?;
+        u32::try_from(index + 1).ok()
+    }
+
+    /// Reports the expunges that were waiting, from the highest message number down so that
+    /// each number is still right when the client reads it.
+    fn flush_expunges(&mut self, out: &mut Vec<u8>) {
+        while let Some(uid) = self.pending_expunges.pop_last() {
+            if let Some(seq) = self.remove(uid) {
+                line(out, &format!("* {seq} EXPUNGE"));
+            }
+        }
+    }
+
+    /// Removes a message from the view, returning its message number for the EXPUNGE response.
+    pub(super) fn remove(&mut self, uid: u32) -> Option<u32> {
+        let index = self.uids.binary_search(&uid).ok()?;
+        self.uids.remove(index);
+        self.flags.remove(index);
+        self.recent.remove(&uid);
+        self.pending_expunges.remove(&uid);
+        u32::try_from(index + 1).ok()
+    }
+}
+
+/// Runs store work off the async threads; a panic in it becomes an error.
+pub(super) async fn db<T: Send + 'static>(
+    store: &Store,
+    work: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(store))
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Io {
+                path: Default::default(),
+                source: std::io::Error::other(format!("store task failed: {join}")),
+            })
+        })
+}
+
+/// The name a client gave, as the store keeps it. Names are modified UTF-7 on the wire (RFC 3501
+/// 5.1.3), so anything that is not UTF-8 is refused; a trailing delimiter is dropped (CREATE
+/// "a/" creates "a").
+pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
+    match mailbox {
+        Mailbox::Inbox => Some("INBOX".to_owned()),
+        Mailbox::Other(other) => {
+            let name = std::str::from_utf8(other.as_ref()).ok()?;
+            let name = name.strip_suffix(DELIMITER).unwrap_or(name);
+            if name.eq_ignore_ascii_case("INBOX") {
+                Some("INBOX".to_owned())
+            } else {
+                Some(name.to_owned())
+            }
+        }
+    }
+}
+
+/// A mailbox name as an IMAP string: quoted when it can be, a literal otherwise.
+pub(super) fn quote(name: &str) -> String {
+    if name
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\t')
+    {
+        let mut quoted = String::with_capacity(name.len() + 2);
+        quoted.push('"');
+        for c in name.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
+    } else {
+        format!("{{{}}}\r\n{name}", name.len())
+    }
+}
+
+/// Whether a LIST pattern matches a name: `*` matches anything, `%` anything but the hierarchy
+/// delimiter (RFC 3501 6.3.8). Dynamic programming over the name, so a pattern full of wildcards
+/// costs pattern length times name length, never more.
+pub(super) fn wildcard_match(pattern: &[u8], name: &[u8], ignore_case: bool) -> bool {
+    let delimiter = DELIMITER as u8;
+    let mut matched = vec![false; name.len() + 1];
+    matched[0] = true;
+    let mut next = vec![false; name.len() + 1];
+    for &p in pattern {
+        match p {
+            b'*' | b'%' => {
+                let mut any = false;
+                for j in 0..=name.len() {
+                    if p == b'%' && j > 0 && name[j - 1] == delimiter {
+                        any = false;
+                    }
+                    any |= matched[j];
+                    next[j] = any;
+                }
+            }
+            c => {
+                next[0] = false;
+                for j in 1..=name.len() {
+                    let same = if ignore_case {
+                        name[j - 1].eq_ignore_ascii_case(&c)
+                    } else {
+                        name[j - 1] == c
+                    };
+                    next[j] = matched[j - 1] && same;
+                }
+            }
+        }
+        std::mem::swap(&mut matched, &mut next);
+    }
+    matched[name.len()]
+}
+
+/// Whether a name matches a LIST pattern. INBOX is case-insensitive (RFC 3501 5.1), so names
+/// in it are matched without regard to case (a little generous below INBOX, never for others).
+fn name_matches(pattern: &[u8], name: &str) -> bool {
+    let inbox = name == "INBOX" || name.starts_with("INBOX/");
+    wildcard_match(pattern, name.as_bytes(), false)
+        || (inbox && wildcard_match(pattern, name.as_bytes(), true))
+}
+
+/// The flags the reference server knows of, for FLAGS and PERMANENTFLAGS.
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+/// Formats a flag list, with `\Recent` added when the message is recent in this session.
+pub(super) fn flag_list(flags: &[String], recent: bool) -> String {
+    let mut list = flags.join(" ");
+    if recent {
+        if !list.is_empty() {
+            list.push(' ');
+        }
+        list.push_str("\\Recent");
+    }
+    format!("({list})")
+}
+
+impl Session {
+    /// Commands of the authenticated and selected states. Gives the command back when it is not
+    /// one of them, or when the session is not authenticated (the caller answers that).
+    pub(super) async fn mailbox_command<'a>(
+        &mut self,
+        tag: &str,
+        body: CommandBody<'a>,
+        out: &mut Vec<u8>,
+    ) -> Result<Next, CommandBody<'a>> {
+        let Some(account) = self.account().map(str::to_owned) else {
+            return Err(body);
+        };
+        match body {
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(tag, &account, &mailbox, &parameters, false, out)
+                    .await
+            }
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(tag, &account, &mailbox, &parameters, true, out)
+                    .await
+            }
+            CommandBody::Create { mailbox } => self.create(tag, &account, &mailbox, out).await,
+            CommandBody::Delete { mailbox } => self.delete(tag, &account, &mailbox, out).await,
+            CommandBody::Rename { from, to } => {
+                self.rename(tag, &account, &from, &to, out).await;
+            }
+            CommandBody::Subscribe { mailbox } => {
+                self.subscription(tag, &account, &mailbox, true, out).await;
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                self.subscription(tag, &account, &mailbox, false, out).await;
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(tag, &account, &reference, &mailbox_wildcard, false, out)
+                    .await;
+            }
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(tag, &account, &reference, &mailbox_wildcard, true, out)
+                    .await;
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(tag, &account, &mailbox, &item_names, out).await,
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let octets = match &message {
+                    LiteralOrLiteral8::Literal(literal) => literal.as_ref(),
+                    LiteralOrLiteral8::Literal8(literal) => literal.data.as_ref(),
+                };
+                let flags = flags.iter().map(ToString::to_string).collect();
+                let date = date.map(|d| d.as_ref().timestamp());
+                self.append(tag, &account, &mailbox, flags, date, octets, out)
+                    .await;
+            }
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for capability in capabilities.as_ref() {
+                    if matches!(capability, CapabilityEnable::CondStore) {
+                        self.condstore = true;
+                        enabled.push("CONDSTORE");
+                    }
+                }
+                let mut text = "* ENABLED".to_owned();
+                for name in enabled {
+                    text.push(' ');
+                    text.push_str(name);
+                }
+                line(out, &text);
+                ok(out, tag, "ENABLE completed");
+            }
+            CommandBody::Idle => {
+                line(out, "+ idling");
+                self.idle_tag = Some(tag.to_owned());
+                return Ok(Next::Idle);
+            }
+            other => return self.selected_command(tag, &account, other, out).await,
+        }
+        Ok(Next::Continue)
+    }
+
+    /// A NO (or BAD) for a store error; anything unexpected is logged as a server bug.
+    pub(super) fn store_failed(&mut self, out: &mut Vec<u8>, tag: &str, error: &StoreError) {
+        let text = match error {
+            StoreError::NoSuchMailbox { .. } => "NO [NONEXISTENT] No such mailbox".to_owned(),
+            StoreError::MailboxExists { .. } => {
+                "NO [ALREADYEXISTS] Mailbox already exists".to_owned()
+            }
+            StoreError::CannotDeleteInbox { .. } => "NO [CANNOT] INBOX cannot be deleted".into(),
+            StoreError::HasChildren { .. } => {
+                "NO [INUSE] Mailbox has child mailboxes; delete them first".to_owned()
+            }
+            StoreError::RenameIntoItself { .. } => {
+                "NO [CANNOT] A mailbox cannot be renamed below itself".to_owned()
+            }
+            StoreError::NotSubscribed { .. } => {
+                "NO [NONEXISTENT] Not subscribed to that mailbox".to_owned()
+            }
+            StoreError::InvalidMailboxName(name) => {
+                format!("NO [CANNOT] Invalid mailbox name {}", quote(name))
+            }
+            StoreError::InvalidFlag { flag, .. } => format!("BAD Invalid flag {flag}"),
+            StoreError::UidsExhausted { .. } => "NO [LIMIT] The mailbox has no UIDs left".into(),
+            other => {
+                tracing::error!(peer = %self.peer(), "IMAP store error: {other}");
+                "NO [SERVERBUG] Internal error; the command was not carried out".to_owned()
+            }
+        };
+        self.count_error();
+        line(out, &format!("{tag} {text}"));
+    }
+
+    /// A NO or BAD counted as an error.
+    pub(super) fn refuse(&mut self, out: &mut Vec<u8>, tag: &str, status: &str, text: &str) {
+        self.count_error();
+        line(out, &format!("{tag} {status} {text}"));
+    }
+
+    async fn select(
+        &mut self,
+        tag: &str,
+        account: &str,
+        mailbox: &Mailbox<'_>,
+        parameters: &[SelectParameter],
+        read_only: bool,
+        out: &mut Vec<u8>,
+    ) {
+        // A SELECT deselects first, even when it fails (RFC 3501 6.3.1).
+        self.selected = None;
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
+        };
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } => {
+                    return self.refuse(out, tag, "BAD", "QRESYNC is not supported");
+                }
+            }
+        }
+        let (acct, mbox) = (account.to_owned(), name.clone());
+        let opened = db(&self.store, move |store| {
+            // Watch before reading: a change committed in between is then seen twice, which
+            // the comparison absorbs, rather than never.
+            let watch = store.watch(&acct, &mbox)?;
+            let status = store.mailbox_status(&acct, &mbox)?;
+            let messages = store.messages(&acct, &mbox)?;
+            let recent = if read_only {
+                Vec::new()
+            } else {
+                store.claim_recent(&acct, &mbox)?
+            };
+            Ok((watch, status, messages, recent))
+        })
+        .await;
+        let (watch, status, messages, recent) = match opened {
+            Ok(opened) => opened,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let recent: HashSet<u32> = recent.into_iter().collect();
+        let first_unseen = messages
+            .iter()
+            .position(|m| !m.flags.iter().any(|f| f == "\\Seen"));
+        line(out, &format!("* FLAGS ({SYSTEM_FLAGS})"));
+        if read_only {
+            line(out, "* OK [PERMANENTFLAGS ()] Read-only mailbox");
+        } else {
+            line(
+                out,
+                &format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted"),
+            );
+        }
+        line(out, &format!("* {} EXISTS", messages.len()));
+        line(out, &format!("* {} RECENT", recent.len()));
+        if let Some(index) = first_unseen {
+            line(
+                out,
+                &format!("* OK [UNSEEN {}] First unseen message", index + 1),
+            );
+        }
+        line(
+            out,
+            &format!("* OK [UIDVALIDITY {}] UIDs valid", status.uidvalidity),
+        );
+        line(
+            out,
+            &format!("* OK [UIDNEXT {}] Predicted next UID", status.uidnext),
+        );
+        line(
+            out,
+            &format!(
+                "* OK [HIGHESTMODSEQ {}] Highest",
+                status.highest_modseq.max(1)
+            ),
+        );
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        ok(out, tag, &format!("[{mode}] {verb} completed"));
+        self.selected = Some(Selected {
+            name,
+            read_only,
+            max_uid: messages
+                .last()
+                .map_or(0, |m| m.uid)
+                .max(status.uidnext.saturating_sub(1)),
+            modseq: status.highest_modseq,
+            pending_expunges: BTreeSet::new(),
+            uids: messages.iter().map(|m| m.uid).collect(),
+            flags: messages.into_iter().map(|m| m.flags).collect(),
+            recent,
+            watch,
+            dirty: false,
+            gone: false,
+        });
+    }
+
+    async fn create(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+        };
+        if name == "INBOX" {
+            return self.refuse(out, tag, "NO", "[ALREADYEXISTS] INBOX always exists");
+        }
+        let acct = account.to_owned();
+        match db(&self.store, move |s| {
+            s.create_mailbox_with_parents(&acct, &name)
+        })
+        .await
+        {
+            Ok(()) => ok(out, tag, "CREATE completed"),
+            Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    async fn delete(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
+        };
+        let acct = account.to_owned();
+        match db(&self.store, move |s| s.delete_mailbox(&acct, &name)).await {
+            Ok(()) => ok(out, tag, "DELETE completed"),
+            Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        tag: &str,
+        account: &str,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
+            return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+        };
+        if to == "INBOX" {
+            return self.refuse(out, tag, "NO", "[ALREADYEXISTS] INBOX always exists");
+        }
+        let acct = account.to_owned();
+        match db(&self.store, move |s| s.rename_mailbox(&acct, &from, &to)).await {
+            Ok(()) => ok(out, tag, "RENAME completed"),
+            Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    async fn subscription(
+        &mut self,
+        tag: &str,
+        account: &str,
+        mailbox: &Mailbox<'_>,
+        subscribe: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
+        };
+        let acct = account.to_owned();
+        let done = db(&self.store, move |s| {
+            if subscribe {
+                s.subscribe(&acct, &name)
+            } else {
+                s.unsubscribe(&acct, &name)
+            }
+        })
+        .await;
+        match done {
+            Ok(()) if subscribe => ok(out, tag, "SUBSCRIBE completed"),
+            Ok(()) => ok(out, tag, "UNSUBSCRIBE completed"),
+            Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    async fn list(
+        &mut self,
+        tag: &str,
+        account: &str,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let pattern: &[u8] = match pattern {
+            ListMailbox::Token(token) => token.as_ref(),
+            ListMailbox::String(string) => string.as_ref(),
+        };
+        if pattern.is_empty() && !lsub {
+            // The hierarchy delimiter and root (RFC 3501 6.3.8).
+            line(out, &format!("* LIST (\\Noselect) \"{DELIMITER}\" \"\""));
+            return ok(out, tag, "LIST completed");
+        }
+        let reference: Vec<u8> = match reference {
+            Mailbox::Inbox => b"INBOX".to_vec(),
+            Mailbox::Other(other) => other.as_ref().to_vec(),
+        };
+        let mut full = reference;
+        full.extend_from_slice(pattern);
+        if self.config.faults.has(Policy::ImapListNoHierarchy) {
+            for byte in &mut full {
+                if *byte == b'%' {
+                    *byte = b'*';
+                }
+            }
+        }
+        let special_use = !self.config.faults.has(Policy::ImapNoSpecialUse);
+        let acct = account.to_owned();
+        let read = db(&self.store, move |s| {
+            Ok((s.list_mailboxes(&acct)?, s.subscriptions(&acct)?))
+        })
+        .await;
+        let (mailboxes, subscriptions) = match read {
+            Ok(read) => read,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        if lsub {
+            let existing: HashMap<&str, _> =
+                mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+            let mut listed: HashSet<String> = HashSet::new();
+            for name in &subscriptions {
+                if name_matches(&full, name) {
+                    if listed.insert(name.clone()) {
+                        let attributes = if existing.contains_key(name.as_str()) {
+                            ""
+                        } else {
+                            "\\Noselect"
+                        };
+                        line(
+                            out,
+                            &format!("* LSUB ({attributes}) \"{DELIMITER}\" {}", quote(name)),
+                        );
+                    }
+                    continue;
+                }
+                // With `%`, an unsubscribed parent of a subscribed name is listed \Noselect
+                // (RFC 3501 6.3.9).
+                let mut end = 0;
+                while let Some(at) = name[end..].find(DELIMITER) {
+                    let parent = &name[..end + at];
+                    end += at + 1;
+                    if name_matches(&full, parent)
+                        && !subscriptions.iter().any(|s| s == parent)
+                        && listed.insert(parent.to_owned())
+                    {
+                        line(
+                            out,
+                            &format!("* LSUB (\\Noselect) \"{DELIMITER}\" {}", quote(parent)),
+                        );
+                    }
+                }
+            }
+        } else {
+            for mailbox in &mailboxes {
+                if !name_matches(&full, &mailbox.name) {
+                    continue;
+                }
+                let mut attributes = vec![if mailbox.has_children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                }];
+                if let Some(special) = mailbox.special_use.filter(|_| special_use) {
+                    attributes.push(special.as_str());
+                }
+                line(
+                    out,
+                    &format!(
+                        "* LIST ({}) \"{DELIMITER}\" {}",
+                        attributes.join(" "),
+                        quote(&mailbox.name)
+                    ),
+                );
+            }
+        }
+        ok(out, tag, &format!("{verb} completed"));
+    }
+
+    async fn status(
+        &mut self,
+        tag: &str,
+        account: &str,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) {
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
+        };
+        let (acct, mbox) = (account.to_owned(), name.clone());
+        let read = db(&self.store, move |s| {
+            Ok((
+                s.mailbox_status(&acct, &mbox)?,
+                s.mailbox_counts(&acct, &mbox)?,
+                s.recent_count(&acct, &mbox)?,
+            ))
+        })
+        .await;
+        let (status, counts, recent) = match read {
+            Ok(read) => read,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let mut values = Vec::new();
+        for item in items {
+            let value = match item {
+                StatusDataItemName::Messages => format!("MESSAGES {}", counts.exists),
+                StatusDataItemName::Recent => format!("RECENT {recent}"),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uidnext),
+                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uidvalidity),
+                StatusDataItemName::Unseen => format!("UNSEEN {}", counts.unseen),
+                StatusDataItemName::HighestModSeq => {
+                    self.condstore = true;
+                    format!("HIGHESTMODSEQ {}", status.highest_modseq.max(1))
+                }
+                StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => {
+                    return self.refuse(out, tag, "BAD", "STATUS DELETED is IMAP4rev2 only");
+                }
+            };
+            values.push(value);
+        }
+        line(
+            out,
+            &format!("* STATUS {} ({})", quote(&name), values.join(" ")),
+        );
+        ok(out, tag, "STATUS completed");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn append(
+        &mut self,
+        tag: &str,
+        account: &str,
+        mailbox: &Mailbox<'_>,
+        flags: Vec<String>,
+        date: Option<i64>,
+        octets: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let Some(name) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
+        };
+        if octets.is_empty() {
+            return self.refuse(out, tag, "NO", "Cannot append an empty message");
+        }
+        let (acct, octets) = (account.to_owned(), octets.to_vec());
+        match db(&self.store, move |s| {
+            s.append(&acct, &name, &octets, &flags, date)
+        })
+        .await
+        {
+            Ok(done) => ok(
+                out,
+                tag,
+                &format!(
+                    "[APPENDUID {} {}] APPEND completed",
+                    done.uidvalidity, done.uid
+                ),
+            ),
+            Err(StoreError::NoSuchMailbox { .. }) => {
+                self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
+            }
+            Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    /// Waits until the store reports a change to the selected mailbox (for IDLE); never returns
+    /// when none is selected. Cancel-safe.
+    pub async fn wait_for_change(&mut self) {
+        match self.selected.as_mut() {
+            Some(selected) if !selected.gone && !selected.dirty => {
+                match selected.watch.recv().await {
+                    Ok(Change::Deleted) | Err(RecvError::Closed) => selected.gone = true,
+                    Ok(_) | Err(RecvError::Lagged(_)) => selected.dirty = true,
+                }
+            }
+            Some(_) => {}
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Untagged updates during IDLE (RFC 2177: EXPUNGE is allowed).
+    pub async fn idle_updates(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.report_changes(&mut out, true).await;
+        out
+    }
+
+    /// The line that ends IDLE: `DONE`, answered with the tagged OK; anything else is BAD.
+    pub async fn idle_end(&mut self, input: &[u8]) -> Vec<u8> {
+        let tag = self.idle_tag.take().unwrap_or_else(|| "*".to_owned());
+        let mut out = Vec::new();
+        self.report_changes(&mut out, true).await;
+        let text = input.strip_suffix(b"\n").unwrap_or(input);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.eq_ignore_ascii_case(b"DONE") {
+            ok(&mut out, &tag, "IDLE terminated");
+        } else {
+            self.refuse(&mut out, &tag, "BAD", "Expected DONE to end IDLE");
+        }
+        out
+    }
+
+    /// Reports what changed in the selected mailbox since the client was last told: EXPUNGE
+    /// (only when `expunges_allowed`; otherwise they wait), FETCH FLAGS, EXISTS and RECENT.
+    pub(super) async fn report_changes(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) {
+        let Some(account) = self.account().map(str::to_owned) else {
+            return;
+        };
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        loop {
+            match selected.watch.try_recv() {
+                Ok(Change::Deleted) | Err(TryRecvError::Closed) => {
+                    selected.gone = true;
+                    break;
+                }
+                Ok(_) | Err(TryRecvError::Lagged(_)) => selected.dirty = true,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if selected.gone {
+            self.selected = None;
+            line(
+                out,
+                "* BYE The selected mailbox was deleted or renamed by another session",
+            );
+            self.closing = true;
+            return;
+        }
+        if self.config.faults.has(Policy::ImapNoUntaggedUpdates) {
+            selected.dirty = false;
+            return;
+        }
+        if !selected.dirty {
+            // Expunges that had to wait for a command that allows them.
+            if expunges_allowed {
+                selected.flush_expunges(out);
+            }
+            return;
+        }
+        let (acct, mbox) = (account, selected.name.clone());
+        let (read_only, since) = (selected.read_only, selected.modseq);
+        // Only what changed since the last report: a few indexed rows, however large the
+        // mailbox. The highest mod-sequence is read first, so a change committed meanwhile is
+        // read again next time rather than missed; applying one twice changes nothing.
+        let read = db(&self.store, move |s| {
+            let highest = s.mailbox_status(&acct, &mbox)?.highest_modseq;
+            let changed = s.messages_changed_since(&acct, &mbox, since)?;
+            let expunged = s.expunged_since(&acct, &mbox, since)?;
+            let recent = if read_only {
+                Vec::new()
+            } else {
+                s.claim_recent(&acct, &mbox)?
+            };
+            Ok((highest, changed, expunged, recent))
+        })
+        .await;
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        let (highest, changed, expunged, recent) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                // Try again at the next chance; the client's view stays consistent meanwhile.
+                tracing::warn!(
+                    "IMAP could not read the changes to {}: {error}",
+                    selected.name
+                );
+                return;
+            }
+        };
+        selected.dirty = false;
+        selected.modseq = selected.modseq.max(highest);
+        let condstore = self.condstore;
+        selected.pending_expunges.extend(
+            expunged
+                .into_iter()
+                .filter(|uid| selected.uids.binary_search(uid).is_ok()),
+        );
+        // EXPUNGE from the highest number down, so earlier numbers stay valid as we go.
+        if expunges_allowed {
+            selected.flush_expunges(out);
+        }
+        for meta in &changed {
+            if selected.pending_expunges.contains(&meta.uid) {
+                continue;
+            }
+            let Some(seq) = selected.seq_of(meta.uid) else {
+                continue;
+            };
+            let index = (seq - 1) as usize;
+            if selected.flags[index] != meta.flags {
+                selected.flags[index].clone_from(&meta.flags);
+                let mut text = format!(
+                    "* {seq} FETCH (UID {} FLAGS {}",
+                    meta.uid,
+                    flag_list(&meta.flags, selected.recent.contains(&meta.uid))
+                );
+                if condstore {
+                    text.push_str(&format!(" MODSEQ ({})", meta.modseq));
+                }
+                text.push(')');
+                line(out, &text);
+            }
+        }
+        selected.recent.extend(recent);
+        let before = selected.uids.len();
+        for meta in changed {
+            if meta.uid > selected.max_uid {
+                selected.max_uid = meta.uid;
+                selected.uids.push(meta.uid);
+                selected.flags.push(meta.flags);
+            }
+        }
+        if selected.uids.len() != before {
+            line(out, &format!("* {} EXISTS", selected.uids.len()));
+            let recent = selected
+                .uids
+                .iter()
+                .filter(|uid| selected.recent.contains(uid))
+                .count();
+            line(out, &format!("* {recent} RECENT"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match(b"*", b"a/b/c", false));
+        assert!(wildcard_match(b"%", b"abc", false));
+        assert!(!wildcard_match(b"%", b"a/b", false));
+        assert!(wildcard_match(b"a/%", b"a/b", false));
+        assert!(!wildcard_match(b"a/%", b"a/b/c", false));
+        assert!(wildcard_match(b"a/*", b"a/b/c", false));
+        assert!(wildcard_match(b"%/%", b"a/b", false));
+        assert!(!wildcard_match(b"%/%", b"ab", false));
+        assert!(wildcard_match(b"S*t", b"Sent", false));
+        assert!(!wildcard_match(b"s*t", b"Sent", false));
+        assert!(wildcard_match(b"s*t", b"Sent", true));
+        assert!(!wildcard_match(b"", b"a", false));
+        assert!(wildcard_match(b"", b"", false));
+        // Many wildcards stay cheap.
+        let pattern = b"*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%x".repeat(10);
+        assert!(!wildcard_match(&pattern, &[b'a'; 500], false));
+    }
+
+    #[test]
+    fn inbox_matches_in_any_case() {
+        assert!(name_matches(b"inbox", "INBOX"));
+        assert!(name_matches(b"InBoX", "INBOX"));
+        assert!(name_matches(b"in*", "INBOX"));
+        assert!(!name_matches(b"sent", "Sent"));
+        assert!(name_matches(b"inbox/%", "INBOX/a"));
+    }
+
+    #[test]
+    fn names_are_quoted_or_literal() {
+        assert_eq!(quote("Sent"), "\"Sent\"");
+        assert_eq!(quote("a \"b\\"), "\"a \\\"b\\\\\"");
+        assert_eq!(quote("caf\u{e9}"), "{5}\r\ncaf\u{e9}");
+    }
+
+    #[test]
+    fn flag_lists() {
+        assert_eq!(flag_list(&[], false), "()");
+        assert_eq!(flag_list(&[], true), "(\\Recent)");
+        assert_eq!(
+            flag_list(&["\\Seen".into(), "$Junk".into()], true),
+            "(\\Seen $Junk \\Recent)"
+        );
+    }
+}

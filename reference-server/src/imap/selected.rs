@@ -1,0 +1,1019 @@
+//! The selected state (RFC 3501 6.4): FETCH, STORE, COPY, MOVE (RFC 6851), EXPUNGE, UID EXPUNGE
+//! (RFC 4315), SEARCH, CHECK, CLOSE and UNSELECT (RFC 3691), each with its UID form, and the
+//! CONDSTORE modifiers (RFC 7162).
+//!
+//! Message numbers are the client's: those of [`Selected`], which may still hold messages another
+//! session expunged until their EXPUNGE can be reported.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use imap_codec::ResponseCodec;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::command::{CommandBody, FetchModifier, StoreModifier};
+use imap_codec::imap_types::core::{Charset, Vec1};
+use imap_codec::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use imap_codec::imap_types::IntoStatic;
+
+use super::mailboxes::{db, flag_list, mailbox_name};
+use super::message;
+use super::search::{self, SearchMessage};
+use super::session::{Next, Session, line, ok};
+use crate::faults::Policy;
+use crate::store::{FlagOp, MessageMeta, StoreError};
+
+/// Whether a number is in a sequence set, `*` standing for `last` (RFC 3501 9: `n:m` equals
+/// `m:n`). Never expands ranges.
+pub(super) fn set_contains(set: &SequenceSet, number: u32, last: u32) -> bool {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => last,
+    };
+    set.0.as_ref().iter().any(|sequence| match sequence {
+        Sequence::Single(v) => value(v) == number,
+        Sequence::Range(a, b) => {
+            let (a, b) = (value(a), value(b));
+            (a.min(b)..=a.max(b)).contains(&number)
+        }
+    })
+}
+
+/// The largest explicit number in a set (for checking message numbers).
+fn set_max(set: &SequenceSet) -> u32 {
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => 0,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|sequence| match sequence {
+            Sequence::Single(v) => value(v),
+            Sequence::Range(a, b) => value(a).max(value(b)),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Ascending numbers as a compact set: `1:3,5`.
+pub(super) fn compact(numbers: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = numbers[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The bytes of one item as imap-codec writes it inside a FETCH response.
+fn encode_item(item: MessageDataItem<'_>) -> Vec<u8> {
+    let response = Response::Data(Data::Fetch {
+        seq: NonZeroU32::MIN,
+        items: Vec1::from(item),
+    });
+    let bytes = ResponseCodec::default().encode(&response).dump();
+    let inner = bytes
+        .strip_prefix(b"* 1 FETCH (")
+        .and_then(|rest| rest.strip_suffix(b")\r\n"));
+    inner.map(<[u8]>::to_vec).unwrap_or(bytes)
+}
+
+/// A section specifier as the client wrote it, for the item name in the response.
+fn section_name(section: Option<&Section<'_>>) -> String {
+    let part = |p: &imap_codec::imap_types::fetch::Part| {
+        p.0.as_ref()
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let with_part = |p: &Option<imap_codec::imap_types::fetch::Part>, what: &str| match p {
+        Some(p) => format!("{}.{what}", part(p)),
+        None => what.to_owned(),
+    };
+    let fields = |list: &Vec1<imap_codec::imap_types::core::AString<'_>>| {
+        list.as_ref()
+            .iter()
+            .map(|f| String::from_utf8_lossy(f.as_ref()).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match section {
+        None => String::new(),
+        Some(Section::Part(p)) => part(p),
+        Some(Section::Header(p)) => with_part(p, "HEADER"),
+        Some(Section::HeaderFields(p, list)) => {
+            format!("{} ({})", with_part(p, "HEADER.FIELDS"), fields(list))
+        }
+        Some(Section::HeaderFieldsNot(p, list)) => {
+            format!("{} ({})", with_part(p, "HEADER.FIELDS.NOT"), fields(list))
+        }
+        Some(Section::Text(p)) => with_part(p, "TEXT"),
+        Some(Section::Mime(p)) => format!("{}.MIME", part(p)),
+    }
+}
+
+/// Appends an IMAP literal.
+fn literal(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// RFC 3501 date-time of a Unix time, in UTC.
+fn internal_date(secs: i64) -> String {
+    let time =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "\"{:02}-{}-{:04} {:02}:{:02}:{:02} +0000\"",
+        time.day(),
+        MONTHS[usize::from(u8::from(time.month())) - 1],
+        time.year(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    )
+}
+
+/// What a FETCH needs to know about one message besides the item names.
+struct Target {
+    seq: u32,
+    uid: u32,
+}
+
+impl Session {
+    /// Commands of the selected state. Gives the command back when it is not one of them.
+    pub(super) async fn selected_command<'a>(
+        &mut self,
+        tag: &str,
+        account: &str,
+        body: CommandBody<'a>,
+        out: &mut Vec<u8>,
+    ) -> Result<Next, CommandBody<'a>> {
+        let selected_only = matches!(
+            body,
+            CommandBody::Fetch { .. }
+                | CommandBody::Store { .. }
+                | CommandBody::Copy { .. }
+                | CommandBody::Move { .. }
+                | CommandBody::Expunge
+                | CommandBody::ExpungeUid { .. }
+                | CommandBody::Search { .. }
+                | CommandBody::Check
+                | CommandBody::Close
+                | CommandBody::Unselect
+        );
+        if !selected_only {
+            return Err(body);
+        }
+        if self.selected.is_none() {
+            self.refuse(
+                out,
+                tag,
+                "BAD",
+                &format!("{} needs a selected mailbox", body.name()),
+            );
+            return Ok(Next::Continue);
+        }
+        match body {
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                self.fetch(
+                    tag,
+                    account,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    out,
+                )
+                .await;
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                let flags: Vec<String> = flags.iter().map(Flag::to_string).collect();
+                let mut unchanged_since = modifiers.iter().map(|m| match m {
+                    StoreModifier::UnchangedSince(n) => *n,
+                });
+                let unchanged_since = unchanged_since.next_back();
+                self.store_command(
+                    tag,
+                    account,
+                    &sequence_set,
+                    kind,
+                    response == StoreResponse::Silent,
+                    flags,
+                    uid,
+                    unchanged_since,
+                    out,
+                )
+                .await;
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.transfer(tag, account, &sequence_set, &mailbox, uid, false, out)
+                    .await;
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.transfer(tag, account, &sequence_set, &mailbox, uid, true, out)
+                    .await;
+            }
+            CommandBody::Expunge => self.expunge(tag, account, None, out).await,
+            CommandBody::ExpungeUid { sequence_set } => {
+                self.expunge(tag, account, Some(&sequence_set), out).await;
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                self.search(tag, account, charset.as_ref(), &criteria, uid, out)
+                    .await
+            }
+            CommandBody::Check => ok(out, tag, "CHECK completed"),
+            CommandBody::Close => {
+                if let Some(selected) = self.selected.take()
+                    && !selected.read_only
+                {
+                    // Silently (RFC 3501 6.4.2): no EXPUNGE responses.
+                    let (acct, mbox) = (account.to_owned(), selected.name.clone());
+                    if let Err(error) =
+                        db(&self.store, move |s| s.expunge_deleted(&acct, &mbox, None)).await
+                    {
+                        return Ok({
+                            self.store_failed(out, tag, &error);
+                            Next::Continue
+                        });
+                    }
+                }
+                ok(out, tag, "CLOSE completed");
+            }
+            CommandBody::Unselect => {
+                self.selected = None;
+                ok(out, tag, "UNSELECT completed");
+            }
+            other => return Err(other),
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The messages a set names, in ascending order, or `None` after a BAD for a message
+    /// number the client cannot know.
+    fn targets(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        uid: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<Vec<Target>> {
+        let selected = self.selected.as_ref()?;
+        let count = u32::try_from(selected.uids.len()).unwrap_or(u32::MAX);
+        if uid {
+            let last = selected.uids.last().copied().unwrap_or(0);
+            return Some(
+                selected
+                    .uids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, uid)| set_contains(set, **uid, last))
+                    .map(|(index, uid)| Target {
+                        seq: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                        uid: *uid,
+                    })
+                    .collect(),
+            );
+        }
+        if count == 0 || set_max(set) > count {
+            self.refuse(out, tag, "BAD", "No such message (invalid message number)");
+            return None;
+        }
+        Some(
+            (1..=count)
+                .filter(|seq| set_contains(set, *seq, count))
+                .map(|seq| Target {
+                    seq,
+                    uid: selected.uids[(seq - 1) as usize],
+                })
+                .collect(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &mut self,
+        tag: &str,
+        account: &str,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: &[FetchModifier],
+        out: &mut Vec<u8>,
+    ) {
+        let mut names: Vec<MessageDataItemName<'_>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => m
+                .expand()
+                .into_iter()
+                .map(IntoStatic::into_static)
+                .collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        let mut changed_since = None;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => {
+                    return self.refuse(out, tag, "BAD", "VANISHED needs QRESYNC, not offered");
+                }
+            }
+        }
+        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
+            self.condstore = true;
+        }
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        let Some(targets) = self.targets(tag, set, uid, out) else {
+            return;
+        };
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        let faults = &self.config.faults;
+        let (size_without_cr, peek_sets_seen, flat) = (
+            faults.has(Policy::ImapSizeWithoutCr),
+            faults.has(Policy::ImapPeekSetsSeen),
+            faults.has(Policy::ImapBodystructureFlat),
+        );
+        let needs_octets = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Body
+                    | MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+            ) || (size_without_cr && *n == MessageDataItemName::Rfc822Size)
+        });
+        let sets_seen = !selected.read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                ) || (peek_sets_seen && matches!(n, MessageDataItemName::BodyExt { .. }))
+            });
+        if names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
+            )
+        }) {
+            return self.refuse(out, tag, "BAD", "BINARY is not offered by this server");
+        }
+        let (acct, mbox) = (account.to_owned(), selected.name.clone());
+        let wanted: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        let loaded = db(&self.store, move |s| {
+            let mut metas: HashMap<u32, MessageMeta> = s
+                .messages(&acct, &mbox)?
+                .into_iter()
+                .map(|m| (m.uid, m))
+                .collect();
+            if sets_seen {
+                let unseen: Vec<u32> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|uid| {
+                        metas
+                            .get(uid)
+                            .is_some_and(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                    })
+                    .collect();
+                if !unseen.is_empty() {
+                    let done = s.store_flags(
+                        &acct,
+                        &mbox,
+                        &unseen,
+                        FlagOp::Add,
+                        &["\\Seen".to_owned()],
+                        None,
+                    )?;
+                    for changed in done.changed {
+                        if let Some(meta) = metas.get_mut(&changed.uid) {
+                            meta.flags = changed.flags;
+                            meta.modseq = changed.modseq;
+                        }
+                    }
+                }
+            }
+            Ok(metas)
+        })
+        .await;
+        let metas = match loaded {
+            Ok(metas) => metas,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let mut vanished = false;
+        for target in targets {
+            let Some(meta) = metas.get(&target.uid) else {
+                vanished = true;
+                continue;
+            };
+            if changed_since.is_some_and(|since| meta.modseq <= since) {
+                continue;
+            }
+            let octets = if needs_octets {
+                let (acct, mbox, uid) = (
+                    account.to_owned(),
+                    self.selected
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default(),
+                    target.uid,
+                );
+                match db(&self.store, move |s| s.read_message(&acct, &mbox, uid)).await {
+                    Ok(octets) => octets,
+                    Err(StoreError::NoSuchMessage { .. }) => {
+                        vanished = true;
+                        continue;
+                    }
+                    Err(error) => return self.store_failed(out, tag, &error),
+                }
+            } else {
+                Vec::new()
+            };
+            let Some(selected) = self.selected.as_mut() else {
+                return;
+            };
+            let recent = selected.recent.contains(&target.uid);
+            let index = (target.seq - 1) as usize;
+            let mut told_flags = false;
+            let mut items: Vec<Vec<u8>> = Vec::with_capacity(names.len() + 1);
+            for name in &names {
+                let mut item = Vec::new();
+                match name {
+                    MessageDataItemName::Flags => {
+                        told_flags = true;
+                        item.extend_from_slice(
+                            format!("FLAGS {}", flag_list(&meta.flags, recent)).as_bytes(),
+                        );
+                    }
+                    MessageDataItemName::Uid => {
+                        item.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        let size = if size_without_cr {
+                            let crlf = octets.windows(2).filter(|w| w == b"\r\n").count();
+                            meta.size.saturating_sub(crlf as u64)
+                        } else {
+                            meta.size
+                        };
+                        item.extend_from_slice(format!("RFC822.SIZE {size}").as_bytes());
+                    }
+                    MessageDataItemName::InternalDate => {
+                        item.extend_from_slice(
+                            format!("INTERNALDATE {}", internal_date(meta.internal_date))
+                                .as_bytes(),
+                        );
+                    }
+                    MessageDataItemName::ModSeq => {
+                        item.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+                    }
+                    MessageDataItemName::Envelope => {
+                        item = encode_item(MessageDataItem::Envelope(message::envelope(&octets)));
+                    }
+                    MessageDataItemName::BodyStructure => {
+                        let structure = if flat {
+                            // Headers dropped: the whole text as one plain part.
+                            message::body_structure(&[b"\r\n", &octets[..]].concat(), true)
+                        } else {
+                            message::body_structure(&octets, true)
+                        };
+                        item = encode_item(MessageDataItem::BodyStructure(structure));
+                    }
+                    MessageDataItemName::Body => {
+                        item = encode_item(MessageDataItem::Body(message::body_structure(
+                            &octets, false,
+                        )));
+                    }
+                    MessageDataItemName::Rfc822 => {
+                        item.extend_from_slice(b"RFC822 ");
+                        literal(&mut item, &octets);
+                    }
+                    MessageDataItemName::Rfc822Header => {
+                        item.extend_from_slice(b"RFC822.HEADER ");
+                        literal(
+                            &mut item,
+                            &message::section(&octets, Some(&Section::Header(None))),
+                        );
+                    }
+                    MessageDataItemName::Rfc822Text => {
+                        item.extend_from_slice(b"RFC822.TEXT ");
+                        literal(
+                            &mut item,
+                            &message::section(&octets, Some(&Section::Text(None))),
+                        );
+                    }
+                    MessageDataItemName::BodyExt {
+                        section, partial, ..
+                    } => {
+                        let bytes = message::section(&octets, section.as_ref());
+                        let bytes = message::partial(bytes, *partial);
+                        let origin = partial.map(|(o, _)| format!("<{o}>")).unwrap_or_default();
+                        item.extend_from_slice(
+                            format!("BODY[{}]{origin} ", section_name(section.as_ref())).as_bytes(),
+                        );
+                        literal(&mut item, &bytes);
+                    }
+                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                        continue;
+                    }
+                }
+                items.push(item);
+            }
+            // A fetch that set \Seen reports the new flags (RFC 3501 6.4.5).
+            if !told_flags && selected.flags.get(index) != Some(&meta.flags) {
+                told_flags = true;
+                items.push(format!("FLAGS {}", flag_list(&meta.flags, recent)).into_bytes());
+            }
+            if told_flags && let Some(slot) = selected.flags.get_mut(index) {
+                slot.clone_from(&meta.flags);
+            }
+            out.extend_from_slice(format!("* {} FETCH (", target.seq).as_bytes());
+            out.extend_from_slice(&items.join(&b' '));
+            out.extend_from_slice(b")\r\n");
+        }
+        if vanished {
+            self.refuse(
+                out,
+                tag,
+                "NO",
+                "[EXPUNGEISSUED] Some of the messages were expunged meanwhile",
+            );
+        } else {
+            ok(out, tag, "FETCH completed");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_command(
+        &mut self,
+        tag: &str,
+        account: &str,
+        set: &SequenceSet,
+        kind: StoreType,
+        silent: bool,
+        flags: Vec<String>,
+        uid: bool,
+        unchanged_since: Option<u64>,
+        out: &mut Vec<u8>,
+    ) {
+        if self.selected.as_ref().is_some_and(|s| s.read_only) {
+            return self.refuse(out, tag, "NO", "[READ-ONLY] The mailbox is read-only");
+        }
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let Some(targets) = self.targets(tag, set, uid, out) else {
+            return;
+        };
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        let op = match kind {
+            StoreType::Add => FlagOp::Add,
+            StoreType::Remove => FlagOp::Remove,
+            StoreType::Replace => FlagOp::Replace,
+        };
+        let (acct, mbox) = (account.to_owned(), selected.name.clone());
+        let uids: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        let given = flags.clone();
+        let done = match db(&self.store, move |s| {
+            s.store_flags(&acct, &mbox, &uids, op, &flags, unchanged_since)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let condstore = self.condstore;
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        let mut results: Vec<_> = done.changed.iter().map(|m| (m, true)).collect();
+        results.extend(done.unchanged.iter().map(|m| (m, false)));
+        results.sort_by_key(|(m, _)| m.uid);
+        for (message, changed) in results {
+            let Some(seq) = selected.seq_of(message.uid) else {
+                continue;
+            };
+            let index = (seq - 1) as usize;
+            let stale = !same_flags(&applied(&selected.flags[index], op, &given), &message.flags);
+            // .SILENT still reports what the client does not know yet: another session's
+            // change, or the new MODSEQ of a conditional store (RFC 7162 3.1.3).
+            selected.flags[index].clone_from(&message.flags);
+            if silent && !stale && !(changed && unchanged_since.is_some()) {
+                continue;
+            }
+            let mut text = format!("* {seq} FETCH (");
+            if uid || condstore {
+                text.push_str(&format!("UID {} ", message.uid));
+            }
+            text.push_str(&format!(
+                "FLAGS {}",
+                flag_list(&message.flags, selected.recent.contains(&message.uid))
+            ));
+            if condstore {
+                text.push_str(&format!(" MODSEQ ({})", message.modseq));
+            }
+            text.push(')');
+            line(out, &text);
+        }
+        if done.failed_modified.is_empty() {
+            ok(out, tag, "STORE completed");
+        } else {
+            let failed: Vec<u32> = if uid {
+                done.failed_modified.clone()
+            } else {
+                done.failed_modified
+                    .iter()
+                    .filter_map(|u| selected.seq_of(*u))
+                    .collect()
+            };
+            ok(
+                out,
+                tag,
+                &format!("[MODIFIED {}] Conditional STORE failed", compact(&failed)),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer(
+        &mut self,
+        tag: &str,
+        account: &str,
+        set: &SequenceSet,
+        mailbox: &Mailbox<'_>,
+        uid: bool,
+        moving: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if moving && self.selected.as_ref().is_some_and(|s| s.read_only) {
+            return self.refuse(out, tag, "NO", "[READ-ONLY] The mailbox is read-only");
+        }
+        let Some(destination) = mailbox_name(mailbox) else {
+            return self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
+        };
+        let Some(targets) = self.targets(tag, set, uid, out) else {
+            return;
+        };
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        let verb = if moving { "MOVE" } else { "COPY" };
+        let keeps_source = moving && self.config.faults.has(Policy::ImapMoveKeepsSource);
+        let (acct, from) = (account.to_owned(), selected.name.clone());
+        let uids: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        let done = db(&self.store, move |s| {
+            if moving && !keeps_source {
+                s.move_messages(&acct, &from, &uids, &destination)
+            } else {
+                s.copy_messages(&acct, &from, &uids, &destination)
+            }
+        })
+        .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(StoreError::NoSuchMailbox { mailbox, .. })
+                if self.selected.as_ref().is_none_or(|s| s.name != mailbox) =>
+            {
+                return self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
+            }
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let code = if done.pairs.is_empty() {
+            String::new()
+        } else {
+            let sources: Vec<u32> = done.pairs.iter().map(|p| p.0).collect();
+            let destinations: Vec<u32> = done.pairs.iter().map(|p| p.1).collect();
+            format!(
+                "[COPYUID {} {} {}] ",
+                done.uidvalidity,
+                compact(&sources),
+                compact(&destinations)
+            )
+        };
+        if !moving {
+            return ok(out, tag, &format!("{code}COPY completed"));
+        }
+        // RFC 6851 3.3: COPYUID in an untagged OK before the EXPUNGEs.
+        if !code.is_empty() {
+            line(out, &format!("* OK {code}Moved"));
+        }
+        if let Some(selected) = self.selected.as_mut().filter(|_| !keeps_source) {
+            for (source, _) in done.pairs.iter().rev() {
+                if let Some(seq) = selected.remove(*source) {
+                    line(out, &format!("* {seq} EXPUNGE"));
+                }
+            }
+        }
+        ok(out, tag, &format!("{verb} completed"));
+    }
+
+    async fn expunge(
+        &mut self,
+        tag: &str,
+        account: &str,
+        only: Option<&SequenceSet>,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        if selected.read_only {
+            return self.refuse(out, tag, "NO", "[READ-ONLY] The mailbox is read-only");
+        }
+        let only: Option<Vec<u32>> = only.map(|set| {
+            let last = selected.uids.last().copied().unwrap_or(0);
+            selected
+                .uids
+                .iter()
+                .copied()
+                .filter(|uid| set_contains(set, *uid, last))
+                .collect()
+        });
+        let (acct, mbox) = (account.to_owned(), selected.name.clone());
+        let removed = match db(&self.store, move |s| {
+            s.expunge_deleted(&acct, &mbox, only.as_deref())
+        })
+        .await
+        {
+            Ok(removed) => removed,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        if let Some(selected) = self.selected.as_mut() {
+            for uid in removed.iter().rev() {
+                if let Some(seq) = selected.remove(*uid) {
+                    line(out, &format!("* {seq} EXPUNGE"));
+                }
+            }
+        }
+        ok(out, tag, "EXPUNGE completed");
+    }
+
+    async fn search(
+        &mut self,
+        tag: &str,
+        account: &str,
+        charset: Option<&Charset<'_>>,
+        criteria: &Vec1<SearchKey<'_>>,
+        uid: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(charset) = charset {
+            let name = match charset {
+                Charset::Atom(atom) => atom.as_ref().to_owned(),
+                Charset::Quoted(quoted) => quoted.as_ref().to_owned(),
+            };
+            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
+                return self.refuse(
+                    out,
+                    tag,
+                    "NO",
+                    "[BADCHARSET (US-ASCII UTF-8)] Unknown charset",
+                );
+            }
+        }
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        let keys = criteria.as_ref();
+        let needs_octets = keys.iter().any(search::needs_octets);
+        let (acct, mbox) = (account.to_owned(), selected.name.clone());
+        let metas = match db(&self.store, move |s| s.messages(&acct, &mbox)).await {
+            Ok(metas) => metas,
+            Err(error) => return self.store_failed(out, tag, &error),
+        };
+        let Some(selected) = self.selected.as_ref() else {
+            return;
+        };
+        let metas: HashMap<u32, MessageMeta> = metas.into_iter().map(|m| (m.uid, m)).collect();
+        let last_seq = u32::try_from(selected.uids.len()).unwrap_or(u32::MAX);
+        let last_uid = selected.uids.last().copied().unwrap_or(0);
+        let mut found = Vec::new();
+        let mut highest = 0;
+        let uses_modseq = keys.iter().any(mentions_modseq);
+        let case_sensitive = self.config.faults.has(Policy::ImapSearchCaseSensitive);
+        let targets: Vec<(u32, u32, bool)> = selected
+            .uids
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                (
+                    u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    *uid,
+                    selected.recent.contains(uid),
+                )
+            })
+            .collect();
+        let name = selected.name.clone();
+        for (seq, message_uid, recent) in targets {
+            let Some(meta) = metas.get(&message_uid) else {
+                continue;
+            };
+            let octets = if needs_octets {
+                let (acct, mbox) = (account.to_owned(), name.clone());
+                match db(&self.store, move |s| {
+                    s.read_message(&acct, &mbox, message_uid)
+                })
+                .await
+                {
+                    Ok(octets) => Some(octets),
+                    Err(StoreError::NoSuchMessage { .. }) => continue,
+                    Err(error) => return self.store_failed(out, tag, &error),
+                }
+            } else {
+                None
+            };
+            let mut flags = meta.flags.clone();
+            if recent {
+                flags.push("\\Recent".to_owned());
+            }
+            let view = SearchMessage {
+                seq,
+                uid: message_uid,
+                flags: &flags,
+                internal_date: meta.internal_date,
+                size: meta.size,
+                modseq: meta.modseq,
+                octets: octets.as_deref(),
+            };
+            if keys
+                .iter()
+                .all(|key| search::matches(key, &view, last_seq, last_uid))
+                && (!case_sensitive || keys.iter().all(|key| exact_case(key, octets.as_deref())))
+            {
+                found.push(if uid { message_uid } else { seq });
+                highest = highest.max(meta.modseq);
+            }
+        }
+        let mut text = "* SEARCH".to_owned();
+        for n in &found {
+            text.push_str(&format!(" {n}"));
+        }
+        if uses_modseq && !found.is_empty() {
+            self.condstore = true;
+            text.push_str(&format!(" (MODSEQ {highest})"));
+        }
+        line(out, &text);
+        ok(out, tag, "SEARCH completed");
+    }
+}
+
+/// Flags as STORE would leave them if nobody else changed them meanwhile.
+fn applied(told: &[String], op: FlagOp, given: &[String]) -> Vec<String> {
+    match op {
+        FlagOp::Replace => given.to_vec(),
+        FlagOp::Add => {
+            let mut flags = told.to_vec();
+            flags.extend(given.iter().cloned());
+            flags
+        }
+        FlagOp::Remove => told
+            .iter()
+            .filter(|f| !given.iter().any(|g| g.eq_ignore_ascii_case(f)))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Whether two flag lists name the same flags, whatever their case and order (`\Recent`
+/// aside: it is session state).
+fn same_flags(a: &[String], b: &[String]) -> bool {
+    let set = |flags: &[String]| {
+        let mut set: Vec<String> = flags
+            .iter()
+            .map(|f| f.to_ascii_lowercase())
+            .filter(|f| f != "\\recent")
+            .collect();
+        set.sort();
+        set.dedup();
+        set
+    };
+    set(a) == set(b)
+}
+
+/// The `imap_search_case_sensitive` fault: a SUBJECT, FROM, TO, BODY or TEXT key also needs its
+/// string in exactly that case somewhere in the message.
+fn exact_case(key: &SearchKey<'_>, octets: Option<&[u8]>) -> bool {
+    let needle = match key {
+        SearchKey::Subject(s)
+        | SearchKey::From(s)
+        | SearchKey::To(s)
+        | SearchKey::Body(s)
+        | SearchKey::Text(s) => s.as_ref(),
+        SearchKey::Or(a, b) => return exact_case(a, octets) || exact_case(b, octets),
+        SearchKey::And(keys) => return keys.as_ref().iter().all(|k| exact_case(k, octets)),
+        _ => return true,
+    };
+    let haystack = octets.unwrap_or_default();
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether a search uses the CONDSTORE MODSEQ key, anywhere inside it.
+fn mentions_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(mentions_modseq),
+        SearchKey::Not(key) => mentions_modseq(key),
+        SearchKey::Or(a, b) => mentions_modseq(a) || mentions_modseq(b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).expect("a sequence set")
+    }
+
+    #[test]
+    fn membership_without_expansion() {
+        assert!(set_contains(&set("1:4294967295"), 4_000_000_000, 10));
+        assert!(
+            set_contains(&set("5:*"), 3, 3),
+            "n:* names the last message"
+        );
+        assert!(set_contains(&set("7:3"), 5, 9));
+        assert!(!set_contains(&set("1,3"), 2, 9));
+        assert!(set_contains(&set("*"), 9, 9));
+        assert_eq!(set_max(&set("1,5:3,*")), 5);
+    }
+
+    #[test]
+    fn compact_sets() {
+        assert_eq!(compact(&[]), "");
+        assert_eq!(compact(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(compact(&[u32::MAX]), "4294967295");
+    }
+
+    #[test]
+    fn dates_and_names() {
+        assert_eq!(internal_date(0), "\"01-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(
+            internal_date(1_700_000_000),
+            "\"14-Nov-2023 22:13:20 +0000\""
+        );
+        assert_eq!(section_name(None), "");
+        assert_eq!(section_name(Some(&Section::Header(None))), "HEADER");
+    }
+}
