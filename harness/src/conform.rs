@@ -137,6 +137,17 @@ async fn discover(target: &Target) -> HashMap<String, Capabilities> {
             Err(error) => tracing::warn!("capability discovery on {service} failed: {error:#}"),
         }
     }
+    for service in ["imaps", "imap"] {
+        if target.addr(service).is_err() {
+            continue;
+        }
+        match imap_capabilities(target, service).await {
+            Ok(keywords) => {
+                found.insert(service.to_owned(), keywords);
+            }
+            Err(error) => tracing::warn!("capability discovery on {service} failed: {error:#}"),
+        }
+    }
     for service in ["pop3s", "pop3"] {
         if target.addr(service).is_err() {
             continue;
@@ -174,6 +185,48 @@ async fn capa_keywords(target: &Target, service: &str) -> anyhow::Result<Capabil
         })
         .collect();
     let _ = client.quit().await;
+    Ok(found)
+}
+
+/// IMAP capabilities, upper-cased, as a client that may log in sees them: after STARTTLS when
+/// offered, and after LOGIN with the profile's first account when it has one (servers may list
+/// more once a client is authenticated). `AUTH=PLAIN` is stored as keyword `AUTH` with
+/// parameter `PLAIN`.
+async fn imap_capabilities(target: &Target, service: &str) -> anyhow::Result<Capabilities> {
+    use crate::clients::imap::ImapClient;
+    let addr = target.addr(service)?;
+    let mut client = if Target::is_implicit_tls(service) {
+        ImapClient::connect_tls(&addr, &target.tls, target.timeout).await?
+    } else {
+        ImapClient::connect(&addr, target.timeout).await?
+    };
+    client.greeting().await?;
+    if !client.is_tls() && client.capability().await?.is_ok() && client.has_capability("STARTTLS") {
+        client.starttls(&target.tls).await?;
+    }
+    let mut words: Vec<String> = Vec::new();
+    if client.capability().await?.is_ok() {
+        words.extend(client.capabilities().iter().cloned());
+    }
+    if let Some(account) = target.profile.accounts.first()
+        && client
+            .login(&account.address, &account.password)
+            .await?
+            .is_ok()
+        && client.capability().await?.is_ok()
+    {
+        words.extend(client.capabilities().iter().cloned());
+    }
+    let _ = client.logout().await;
+    let mut found = Capabilities::new();
+    for word in words {
+        let word = word.to_ascii_uppercase();
+        let (keyword, param) = match word.split_once('=') {
+            Some((keyword, param)) => (keyword.to_owned(), Some(param.to_owned())),
+            None => (word, None),
+        };
+        found.entry(keyword).or_default().extend(param);
+    }
     Ok(found)
 }
 
@@ -285,10 +338,29 @@ fn gate(
             });
         }
     }
+    let imap_service = ["imaps", "imap"]
+        .into_iter()
+        .find(|name| profile.ports.offered().any(|(offered, _)| offered == *name));
+    if tags.iter().any(|t| t == "imap") && imap_service.is_none() {
+        return Some(Outcome::NotApplicable {
+            reason: "the target offers no IMAP port (imap or imaps)".into(),
+        });
+    }
+    for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-imap-")) {
+        let Some(service) = imap_service else { break };
+        if let Some(why) = capabilities
+            .get(service)
+            .and_then(|caps| unmet(needed, caps))
+        {
+            return Some(Outcome::Skipped {
+                reason: format!("the {service} port {why} in CAPABILITY"),
+            });
+        }
+    }
     for needed in tags
         .iter()
         .filter_map(|t| t.strip_prefix("needs-"))
-        .filter(|t| !t.starts_with("pop3-"))
+        .filter(|t| !t.starts_with("pop3-") && !t.starts_with("imap-"))
     {
         for service in &services {
             if let Some(why) = capabilities
@@ -410,11 +482,6 @@ async fn execute(
         after_hook(move |feature, rule, scenario, finished, mut world| {
             let transcript = world.as_ref().map(|w| w.transcript()).unwrap_or_default();
             let unverified = world.as_mut().and_then(|w| w.unverified.take());
-            if let Some(world) = world {
-                // Cucumber may keep a failed scenario's world until the run ends; its connections
-                // and maildrop leases must not outlive the scenario.
-                world.end_scenario();
-            }
             let outcome = match finished {
                 ScenarioFinished::StepPassed => match unverified {
                     Some(reason) => Outcome::Skipped { reason },
@@ -441,7 +508,13 @@ async fn execute(
             let mut done = record(feature, rule, scenario, &dir, outcome);
             done.key = key(feature, scenario);
             lock(&records).push(done);
-            Box::pin(async {}) as LocalBoxFuture<'_, ()>
+            Box::pin(async move {
+                if let Some(world) = world {
+                    // Cucumber may keep a failed scenario's world until the run ends; its
+                    // connections, maildrop leases and mailboxes must not outlive the scenario.
+                    world.end_scenario().await;
+                }
+            }) as LocalBoxFuture<'_, ()>
         })
     };
 

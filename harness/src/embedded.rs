@@ -53,7 +53,8 @@ impl Embedded {
                 submissions: port(Role::Submissions),
                 pop3: port(Role::Pop3),
                 pop3s: port(Role::Pop3s),
-                ..Ports::default()
+                imap: port(Role::Imap),
+                imaps: port(Role::Imaps),
             },
             accounts: config
                 .accounts

@@ -45,6 +45,14 @@ const CONFIGURED: &[(&str, Scope, Configure)] = &[
     ("pop3s_plaintext", Scope::Broad, |c| {
         set_tls(c, Role::Pop3s, TlsMode::None)
     }),
+    // Port 143 without STARTTLS: only its own scenarios name it.
+    ("imap_without_tls", Scope::Exact, |c| {
+        set_tls(c, Role::Imap, TlsMode::None)
+    }),
+    // The IMAP scenarios that do not name a port use 993, so every one of them breaks.
+    ("imaps_plaintext", Scope::Broad, |c| {
+        set_tls(c, Role::Imaps, TlsMode::None)
+    }),
     ("greeting_refused", Scope::Broad, |c| {
         inject(c, "CONNECT", 554, "5.3.2 no service here")
     }),
@@ -258,7 +266,7 @@ async fn pop_before_smtp_on() -> Result<(), String> {
 }
 
 /// The third-party path: the reference server described by a profile file that leaves out the
-/// submissions port and port 110, with no mailbox access (POP3 scenarios add their messages over
+/// submissions port, port 110 and port 143, with no mailbox access (POP3 scenarios add their messages over
 /// SMTP). Nothing may fail, the left-out ports' scenarios are not applicable, and SMTP delivery
 /// checks are reported as not verified, never as passed.
 async fn through_a_profile() -> Result<(), String> {
@@ -271,12 +279,13 @@ async fn through_a_profile() -> Result<(), String> {
     let profile = embedded.profile();
     let yaml = format!(
         "name: reference via profile\nhost: 127.0.0.1\ndomain: {}\ntls: {{ ca_file: ca.pem }}\n\
-         ports: {{ smtp: {}, submission: {}, pop3s: {} }}\naccounts:\n{}foreign_recipient: {}\n\
+         ports: {{ smtp: {}, submission: {}, pop3s: {}, imaps: {} }}\naccounts:\n{}foreign_recipient: {}\n\
          skip_tags: [\"@pop-before-smtp\"]\n",
         profile.domain,
         profile.ports.smtp.unwrap_or_default(),
         profile.ports.submission.unwrap_or_default(),
         profile.ports.pop3s.unwrap_or_default(),
+        profile.ports.imaps.unwrap_or_default(),
         profile
             .accounts
             .iter()
@@ -306,7 +315,7 @@ async fn through_a_profile() -> Result<(), String> {
         let left_out = record
             .tags
             .iter()
-            .any(|t| t == "port-submissions" || t == "port-pop3");
+            .any(|t| t == "port-submissions" || t == "port-pop3" || t == "port-imap");
         let skipped_on_purpose = record.tags.iter().any(|t| t == "pop-before-smtp");
         match &record.outcome {
             Outcome::NotApplicable { .. } if left_out => {}

@@ -1,5 +1,6 @@
 //! The cucumber world shared by all steps, and the target it talks to.
 
+mod imap;
 mod pop3;
 mod smtp;
 
@@ -127,6 +128,8 @@ pub struct MailWorld {
     pub(crate) other_transcripts: Vec<String>,
     /// The POP3 side of the scenario.
     pop3: pop3::Pop3State,
+    /// The IMAP side of the scenario.
+    imap: imap::ImapState,
 }
 
 impl fmt::Debug for MailWorld {
@@ -154,6 +157,7 @@ impl MailWorld {
         if let Some(client) = &self.pop3.client {
             parts.push(client.transcript().to_string());
         }
+        parts.extend(self.imap.transcripts());
         if parts.is_empty() {
             "(no connection was made)".into()
         } else {
@@ -161,8 +165,11 @@ impl MailWorld {
         }
     }
 
-    /// Closes the scenario's connections and gives up its maildrop leases.
-    pub fn end_scenario(&mut self) {
+    /// Deletes what the scenario made on the server (its own IMAP mailboxes), closes its
+    /// connections and gives up its maildrop leases.
+    pub async fn end_scenario(&mut self) {
+        self.imap.end_scenario();
+        self.imap_cleanup().await;
         self.client = None;
         self.pop3.end_scenario();
     }

@@ -974,7 +974,7 @@ async fn one_present(
 
 /// The round-trip test message: 8-bit text, lines that begin with dots, a line at the length
 /// limit, and a 5 MiB attachment.
-fn round_trip_message(token: &str, account: &str) -> Vec<u8> {
+pub(super) fn round_trip_message(token: &str, account: &str) -> Vec<u8> {
     use base64::Engine as _;
     let mut message = format!(
         "Message-ID: <{token}@harness.test>\r\n\

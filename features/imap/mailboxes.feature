@@ -1,0 +1,51 @@
+@imap
+Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies on
+  RFC 3501 sections 6.3 (CREATE, DELETE, RENAME, LIST wildcards), RFC 6154 (SPECIAL-USE), RFC 3348
+  (CHILDREN) and RFC 4315 / RFC 5530 (response codes). Each scenario works in a mailbox of its own.
+
+  @rfc6154-2 @fault-imap_no_special_use
+  Scenario: LIST marks the Sent, Drafts, Trash and Junk mailboxes with their special use
+    Given an IMAP client logged in as {first}
+    When the IMAP client sends "LIST "" *"
+    Then the IMAP response is OK
+    And LIST shows a mailbox with the attribute \Sent
+    And LIST shows a mailbox with the attribute \Drafts
+    And LIST shows a mailbox with the attribute \Trash
+    And LIST shows a mailbox with the attribute \Junk
+
+  @rfc3501-6.3.8 @rfc3348 @fault-imap_list_no_hierarchy
+  Scenario: CREATE makes the hierarchy, and LIST with % does not descend into it
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client sends "CREATE {box}/a/b"
+    Then the IMAP response is OK
+    When the IMAP client sends "LIST "" {box}/%"
+    Then LIST shows exactly {box}/a
+    And LIST shows {box}/a with the attribute \HasChildren
+    When the IMAP client sends "RENAME {box}/a {box}/c"
+    And the IMAP client sends "LIST "" {box}/*"
+    Then LIST shows exactly {box}/c, {box}/c/b
+
+  @rfc3501-6.3 @rfc4315-3 @fault-imap_errors_as_ok
+  Scenario Outline: A command that cannot be carried out is refused
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client sends "<command>"
+    Then the IMAP response is <status>
+
+    Examples:
+      | command                          | status |
+      | SELECT {box}/no-such-mailbox     | NO     |
+      | CREATE {box}                     | NO     |
+      | DELETE INBOX                     | NO     |
+      | RENAME {box}/no-such-mailbox {box}/x | NO |
+      | FETCH 1 FLAGS                    | BAD    |
+      | STATUS {box}/no-such-mailbox (MESSAGES) | NO |
+
+  @rfc3501-6.3.11 @rfc4315-3 @fault-imap_errors_as_ok
+  Scenario: APPEND to a mailbox that does not exist says TRYCREATE
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client appends a test message to {box}/no-such-mailbox
+    Then the IMAP response is NO
+    And the IMAP response has the code TRYCREATE

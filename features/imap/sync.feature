@@ -1,0 +1,56 @@
+@imap
+Feature: Several IMAP sessions on one mailbox see each other's changes
+  RFC 3501 sections 5.2 and 7: new messages are reported as EXISTS, flag changes as FETCH, expunges
+  as EXPUNGE, at the points where the client's message numbers may change (never during FETCH,
+  STORE or SEARCH by number). RFC 2177: IDLE reports them as they happen.
+
+  @rfc3501-7.4.2 @fault-imap_no_untagged_updates
+  Scenario: A flag change in one session is reported to the other
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 2 messages
+    And a second IMAP client logged in as {first}
+    When the IMAP client selects the new mailbox
+    And the second IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 2 +FLAGS (\Flagged)"
+    And the second IMAP client sends "NOOP"
+    Then the second IMAP client was told message 2 has the flag \Flagged
+
+  @rfc3501-7.4.1 @fault-imap_no_untagged_updates
+  Scenario: An expunge and a new message in one session are reported to the other
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 2 messages
+    And a second IMAP client logged in as {first}
+    When the IMAP client selects the new mailbox
+    And the second IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 1 +FLAGS.SILENT (\Deleted)"
+    And the IMAP client sends "EXPUNGE"
+    And the IMAP client appends a test message to {box}
+    And the second IMAP client sends "NOOP"
+    Then the second IMAP client was told message 1 was expunged
+    And the second IMAP client was told the mailbox has 2 messages
+
+  @rfc3501-7.4.1 @fault-imap_expunge_during_fetch @fault-imap_no_untagged_updates
+  Scenario: No EXPUNGE while a FETCH by message number runs; it follows at NOOP
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 2 messages
+    And a second IMAP client logged in as {first}
+    When the IMAP client selects the new mailbox
+    And the second IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 1 +FLAGS.SILENT (\Deleted)"
+    And the IMAP client sends "EXPUNGE"
+    And the second IMAP client sends "FETCH 2 FLAGS"
+    Then the second IMAP client was not told of any expunge
+    When the second IMAP client sends "NOOP"
+    Then the second IMAP client was told message 1 was expunged
+
+  @rfc2177 @needs-imap-IDLE @port-submission @fault-imap_no_untagged_updates
+  Scenario: IDLE hears of a message submitted on port 587 at once
+    Given an IMAP client logged in as {first}
+    When the IMAP client sends "SELECT INBOX"
+    And the IMAP client starts IDLE
+    And {second} submits a message to {first} on the submission port
+    Then the IDLE client hears of a new message within 10 seconds
+    And the IMAP client ends IDLE with OK

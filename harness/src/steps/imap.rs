@@ -1,0 +1,1121 @@
+//! IMAP steps: connecting, STARTTLS and logging in, commands sent as written in the feature file,
+//! and checks on what the server answered, alone or to a second session on the same mailbox.
+//!
+//! A scenario that changes messages works in a mailbox of its own (`{box}`, a unique name under
+//! the account's personal namespace) and deletes it when it ends, so scenarios running at the
+//! same time, or POP3 scenarios on the INBOX, never see each other's messages.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use cucumber::gherkin::Step;
+use cucumber::{given, then, when};
+
+use super::{MailWorld, Target, docstring_to_crlf, unique_token};
+use crate::clients::ClientError;
+use crate::clients::imap::{CommandResult, ImapClient, Part, Response, Status, Value};
+
+/// The IMAP part of a scenario's state. Index 0 is "the IMAP client", 1 "the second".
+#[derive(Default)]
+pub(super) struct ImapState {
+    clients: [Option<ImapClient>; 2],
+    /// The result of each client's last command.
+    results: [Option<CommandResult>; 2],
+    /// The greeting of the first client.
+    greeting: Option<Status>,
+    /// The scenario's own mailbox, once made.
+    mailbox: Option<String>,
+    /// Mailboxes to delete when the scenario ends: (account, name).
+    created: Vec<(String, String)>,
+    /// UIDVALIDITY and UIDs (by message number) a step remembered.
+    remembered: Option<(u32, Vec<u32>)>,
+}
+
+impl ImapState {
+    /// Drops the connections (the scenario is over).
+    pub(super) fn end_scenario(&mut self) {
+        self.clients = [None, None];
+    }
+
+    /// Transcripts of the open connections.
+    pub(super) fn transcripts(&self) -> Vec<String> {
+        self.clients
+            .iter()
+            .flatten()
+            .map(|c| c.transcript().to_string())
+            .collect()
+    }
+}
+
+fn name(index: usize) -> &'static str {
+    if index == 0 {
+        "the IMAP client"
+    } else {
+        "the second IMAP client"
+    }
+}
+
+/// The IMAP service to use when a step does not name one: implicit TLS when offered.
+fn imap_service(target: &Target) -> anyhow::Result<&'static str> {
+    ["imaps", "imap"]
+        .into_iter()
+        .find(|service| target.addr(service).is_ok())
+        .context("the target offers no IMAP port (imap or imaps)")
+}
+
+/// Connects to an IMAP port and reads the greeting.
+async fn open(target: &Target, service: &str) -> anyhow::Result<(ImapClient, Status)> {
+    let addr = target.addr(service)?;
+    let mut client = if Target::is_implicit_tls(service) {
+        ImapClient::connect_tls(&addr, &target.tls, target.timeout).await
+    } else {
+        ImapClient::connect(&addr, target.timeout).await
+    }
+    .with_context(|| format!("connecting to the {service} port at {addr}"))?;
+    let greeting = client
+        .greeting()
+        .await
+        .with_context(|| format!("reading the {service} greeting"))?;
+    Ok((client, greeting))
+}
+
+/// A connection over TLS (implicit, or STARTTLS on 143), ready for LOGIN.
+async fn ready(target: &Target) -> anyhow::Result<ImapClient> {
+    let service = imap_service(target)?;
+    let (mut client, greeting) = open(target, service).await?;
+    ensure!(
+        greeting.is_ok(),
+        "the {service} greeting was not OK: {greeting}"
+    );
+    if !client.is_tls() {
+        let result = client.starttls(&target.tls).await?;
+        ensure!(result.is_ok(), "STARTTLS was refused: {}", result.tagged);
+    }
+    Ok(client)
+}
+
+/// A logged-in connection.
+async fn logged_in(target: &Target, account: &str, password: &str) -> anyhow::Result<ImapClient> {
+    let mut client = ready(target).await?;
+    let result = client.login(account, password).await?;
+    ensure!(
+        result.is_ok(),
+        "LOGIN as {account} was refused: {}",
+        result.tagged
+    );
+    Ok(client)
+}
+
+/// A command line as parts: quoted strings holding non-ASCII characters become synchronising
+/// literals, which IMAP4rev1 needs for 8-bit text (RFC 3501 4.3); the rest goes as written.
+fn command_parts(line: &str) -> Vec<Part<'static>> {
+    let mut parts = Vec::new();
+    let mut text = Vec::new();
+    let mut chars = line.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c != '"' {
+            text.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            continue;
+        }
+        // A quoted string: find its end, honouring backslash escapes.
+        let mut end = None;
+        let mut escaped = false;
+        for (at, c) in chars.by_ref() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(at);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            text.extend_from_slice(&line.as_bytes()[start..]);
+            break;
+        };
+        let inner = &line[start + 1..end];
+        if inner.is_ascii() {
+            text.extend_from_slice(&line.as_bytes()[start..=end]);
+        } else {
+            parts.push(Part::Text(Cow::Owned(std::mem::take(&mut text))));
+            let unescaped = inner.replace("\\\"", "\"").replace("\\\\", "\\");
+            parts.push(Part::Literal(Cow::Owned(unescaped.into_bytes())));
+        }
+    }
+    parts.push(Part::Text(Cow::Owned(text)));
+    parts
+}
+
+impl MailWorld {
+    fn imap(&mut self, index: usize) -> anyhow::Result<&mut ImapClient> {
+        self.imap.clients[index]
+            .as_mut()
+            .ok_or_else(|| anyhow!("no connection for {}: connect first", name(index)))
+    }
+
+    /// Replaces a client, keeping the old one's transcript for the report.
+    fn set_imap(&mut self, index: usize, client: ImapClient) {
+        if let Some(old) = self.imap.clients[index].replace(client) {
+            self.other_transcripts.push(old.transcript().to_string());
+        }
+        self.imap.results[index] = None;
+    }
+
+    fn imap_result(&self, index: usize) -> anyhow::Result<&CommandResult> {
+        self.imap.results[index]
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} has no command result yet", name(index)))
+    }
+
+    fn password_for(&self, account: &str) -> anyhow::Result<String> {
+        let target = self.target()?;
+        target
+            .profile
+            .accounts
+            .iter()
+            .find(|a| a.address.eq_ignore_ascii_case(account))
+            .map(|a| a.password.clone())
+            .with_context(|| format!("the target profile has no password for {account}"))
+    }
+
+    /// Expands `{box}` and `{first-password}`, then the common placeholders.
+    fn expand_imap(&self, text: &str) -> anyhow::Result<String> {
+        let mut text = text.to_owned();
+        if text.contains("{box}") {
+            let mailbox = self
+                .imap
+                .mailbox
+                .clone()
+                .context("{box} needs a step that makes the scenario's own mailbox first")?;
+            text = text.replace("{box}", &mailbox);
+        }
+        if text.contains("{first-password}") {
+            text = text.replace("{first-password}", &self.account(0)?.1);
+        }
+        self.expand(&text)
+    }
+
+    /// The mailbox this scenario made.
+    fn own_mailbox(&self) -> anyhow::Result<String> {
+        self.imap.mailbox.clone().context(
+            "the scenario has no mailbox of its own: add \"the IMAP client uses a new mailbox\"",
+        )
+    }
+
+    async fn run(&mut self, index: usize, line: &str) -> anyhow::Result<()> {
+        let client = self.imap(index)?;
+        let parts = command_parts(line);
+        let result = if let [Part::Text(text)] = &parts[..] {
+            client.command(&String::from_utf8_lossy(text)).await
+        } else {
+            client.command_with_literals(&parts).await
+        }
+        .with_context(|| format!("{} sending `{line}`", name(index)))?;
+        self.imap.results[index] = Some(result);
+        Ok(())
+    }
+
+    /// Deletes the mailboxes the scenario made, deepest first. Best effort: a failure is logged,
+    /// not a scenario failure.
+    pub(super) async fn imap_cleanup(&mut self) {
+        let created = std::mem::take(&mut self.imap.created);
+        let Ok(target) = self.target() else { return };
+        for (account, mailbox) in created {
+            let Ok(password) = self.password_for(&account) else {
+                continue;
+            };
+            let cleanup = async {
+                let mut client = logged_in(&target, &account, &password).await?;
+                let listed = client.list("", &format!("{mailbox}/*")).await?;
+                let mut names: Vec<String> = listed
+                    .lists()
+                    .iter()
+                    .filter_map(|item| item.decoded_name().ok())
+                    .collect();
+                names.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
+                names.push(mailbox.clone());
+                for name in names {
+                    client.delete(&name).await?;
+                }
+                let _ = client.logout().await;
+                anyhow::Ok(())
+            };
+            if let Err(error) = cleanup.await {
+                tracing::warn!("could not delete the scenario's mailbox {mailbox}: {error:#}");
+            }
+        }
+    }
+}
+
+// ---- connecting and logging in ----
+
+#[given(regex = r"^an IMAP client connected to the (imap|imaps) port$")]
+async fn connected(world: &mut MailWorld, service: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let (client, greeting) = open(&target, &service).await?;
+    world.set_imap(0, client);
+    world.imap.greeting = Some(greeting);
+    Ok(())
+}
+
+#[given("an IMAP client ready to log in")]
+async fn ready_to_log_in(world: &mut MailWorld) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let client = ready(&target).await?;
+    world.set_imap(0, client);
+    Ok(())
+}
+
+#[given(regex = r"^an? (second )?IMAP client logged in as (\{\w+\})$")]
+async fn client_logged_in(
+    world: &mut MailWorld,
+    second: String,
+    who: String,
+) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let account = world.expand(&who)?;
+    let password = world.password_for(&account)?;
+    let target = world.target()?;
+    let client = logged_in(&target, &account, &password).await?;
+    world.set_imap(index, client);
+    Ok(())
+}
+
+#[when(regex = r"^the IMAP client logs in as (\{\w+\})( with a wrong password)?$")]
+async fn logs_in(world: &mut MailWorld, who: String, wrong: String) -> anyhow::Result<()> {
+    let account = world.expand(&who)?;
+    let mut password = world.password_for(&account)?;
+    if !wrong.is_empty() {
+        password.push_str("-wrong");
+    }
+    let result = world.imap(0)?.login(&account, &password).await?;
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+#[when(regex = r"^the IMAP client logs out and logs in again as (\{\w+\})$")]
+async fn logs_in_again(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    let result = world.imap(0)?.logout().await?;
+    ensure!(result.is_ok(), "LOGOUT was answered {}", result.tagged);
+    let account = world.expand(&who)?;
+    let password = world.password_for(&account)?;
+    let target = world.target()?;
+    let client = logged_in(&target, &account, &password).await?;
+    world.set_imap(0, client);
+    Ok(())
+}
+
+#[when("the IMAP client starts TLS")]
+async fn starts_tls(world: &mut MailWorld) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let result = world.imap(0)?.starttls(&target.tls).await?;
+    ensure!(result.is_ok(), "STARTTLS was refused: {}", result.tagged);
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+#[when(regex = r#"^the IMAP client starts TLS with "(.*)" injected$"#)]
+async fn starts_tls_injected(world: &mut MailWorld, injected: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let bytes = format!("{injected}\r\n");
+    let result = world
+        .imap(0)?
+        .starttls_with_injected(&target.tls, bytes.as_bytes())
+        .await?;
+    ensure!(result.is_ok(), "STARTTLS was refused: {}", result.tagged);
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+#[then("the IMAP client receives nothing it did not ask for")]
+async fn nothing_unasked(world: &mut MailWorld) -> anyhow::Result<()> {
+    match world.imap(0)?.noop().await {
+        Ok(result) => {
+            ensure!(
+                !result
+                    .untagged
+                    .iter()
+                    .any(|r| matches!(r, Response::Capability(_))),
+                "a command sent with STARTTLS, before the handshake, was executed inside TLS: \
+                 its CAPABILITY response came back"
+            );
+            ensure!(
+                result.is_ok(),
+                "NOOP after STARTTLS was answered {}",
+                result.tagged
+            );
+            Ok(())
+        }
+        Err(ClientError::MalformedReply { reason, .. }) => bail!(
+            "after STARTTLS the server answered a command the client never sent inside TLS \
+             (the one injected before the handshake): {reason}"
+        ),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[then(regex = r"^the (imaps) port sends no plain-text greeting$")]
+async fn no_plain_greeting(world: &mut MailWorld, service: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let addr = target.addr(&service)?;
+    let mut client = ImapClient::connect(&addr, Duration::from_secs(2)).await?;
+    let read = client.greeting().await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    match read {
+        Ok(status) => bail!("an implicit-TLS port sent a plain-text greeting: * {status}"),
+        Err(
+            ClientError::Timeout { .. }
+            | ClientError::Closed { .. }
+            | ClientError::MalformedReply { .. },
+        ) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+// ---- commands ----
+
+#[when(regex = r#"^the (second )?IMAP client sends "(.*)"$"#)]
+async fn sends(world: &mut MailWorld, second: String, line: String) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let line = world.expand_imap(&line)?;
+    world.run(index, &line).await
+}
+
+#[when(regex = r"^the (second )?IMAP client selects the new mailbox$")]
+async fn selects(world: &mut MailWorld, second: String) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let mailbox = world.own_mailbox()?;
+    let selected = world.imap(index)?.select(&mailbox).await?;
+    ensure!(
+        selected.result.is_ok(),
+        "SELECT {mailbox} was answered {}",
+        selected.result.tagged
+    );
+    world.imap.results[index] = Some(selected.result);
+    Ok(())
+}
+
+#[given("the IMAP client uses a new mailbox")]
+async fn new_mailbox(world: &mut MailWorld) -> anyhow::Result<()> {
+    let mailbox = format!("harness-{}", unique_token().replace('.', "-"));
+    let result = world.imap(0)?.create(&mailbox).await?;
+    ensure!(
+        result.is_ok(),
+        "CREATE {mailbox} was answered {}",
+        result.tagged
+    );
+    let account = world.account(0)?.0;
+    world.imap.created.push((account, mailbox.clone()));
+    world.imap.mailbox = Some(mailbox);
+    Ok(())
+}
+
+/// APPENDs a message to the scenario's mailbox (or another) and checks it went in.
+async fn append(
+    world: &mut MailWorld,
+    mailbox: &str,
+    message: &[u8],
+    must_succeed: bool,
+) -> anyhow::Result<()> {
+    let result = world
+        .imap(0)?
+        .append(mailbox, &[], None, message, false)
+        .await?;
+    if must_succeed {
+        ensure!(
+            result.is_ok(),
+            "APPEND to {mailbox} was answered {}",
+            result.tagged
+        );
+    }
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+fn test_message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Harness <conformance@harness.test>\r\nTo: someone@harness.test\r\n\
+         Subject: {subject}\r\nMessage-ID: <{}@harness.test>\r\n\
+         Date: Mon, 30 Nov 2026 12:00:00 +0000\r\n\r\n{body}\r\n",
+        unique_token()
+    )
+    .into_bytes()
+}
+
+#[given(regex = r"^the new mailbox has (\d+) messages?$")]
+async fn has_messages(world: &mut MailWorld, count: usize) -> anyhow::Result<()> {
+    let mailbox = world.own_mailbox()?;
+    for n in 1..=count {
+        let message = test_message(&format!("Test message {n} of {count}"), "Hello.");
+        append(world, &mailbox, &message, true).await?;
+    }
+    Ok(())
+}
+
+#[when(regex = r"^the IMAP client appends a test message to (.+)$")]
+async fn appends_test_message(world: &mut MailWorld, mailbox: String) -> anyhow::Result<()> {
+    let mailbox = world.expand_imap(&mailbox)?;
+    let message = test_message("Appended test message", "Hello again.");
+    append(world, &mailbox, &message, false).await
+}
+
+#[given(regex = r"^the new mailbox has a message with the body:$")]
+async fn has_message_with_body(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
+    let mailbox = world.own_mailbox()?;
+    let body = docstring_to_crlf(
+        step.docstring
+            .as_deref()
+            .context("this step needs a \"\"\" docstring")?,
+    );
+    append(world, &mailbox, &body, true).await
+}
+
+/// The three messages the SEARCH outline looks for.
+fn search_messages() -> [Vec<u8>; 3] {
+    let id = || unique_token();
+    [
+        format!(
+            "From: Alice Example <alice@example.test>\r\nTo: team@example.test\r\n\
+             Subject: Quarterly report Q3\r\nMessage-ID: <{}@harness.test>\r\n\
+             Date: Mon, 30 Nov 2026 09:00:00 +0000\r\n\r\nNumbers attached.\r\n",
+            id()
+        )
+        .into_bytes(),
+        format!(
+            "From: bob@example.test\r\nTo: team@example.test\r\nSubject: Lunch on Friday\r\n\
+             Message-ID: <{}@harness.test>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n\
+             Invoice for the lunch is attached.\r\n",
+            id()
+        )
+        .into_bytes(),
+        format!(
+            "From: carol@example.test\r\nTo: team@example.test\r\n\
+             Subject: Re: quarterly report\r\nX-Priority: 1\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\nMessage-ID: <{}@harness.test>\r\n\
+             Date: Mon, 30 Nov 2026 11:00:00 +0000\r\n\r\nMeeting in Z=C3=BCrich.\r\n",
+            id()
+        )
+        .into_bytes(),
+    ]
+}
+
+#[given("the new mailbox has the search test messages")]
+async fn has_search_messages(world: &mut MailWorld) -> anyhow::Result<()> {
+    let mailbox = world.own_mailbox()?;
+    for message in search_messages() {
+        append(world, &mailbox, &message, true).await?;
+    }
+    Ok(())
+}
+
+/// A multipart/mixed message: a quoted-printable UTF-8 text part and a base64 PDF attachment,
+/// with an RFC 2047 encoded subject.
+const MULTIPART: &str = "From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.test>\r\n\
+To: Team <team@example.test>\r\n\
+Subject: =?UTF-8?Q?R=C3=A9sum=C3=A9_attached?=\r\n\
+Date: Mon, 30 Nov 2026 12:00:00 +0100\r\n\
+Message-ID: <multipart.test@harness.test>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+\r\n\
+This is a multipart message.\r\n\
+--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+Voil=C3=A0 my r=C3=A9sum=C3=A9.\r\n\
+--b1\r\n\
+Content-Type: application/pdf; name=\"resume.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"resume.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQKJcOkw7zDtsOfCjIgMCBvYmoKPDwvTGVuZ3RoIDMgMCBSPj4Kc3RyZWFtCg==\r\n\
+--b1--\r\n";
+
+#[given("the new mailbox has the multipart test message")]
+async fn has_multipart(world: &mut MailWorld) -> anyhow::Result<()> {
+    let mailbox = world.own_mailbox()?;
+    append(world, &mailbox, MULTIPART.as_bytes(), true).await
+}
+
+#[when(regex = r"^the IMAP client appends the round-trip test message to \{box\}$")]
+async fn appends_round_trip(world: &mut MailWorld) -> anyhow::Result<()> {
+    let mailbox = world.own_mailbox()?;
+    let account = world.account(0)?.0;
+    let message = super::pop3::round_trip_message(&unique_token(), &account);
+    let result = world
+        .imap(0)?
+        .append(&mailbox, &[], None, &message, false)
+        .await?;
+    world.imap.results[0] = Some(result);
+    world.message = Some(super::SentMessage {
+        token: String::new(),
+        exact: Some(message),
+    });
+    Ok(())
+}
+
+#[then("FETCH of message 1 returns the round-trip test message with its exact size")]
+async fn fetch_round_trip(world: &mut MailWorld) -> anyhow::Result<()> {
+    let sent = world
+        .message
+        .as_ref()
+        .and_then(|m| m.exact.clone())
+        .context("no round-trip message was appended")?;
+    let client = world.imap(0)?;
+    client.set_max_literal(64 * 1024 * 1024);
+    let result = client.fetch("1", "(RFC822.SIZE BODY.PEEK[])").await?;
+    ensure!(result.is_ok(), "FETCH was answered {}", result.tagged);
+    let fetch = result
+        .fetches()
+        .into_iter()
+        .find(|f| f.seq == 1)
+        .context("FETCH 1 returned no data for message 1")?;
+    let body = fetch.body("").context("the FETCH response has no BODY[]")?;
+    ensure!(
+        body == sent.as_slice(),
+        "BODY[] differs from the appended octets: {} octets back, {} sent{}",
+        body.len(),
+        sent.len(),
+        body.iter()
+            .zip(&sent)
+            .position(|(a, b)| a != b)
+            .map(|at| format!(", first difference at octet {at}"))
+            .unwrap_or_default()
+    );
+    let size = fetch.rfc822_size().context("no RFC822.SIZE")?;
+    ensure!(
+        size == sent.len() as u64,
+        "RFC822.SIZE is {size}, but the message has {} octets",
+        sent.len()
+    );
+    Ok(())
+}
+
+// ---- checks ----
+
+#[then(regex = r"^the (second )?IMAP response is (OK|NO|BAD)$")]
+async fn response_is(world: &mut MailWorld, second: String, status: String) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let result = world.imap_result(index)?;
+    let got = result.tagged.to_string();
+    ensure!(
+        got.split(' ').next() == Some(status.as_str()),
+        "expected {status}, got `{} {got}`",
+        result.tag
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the IMAP response has the code (\S+)$")]
+async fn response_code(world: &mut MailWorld, code: String) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    ensure!(
+        result.codes().any(|c| c.name().eq_ignore_ascii_case(&code)),
+        "no [{code}] response code in `{} {}`",
+        result.tag,
+        result.tagged
+    );
+    Ok(())
+}
+
+/// The capabilities the client knows of now: from the last result, else the greeting.
+fn known_capabilities(world: &mut MailWorld) -> anyhow::Result<Vec<String>> {
+    if let Some(caps) = world.imap.results[0]
+        .as_ref()
+        .and_then(CommandResult::capabilities)
+    {
+        return Ok(caps.to_vec());
+    }
+    if let Some(caps) = world.imap.greeting.as_ref().and_then(Status::capabilities) {
+        return Ok(caps.to_vec());
+    }
+    Ok(world.imap(0)?.capabilities().to_vec())
+}
+
+#[then(regex = r"^the IMAP server (advertises|does not advertise) (\S+)$")]
+async fn advertises(world: &mut MailWorld, verb: String, capability: String) -> anyhow::Result<()> {
+    let caps = known_capabilities(world)?;
+    let has = caps.iter().any(|c| c.eq_ignore_ascii_case(&capability));
+    let wanted = verb == "advertises";
+    ensure!(
+        has == wanted,
+        "{capability} is {} the capabilities: {}",
+        if has { "among" } else { "not among" },
+        caps.join(" ")
+    );
+    Ok(())
+}
+
+#[then(regex = r"^LIST shows a mailbox with the attribute (\S+)$")]
+async fn list_attribute(world: &mut MailWorld, attribute: String) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let lists = result.lists();
+    ensure!(
+        lists.iter().any(|item| item.has_attribute(&attribute)),
+        "no mailbox in LIST has {attribute}: {}",
+        lists
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.attributes.join(" ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn listed_names(result: &CommandResult) -> anyhow::Result<Vec<String>> {
+    result
+        .lists()
+        .iter()
+        .map(|item| item.decoded_name().map_err(anyhow::Error::from))
+        .collect()
+}
+
+#[then(regex = r"^LIST shows exactly (.+)$")]
+async fn list_exactly(world: &mut MailWorld, names: String) -> anyhow::Result<()> {
+    let names = world.expand_imap(&names)?;
+    let mut wanted: Vec<&str> = names.split(", ").collect();
+    wanted.sort_unstable();
+    let mut got = listed_names(world.imap_result(0)?)?;
+    got.sort();
+    ensure!(got == wanted, "LIST showed {got:?}, expected {wanted:?}");
+    Ok(())
+}
+
+#[then(regex = r"^LIST shows (\S+) with the attribute (\S+)$")]
+async fn list_item_attribute(
+    world: &mut MailWorld,
+    mailbox: String,
+    attribute: String,
+) -> anyhow::Result<()> {
+    let mailbox = world.expand_imap(&mailbox)?;
+    let result = world.imap_result(0)?;
+    let item = result
+        .lists()
+        .into_iter()
+        .find(|i| i.decoded_name().is_ok_and(|n| n == mailbox))
+        .with_context(|| format!("LIST did not show {mailbox}"))?;
+    ensure!(
+        item.has_attribute(&attribute),
+        "{mailbox} has the attributes ({}), not {attribute}",
+        item.attributes.join(" ")
+    );
+    Ok(())
+}
+
+#[then(regex = r"^STATUS says (\S+) (\d+)$")]
+async fn status_says(world: &mut MailWorld, item: String, value: u64) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    ensure!(result.is_ok(), "STATUS was answered {}", result.tagged);
+    let got = result
+        .mailbox_status()
+        .and_then(|s| s.get(&item))
+        .with_context(|| format!("the STATUS response has no {item}"))?;
+    ensure!(got == value, "STATUS says {item} {got}, expected {value}");
+    Ok(())
+}
+
+/// The flags the client last saw for a message: the latest FETCH with FLAGS in the last result.
+fn flags_of(result: &CommandResult, seq: u32) -> Option<Vec<String>> {
+    result
+        .fetches()
+        .into_iter()
+        .rev()
+        .filter(|f| f.seq == seq)
+        .find_map(|f| f.flags())
+        .map(|flags| flags.into_iter().map(str::to_owned).collect())
+}
+
+#[then(regex = r"^message (\d+) (has|does not have) the flag (\S+)$")]
+async fn message_flag(
+    world: &mut MailWorld,
+    seq: u32,
+    verb: String,
+    flag: String,
+) -> anyhow::Result<()> {
+    let flags = match world.imap_result(0).ok().and_then(|r| flags_of(r, seq)) {
+        Some(flags) => flags,
+        None => {
+            let result = world.imap(0)?.fetch(&seq.to_string(), "(FLAGS)").await?;
+            flags_of(&result, seq).with_context(|| format!("FETCH {seq} FLAGS gave no flags"))?
+        }
+    };
+    let has = flags.iter().any(|f| f.eq_ignore_ascii_case(&flag));
+    ensure!(
+        has == (verb == "has"),
+        "message {seq} has the flags ({}): {flag} is {}",
+        flags.join(" "),
+        if has { "set" } else { "not set" }
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the second IMAP client was told message (\d+) has the flag (\S+)$")]
+async fn told_flag(world: &mut MailWorld, seq: u32, flag: String) -> anyhow::Result<()> {
+    let result = world.imap_result(1)?;
+    let flags = flags_of(result, seq).with_context(|| {
+        format!("the second client was not told of message {seq}'s flags at all")
+    })?;
+    ensure!(
+        flags.iter().any(|f| f.eq_ignore_ascii_case(&flag)),
+        "the second client was told message {seq} has ({})",
+        flags.join(" ")
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the (second )?IMAP client was told message (\d+) was expunged$")]
+async fn told_expunge(world: &mut MailWorld, second: String, seq: u32) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let expunged = world.imap_result(index)?.expunged();
+    ensure!(
+        originally_expunged(&expunged).contains(&seq),
+        "{} was told of the expunges {expunged:?}, which do not remove the message that was \
+         number {seq} before them",
+        name(index)
+    );
+    Ok(())
+}
+
+/// The message numbers, as they were before the first EXPUNGE response, that a series of
+/// EXPUNGE responses removes: each response renumbers the messages after it (RFC 3501 7.4.1).
+fn originally_expunged(expunged: &[u32]) -> Vec<u32> {
+    let size = expunged.iter().max().copied().unwrap_or(0) as usize + expunged.len();
+    let mut numbers: Vec<u32> = (1..=u32::try_from(size).unwrap_or(u32::MAX)).collect();
+    let mut removed = Vec::new();
+    for &n in expunged {
+        if let Some(index) = (n as usize).checked_sub(1).filter(|&i| i < numbers.len()) {
+            removed.push(numbers.remove(index));
+        }
+    }
+    removed
+}
+
+#[then("the second IMAP client was not told of any expunge")]
+async fn told_no_expunge(world: &mut MailWorld) -> anyhow::Result<()> {
+    let expunged = world.imap_result(1)?.expunged();
+    ensure!(
+        expunged.is_empty(),
+        "EXPUNGE {expunged:?} came during a FETCH by message number, which RFC 3501 7.4.1 forbids"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the second IMAP client was told the mailbox has (\d+) messages?$")]
+async fn told_exists(world: &mut MailWorld, count: u32) -> anyhow::Result<()> {
+    let exists = world.imap_result(1)?.exists();
+    ensure!(
+        exists == Some(count),
+        "the second client was told EXISTS {exists:?}, expected {count}"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^SEARCH finds messages (.+)$")]
+async fn search_finds(world: &mut MailWorld, numbers: String) -> anyhow::Result<()> {
+    let wanted: Vec<u32> = numbers
+        .split(',')
+        .map(|n| n.trim().parse().context("message numbers are digits"))
+        .collect::<anyhow::Result<_>>()?;
+    let result = world.imap_result(0)?;
+    ensure!(result.is_ok(), "SEARCH was answered {}", result.tagged);
+    let mut got = result
+        .search()
+        .context("no SEARCH response")?
+        .numbers
+        .clone();
+    got.sort_unstable();
+    ensure!(got == wanted, "SEARCH found {got:?}, expected {wanted:?}");
+    Ok(())
+}
+
+#[when("the IMAP client remembers the UIDs and UIDVALIDITY")]
+async fn remember_uids(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (validity, uids) = current_uids(world).await?;
+    world.imap.remembered = Some((validity, uids));
+    Ok(())
+}
+
+/// UIDVALIDITY of the last SELECT and the UIDs by message number.
+async fn current_uids(world: &mut MailWorld) -> anyhow::Result<(u32, Vec<u32>)> {
+    let validity = world
+        .imap_result(0)?
+        .codes()
+        .find_map(|c| match c {
+            crate::clients::imap::Code::UidValidity(v) => Some(*v),
+            _ => None,
+        })
+        .context("the last SELECT gave no UIDVALIDITY")?;
+    let result = world.imap(0)?.fetch("1:*", "(UID)").await?;
+    ensure!(
+        result.is_ok(),
+        "FETCH 1:* UID was answered {}",
+        result.tagged
+    );
+    let mut fetches: Vec<(u32, u32)> = result
+        .fetches()
+        .iter()
+        .filter_map(|f| Some((f.seq, f.uid()?)))
+        .collect();
+    fetches.sort_unstable();
+    Ok((validity, fetches.into_iter().map(|(_, uid)| uid).collect()))
+}
+
+#[then("UIDVALIDITY is as before")]
+async fn uidvalidity_same(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (before, _) = world
+        .imap
+        .remembered
+        .clone()
+        .context("nothing remembered")?;
+    let (now, _) = current_uids(world).await?;
+    ensure!(
+        now == before,
+        "UIDVALIDITY changed from {before} to {now} though the mailbox was not recreated"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^messages 1 and 2 have their UIDs from before$")]
+async fn uids_kept(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (_, before) = world
+        .imap
+        .remembered
+        .clone()
+        .context("nothing remembered")?;
+    let result = world.imap(0)?.fetch("1:2", "(UID)").await?;
+    let mut now: Vec<(u32, u32)> = result
+        .fetches()
+        .iter()
+        .filter_map(|f| Some((f.seq, f.uid()?)))
+        .collect();
+    now.sort_unstable();
+    let now: Vec<u32> = now.into_iter().map(|(_, uid)| uid).collect();
+    ensure!(
+        before.get(..2) == Some(&now[..]),
+        "messages 1 and 2 had the UIDs {:?}, now {now:?}",
+        before.get(..2)
+    );
+    Ok(())
+}
+
+#[then(regex = r"^message 3 has a UID above every UID from before$")]
+async fn uid_above(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (_, before) = world
+        .imap
+        .remembered
+        .clone()
+        .context("nothing remembered")?;
+    let result = world.imap(0)?.fetch("3", "(UID)").await?;
+    let uid = result
+        .fetches()
+        .iter()
+        .find(|f| f.seq == 3)
+        .and_then(|f| f.uid())
+        .context("FETCH 3 UID gave no UID")?;
+    let highest = before.iter().max().copied().unwrap_or(0);
+    ensure!(
+        uid > highest,
+        "the new message got UID {uid}, but UIDs up to {highest} were handed out before \
+         (UIDs must never be reused, RFC 3501 2.3.1.1)"
+    );
+    Ok(())
+}
+
+// ---- ENVELOPE and BODYSTRUCTURE ----
+
+fn text(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+#[then("the ENVELOPE has the encoded subject and the sender's address")]
+async fn envelope_check(world: &mut MailWorld) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let fetch = result
+        .fetches()
+        .into_iter()
+        .find(|f| f.envelope().is_some())
+        .context("no FETCH response with ENVELOPE")?;
+    let envelope = fetch.envelope().context("no ENVELOPE")?;
+    let subject = text(envelope.get(1));
+    ensure!(
+        subject.as_deref() == Some("=?UTF-8?Q?R=C3=A9sum=C3=A9_attached?="),
+        "the ENVELOPE subject is {subject:?}; RFC 3501 7.4.2 wants the header as sent"
+    );
+    let from = envelope
+        .get(2)
+        .and_then(|v| v.get(0))
+        .context("the ENVELOPE has no from address")?;
+    let (mailbox, host) = (text(from.get(2)), text(from.get(3)));
+    ensure!(
+        mailbox.as_deref() == Some("renee") && host.as_deref() == Some("example.test"),
+        "the ENVELOPE from address is {from}"
+    );
+    let message_id = text(envelope.get(9));
+    ensure!(
+        message_id.as_deref() == Some("<multipart.test@harness.test>"),
+        "the ENVELOPE message-id is {message_id:?}"
+    );
+    Ok(())
+}
+
+fn is(value: Option<&Value>, wanted: &str) -> bool {
+    value
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case(wanted))
+}
+
+#[then("the BODYSTRUCTURE is multipart/mixed of text/plain and an application/pdf attachment")]
+async fn bodystructure_check(world: &mut MailWorld) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let fetch = result
+        .fetches()
+        .into_iter()
+        .find(|f| f.bodystructure().is_some())
+        .context("no FETCH response with BODYSTRUCTURE")?;
+    let body = fetch.bodystructure().context("no BODYSTRUCTURE")?;
+    let items = body.as_list().context("BODYSTRUCTURE is not a list")?;
+    // A multipart body: one or more bodies, then the subtype.
+    let parts: Vec<&Value> = items.iter().take_while(|v| v.as_list().is_some()).collect();
+    ensure!(
+        parts.len() == 2 && is(items.get(2), "MIXED"),
+        "expected multipart/mixed with two parts, got {body}"
+    );
+    ensure!(
+        is(parts[0].get(0), "TEXT") && is(parts[0].get(1), "PLAIN"),
+        "the first part is not text/plain: {}",
+        parts[0]
+    );
+    ensure!(
+        is(parts[1].get(0), "APPLICATION") && is(parts[1].get(1), "PDF"),
+        "the second part is not application/pdf: {}",
+        parts[1]
+    );
+    // body-ext-1part: md5, then disposition ("ATTACHMENT" (params)).
+    let disposition = parts[1].get(8);
+    ensure!(
+        disposition
+            .and_then(|d| d.get(0))
+            .is_some_and(|d| is(Some(d), "ATTACHMENT")),
+        "the PDF part's disposition is {}, expected attachment",
+        disposition
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "missing".into())
+    );
+    Ok(())
+}
+
+// ---- IDLE ----
+
+#[when("the IMAP client starts IDLE")]
+async fn starts_idle(world: &mut MailWorld) -> anyhow::Result<()> {
+    let started = world.imap(0)?.idle_start().await?;
+    if let Err(refused) = started {
+        bail!("IDLE was refused: {}", refused.tagged);
+    }
+    Ok(())
+}
+
+#[when(regex = r"^(\{\w+\}) submits a message to (\{\w+\}) on the submission port$")]
+async fn submits(world: &mut MailWorld, from: String, to: String) -> anyhow::Result<()> {
+    let from = world.expand(&from)?;
+    let to = world.expand(&to)?;
+    let password = world.password_for(&from)?;
+    let target = world.target()?;
+    let mut client = target.connect("submission").await?;
+    let greeting = client.read_reply().await?;
+    ensure!(
+        greeting.code == 220,
+        "the submission greeting was {greeting}"
+    );
+    client.ehlo("harness.test").await?;
+    if !client.is_tls() {
+        let reply = client.starttls(&target.tls).await?;
+        ensure!(reply.code == 220, "STARTTLS was refused: {reply}");
+        client.ehlo("harness.test").await?;
+    }
+    let reply = client.auth_plain(&from, &password).await?;
+    ensure!(reply.code == 235, "AUTH as {from} failed: {reply}");
+    for command in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{to}>")] {
+        let reply = client.command(&command).await?;
+        ensure!(reply.code == 250, "`{command}` was refused: {reply}");
+    }
+    let message = test_message("Seen by IDLE", "New mail.");
+    let reply = client.data(&message).await?;
+    ensure!(reply.code == 250, "the message was refused: {reply}");
+    let _ = client.command("QUIT").await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    Ok(())
+}
+
+#[then(regex = r"^the IDLE client hears of a new message within (\d+) seconds$")]
+async fn idle_hears(world: &mut MailWorld, seconds: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let client = world.imap(0)?;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "no EXISTS arrived during IDLE within {seconds} s of the delivery"
+        );
+        match client.idle_wait(left).await? {
+            Some(Response::Exists(_)) => return Ok(()),
+            Some(_) => {}
+            None => bail!("no EXISTS arrived during IDLE within {seconds} s of the delivery"),
+        }
+    }
+}
+
+#[then("the IMAP client ends IDLE with OK")]
+async fn ends_idle(world: &mut MailWorld) -> anyhow::Result<()> {
+    let result = world.imap(0)?.idle_done().await?;
+    ensure!(result.is_ok(), "DONE was answered {}", result.tagged);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flatten(parts: &[Part<'_>]) -> String {
+        parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                Part::Literal(l) => format!("<lit:{}>", String::from_utf8_lossy(l)),
+                Part::LiteralPlus(l) => format!("<lit+:{}>", String::from_utf8_lossy(l)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expunges_renumber() {
+        assert_eq!(originally_expunged(&[2, 1]), [2, 1]);
+        assert_eq!(originally_expunged(&[1, 1]), [1, 2]);
+        assert_eq!(originally_expunged(&[3]), [3]);
+        assert!(originally_expunged(&[]).is_empty());
+    }
+
+    #[test]
+    fn non_ascii_quoted_strings_become_literals() {
+        assert_eq!(flatten(&command_parts("NOOP")), "NOOP");
+        assert_eq!(
+            flatten(&command_parts("SEARCH SUBJECT \"a \\\"b\\\"\"")),
+            "SEARCH SUBJECT \"a \\\"b\\\"\""
+        );
+        assert_eq!(
+            flatten(&command_parts(
+                "SEARCH CHARSET UTF-8 TEXT \"Z\u{fc}rich\" ALL"
+            )),
+            "SEARCH CHARSET UTF-8 TEXT <lit:Z\u{fc}rich> ALL"
+        );
+        assert_eq!(flatten(&command_parts("X \"open")), "X \"open");
+    }
+}
