@@ -30,6 +30,8 @@ pub(super) struct ImapState {
     created: Vec<(String, String)>,
     /// UIDVALIDITY and UIDs (by message number) a step remembered.
     remembered: Option<(u32, Vec<u32>)>,
+    /// A HIGHESTMODSEQ a step remembered, for `{modseq}`.
+    modseq: Option<u64>,
 }
 
 impl ImapState {
@@ -190,6 +192,13 @@ impl MailWorld {
                 .clone()
                 .context("{box} needs a step that makes the scenario's own mailbox first")?;
             text = text.replace("{box}", &mailbox);
+        }
+        if text.contains("{modseq}") {
+            let modseq = self
+                .imap
+                .modseq
+                .context("{modseq} needs \"the IMAP client remembers the HIGHESTMODSEQ\" first")?;
+            text = text.replace("{modseq}", &modseq.to_string());
         }
         if text.contains("{first-password}") {
             text = text.replace("{first-password}", &self.account(0)?.1);
@@ -381,6 +390,25 @@ async fn no_plain_greeting(world: &mut MailWorld, service: String) -> anyhow::Re
 #[when(regex = r#"^the (second )?IMAP client sends "(.*)"$"#)]
 async fn sends(world: &mut MailWorld, second: String, line: String) -> anyhow::Result<()> {
     let index = usize::from(!second.is_empty());
+    let mut line = line;
+    // `{uid of message N}`: the UID the server gave message N of the selected mailbox.
+    while let Some(start) = line.find("{uid of message ") {
+        let end = line[start..]
+            .find('}')
+            .map(|e| start + e)
+            .context("unclosed {uid of message N}")?;
+        let seq: u32 = line[start + "{uid of message ".len()..end]
+            .parse()
+            .context("{uid of message N} needs a message number")?;
+        let result = world.imap(index)?.fetch(&seq.to_string(), "(UID)").await?;
+        let uid = result
+            .fetches()
+            .iter()
+            .find(|f| f.seq == seq)
+            .and_then(|f| f.uid())
+            .with_context(|| format!("FETCH {seq} (UID) gave no UID: {}", result.tagged))?;
+        line.replace_range(start..=end, &uid.to_string());
+    }
     let line = world.expand_imap(&line)?;
     world.run(index, &line).await
 }
@@ -831,6 +859,25 @@ async fn search_finds(world: &mut MailWorld, numbers: String) -> anyhow::Result<
         .clone();
     got.sort_unstable();
     ensure!(got == wanted, "SEARCH found {got:?}, expected {wanted:?}");
+    Ok(())
+}
+
+#[when("the IMAP client remembers the HIGHESTMODSEQ")]
+async fn remember_modseq(world: &mut MailWorld) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let modseq = result
+        .codes()
+        .find_map(|c| match c {
+            crate::clients::imap::Code::HighestModseq(m) => Some(*m),
+            _ => None,
+        })
+        .with_context(|| {
+            format!(
+                "the last command's responses carry no HIGHESTMODSEQ: {} {}",
+                result.tag, result.tagged
+            )
+        })?;
+    world.imap.modseq = Some(modseq);
     Ok(())
 }
 

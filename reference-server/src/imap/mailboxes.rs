@@ -636,6 +636,11 @@ impl Session {
                 StatusDataItemName::Recent => format!("RECENT {recent}"),
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uidnext),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uidvalidity),
+                StatusDataItemName::Unseen
+                    if self.config.faults.has(Policy::ImapStatusUnseenAll) =>
+                {
+                    format!("UNSEEN {}", counts.exists)
+                }
                 StatusDataItemName::Unseen => format!("UNSEEN {}", counts.unseen),
                 StatusDataItemName::HighestModSeq => {
                     self.condstore = true;
@@ -677,6 +682,9 @@ impl Session {
         })
         .await
         {
+            Ok(_) if self.config.faults.has(Policy::ImapNoUidplusCodes) => {
+                ok(out, tag, "APPEND completed");
+            }
             Ok(done) => ok(
                 out,
                 tag,

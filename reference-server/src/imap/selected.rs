@@ -261,7 +261,9 @@ impl Session {
             }
             CommandBody::Expunge => self.expunge(tag, account, None, out).await,
             CommandBody::ExpungeUid { sequence_set } => {
-                self.expunge(tag, account, Some(&sequence_set), out).await;
+                let all = self.config.faults.has(Policy::ImapUidExpungeAll);
+                let only = Some(&sequence_set).filter(|_| !all);
+                self.expunge(tag, account, only, out).await;
             }
             CommandBody::Search {
                 charset,
@@ -273,8 +275,10 @@ impl Session {
             }
             CommandBody::Check => ok(out, tag, "CHECK completed"),
             CommandBody::Close => {
+                let keeps = self.config.faults.has(Policy::ImapCloseKeepsDeleted);
                 if let Some(selected) = self.selected.take()
                     && !selected.read_only
+                    && !keeps
                 {
                     // Silently (RFC 3501 6.4.2): no EXPUNGE responses.
                     let (acct, mbox) = (account.to_owned(), selected.name.clone());
@@ -620,6 +624,8 @@ impl Session {
         if unchanged_since.is_some() {
             self.condstore = true;
         }
+        let unchanged_since =
+            unchanged_since.filter(|_| !self.config.faults.has(Policy::ImapCondstoreIgnored));
         let Some(targets) = self.targets(tag, set, uid, out) else {
             return;
         };
@@ -738,7 +744,7 @@ impl Session {
             }
             Err(error) => return self.store_failed(out, tag, &error),
         };
-        let code = if done.pairs.is_empty() {
+        let code = if done.pairs.is_empty() || self.config.faults.has(Policy::ImapNoUidplusCodes) {
             String::new()
         } else {
             let sources: Vec<u32> = done.pairs.iter().map(|p| p.0).collect();
