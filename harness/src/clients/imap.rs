@@ -14,9 +14,9 @@
 //! and every untagged response that came before it.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -886,7 +886,9 @@ impl Selected {
 /// response arriving in many reads is searched once.
 struct Framer {
     max_literal: usize,
-    scan: Cell<Scan>,
+    /// Behind a mutex rather than a `Cell` only so that the client is `Sync` and its futures
+    /// `Send` (load generators run it on a multi-threaded runtime); it is never contended.
+    scan: Mutex<Scan>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -905,21 +907,21 @@ impl Framer {
     fn new(max_literal: usize) -> Self {
         Self {
             max_literal,
-            scan: Cell::default(),
+            scan: Mutex::default(),
         }
     }
 
     /// Parses a complete response from the front of `buf`, with its first line (up to
     /// [`HEAD_KEPT`] bytes) for errors about it raised later.
     fn parse(&self, buf: &[u8]) -> Parsed<(Incoming, Vec<u8>)> {
-        let mut scan = self.scan.get();
+        let mut scan = *self.scan.lock().unwrap_or_else(PoisonError::into_inner);
         let end = self.frame_end(&mut scan, buf);
         let Some(end) = end? else {
-            self.scan.set(scan);
+            *self.scan.lock().unwrap_or_else(PoisonError::into_inner) = scan;
             return Ok(None);
         };
         // The frame is consumed whatever the parse says; the next starts afresh at 0.
-        self.scan.set(Scan::default());
+        *self.scan.lock().unwrap_or_else(PoisonError::into_inner) = Scan::default();
         let frame = &buf[..end];
         let incoming = parse_response(frame)?;
         let head_end = frame
