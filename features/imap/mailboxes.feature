@@ -41,6 +41,11 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
       | RENAME {box}/no-such-mailbox {box}/x | NO |
       | FETCH 1 FLAGS                    | BAD    |
       | STATUS {box}/no-such-mailbox (MESSAGES) | NO |
+      | EXAMINE {box}/no-such-mailbox    | NO     |
+      | CREATE INBOX                     | NO     |
+      | STORE 1 +FLAGS (\\Seen)          | BAD    |
+      | LOGIN {first} {first-password}   | NO or BAD |
+      | UID FETCH 1:* (FLAGS)            | BAD    |
 
   @rfc3501-6.3.11 @rfc4315-3 @fault-imap_errors_as_ok
   Scenario: APPEND to a mailbox that does not exist says TRYCREATE
@@ -49,3 +54,12 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     When the IMAP client appends a test message to {box}/no-such-mailbox
     Then the IMAP response is NO
     And the IMAP response has the code TRYCREATE
+
+  @rfc3501-7.5 @rfc7888-4 @fault-imap_no_literal_limit
+  Scenario: A literal larger than the server accepts is refused before it is sent, and the session goes on
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client announces a literal of 4294967295 octets in APPEND to {box}
+    Then the IMAP response is NO or BAD
+    When the IMAP client sends "NOOP"
+    Then the IMAP response is OK

@@ -629,7 +629,21 @@ impl cucumber::Writer<MailWorld> for FailedSteps {
         }) = event
         else {
             if let Err(error) = event {
-                lock(&self.1).push(error.to_string());
+                // The parser's own words name only the file; its sources say where and why.
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    let cause_text = cause.to_string();
+                    match cause_text.strip_prefix(&text) {
+                        Some(more) => text.push_str(more),
+                        None if !text.contains(&cause_text) => {
+                            text.push_str(&format!(": {cause_text}"));
+                        }
+                        None => {}
+                    }
+                    source = cause.source();
+                }
+                lock(&self.1).push(text);
             }
             return;
         };

@@ -103,6 +103,7 @@ policies! {
     ImapNoUidplusCodes "imap_no_uidplus_codes" "Advertise UIDPLUS but leave APPENDUID and COPYUID out of the replies.",
     ImapStatusUnseenAll "imap_status_unseen_all" "Count every message as unseen in STATUS.",
     ImapCondstoreIgnored "imap_condstore_ignored" "Ignore UNCHANGEDSINCE: a conditional STORE changes every message.",
+    ImapNoLiteralLimit "imap_no_literal_limit" "Invite IMAP literals of any size with a continuation, however large the message limit.",
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",

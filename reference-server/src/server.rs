@@ -768,7 +768,11 @@ async fn serve_imap(
     let peer = conn.peer;
     let mut session = Session::new(config.clone(), conn, shared.store.clone());
     // An APPEND literal may be as large as a message may be.
-    let max_literal = u32::try_from(config.limits.message_size).unwrap_or(u32::MAX);
+    let max_literal = if config.faults.has(Policy::ImapNoLiteralLimit) {
+        u32::MAX
+    } else {
+        u32::try_from(config.limits.message_size).unwrap_or(u32::MAX)
+    };
     let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
     let mut buf = vec![0u8; 16 * 1024];
     stream.send(&session.greeting(), idle).await?;

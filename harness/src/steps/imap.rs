@@ -14,7 +14,7 @@ use cucumber::{given, then, when};
 
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
-use crate::clients::imap::{CommandResult, ImapClient, Part, Response, Status, Value};
+use crate::clients::imap::{CommandResult, ImapClient, Incoming, Part, Response, Status, Value};
 
 /// The IMAP part of a scenario's state. Index 0 is "the IMAP client", 1 "the second".
 #[derive(Default)]
@@ -625,15 +625,49 @@ async fn fetch_round_trip(world: &mut MailWorld) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[when(regex = r"^the IMAP client announces a literal of (\d+) octets in APPEND to (\S+)$")]
+async fn announces_literal(
+    world: &mut MailWorld,
+    size: u64,
+    mailbox: String,
+) -> anyhow::Result<()> {
+    let mailbox = world.expand_imap(&mailbox)?;
+    let client = world.imap(0)?;
+    let tag = client.next_tag();
+    client
+        .send_raw(format!("{tag} APPEND \"{mailbox}\" {{{size}}}\r\n").as_bytes())
+        .await?;
+    // The server must answer with the tagged refusal, not invite the octets (RFC 3501 7.5:
+    // a server that will not accept the literal sends the tagged response instead of "+").
+    let answer = client.read_incoming().await;
+    match answer {
+        Ok(Incoming::Tagged(tagged)) if tagged.tag == tag => {
+            world.imap.results[0] = Some(CommandResult {
+                tag,
+                tagged: tagged.status,
+                untagged: Vec::new(),
+            });
+            Ok(())
+        }
+        Ok(Incoming::Continuation(_)) => bail!(
+            "the server invited a literal of {size} octets with a continuation instead of \
+             refusing it"
+        ),
+        Ok(other) => bail!("expected the tagged answer to the APPEND, got {other:?}"),
+        Err(error) => Err(error.into()),
+    }
+}
+
 // ---- checks ----
 
-#[then(regex = r"^the (second )?IMAP response is (OK|NO|BAD)$")]
+#[then(regex = r"^the (second )?IMAP response is (OK|NO|BAD|NO or BAD)$")]
 async fn response_is(world: &mut MailWorld, second: String, status: String) -> anyhow::Result<()> {
     let index = usize::from(!second.is_empty());
     let result = world.imap_result(index)?;
     let got = result.tagged.to_string();
+    let word = got.split(' ').next().unwrap_or_default();
     ensure!(
-        got.split(' ').next() == Some(status.as_str()),
+        status.split(" or ").any(|wanted| wanted == word),
         "expected {status}, got `{} {got}`",
         result.tag
     );
