@@ -850,7 +850,13 @@ async fn serve_imap(
                 match next {
                     Next::Continue => {}
                     Next::Idle => {
-                        let idling = imap_idle(&mut session, &mut framer, &mut stream, &mut buf);
+                        let idling = imap_idle(
+                            &mut session,
+                            &mut framer,
+                            &mut stream,
+                            &mut buf,
+                            &mut shutdown,
+                        );
                         if !idling.await? {
                             return Ok(());
                         }
@@ -891,6 +897,7 @@ async fn imap_idle(
     framer: &mut crate::imap::framing::Framer,
     stream: &mut Stream,
     buf: &mut [u8],
+    shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<bool> {
     let send_limit = Duration::from_secs(60);
     loop {
@@ -915,6 +922,18 @@ async fn imap_idle(
                 if !updates.is_empty() {
                     stream.send(&updates, send_limit).await?;
                 }
+                if session.is_closing() {
+                    // The selected mailbox went away: the updates ended with a BYE.
+                    return Ok(false);
+                }
+            }
+            () = async {
+                // The guard `wait_for` returns must not live across the send below.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            } => {
+                let bye = session.bye("Server shutting down");
+                stream.send(&bye, send_limit).await?;
+                return Ok(false);
             }
         }
     }

@@ -549,3 +549,48 @@ async fn condstore_subscriptions_and_the_smaller_commands() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_a_selected_mailbox_and_many_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut a = logged_in(&server, "alice@example.test", "alice-secret").await;
+    let mut b = logged_in(&server, "alice@example.test", "alice-secret").await;
+    a.command("a1", "CREATE Mine").await;
+    a.command("a2", "SELECT Mine").await;
+    let own = a.command("a3", "DELETE Mine").await;
+    assert_eq!(
+        own,
+        ["a3 OK DELETE completed\r\n"],
+        "no BYE for its own DELETE"
+    );
+    let unselected = a.command("a4", "FETCH 1 FLAGS").await;
+    assert!(unselected[0].starts_with("a4 BAD"), "{unselected:?}");
+
+    // Another session deletes the mailbox this one has selected: BYE, after the tagged reply.
+    a.command("a5", "CREATE Shared").await;
+    b.command("b1", "SELECT Shared").await;
+    a.command("a6", "DELETE Shared").await;
+    b.send("b2 NOOP\r\n").await;
+    let first = b.line().await;
+    assert!(first.starts_with("* BYE"), "{first}");
+    assert_eq!(b.line().await, "b2 OK NOOP completed\r\n");
+    assert_eq!(b.line().await, "", "the connection closes");
+
+    // INBOX is case-insensitive as a parent too.
+    a.command("a7", "CREATE inbox/Sub").await;
+    let list = a.command("a8", "LIST \"\" INBOX/*").await;
+    assert!(
+        has(&list, "* LIST (\\HasNoChildren) \"/\" \"INBOX/Sub\""),
+        "{list:?}"
+    );
+
+    // NO is an ordinary answer: many of them do not end the session.
+    for n in 0..20 {
+        let missing = a.command(&format!("n{n}"), "SELECT Nope").await;
+        assert!(missing[0].starts_with(&format!("n{n} NO")), "{missing:?}");
+    }
+    let still = a.command("a9", "NOOP").await;
+    assert!(still[0].starts_with("a9 OK"), "{still:?}");
+    server.shutdown().await;
+}

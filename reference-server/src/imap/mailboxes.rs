@@ -104,6 +104,12 @@ pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
             let name = name.strip_suffix(DELIMITER).unwrap_or(name);
             if name.eq_ignore_ascii_case("INBOX") {
                 Some("INBOX".to_owned())
+            } else if name.len() > 6
+                && name.is_char_boundary(6)
+                && name[..6].eq_ignore_ascii_case("INBOX/")
+            {
+                // INBOX is case-insensitive, also as the parent of other mailboxes.
+                Some(format!("INBOX/{}", &name[6..]))
             } else {
                 Some(name.to_owned())
             }
@@ -306,9 +312,8 @@ impl Session {
             StoreError::NotSubscribed { .. } => {
                 "NO [NONEXISTENT] Not subscribed to that mailbox".to_owned()
             }
-            StoreError::InvalidMailboxName(name) => {
-                format!("NO [CANNOT] Invalid mailbox name {}", quote(name))
-            }
+            // The name is not echoed: it may hold bytes a response text cannot carry.
+            StoreError::InvalidMailboxName(_) => "NO [CANNOT] Invalid mailbox name".to_owned(),
             StoreError::InvalidFlag { flag, .. } => format!("BAD Invalid flag {flag}"),
             StoreError::UidsExhausted { .. } => "NO [LIMIT] The mailbox has no UIDs left".into(),
             other => {
@@ -316,13 +321,18 @@ impl Session {
                 "NO [SERVERBUG] Internal error; the command was not carried out".to_owned()
             }
         };
-        self.count_error();
+        if text.starts_with("BAD") {
+            self.count_error();
+        }
         line(out, &format!("{tag} {text}"));
     }
 
-    /// A NO or BAD counted as an error.
+    /// A NO or BAD. Only BAD counts towards the error limit: NO is an ordinary outcome (a
+    /// mailbox that does not exist, a message expunged meanwhile) that a client may meet often.
     pub(super) fn refuse(&mut self, out: &mut Vec<u8>, tag: &str, status: &str, text: &str) {
-        self.count_error();
+        if status == "BAD" {
+            self.count_error();
+        }
         line(out, &format!("{tag} {status} {text}"));
     }
 
@@ -447,8 +457,12 @@ impl Session {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
         let acct = account.to_owned();
+        let deleted = name.clone();
         match db(&self.store, move |s| s.delete_mailbox(&acct, &name)).await {
-            Ok(()) => ok(out, tag, "DELETE completed"),
+            Ok(()) => {
+                self.deselect_if_under(&deleted);
+                ok(out, tag, "DELETE completed");
+            }
             Err(error) => self.store_failed(out, tag, &error),
         }
     }
@@ -468,9 +482,30 @@ impl Session {
             return self.refuse(out, tag, "NO", "[ALREADYEXISTS] INBOX always exists");
         }
         let acct = account.to_owned();
+        let renamed = from.clone();
         match db(&self.store, move |s| s.rename_mailbox(&acct, &from, &to)).await {
-            Ok(()) => ok(out, tag, "RENAME completed"),
+            Ok(()) => {
+                // Renaming INBOX moves its messages and leaves it in place (RFC 3501 6.3.5).
+                if renamed != "INBOX" {
+                    self.deselect_if_under(&renamed);
+                }
+                ok(out, tag, "RENAME completed");
+            }
             Err(error) => self.store_failed(out, tag, &error),
+        }
+    }
+
+    /// After this session deleted or renamed `name`: the selected mailbox, if it was that one
+    /// or below it, is gone, and the session is back in the authenticated state.
+    fn deselect_if_under(&mut self, name: &str) {
+        let gone = self.selected.as_ref().is_some_and(|s| {
+            s.name == name
+                || s.name
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(DELIMITER))
+        });
+        if gone {
+            self.selected = None;
         }
     }
 
@@ -704,7 +739,9 @@ impl Session {
     /// when none is selected. Cancel-safe.
     pub async fn wait_for_change(&mut self) {
         match self.selected.as_mut() {
-            Some(selected) if !selected.gone && !selected.dirty => {
+            Some(selected)
+                if !selected.gone && !selected.dirty && selected.pending_expunges.is_empty() =>
+            {
                 match selected.watch.recv().await {
                     Ok(Change::Deleted) | Err(RecvError::Closed) => selected.gone = true,
                     Ok(_) | Err(RecvError::Lagged(_)) => selected.dirty = true,
@@ -799,11 +836,13 @@ impl Session {
         let (highest, changed, expunged, recent) = match read {
             Ok(read) => read,
             Err(error) => {
-                // Try again at the next chance; the client's view stays consistent meanwhile.
+                // Nothing is lost: the next change notification reads again from the same
+                // mod-sequence. Not retried at once, which would spin while the store fails.
                 tracing::warn!(
                     "IMAP could not read the changes to {}: {error}",
                     selected.name
                 );
+                selected.dirty = false;
                 return;
             }
         };

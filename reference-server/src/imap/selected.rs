@@ -374,7 +374,7 @@ impl Session {
         if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
             self.condstore = true;
         }
-        if uid && !names.contains(&MessageDataItemName::Uid) {
+        if (uid || self.condstore) && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
         if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
@@ -914,8 +914,10 @@ impl Session {
         for n in &found {
             text.push_str(&format!(" {n}"));
         }
-        if uses_modseq && !found.is_empty() {
+        if uses_modseq {
             self.condstore = true;
+        }
+        if uses_modseq && !found.is_empty() {
             text.push_str(&format!(" (MODSEQ {highest})"));
         }
         line(out, &text);

@@ -193,10 +193,11 @@ impl Session {
             // The tagged reply ends the exchange: updates go before it.
             let tagged = split_tagged(&mut out);
             self.report_changes(&mut out, expunges_allowed).await;
+            out.extend_from_slice(&self.faulty_status(tagged));
             if self.closing {
+                // The command was carried out; its tagged reply goes with the BYE.
                 return (out, Next::Close);
             }
-            out.extend_from_slice(&self.faulty_status(tagged));
         }
         (out, next)
     }
@@ -419,6 +420,11 @@ impl Session {
             None => self.no(&mut out, &tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
         }
         out
+    }
+
+    /// Whether the session has said BYE and must end (its selected mailbox went away).
+    pub fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// Whether a client has logged in.
