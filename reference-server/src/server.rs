@@ -845,9 +845,15 @@ async fn serve_imap(
                 stream.send(&reply, idle).await?;
             }
             Framed::Command(command) => {
-                let (reply, next) = session.handle(*command).await;
+                let (mut reply, mut next) = session.handle(*command).await;
+                // A large FETCH comes in chunks, each sent before the next is read.
+                while next == Next::More {
+                    stream.send(&reply, idle).await?;
+                    (reply, next) = session.resume().await;
+                }
                 stream.send(&reply, idle).await?;
                 match next {
+                    Next::More => unreachable!("handled above"),
                     Next::Continue => {}
                     Next::Idle => {
                         let idling = imap_idle(

@@ -594,3 +594,40 @@ async fn deleting_a_selected_mailbox_and_many_refusals() {
     assert!(still[0].starts_with("a9 OK"), "{still:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_fetch_comes_whole_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut c = logged_in(&server, "alice@example.test", "alice-secret").await;
+    let line = "x".repeat(998);
+    let body = format!("Subject: big\r\n\r\n{}", format!("{line}\r\n").repeat(600));
+    for n in 0..4 {
+        let done = c
+            .command(
+                &format!("p{n}"),
+                &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()),
+            )
+            .await;
+        assert!(
+            done.last().unwrap().starts_with(&format!("p{n} OK")),
+            "{done:?}"
+        );
+    }
+    c.command("a1", "SELECT INBOX").await;
+    let fetch = c.command("a2", "FETCH 1:* (BODY.PEEK[])").await;
+    let heads: Vec<&String> = fetch
+        .iter()
+        .filter(|l| l.contains(" FETCH (BODY[] {"))
+        .collect();
+    assert_eq!(heads.len(), 4, "every message, about 2.4 MB in all");
+    for head in heads {
+        assert!(head.ends_with(&format!("{{{}}}\r\n", body.len())), "{head}");
+    }
+    let total: usize = fetch.iter().map(String::len).sum();
+    assert!(total > 4 * body.len(), "{total}");
+    assert_eq!(fetch.last().unwrap(), "a2 OK FETCH completed\r\n");
+    let after = c.command("a3", "NOOP").await;
+    assert_eq!(after, ["a3 OK NOOP completed\r\n"]);
+    server.shutdown().await;
+}

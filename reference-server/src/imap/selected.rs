@@ -159,7 +159,29 @@ fn internal_date(secs: i64) -> String {
     )
 }
 
+/// Octets of FETCH responses gathered before they are sent (see [`Session::resume`]).
+const FETCH_CHUNK: usize = 1024 * 1024;
+
+/// A FETCH under way: what is left to send and how.
+#[derive(Debug)]
+pub(super) struct FetchJob {
+    tag: String,
+    account: String,
+    names: Vec<MessageDataItemName<'static>>,
+    targets: std::collections::VecDeque<Target>,
+    metas: HashMap<u32, MessageMeta>,
+    changed_since: Option<u64>,
+    needs_octets: bool,
+    size_without_cr: bool,
+    flat: bool,
+    /// Some message was expunged meanwhile (the tagged reply says EXPUNGEISSUED).
+    vanished: bool,
+    /// UID FETCH may be followed by EXPUNGE responses; FETCH by number may not.
+    expunges_allowed: bool,
+}
+
 /// What a FETCH needs to know about one message besides the item names.
+#[derive(Debug)]
 struct Target {
     seq: u32,
     uid: u32,
@@ -206,16 +228,17 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                self.fetch(
-                    tag,
-                    account,
-                    &sequence_set,
-                    macro_or_item_names,
-                    uid,
-                    &modifiers,
-                    out,
-                )
-                .await;
+                return Ok(self
+                    .fetch(
+                        tag,
+                        account,
+                        &sequence_set,
+                        macro_or_item_names,
+                        uid,
+                        &modifiers,
+                        out,
+                    )
+                    .await);
             }
             CommandBody::Store {
                 sequence_set,
@@ -353,7 +376,7 @@ impl Session {
         uid: bool,
         modifiers: &[FetchModifier],
         out: &mut Vec<u8>,
-    ) {
+    ) -> Next {
         let mut names: Vec<MessageDataItemName<'_>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m
                 .expand()
@@ -367,7 +390,8 @@ impl Session {
             match modifier {
                 FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
                 FetchModifier::Vanished => {
-                    return self.refuse(out, tag, "BAD", "VANISHED needs QRESYNC, not offered");
+                    self.refuse(out, tag, "BAD", "VANISHED needs QRESYNC, not offered");
+                    return Next::Continue;
                 }
             }
         }
@@ -381,10 +405,10 @@ impl Session {
             names.push(MessageDataItemName::ModSeq);
         }
         let Some(targets) = self.targets(tag, set, uid, out) else {
-            return;
+            return Next::Continue;
         };
         let Some(selected) = self.selected.as_ref() else {
-            return;
+            return Next::Continue;
         };
         let faults = &self.config.faults;
         let (size_without_cr, peek_sets_seen, flat) = (
@@ -419,7 +443,8 @@ impl Session {
                 MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
             )
         }) {
-            return self.refuse(out, tag, "BAD", "BINARY is not offered by this server");
+            self.refuse(out, tag, "BAD", "BINARY is not offered by this server");
+            return Next::Continue;
         }
         let (acct, mbox) = (account.to_owned(), selected.name.clone());
         let wanted: Vec<u32> = targets.iter().map(|t| t.uid).collect();
@@ -461,12 +486,52 @@ impl Session {
         .await;
         let metas = match loaded {
             Ok(metas) => metas,
-            Err(error) => return self.store_failed(out, tag, &error),
+            Err(error) => {
+                self.store_failed(out, tag, &error);
+                return Next::Continue;
+            }
         };
-        let mut vanished = false;
-        for target in targets {
+        let job = FetchJob {
+            tag: tag.to_owned(),
+            account: account.to_owned(),
+            names: names.into_iter().map(IntoStatic::into_static).collect(),
+            targets: targets.into(),
+            metas,
+            changed_since,
+            needs_octets,
+            size_without_cr,
+            flat,
+            vanished: false,
+            expunges_allowed: uid || self.config.faults.has(Policy::ImapExpungeDuringFetch),
+        };
+        self.fetch_some(job, out).await
+    }
+
+    /// Writes FETCH responses until the job is done or [`FETCH_CHUNK`] octets are waiting; in
+    /// the latter case the job is kept for [`Session::resume`] and the driver sends what there
+    /// is first, so a `FETCH 1:* BODY[]` never holds more than about one chunk and one message.
+    async fn fetch_some(&mut self, mut job: FetchJob, out: &mut Vec<u8>) -> Next {
+        let (tag, account) = (job.tag.clone(), job.account.clone());
+        let (tag, account) = (tag.as_str(), account.as_str());
+        let (changed_since, needs_octets, size_without_cr, flat) = (
+            job.changed_since,
+            job.needs_octets,
+            job.size_without_cr,
+            job.flat,
+        );
+        // Taken out while messages are written, put back if the job pauses.
+        let names = std::mem::take(&mut job.names);
+        let metas = std::mem::take(&mut job.metas);
+        while let Some(target) = job.targets.pop_front() {
+            if out.len() >= FETCH_CHUNK {
+                job.targets.push_front(target);
+                job.names = names;
+                job.metas = metas;
+                self.fetch_job = Some(job);
+                return Next::More;
+            }
             let Some(meta) = metas.get(&target.uid) else {
-                vanished = true;
+                job.vanished = true;
                 continue;
             };
             if changed_since.is_some_and(|since| meta.modseq <= since) {
@@ -484,16 +549,19 @@ impl Session {
                 match db(&self.store, move |s| s.read_message(&acct, &mbox, uid)).await {
                     Ok(octets) => octets,
                     Err(StoreError::NoSuchMessage { .. }) => {
-                        vanished = true;
+                        job.vanished = true;
                         continue;
                     }
-                    Err(error) => return self.store_failed(out, tag, &error),
+                    Err(error) => {
+                        self.store_failed(out, tag, &error);
+                        return Next::Continue;
+                    }
                 }
             } else {
                 Vec::new()
             };
             let Some(selected) = self.selected.as_mut() else {
-                return;
+                return Next::Continue;
             };
             let recent = selected.recent.contains(&target.uid);
             let index = (target.seq - 1) as usize;
@@ -593,7 +661,7 @@ impl Session {
             out.extend_from_slice(&items.join(&b' '));
             out.extend_from_slice(b")\r\n");
         }
-        if vanished {
+        if job.vanished {
             self.refuse(
                 out,
                 tag,
@@ -603,6 +671,21 @@ impl Session {
         } else {
             ok(out, tag, "FETCH completed");
         }
+        Next::Continue
+    }
+
+    /// Goes on with a FETCH that stopped to let its output be sent ([`Next::More`]).
+    pub async fn resume(&mut self) -> (Vec<u8>, Next) {
+        let mut out = Vec::new();
+        let Some(job) = self.fetch_job.take() else {
+            return (out, Next::Continue);
+        };
+        let expunges_allowed = job.expunges_allowed;
+        let mut next = self.fetch_some(job, &mut out).await;
+        if next == Next::Continue {
+            next = self.finish(&mut out, expunges_allowed).await;
+        }
+        (out, next)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -31,6 +31,8 @@ pub enum Next {
     /// IDLE (RFC 2177): report changes as they happen (see [`Session::wait_for_change`] and
     /// [`Session::idle_updates`]) until the client's `DONE` line, given to [`Session::idle_end`].
     Idle,
+    /// Send the output so far, then call [`Session::resume`] for more (a large FETCH).
+    More,
     /// Close the connection.
     Close,
 }
@@ -72,6 +74,8 @@ pub struct Session {
     pub(super) idle_tag: Option<String>,
     /// The session must end after this reply (its mailbox went away).
     pub(super) closing: bool,
+    /// A FETCH waiting for its output to be sent.
+    pub(super) fetch_job: Option<super::selected::FetchJob>,
 }
 
 impl Session {
@@ -90,6 +94,7 @@ impl Session {
             condstore: false,
             idle_tag: None,
             closing: false,
+            fetch_job: None,
         }
     }
 
@@ -190,16 +195,24 @@ impl Session {
             Err(body) => self.dispatch(&tag, body, &mut out),
         };
         if next == Next::Continue {
-            // The tagged reply ends the exchange: updates go before it.
-            let tagged = split_tagged(&mut out);
-            self.report_changes(&mut out, expunges_allowed).await;
-            out.extend_from_slice(&self.faulty_status(tagged));
-            if self.closing {
-                // The command was carried out; its tagged reply goes with the BYE.
-                return (out, Next::Close);
-            }
+            let next = self.finish(&mut out, expunges_allowed).await;
+            return (out, next);
         }
         (out, next)
+    }
+
+    /// Ends a command's output: other sessions' changes, then the tagged reply, which every
+    /// command writes last. Says whether the session goes on.
+    pub(super) async fn finish(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) -> Next {
+        let tagged = split_tagged(out);
+        self.report_changes(out, expunges_allowed).await;
+        out.extend_from_slice(&self.faulty_status(tagged));
+        if self.closing {
+            // The command was carried out; its tagged reply goes with the BYE.
+            Next::Close
+        } else {
+            Next::Continue
+        }
     }
 
     /// The account once authenticated.
