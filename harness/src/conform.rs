@@ -348,10 +348,17 @@ fn gate(
     }
     for needed in tags.iter().filter_map(|t| t.strip_prefix("needs-imap-")) {
         let Some(service) = imap_service else { break };
-        if let Some(why) = capabilities
-            .get(service)
-            .and_then(|caps| unmet(needed, caps))
-        {
+        // IMAP capability names may hold '-' (SASL-IR): the whole tag names one capability,
+        // `AUTH=PLAIN` included.
+        let unmet_imap = |caps: &Capabilities| {
+            let wanted = needed.to_ascii_uppercase();
+            let met = match wanted.split_once('=') {
+                Some((keyword, param)) => caps.get(keyword).is_some_and(|p| p.contains(param)),
+                None => caps.contains_key(&wanted),
+            };
+            (!met).then(|| format!("does not advertise {wanted}"))
+        };
+        if let Some(why) = capabilities.get(service).and_then(unmet_imap) {
             return Some(Outcome::Skipped {
                 reason: format!("the {service} port {why} in CAPABILITY"),
             });

@@ -774,6 +774,9 @@ async fn serve_imap(
         u32::try_from(config.limits.message_size).unwrap_or(u32::MAX)
     };
     let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
+    if config.faults.has(Policy::ImapLiteralPlusIgnored) {
+        framer.continue_non_sync();
+    }
     let mut buf = vec![0u8; 16 * 1024];
     stream.send(&session.greeting(), idle).await?;
     let mut awaiting_sasl = false;

@@ -484,7 +484,7 @@ async fn has_messages(world: &mut MailWorld, count: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-#[when(regex = r"^the IMAP client appends a test message to (.+)$")]
+#[when(regex = r"^the IMAP client appends a test message to (\S+)$")]
 async fn appends_test_message(world: &mut MailWorld, mailbox: String) -> anyhow::Result<()> {
     let mailbox = world.expand_imap(&mailbox)?;
     let message = test_message("Appended test message", "Hello again.");
@@ -658,6 +658,60 @@ async fn announces_literal(
     }
 }
 
+#[when(
+    regex = r"^the IMAP client authenticates as (\{\w+\}) with AUTHENTICATE PLAIN and an initial response$"
+)]
+async fn authenticates_sasl_ir(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let account = world.expand(&who)?;
+    let password = world.password_for(&account)?;
+    let response =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{account}\0{password}"));
+    let result = world
+        .imap(0)?
+        .command(&format!("AUTHENTICATE PLAIN {response}"))
+        .await
+        .map_err(|error| {
+            anyhow!(
+                "AUTHENTICATE PLAIN with the credentials as an initial response (SASL-IR, RFC \
+                 4959) did not complete: {error}"
+            )
+        })?;
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+#[when(
+    regex = r"^the IMAP client authenticates as (\{\w+\}) with AUTHENTICATE PLAIN and a wrong password$"
+)]
+async fn authenticates_wrong(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    let account = world.expand(&who)?;
+    let password = format!("{}-wrong", world.password_for(&account)?);
+    let result = world
+        .imap(0)?
+        .authenticate_plain(&account, &password, false)
+        .await?;
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+#[when(
+    regex = r"^the IMAP client appends a test message to (\S+) with a non-synchronising literal$"
+)]
+async fn appends_literal_plus(world: &mut MailWorld, mailbox: String) -> anyhow::Result<()> {
+    let mailbox = world.expand_imap(&mailbox)?;
+    let message = test_message("Appended with LITERAL+", "Hello.");
+    let result = world
+        .imap(0)?
+        .append(&mailbox, &[], None, &message, true)
+        .await
+        .map_err(|error| {
+            anyhow!("APPEND with a non-synchronising literal (LITERAL+) failed: {error}")
+        })?;
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
 // ---- checks ----
 
 #[then(regex = r"^the (second )?IMAP response is (OK|NO|BAD|NO or BAD)$")]
@@ -746,6 +800,45 @@ async fn list_exactly(world: &mut MailWorld, names: String) -> anyhow::Result<()
     let mut got = listed_names(world.imap_result(0)?)?;
     got.sort();
     ensure!(got == wanted, "LIST showed {got:?}, expected {wanted:?}");
+    Ok(())
+}
+
+#[then(regex = r"^LSUB shows (?:exactly (.+)|nothing)$")]
+async fn lsub_exactly(world: &mut MailWorld, names: String) -> anyhow::Result<()> {
+    let names = world.expand_imap(&names)?;
+    let mut wanted: Vec<&str> = names.split(", ").filter(|n| !n.is_empty()).collect();
+    wanted.sort_unstable();
+    let result = world.imap_result(0)?;
+    ensure!(result.is_ok(), "LSUB was answered {}", result.tagged);
+    let mut got = result
+        .lsubs()
+        .iter()
+        .map(|item| item.decoded_name())
+        .collect::<Result<Vec<_>, _>>()?;
+    got.sort();
+    ensure!(got == wanted, "LSUB showed {got:?}, expected {wanted:?}");
+    Ok(())
+}
+
+#[then("NAMESPACE has a personal namespace with the delimiter LIST reports")]
+async fn namespace_delimiter(world: &mut MailWorld) -> anyhow::Result<()> {
+    let personal = world
+        .imap_result(0)?
+        .namespaces()
+        .and_then(|n| n.personal.first().cloned())
+        .context("the NAMESPACE response names no personal namespace")?;
+    let list = world.imap(0)?.list("", "").await?;
+    let delimiter = list
+        .lists()
+        .first()
+        .map(|item| item.delimiter)
+        .context("LIST \"\" \"\" gave no hierarchy delimiter")?;
+    ensure!(
+        personal.delimiter == delimiter,
+        "NAMESPACE says the delimiter is {:?}, LIST says {:?}",
+        personal.delimiter,
+        delimiter
+    );
     Ok(())
 }
 

@@ -50,6 +50,8 @@ pub struct Framer {
     /// A literal too big was announced in the current command: once the command is complete it
     /// is rejected, not decoded.
     refused: bool,
+    /// The `imap_literal_plus_ignored` fault: ask for non-synchronising literals too.
+    continue_non_sync: bool,
 }
 
 impl Framer {
@@ -60,7 +62,14 @@ impl Framer {
             max_command,
             max_literal,
             refused: false,
+            continue_non_sync: false,
         }
+    }
+
+    /// Misbehaves for the harness's self-test: answers a non-synchronising literal (`{n+}`)
+    /// with a continuation request, as a server that does not know LITERAL+ would.
+    pub fn continue_non_sync(&mut self) {
+        self.continue_non_sync = true;
     }
 
     /// Adds received bytes.
@@ -96,7 +105,7 @@ impl Framer {
                     self.fragmentizer.poison_message();
                     continue;
                 }
-                if mode == LiteralMode::Sync && !self.refused {
+                if (mode == LiteralMode::Sync || self.continue_non_sync) && !self.refused {
                     return Framed::Continue;
                 }
                 continue;
@@ -152,6 +161,7 @@ impl Framer {
             max_literal,
             max_command: self.max_command,
             refused: false,
+            continue_non_sync: self.continue_non_sync,
         };
     }
 

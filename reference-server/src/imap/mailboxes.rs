@@ -574,10 +574,13 @@ impl Session {
             Ok((s.list_mailboxes(&acct)?, s.subscriptions(&acct)?))
         })
         .await;
-        let (mailboxes, subscriptions) = match read {
+        let (mailboxes, mut subscriptions) = match read {
             Ok(read) => read,
             Err(error) => return self.store_failed(out, tag, &error),
         };
+        if self.config.faults.has(Policy::ImapLsubIgnoresSubscriptions) {
+            subscriptions = mailboxes.iter().map(|m| m.name.clone()).collect();
+        }
         if lsub {
             let existing: HashMap<&str, _> =
                 mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();

@@ -5,11 +5,7 @@
 
 use std::cell::OnceCell;
 
-use imap_codec::imap_types::{
-    datetime::NaiveDate,
-    search::SearchKey,
-    sequence::{SeqOrUid, Sequence, SequenceSet},
-};
+use imap_codec::imap_types::{datetime::NaiveDate, search::SearchKey};
 use mail_parser::{
     DateTime, HeaderValue,
     decoders::{
@@ -20,6 +16,7 @@ use mail_parser::{
 };
 
 use super::message::{MimePart, PartKind, field, header_fields, unfold};
+use super::selected::set_contains;
 
 /// What SEARCH looks at in one message.
 pub struct SearchMessage<'a> {
@@ -147,8 +144,8 @@ fn eval(
         SearchKey::Or(a, b) => {
             eval(a, m, lazy, last_seq, last_uid) || eval(b, m, lazy, last_seq, last_uid)
         }
-        SearchKey::SequenceSet(set) => in_set(set, m.seq, last_seq),
-        SearchKey::Uid(set) => in_set(set, m.uid, last_uid),
+        SearchKey::SequenceSet(set) => set_contains(set, m.seq, last_seq),
+        SearchKey::Uid(set) => set_contains(set, m.uid, last_uid),
         SearchKey::All => true,
         SearchKey::Answered => flag("\\Answered"),
         SearchKey::Unanswered => !flag("\\Answered"),
@@ -192,21 +189,6 @@ fn eval(
                 }) || lazy.body().contains(&s))
         }
     }
-}
-
-/// Membership without expanding ranges; `*` is `last`, and `n:m` is the same as `m:n`.
-fn in_set(set: &SequenceSet, n: u32, last: u32) -> bool {
-    let value = |v: &SeqOrUid| match v {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => last,
-    };
-    set.0.as_ref().iter().any(|s| match s {
-        Sequence::Single(v) => value(v) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (value(a), value(b));
-            a.min(b) <= n && n <= a.max(b)
-        }
-    })
 }
 
 /// A calendar day as (year, month, day), ordered chronologically.

@@ -268,7 +268,11 @@ impl Session {
             // Authenticated.
             CommandBody::Namespace if self.authenticated().is_some() => {
                 // One personal namespace with "/" as the hierarchy delimiter (RFC 2342).
-                line(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                if self.config.faults.has(Policy::ImapNamespaceDelimiterWrong) {
+                    line(out, "* NAMESPACE ((\"\" \".\")) NIL NIL");
+                } else {
+                    line(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                }
                 ok(out, tag, "NAMESPACE completed");
             }
             _ if self.authenticated().is_none() => {
@@ -371,6 +375,7 @@ impl Session {
             self.no(out, tag, "Unsupported authentication mechanism");
             return Next::Continue;
         }
+        let initial = initial.filter(|_| !self.config.faults.has(Policy::ImapSaslIrIgnored));
         match initial {
             // SASL-IR (RFC 4959): imap-codec has decoded the base64 already.
             Some(payload) => self.plain_payload(tag, &payload, out),
