@@ -631,3 +631,45 @@ async fn a_large_fetch_comes_whole_in_chunks() {
     assert_eq!(after, ["a3 OK NOOP completed\r\n"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn examine_peeks_at_recent_and_new_keywords_are_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut a = logged_in(&server, "bob@example.test", "bob-secret").await;
+    let mut b = logged_in(&server, "bob@example.test", "bob-secret").await;
+    let message = "Subject: k\r\n\r\nk\r\n";
+    a.command(
+        "p",
+        &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+    )
+    .await;
+    let examine = a.command("a1", "EXAMINE INBOX").await;
+    assert!(has(&examine, "* 1 RECENT"), "{examine:?}");
+    let select = b.command("b1", "SELECT INBOX").await;
+    assert!(
+        has(&select, "* 1 RECENT"),
+        "EXAMINE took nothing away: {select:?}"
+    );
+    let store = b.command("b2", "STORE 1 +FLAGS ($Important)").await;
+    assert!(
+        store[0].starts_with("* FLAGS (") && store[0].contains("$Important"),
+        "{store:?}"
+    );
+    assert!(
+        store.iter().any(|l| l.contains("FETCH (FLAGS ($Important")),
+        "{store:?}"
+    );
+    let noop = a.command("a2", "NOOP").await;
+    assert!(
+        noop.iter()
+            .any(|l| l.starts_with("* FLAGS (") && l.contains("$Important")),
+        "{noop:?}"
+    );
+    let bad_name = a.command("a3", "CREATE \"Entw\u{fc}rfe\"").await;
+    assert!(
+        bad_name[0].starts_with("a3 NO") || bad_name[0].starts_with("a3 BAD"),
+        "{bad_name:?}"
+    );
+    server.shutdown().await;
+}

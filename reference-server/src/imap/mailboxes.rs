@@ -47,6 +47,8 @@ pub struct Selected {
     pub(super) pending_expunges: BTreeSet<u32>,
     /// The mailbox was deleted or renamed away.
     pub(super) gone: bool,
+    /// The keywords the client was told of in FLAGS.
+    pub(super) keywords: BTreeSet<String>,
 }
 
 impl Selected {
@@ -101,6 +103,9 @@ pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
         Mailbox::Inbox => Some("INBOX".to_owned()),
         Mailbox::Other(other) => {
             let name = std::str::from_utf8(other.as_ref()).ok()?;
+            if !is_modified_utf7(name) {
+                return None;
+            }
             let name = name.strip_suffix(DELIMITER).unwrap_or(name);
             if name.eq_ignore_ascii_case("INBOX") {
                 Some("INBOX".to_owned())
@@ -115,6 +120,27 @@ pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
             }
         }
     }
+}
+
+/// Whether a name is 7-bit modified UTF-7 (RFC 3501 5.1.3): printable ASCII, with `&` starting
+/// a run of modified BASE64 that ends in `-` (`&-` is a literal `&`).
+fn is_modified_utf7(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    while let Some(b) = bytes.next() {
+        if !(0x20..0x7f).contains(&b) {
+            return false;
+        }
+        if b == b'&' {
+            loop {
+                match bytes.next() {
+                    Some(b'-') => break,
+                    Some(c) if c.is_ascii_alphanumeric() || c == b'+' || c == b',' => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+    true
 }
 
 /// A mailbox name as an IMAP string: quoted when it can be, a literal otherwise.
@@ -181,6 +207,35 @@ fn name_matches(pattern: &[u8], name: &str) -> bool {
     let inbox = name == "INBOX" || name.starts_with("INBOX/");
     wildcard_match(pattern, name.as_bytes(), false)
         || (inbox && wildcard_match(pattern, name.as_bytes(), true))
+}
+
+/// Adds the keywords (flags without a backslash) among `flags` to `keywords`; says whether
+/// there was a new one.
+pub(super) fn note_keywords(keywords: &mut BTreeSet<String>, flags: &[String]) -> bool {
+    let mut new = false;
+    for flag in flags.iter().filter(|f| !f.starts_with('\\')) {
+        new |= keywords.insert(flag.clone());
+    }
+    new
+}
+
+/// The FLAGS response and the PERMANENTFLAGS code: the system flags and the keywords in use
+/// (RFC 3501 7.2.6), and `\*` where new keywords may be made.
+pub(super) fn flags_responses(out: &mut Vec<u8>, keywords: &BTreeSet<String>, read_only: bool) {
+    let mut all = SYSTEM_FLAGS.to_owned();
+    for keyword in keywords {
+        all.push(' ');
+        all.push_str(keyword);
+    }
+    line(out, &format!("* FLAGS ({all})"));
+    if read_only {
+        line(out, "* OK [PERMANENTFLAGS ()] Read-only mailbox");
+    } else {
+        line(
+            out,
+            &format!("* OK [PERMANENTFLAGS ({all} \\*)] Flags permitted"),
+        );
+    }
 }
 
 /// The flags the reference server knows of, for FLAGS and PERMANENTFLAGS.
@@ -362,14 +417,18 @@ impl Session {
         let opened = db(&self.store, move |store| {
             // Watch before reading: a change committed in between is then seen twice, which
             // the comparison absorbs, rather than never.
+            // The mod-sequence is read before the messages (a change in between is read again
+            // later), UIDNEXT after them (so it is above every UID shown).
             let watch = store.watch(&acct, &mbox)?;
-            let status = store.mailbox_status(&acct, &mbox)?;
+            let before = store.mailbox_status(&acct, &mbox)?;
             let messages = store.messages(&acct, &mbox)?;
             let recent = if read_only {
-                Vec::new()
+                store.peek_recent(&acct, &mbox)?
             } else {
                 store.claim_recent(&acct, &mbox)?
             };
+            let mut status = store.mailbox_status(&acct, &mbox)?;
+            status.highest_modseq = before.highest_modseq;
             Ok((watch, status, messages, recent))
         })
         .await;
@@ -378,20 +437,18 @@ impl Session {
             Err(error) => return self.store_failed(out, tag, &error),
         };
         let recent: HashSet<u32> = recent.into_iter().collect();
+        // Claimed messages that arrived after the read are recent when they are reported.
+        let recent_shown = messages.iter().filter(|m| recent.contains(&m.uid)).count();
+        let mut keywords = BTreeSet::new();
+        for meta in &messages {
+            note_keywords(&mut keywords, &meta.flags);
+        }
         let first_unseen = messages
             .iter()
             .position(|m| !m.flags.iter().any(|f| f == "\\Seen"));
-        line(out, &format!("* FLAGS ({SYSTEM_FLAGS})"));
-        if read_only {
-            line(out, "* OK [PERMANENTFLAGS ()] Read-only mailbox");
-        } else {
-            line(
-                out,
-                &format!("* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted"),
-            );
-        }
+        flags_responses(out, &keywords, read_only);
         line(out, &format!("* {} EXISTS", messages.len()));
-        line(out, &format!("* {} RECENT", recent.len()));
+        line(out, &format!("* {recent_shown} RECENT"));
         if let Some(index) = first_unseen {
             line(
                 out,
@@ -431,6 +488,7 @@ impl Session {
             watch,
             dirty: false,
             gone: false,
+            keywords,
         });
     }
 
@@ -826,7 +884,7 @@ impl Session {
             let changed = s.messages_changed_since(&acct, &mbox, since)?;
             let expunged = s.expunged_since(&acct, &mbox, since)?;
             let recent = if read_only {
-                Vec::new()
+                s.peek_recent(&acct, &mbox)?
             } else {
                 s.claim_recent(&acct, &mbox)?
             };
@@ -860,6 +918,13 @@ impl Session {
         // EXPUNGE from the highest number down, so earlier numbers stay valid as we go.
         if expunges_allowed {
             selected.flush_expunges(out);
+        }
+        let mut new_keywords = false;
+        for meta in &changed {
+            new_keywords |= note_keywords(&mut selected.keywords, &meta.flags);
+        }
+        if new_keywords {
+            flags_responses(out, &selected.keywords, selected.read_only);
         }
         for meta in &changed {
             if selected.pending_expunges.contains(&meta.uid) {
@@ -926,6 +991,17 @@ mod tests {
         // Many wildcards stay cheap.
         let pattern = b"*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%x".repeat(10);
         assert!(!wildcard_match(&pattern, &[b'a'; 500], false));
+    }
+
+    #[test]
+    fn names_must_be_modified_utf7() {
+        assert!(is_modified_utf7("Sent"));
+        assert!(is_modified_utf7("Entw&APw-rfe"));
+        assert!(is_modified_utf7("a&-b"));
+        assert!(!is_modified_utf7("Entw\u{fc}rfe"));
+        assert!(!is_modified_utf7("a&b"));
+        assert!(!is_modified_utf7("a&AB!-"));
+        assert!(!is_modified_utf7("tab\there"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use imap_codec::imap_types::IntoStatic;
 
-use super::mailboxes::{db, flag_list, mailbox_name};
+use super::mailboxes::{db, flag_list, flags_responses, mailbox_name, note_keywords};
 use super::message;
 use super::search::{self, SearchMessage};
 use super::session::{Next, Session, line, ok};
@@ -116,7 +116,7 @@ fn section_name(section: Option<&Section<'_>>) -> String {
     let fields = |list: &Vec1<imap_codec::imap_types::core::AString<'_>>| {
         list.as_ref()
             .iter()
-            .map(|f| String::from_utf8_lossy(f.as_ref()).into_owned())
+            .map(|f| astring(&String::from_utf8_lossy(f.as_ref())))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -132,6 +132,27 @@ fn section_name(section: Option<&Section<'_>>) -> String {
         }
         Some(Section::Text(p)) => with_part(p, "TEXT"),
         Some(Section::Mime(p)) => format!("{}.MIME", part(p)),
+    }
+}
+
+/// A header field name as an IMAP astring: an atom when it can be, else a quoted string.
+fn astring(name: &str) -> String {
+    let atom = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+    if atom {
+        name.to_owned()
+    } else {
+        let escaped: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("\"{escaped}\"")
     }
 }
 
@@ -735,6 +756,14 @@ impl Session {
         let Some(selected) = self.selected.as_mut() else {
             return;
         };
+        // A keyword new to the mailbox is announced before it is used (RFC 3501 7.2.6).
+        let mut new_keywords = false;
+        for message in &done.changed {
+            new_keywords |= note_keywords(&mut selected.keywords, &message.flags);
+        }
+        if new_keywords {
+            flags_responses(out, &selected.keywords, selected.read_only);
+        }
         let mut results: Vec<_> = done.changed.iter().map(|m| (m, true)).collect();
         results.extend(done.unchanged.iter().map(|m| (m, false)));
         results.sort_by_key(|(m, _)| m.uid);
@@ -1088,6 +1117,14 @@ mod tests {
         assert!(!set_contains(&set("1,3"), 2, 9));
         assert!(set_contains(&set("*"), 9, 9));
         assert_eq!(set_max(&set("1,5:3,*")), 5);
+    }
+
+    #[test]
+    fn field_names_are_astrings() {
+        assert_eq!(astring("Subject"), "Subject");
+        assert_eq!(astring("X-Spam Flag"), "\"X-Spam Flag\"");
+        assert_eq!(astring("a\"b"), "\"a\\\"b\"");
+        assert_eq!(astring(""), "\"\"");
     }
 
     #[test]

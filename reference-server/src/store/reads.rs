@@ -228,6 +228,22 @@ impl Store {
             .ctx("counting recent messages")
     }
 
+    /// The UIDs [`Store::claim_recent`] would hand out now, without claiming them: what an
+    /// EXAMINE session shows as \Recent (RFC 3501 6.3.2: EXAMINE must not take it away).
+    pub fn peek_recent(&self, account: &str, mailbox: &str) -> Result<Vec<u32>, StoreError> {
+        let conn = self.conn()?;
+        let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        let mark = self.inner.recent.peek(mailbox.id);
+        conn.prepare_cached(
+            "SELECT uid FROM messages WHERE mailbox_id = ?1 AND uid > ?2 ORDER BY uid",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![mailbox.id, mark], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .ctx("listing recent messages")
+    }
+
     /// Subscribes to the changes of a mailbox, for IMAP IDLE and unsolicited EXISTS, EXPUNGE and
     /// FETCH responses. Every change committed after this returns is received, in commit order;
     /// read the mailbox after calling this (not before) and apply changes idempotently, since the

@@ -1803,7 +1803,8 @@ fn recent_is_claimed_by_exactly_one_caller() {
     store.deliver(&[ALICE], b"1").expect("deliver");
     store.deliver(&[ALICE], b"2").expect("deliver");
     let other_session = store.clone();
-    // Counting (IMAP STATUS) takes nothing away.
+    // Counting (IMAP STATUS) and peeking (EXAMINE) take nothing away.
+    assert_eq!(store.peek_recent(ALICE, INBOX).expect("peek"), [1, 2]);
     assert_eq!(store.recent_count(ALICE, INBOX).expect("count"), 2);
     assert_eq!(store.recent_count(ALICE, INBOX).expect("count"), 2);
     assert_eq!(store.claim_recent(ALICE, INBOX).expect("claim"), [1, 2]);
