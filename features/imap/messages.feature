@@ -98,3 +98,30 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     And the IMAP client sends "FETCH 1 (ENVELOPE BODYSTRUCTURE)"
     Then the ENVELOPE has the encoded subject and the sender's address
     And the BODYSTRUCTURE is multipart/mixed of text/plain and an application/pdf attachment
+
+  @rfc3501-6.3.11 @fault-imap_append_ignores_date
+  Scenario: APPEND keeps the flags and the date it is given
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client appends a test message to {box} with the flag \Flagged and the date "14-Jul-2025 10:30:00 +0200"
+    And the IMAP client selects the new mailbox
+    And the IMAP client sends "FETCH 1 (FLAGS INTERNALDATE)"
+    Then message 1 has the flag \Flagged
+    And message 1 has the INTERNALDATE "14-Jul-2025 08:30:00 +0000"
+
+  @rfc3501-6.4.5 @fault-imap_partial_ignored
+  Scenario: FETCH of chosen header fields and of part of the text
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has a message with the body:
+      """
+      From: someone@example.test
+      Subject: Partial test
+      X-Other: not asked for
+
+      Hello, partial world.
+      """
+    When the IMAP client selects the new mailbox
+    And the IMAP client sends "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<7.7>)"
+    Then FETCH gives BODY[HEADER.FIELDS (SUBJECT)] as "Subject: Partial test\r\n\r\n"
+    And FETCH gives BODY[TEXT]<7> as "partial"

@@ -108,6 +108,8 @@ policies! {
     ImapLiteralPlusIgnored "imap_literal_plus_ignored" "Advertise LITERAL+ but answer a non-synchronising literal with a continuation request.",
     ImapLsubIgnoresSubscriptions "imap_lsub_ignores_subscriptions" "Answer LSUB with every mailbox, subscribed or not.",
     ImapNamespaceDelimiterWrong "imap_namespace_delimiter_wrong" "Give \".\" as the hierarchy delimiter in NAMESPACE while LIST says \"/\".",
+    ImapAppendIgnoresDate "imap_append_ignores_date" "Give an APPENDed message the time of arrival as INTERNALDATE, not the date the client gave.",
+    ImapPartialIgnored "imap_partial_ignored" "Answer BODY[...]<origin.count> with the whole section.",
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",

@@ -712,6 +712,112 @@ async fn appends_literal_plus(world: &mut MailWorld, mailbox: String) -> anyhow:
     Ok(())
 }
 
+#[when(
+    regex = r#"^the IMAP client appends a test message to (\S+) with the flag (\S+) and the date "(.*)"$"#
+)]
+async fn appends_with_date(
+    world: &mut MailWorld,
+    mailbox: String,
+    flag: String,
+    date: String,
+) -> anyhow::Result<()> {
+    let mailbox = world.expand_imap(&mailbox)?;
+    let message = test_message("Appended with a date", "Hello.");
+    append_with(world, &mailbox, &[flag.as_str()], Some(&date), &message).await
+}
+
+async fn append_with(
+    world: &mut MailWorld,
+    mailbox: &str,
+    flags: &[&str],
+    date: Option<&str>,
+    message: &[u8],
+) -> anyhow::Result<()> {
+    let result = world
+        .imap(0)?
+        .append(mailbox, flags, date, message, false)
+        .await?;
+    ensure!(
+        result.is_ok(),
+        "APPEND to {mailbox} was answered {}",
+        result.tagged
+    );
+    world.imap.results[0] = Some(result);
+    Ok(())
+}
+
+/// Seconds since the epoch of an IMAP date-time, `dd-Mon-yyyy hh:mm:ss +zzzz` (RFC 3501 9).
+fn imap_instant(text: &str) -> anyhow::Result<i64> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let bad = || anyhow!("{text:?} is not an IMAP date-time");
+    let (date, rest) = text.trim().split_once(' ').ok_or_else(bad)?;
+    let (time, zone) = rest.split_once(' ').ok_or_else(bad)?;
+    let mut date = date.split('-');
+    let day: i64 = date.next().ok_or_else(bad)?.trim().parse()?;
+    let month = date.next().ok_or_else(bad)?.to_ascii_lowercase();
+    let month = MONTHS.iter().position(|m| *m == month).ok_or_else(bad)? as i64 + 1;
+    let year: i64 = date.next().ok_or_else(bad)?.parse()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(
+        hms.len() == 3 && zone.len() == 5,
+        "{text:?} is not an IMAP date-time"
+    );
+    let sign = if zone.starts_with('-') { -1 } else { 1 };
+    let offset: i64 = zone[1..3].parse::<i64>()? * 3600 + zone[3..5].parse::<i64>()? * 60;
+    // Days from the civil date (H. Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2] - sign * offset)
+}
+
+#[then(regex = r#"^message (\d+) has the INTERNALDATE "(.*)"$"#)]
+async fn has_internal_date(world: &mut MailWorld, seq: u32, wanted: String) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let got = result
+        .fetches()
+        .into_iter()
+        .filter(|f| f.seq == seq)
+        .find_map(|f| f.internal_date().map(str::to_owned))
+        .with_context(|| format!("no INTERNALDATE for message {seq} in the last response"))?;
+    ensure!(
+        imap_instant(&got)? == imap_instant(&wanted)?,
+        "message {seq} has the INTERNALDATE {got:?}, not the moment {wanted:?} that APPEND gave"
+    );
+    Ok(())
+}
+
+#[then(regex = r#"^FETCH gives (BODY\[[^\]]*\](?:<\d+>)?) as "(.*)"$"#)]
+async fn fetch_gives(world: &mut MailWorld, item: String, wanted: String) -> anyhow::Result<()> {
+    let wanted = super::unescape(&wanted)?;
+    let result = world.imap_result(0)?;
+    ensure!(result.is_ok(), "FETCH was answered {}", result.tagged);
+    let got = result
+        .fetches()
+        .into_iter()
+        .find_map(|f| f.get(&item).and_then(Value::as_bytes).map(<[u8]>::to_vec))
+        .with_context(|| format!("the FETCH response has no {item}"))?;
+    ensure!(
+        got == wanted,
+        "{item} is {:?}, expected {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&wanted)
+    );
+    Ok(())
+}
+
 // ---- checks ----
 
 #[then(regex = r"^the (second )?IMAP response is (OK|NO|BAD|NO or BAD)$")]
@@ -1267,6 +1373,20 @@ mod tests {
                 Part::LiteralPlus(l) => format!("<lit+:{}>", String::from_utf8_lossy(l)),
             })
             .collect()
+    }
+
+    #[test]
+    fn imap_dates() {
+        assert_eq!(imap_instant("01-Jan-1970 00:00:00 +0000").unwrap(), 0);
+        assert_eq!(
+            imap_instant("14-Jul-2025 10:30:00 +0200").unwrap(),
+            imap_instant("14-Jul-2025 08:30:00 +0000").unwrap()
+        );
+        assert_eq!(
+            imap_instant(" 1-Mar-2024 00:00:00 -0100").unwrap(),
+            1_709_254_800
+        );
+        assert!(imap_instant("yesterday").is_err());
     }
 
     #[test]

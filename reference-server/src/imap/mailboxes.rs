@@ -320,7 +320,9 @@ impl Session {
                     LiteralOrLiteral8::Literal8(literal) => literal.data.as_ref(),
                 };
                 let flags = flags.iter().map(ToString::to_string).collect();
-                let date = date.map(|d| d.as_ref().timestamp());
+                let date = date
+                    .map(|d| d.as_ref().timestamp())
+                    .filter(|_| !self.config.faults.has(Policy::ImapAppendIgnoresDate));
                 self.append(tag, &account, &mailbox, flags, date, octets, out)
                     .await;
             }

@@ -657,7 +657,11 @@ impl Session {
                         section, partial, ..
                     } => {
                         let bytes = message::section(&octets, section.as_ref());
-                        let bytes = message::partial(bytes, *partial);
+                        let bytes = if self.config.faults.has(Policy::ImapPartialIgnored) {
+                            bytes
+                        } else {
+                            message::partial(bytes, *partial)
+                        };
                         let origin = partial.map(|(o, _)| format!("<{o}>")).unwrap_or_default();
                         item.extend_from_slice(
                             format!("BODY[{}]{origin} ", section_name(section.as_ref())).as_bytes(),
