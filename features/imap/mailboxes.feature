@@ -63,3 +63,29 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     Then the IMAP response is NO or BAD
     When the IMAP client sends "NOOP"
     Then the IMAP response is OK
+
+  @rfc3501-6.3.4 @fault-imap_delete_keeps_mailbox
+  Scenario: DELETE removes a mailbox
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client sends "CREATE {box}/gone"
+    And the IMAP client sends "CREATE {box}/stays"
+    And the IMAP client sends "DELETE {box}/gone"
+    Then the IMAP response is OK
+    When the IMAP client sends "LIST "" {box}/*"
+    Then LIST shows exactly {box}/stays
+
+  @rfc3501-6.4.7 @rfc3501-6.4.4 @rfc3501-6.4.1 @rfc4315-3 @fault-imap_errors_as_ok
+  Scenario: COPY to a missing mailbox says TRYCREATE, SEARCH in an unknown charset says BADCHARSET, CHECK is OK
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 1 message
+    When the IMAP client selects the new mailbox
+    And the IMAP client sends "COPY 1 {box}/no-such-mailbox"
+    Then the IMAP response is NO
+    And the IMAP response has the code TRYCREATE
+    When the IMAP client sends "SEARCH CHARSET X-NO-SUCH-CHARSET ALL"
+    Then the IMAP response is NO
+    And the IMAP response has the code BADCHARSET
+    When the IMAP client sends "CHECK"
+    Then the IMAP response is OK

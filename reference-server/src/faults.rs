@@ -110,6 +110,7 @@ policies! {
     ImapNamespaceDelimiterWrong "imap_namespace_delimiter_wrong" "Give \".\" as the hierarchy delimiter in NAMESPACE while LIST says \"/\".",
     ImapAppendIgnoresDate "imap_append_ignores_date" "Give an APPENDed message the time of arrival as INTERNALDATE, not the date the client gave.",
     ImapPartialIgnored "imap_partial_ignored" "Answer BODY[...]<origin.count> with the whole section.",
+    ImapDeleteKeepsMailbox "imap_delete_keeps_mailbox" "Answer OK to DELETE of a mailbox without children but keep it.",
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",

@@ -518,7 +518,23 @@ impl Session {
         };
         let acct = account.to_owned();
         let deleted = name.clone();
-        match db(&self.store, move |s| s.delete_mailbox(&acct, &name)).await {
+        let keep = self.config.faults.has(Policy::ImapDeleteKeepsMailbox);
+        match db(&self.store, move |s| {
+            if keep {
+                // Refuse what a real DELETE would refuse, then do nothing.
+                let children = s
+                    .list_mailboxes(&acct)?
+                    .into_iter()
+                    .any(|m| m.name == name && m.has_children);
+                if children || name == "INBOX" {
+                    return s.delete_mailbox(&acct, &name);
+                }
+                return s.mailbox_status(&acct, &name).map(drop);
+            }
+            s.delete_mailbox(&acct, &name)
+        })
+        .await
+        {
             Ok(()) => {
                 self.deselect_if_under(&deleted);
                 ok(out, tag, "DELETE completed");
