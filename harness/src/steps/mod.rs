@@ -257,6 +257,24 @@ impl MailWorld {
     }
 }
 
+/// The verdict on reading a greeting from a port that must speak TLS from the first byte: a
+/// greeting that parsed as plain text fails; silence, a closed connection or bytes that are not
+/// the protocol (a TLS alert, say) pass.
+fn no_plain_greeting<T: fmt::Display>(
+    read: Result<T, crate::clients::ClientError>,
+) -> anyhow::Result<()> {
+    use crate::clients::ClientError;
+    match read {
+        Ok(greeting) => bail!("an implicit-TLS port sent a plain-text greeting: {greeting}"),
+        Err(
+            ClientError::Timeout { .. }
+            | ClientError::Closed { .. }
+            | ClientError::MalformedReply { .. },
+        ) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// A token unique enough to find one message among many runs.
 fn unique_token() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
