@@ -171,17 +171,6 @@ impl MailWorld {
             .ok_or_else(|| anyhow!("{} has no command result yet", name(index)))
     }
 
-    fn password_for(&self, account: &str) -> anyhow::Result<String> {
-        let target = self.target()?;
-        target
-            .profile
-            .accounts
-            .iter()
-            .find(|a| a.address.eq_ignore_ascii_case(account))
-            .map(|a| a.password.clone())
-            .with_context(|| format!("the target profile has no password for {account}"))
-    }
-
     /// Expands `{box}` and `{first-password}`, then the common placeholders.
     fn expand_imap(&self, text: &str) -> anyhow::Result<String> {
         let mut text = text.to_owned();
@@ -232,7 +221,7 @@ impl MailWorld {
         let created = std::mem::take(&mut self.imap.created);
         let Ok(target) = self.target() else { return };
         for (account, mailbox) in created {
-            let Ok(password) = self.password_for(&account) else {
+            let Ok(password) = self.password_of(&account) else {
                 continue;
             };
             let cleanup = async {
@@ -285,7 +274,7 @@ async fn client_logged_in(
 ) -> anyhow::Result<()> {
     let index = usize::from(!second.is_empty());
     let account = world.expand(&who)?;
-    let password = world.password_for(&account)?;
+    let password = world.password_of(&account)?;
     let target = world.target()?;
     let client = logged_in(&target, &account, &password).await?;
     world.set_imap(index, client);
@@ -295,7 +284,7 @@ async fn client_logged_in(
 #[when(regex = r"^the IMAP client logs in as (\{\w+\})( with a wrong password)?$")]
 async fn logs_in(world: &mut MailWorld, who: String, wrong: String) -> anyhow::Result<()> {
     let account = world.expand(&who)?;
-    let mut password = world.password_for(&account)?;
+    let mut password = world.password_of(&account)?;
     if !wrong.is_empty() {
         password.push_str("-wrong");
     }
@@ -309,7 +298,7 @@ async fn logs_in_again(world: &mut MailWorld, who: String) -> anyhow::Result<()>
     let result = world.imap(0)?.logout().await?;
     ensure!(result.is_ok(), "LOGOUT was answered {}", result.tagged);
     let account = world.expand(&who)?;
-    let password = world.password_for(&account)?;
+    let password = world.password_of(&account)?;
     let target = world.target()?;
     let client = logged_in(&target, &account, &password).await?;
     world.set_imap(0, client);
@@ -392,12 +381,10 @@ async fn sends(world: &mut MailWorld, second: String, line: String) -> anyhow::R
         let seq: u32 = line[start + "{uid of message ".len()..end]
             .parse()
             .context("{uid of message N} needs a message number")?;
-        let result = world.imap(index)?.fetch(&seq.to_string(), "(UID)").await?;
-        let uid = result
-            .fetches()
-            .iter()
-            .find(|f| f.seq == seq)
-            .and_then(|f| f.uid())
+        let (result, uids) = fetch_uids(world.imap(index)?, &seq.to_string()).await?;
+        let uid = uids
+            .into_iter()
+            .find_map(|(n, uid)| (n == seq).then_some(uid))
             .with_context(|| format!("FETCH {seq} (UID) gave no UID: {}", result.tagged))?;
         line.replace_range(start..=end, &uid.to_string());
     }
@@ -656,7 +643,7 @@ async fn announces_literal(
 async fn authenticates_sasl_ir(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
     use base64::Engine as _;
     let account = world.expand(&who)?;
-    let password = world.password_for(&account)?;
+    let password = world.password_of(&account)?;
     let response =
         base64::engine::general_purpose::STANDARD.encode(format!("\0{account}\0{password}"));
     let result = world
@@ -678,7 +665,7 @@ async fn authenticates_sasl_ir(world: &mut MailWorld, who: String) -> anyhow::Re
 )]
 async fn authenticates_wrong(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
     let account = world.expand(&who)?;
-    let password = format!("{}-wrong", world.password_for(&account)?);
+    let password = format!("{}-wrong", world.password_of(&account)?);
     let result = world
         .imap(0)?
         .authenticate_plain(&account, &password, false)
@@ -1123,19 +1110,28 @@ async fn current_uids(world: &mut MailWorld) -> anyhow::Result<(u32, Vec<u32>)> 
             _ => None,
         })
         .context("the last SELECT gave no UIDVALIDITY")?;
-    let result = world.imap(0)?.fetch("1:*", "(UID)").await?;
+    let (result, uids) = fetch_uids(world.imap(0)?, "1:*").await?;
     ensure!(
         result.is_ok(),
         "FETCH 1:* UID was answered {}",
         result.tagged
     );
-    let mut fetches: Vec<(u32, u32)> = result
+    Ok((validity, uids.into_iter().map(|(_, uid)| uid).collect()))
+}
+
+/// FETCH `set` (UID): the result and (message number, UID) pairs in message-number order.
+async fn fetch_uids(
+    client: &mut ImapClient,
+    set: &str,
+) -> anyhow::Result<(CommandResult, Vec<(u32, u32)>)> {
+    let result = client.fetch(set, "(UID)").await?;
+    let mut uids: Vec<(u32, u32)> = result
         .fetches()
         .iter()
         .filter_map(|f| Some((f.seq, f.uid()?)))
         .collect();
-    fetches.sort_unstable();
-    Ok((validity, fetches.into_iter().map(|(_, uid)| uid).collect()))
+    uids.sort_unstable();
+    Ok((result, uids))
 }
 
 #[then("UIDVALIDITY is as before")]
@@ -1160,13 +1156,7 @@ async fn uids_kept(world: &mut MailWorld) -> anyhow::Result<()> {
         .remembered
         .clone()
         .context("nothing remembered")?;
-    let result = world.imap(0)?.fetch("1:2", "(UID)").await?;
-    let mut now: Vec<(u32, u32)> = result
-        .fetches()
-        .iter()
-        .filter_map(|f| Some((f.seq, f.uid()?)))
-        .collect();
-    now.sort_unstable();
+    let (_, now) = fetch_uids(world.imap(0)?, "1:2").await?;
     let now: Vec<u32> = now.into_iter().map(|(_, uid)| uid).collect();
     ensure!(
         before.get(..2) == Some(&now[..]),
@@ -1183,12 +1173,10 @@ async fn uid_above(world: &mut MailWorld) -> anyhow::Result<()> {
         .remembered
         .clone()
         .context("nothing remembered")?;
-    let result = world.imap(0)?.fetch("3", "(UID)").await?;
-    let uid = result
-        .fetches()
-        .iter()
-        .find(|f| f.seq == 3)
-        .and_then(|f| f.uid())
+    let (_, uids) = fetch_uids(world.imap(0)?, "3").await?;
+    let uid = uids
+        .into_iter()
+        .find_map(|(seq, uid)| (seq == 3).then_some(uid))
         .context("FETCH 3 UID gave no UID")?;
     let highest = before.iter().max().copied().unwrap_or(0);
     ensure!(
@@ -1297,7 +1285,7 @@ async fn starts_idle(world: &mut MailWorld) -> anyhow::Result<()> {
 async fn submits(world: &mut MailWorld, from: String, to: String) -> anyhow::Result<()> {
     let from = world.expand(&from)?;
     let to = world.expand(&to)?;
-    let password = world.password_for(&from)?;
+    let password = world.password_of(&from)?;
     let target = world.target()?;
     let mut client = target.connect("submission").await?;
     let greeting = client.read_reply().await?;

@@ -218,6 +218,18 @@ impl MailWorld {
         Ok((account.address.clone(), account.password.clone()))
     }
 
+    /// The password the target profile lists for an account.
+    fn password_of(&self, account: &str) -> anyhow::Result<String> {
+        let target = self.target()?;
+        target
+            .profile
+            .accounts
+            .iter()
+            .find(|a| a.address.eq_ignore_ascii_case(account))
+            .map(|a| a.password.clone())
+            .with_context(|| format!("the target profile has no password for {account}"))
+    }
+
     /// Replaces `{first}`, `{second}`, `{sender}`, `{unknown}`, `{foreign}`, `{domain}` and
     /// `{over_size}` in a step's text.
     fn expand(&self, text: &str) -> anyhow::Result<String> {

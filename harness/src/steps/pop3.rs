@@ -231,20 +231,6 @@ async fn log_in_and_locate(world: &mut MailWorld, who: &str) -> anyhow::Result<(
     Ok(())
 }
 
-impl MailWorld {
-    /// The password the target profile lists for an account.
-    fn password_of(&self, account: &str) -> anyhow::Result<String> {
-        let target = self.target()?;
-        target
-            .profile
-            .accounts
-            .iter()
-            .find(|a| a.address.eq_ignore_ascii_case(account))
-            .map(|a| a.password.clone())
-            .with_context(|| format!("the target profile has no password for {account}"))
-    }
-}
-
 /// Puts a message into `account`'s maildrop: straight into the store when the harness can,
 /// otherwise over SMTP on port 25 (or 587 with AUTH), waiting until POP3 shows it.
 async fn add_message(world: &mut MailWorld, account: &str, body: &[u8]) -> anyhow::Result<()> {

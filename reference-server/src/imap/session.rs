@@ -215,11 +215,6 @@ impl Session {
         }
     }
 
-    /// The account once authenticated.
-    pub(super) fn account(&self) -> Option<&str> {
-        self.authenticated()
-    }
-
     /// Counts an error reply.
     pub(super) fn count_error(&mut self) {
         self.errors += 1;
@@ -266,7 +261,7 @@ impl Session {
                 );
             }
             // Authenticated.
-            CommandBody::Namespace if self.authenticated().is_some() => {
+            CommandBody::Namespace if self.account().is_some() => {
                 // One personal namespace with "/" as the hierarchy delimiter (RFC 2342).
                 if self.config.faults.has(Policy::ImapNamespaceDelimiterWrong) {
                     line(out, "* NAMESPACE ((\"\" \".\")) NIL NIL");
@@ -275,7 +270,7 @@ impl Session {
                 }
                 ok(out, tag, "NAMESPACE completed");
             }
-            _ if self.authenticated().is_none() => {
+            _ if self.account().is_none() => {
                 self.bad(out, tag, &format!("{name} needs an authenticated session"));
             }
             _ => {
@@ -299,7 +294,8 @@ impl Session {
         }
     }
 
-    fn authenticated(&self) -> Option<&str> {
+    /// The account once authenticated.
+    pub(super) fn account(&self) -> Option<&str> {
         match &self.state {
             State::Authenticated { account } => Some(account),
             _ => None,
@@ -447,7 +443,7 @@ impl Session {
 
     /// Whether a client has logged in.
     pub fn is_authenticated(&self) -> bool {
-        self.authenticated().is_some()
+        self.account().is_some()
     }
 
     /// A `* BYE` for an idle timeout or a shutdown.

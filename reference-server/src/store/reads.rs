@@ -207,14 +207,7 @@ impl Store {
         let Some(mark) = self.inner.recent.advance(mailbox.id, mailbox.uidnext - 1) else {
             return Ok(Vec::new());
         };
-        conn.prepare_cached(
-            "SELECT uid FROM messages WHERE mailbox_id = ?1 AND uid > ?2 ORDER BY uid",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![mailbox.id, mark], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .ctx("listing recent messages")
+        uids_above(&conn, mailbox.id, mark)
     }
 
     /// How many messages [`Store::claim_recent`] would hand out now, without claiming them: the
@@ -234,14 +227,7 @@ impl Store {
         let conn = self.conn()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         let mark = self.inner.recent.peek(mailbox.id);
-        conn.prepare_cached(
-            "SELECT uid FROM messages WHERE mailbox_id = ?1 AND uid > ?2 ORDER BY uid",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![mailbox.id, mark], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .ctx("listing recent messages")
+        uids_above(&conn, mailbox.id, mark)
     }
 
     /// Subscribes to the changes of a mailbox, for IMAP IDLE and unsolicited EXISTS, EXPUNGE and
@@ -269,6 +255,16 @@ impl Store {
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         Ok(self.inner.watchers.subscribe(mailbox.id))
     }
+}
+
+/// The UIDs of a mailbox above a \Recent watermark, ascending.
+fn uids_above(conn: &Connection, mailbox_id: i64, mark: u32) -> Result<Vec<u32>, StoreError> {
+    conn.prepare_cached("SELECT uid FROM messages WHERE mailbox_id = ?1 AND uid > ?2 ORDER BY uid")
+        .and_then(|mut s| {
+            s.query_map(params![mailbox_id, mark], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .ctx("listing recent messages")
 }
 
 /// Loads the messages of a mailbox whose UIDs fall in the given inclusive ranges, ordered by UID
