@@ -1,0 +1,1 @@
+//! An authoritative DNS server for mail tests.
