@@ -15,6 +15,7 @@ mod blobs;
 mod error;
 mod flags;
 mod mailboxes;
+mod outbound;
 mod reads;
 mod schema;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use self::error::StoreError;
 use self::error::{IoContext, SqliteContext};
 pub use self::flags::FlagOp;
 pub use self::mailboxes::{DELIMITER, MailboxInfo, SpecialUse};
+pub use self::outbound::{Accepted, Incoming, OutboundJob, OutboundRecipient, Settle, now_ms};
 pub use self::reads::{MailboxCounts, MailboxStatus, MessageMeta};
 pub use self::watch::{Change, WATCH_CAPACITY};
 use self::watch::{RecentMarks, Watchers};

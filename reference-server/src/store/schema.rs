@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{SqliteContext, StoreError};
 
 /// The schema version this build writes; files with a larger `user_version` are refused.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +98,32 @@ CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
 ";
 
+/// Version 3, applied to a version 2 database: the outbound queue for relay to other domains.
+const V3: &str = r"
+-- A message accepted for delivery elsewhere. The body is a blob like a mailbox message's. The row
+-- goes when its last recipient is delivered, bounced or expired.
+CREATE TABLE outbound (
+    id       INTEGER PRIMARY KEY,
+    queue_id TEXT NOT NULL,
+    sender   TEXT NOT NULL,              -- '' for the null sender (a bounce is never bounced)
+    blob     TEXT NOT NULL CHECK (length(blob) = 64),
+    size     INTEGER NOT NULL CHECK (size >= 0),
+    arrived  INTEGER NOT NULL            -- Unix seconds: the age limit counts from here
+);
+
+-- One row per recipient still to be delivered; each keeps its own retry schedule.
+CREATE TABLE outbound_recipients (
+    message_id   INTEGER NOT NULL REFERENCES outbound (id) ON DELETE CASCADE,
+    recipient    TEXT NOT NULL,
+    domain       TEXT NOT NULL COLLATE NOCASE,
+    attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt INTEGER NOT NULL,       -- Unix milliseconds
+    last_error   TEXT,
+    PRIMARY KEY (message_id, recipient)
+) WITHOUT ROWID;
+CREATE INDEX outbound_due ON outbound_recipients (next_attempt);
+";
+
 /// Opens the database at `path`, configures it for durability and brings its schema up to date.
 pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path).ctx("opening the database")?;
@@ -153,6 +179,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if found < 2 {
         tx.execute_batch(V2)
             .ctx("upgrading the schema to version 2")?;
+    }
+    if found < 3 {
+        tx.execute_batch(V3)
+            .ctx("upgrading the schema to version 3")?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .ctx("recording the schema version")?;

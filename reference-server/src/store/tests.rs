@@ -732,7 +732,7 @@ fn migration_from_version_1_keeps_data_and_adds_version_2() {
         .expect("conn")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, schema::VERSION);
     let status = store.mailbox_status(ALICE, INBOX).expect("status");
     assert_eq!(
         status,
@@ -2471,4 +2471,146 @@ fn the_uid_reuse_fault_hands_out_expunged_uids_again() {
         2,
         "with the fault, the UID after the highest one left"
     );
+}
+
+// ---- outbound queue ----
+
+fn incoming<'a>(local: &'a [&'a str], remote: &'a [&'a str], message: &'a [u8]) -> Incoming<'a> {
+    Incoming {
+        sender: ALICE,
+        local,
+        remote,
+        message,
+        queue_id: "Q1",
+    }
+}
+
+fn queued(store: &Store) -> Vec<(String, String, u32)> {
+    store
+        .outbound_queue()
+        .expect("queue")
+        .into_iter()
+        .flat_map(|job| {
+            job.recipients
+                .into_iter()
+                .map(move |r| (job.domain.clone(), r.address, r.attempts))
+        })
+        .collect()
+}
+
+#[test]
+fn accept_files_local_copies_and_queues_remote_recipients_together() {
+    let (dir, store) = store_with_accounts();
+    let remote = ["carol@b.test", "Carol@B.test", "dave@c.test"];
+    let accepted = store
+        .accept(&incoming(&[BOB], &remote, b"hello"))
+        .expect("accept");
+    assert_eq!(accepted.delivered.len(), 1);
+    assert_eq!(accepted.queued, 2, "a recipient named twice is queued once");
+    assert_eq!(uids(&store, BOB), [1]);
+    drop(store);
+    // The queue is durable.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        queued(&store),
+        [
+            ("b.test".into(), "carol@b.test".into(), 0),
+            ("c.test".into(), "dave@c.test".into(), 0)
+        ]
+    );
+    let job = &store.outbound_queue().expect("queue")[0];
+    assert_eq!(job.sender, ALICE);
+    assert_eq!(job.queue_id, "Q1");
+    assert_eq!(store.outbound_body(&job.blob).expect("body"), b"hello");
+}
+
+#[test]
+fn accept_with_an_unknown_local_account_queues_nothing() {
+    let (_dir, store) = store_with_accounts();
+    let err = store
+        .accept(&incoming(&["nobody@example.test"], &["carol@b.test"], b"x"))
+        .expect_err("unknown account");
+    assert!(matches!(err, StoreError::NoSuchAccount(_)), "{err}");
+    assert!(queued(&store).is_empty());
+    assert_eq!(store.next_outbound_due().expect("due"), None);
+}
+
+#[test]
+fn due_jobs_group_recipients_by_message_and_domain() {
+    let (_dir, store) = store_with_accounts();
+    let remote = ["a@b.test", "b@b.test", "c@c.test"];
+    store.accept(&incoming(&[], &remote, b"m")).expect("accept");
+    let due = store.due_outbound(now_ms() + 1, 100).expect("due");
+    let shape: Vec<(String, usize)> = due
+        .iter()
+        .map(|j| (j.domain.clone(), j.recipients.len()))
+        .collect();
+    assert_eq!(shape, [("b.test".into(), 2), ("c.test".into(), 1)]);
+    assert!(
+        store
+            .due_outbound(now_ms() - 60_000, 100)
+            .expect("due")
+            .is_empty(),
+        "nothing is due before it was queued"
+    );
+}
+
+#[test]
+fn settling_retries_removes_and_bounces_in_one_step() {
+    let (_dir, store) = store_with_accounts();
+    store
+        .accept(&incoming(&[], &["a@b.test", "c@c.test"], b"m"))
+        .expect("accept");
+    let id = store.outbound_queue().expect("queue")[0].message_id;
+    let later = now_ms() + 3_600_000;
+    store
+        .settle_outbound(
+            id,
+            &[(
+                "a@b.test",
+                Settle::Retry {
+                    at_ms: later,
+                    error: "451 try later".into(),
+                },
+            )],
+            None,
+        )
+        .expect("retry");
+    let queue = store.outbound_queue().expect("queue");
+    assert_eq!(
+        queue[0].domain, "c.test",
+        "the queue lists the earliest due first"
+    );
+    let job = &queue[1];
+    assert_eq!(job.recipients[0].attempts, 1);
+    assert_eq!(job.recipients[0].next_attempt, later);
+    assert_eq!(
+        job.recipients[0].last_error.as_deref(),
+        Some("451 try later")
+    );
+    assert_eq!(store.due_outbound(now_ms(), 10).expect("due").len(), 1);
+
+    // c@c.test fails for good: its bounce reaches alice's INBOX in the same transaction.
+    let dsn = Incoming {
+        sender: "",
+        local: &[ALICE],
+        remote: &[],
+        message: b"bounce",
+        queue_id: "Q2",
+    };
+    store
+        .settle_outbound(id, &[("c@c.test", Settle::Done)], Some(&dsn))
+        .expect("bounce");
+    assert_eq!(uids(&store, ALICE), [1]);
+    assert_eq!(queued(&store).len(), 1);
+    store
+        .settle_outbound(id, &[("a@b.test", Settle::Done)], None)
+        .expect("done");
+    assert!(queued(&store).is_empty());
+    let rows: i64 = store
+        .conn()
+        .expect("conn")
+        .query_row("SELECT count(*) FROM outbound", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 0, "the message row goes with its last recipient");
 }

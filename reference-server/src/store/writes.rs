@@ -95,36 +95,24 @@ impl Store {
             blob: &blob,
             flags: &[],
         };
-
         let mut conn = self.conn()?;
         let tx = immediate(&mut conn)?;
-        let accounts = resolve_recipients(&tx, recipients)?;
-        let mut delivered = Vec::with_capacity(accounts.len());
-        let mut changes = Vec::with_capacity(accounts.len());
-        for (account_id, address) in accounts {
-            let mut inbox =
-                mailbox(&tx, account_id, INBOX)?.ok_or_else(|| StoreError::NoSuchMailbox {
-                    account: address.clone(),
-                    mailbox: INBOX.to_owned(),
-                })?;
-            let (uid, modseq) = insert_message(&tx, &address, INBOX, &mut inbox, &new)?;
-            inbox.save(&tx)?;
-            changes.push((inbox.id, Change::Appended { uid, modseq }));
-            delivered.push(Delivered {
-                account: address,
-                mailbox: INBOX.to_owned(),
-                uid,
-            });
-        }
+        let (delivered, changes) = deliver_in(&tx, recipients, &new)?;
         tx.commit().ctx("committing a delivery")?;
-        for (id, change) in changes {
-            self.inner.watchers.send(id, [change]);
-        }
+        self.announce(changes);
         drop(conn);
         for d in &delivered {
             tracing::debug!(account = %d.account, uid = d.uid, %blob, "delivered");
         }
         Ok(delivered)
+    }
+
+    /// Tells watchers about committed changes; called while the connection is still held, so
+    /// that they hear of changes in commit order.
+    pub(super) fn announce(&self, changes: Vec<(i64, Change)>) {
+        for (id, change) in changes {
+            self.inner.watchers.send(id, [change]);
+        }
     }
 
     /// IMAP APPEND: durably stores a message in a mailbox with the given flags and internal date
@@ -393,12 +381,40 @@ impl Store {
 }
 
 /// A message about to be inserted.
-struct NewMessage<'a> {
-    internal_date: i64,
-    size: u64,
-    blob: &'a str,
+pub(super) struct NewMessage<'a> {
+    pub(super) internal_date: i64,
+    pub(super) size: u64,
+    pub(super) blob: &'a str,
     /// Normalised.
-    flags: &'a [String],
+    pub(super) flags: &'a [String],
+}
+
+/// Files one message in the INBOX of each of `recipients` inside `tx`. Returns where each copy
+/// went and the changes to announce once `tx` commits.
+pub(super) fn deliver_in(
+    tx: &Transaction<'_>,
+    recipients: &[&str],
+    new: &NewMessage<'_>,
+) -> Result<(Vec<Delivered>, Vec<(i64, Change)>), StoreError> {
+    let accounts = resolve_recipients(tx, recipients)?;
+    let mut delivered = Vec::with_capacity(accounts.len());
+    let mut changes = Vec::with_capacity(accounts.len());
+    for (account_id, address) in accounts {
+        let mut inbox =
+            mailbox(tx, account_id, INBOX)?.ok_or_else(|| StoreError::NoSuchMailbox {
+                account: address.clone(),
+                mailbox: INBOX.to_owned(),
+            })?;
+        let (uid, modseq) = insert_message(tx, &address, INBOX, &mut inbox, new)?;
+        inbox.save(tx)?;
+        changes.push((inbox.id, Change::Appended { uid, modseq }));
+        delivered.push(Delivered {
+            account: address,
+            mailbox: INBOX.to_owned(),
+            uid,
+        });
+    }
+    Ok((delivered, changes))
 }
 
 /// Inserts a message into `row`'s mailbox with the next UID and mod-sequence; the caller saves
@@ -533,12 +549,12 @@ fn normalise_flags(
 }
 
 /// The current time in Unix seconds, the default INTERNALDATE.
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// The accounts of `recipients` as (id, stored address), each once, in first-mention order.
-fn resolve_recipients(
+pub(super) fn resolve_recipients(
     conn: &Connection,
     recipients: &[&str],
 ) -> Result<Vec<(i64, String)>, StoreError> {
