@@ -260,6 +260,69 @@ pub struct PopBeforeSmtp {
     pub window_secs: u64,
 }
 
+/// How the relay uses TLS towards other servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// Use STARTTLS when the next hop offers it, without checking its certificate; fall back to
+    /// plain text when it is not offered or the handshake fails (RFC 3207 section 4.1 and RFC 7435
+    /// opportunistic security).
+    Opportunistic,
+    /// Deliver only over TLS: a hop without STARTTLS, or whose handshake fails, is a temporary
+    /// failure. The certificate is not checked (there is no trust anchor for MX names without
+    /// DANE or MTA-STS).
+    Require,
+    /// Never use STARTTLS.
+    None,
+}
+
+/// Relay to other domains, and the DNS checks on mail arriving on port 25.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// The DNS server asked for MX, A, AAAA and PTR records (UDP, then TCP for truncated answers).
+    /// Absent: the servers in /etc/resolv.conf. The hosts file is never read and no answer is
+    /// cached, so a record changed in the DNS is seen by the next lookup.
+    pub dns: Option<SocketAddr>,
+    /// The port other domains' servers are reached on: 25, or another for tests.
+    pub port: u16,
+    /// STARTTLS policy towards other servers.
+    pub tls: RelayTls,
+    /// Delays between attempts after a temporary failure, in seconds; the last one repeats.
+    pub retry_secs: Vec<u64>,
+    /// How long a message may wait in the queue before it is returned to the sender, in seconds.
+    pub max_age_secs: u64,
+    /// Seconds to wait for a TCP connection to another server.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply of another server (RFC 5321 4.5.3.2 suggests minutes).
+    pub command_timeout_secs: u64,
+    /// Deliveries in progress at once.
+    pub concurrency: usize,
+    /// Port 25: refuse mail from a client whose address has no PTR name that resolves back to it
+    /// (forward-confirmed reverse DNS).
+    pub check_client_dns: bool,
+    /// Port 25: refuse a MAIL FROM domain that has neither MX nor address records.
+    pub check_sender_domain: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            dns: None,
+            port: 25,
+            tls: RelayTls::Opportunistic,
+            // Postfix-like: minutes at first, then hourly, for five days.
+            retry_secs: vec![300, 900, 1800, 3600],
+            max_age_secs: 5 * 24 * 3600,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            concurrency: 16,
+            check_client_dns: false,
+            check_sender_domain: false,
+        }
+    }
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +345,9 @@ pub struct Config {
     /// POP3 options.
     #[serde(default)]
     pub pop3: Pop3Settings,
+    /// Relay to other domains and DNS checks on port 25.
+    #[serde(default)]
+    pub relay: RelaySettings,
     /// Misbehaviour on purpose, for testing clients and the harness.
     #[serde(default)]
     pub faults: Faults,
@@ -350,6 +416,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             pop3: Pop3Settings::default(),
+            relay: RelaySettings::default(),
             faults: Faults::default(),
             data_dir: None,
         }
@@ -493,6 +560,22 @@ impl Config {
         {
             return Err(invalid(
                 "pop3.pop_before_smtp.window_secs must be at least 1".into(),
+            ));
+        }
+        let relay = &self.relay;
+        if relay.retry_secs.is_empty() || relay.retry_secs.contains(&0) {
+            return Err(invalid(
+                "relay.retry_secs must list at least one delay, each at least 1 second".into(),
+            ));
+        }
+        if relay.port == 0
+            || relay.concurrency == 0
+            || relay.connect_timeout_secs == 0
+            || relay.command_timeout_secs == 0
+        {
+            return Err(invalid(
+                "relay: port, concurrency, connect_timeout_secs and command_timeout_secs must be at least 1"
+                    .into(),
             ));
         }
         self.faults.validate().map_err(invalid)?;

@@ -114,6 +114,10 @@ policies! {
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",
+    RelayIgnoresMxPreference "relay_ignores_mx_preference" "Relay: try the MX hosts from the highest preference number (least preferred) down.",
+    RelayNoRetry "relay_no_retry" "Relay: give up on a recipient after its first temporary failure, without a bounce.",
+    RelayNoBounce "relay_no_bounce" "Relay: drop a recipient that failed for good without telling the sender.",
+    RelayNoFcrdns "relay_no_fcrdns" "Inbound on port 25: skip the forward-confirmed reverse DNS check even when it is configured.",
 }
 
 impl std::str::FromStr for Policy {

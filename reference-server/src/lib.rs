@@ -8,6 +8,7 @@ pub mod config;
 pub mod faults;
 pub mod imap;
 pub mod pop3;
+pub mod relay;
 pub mod server;
 pub mod smtp;
 pub mod store;

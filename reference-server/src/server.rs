@@ -16,8 +16,9 @@ use crate::access::{LoginThrottle, MaildropGuard, MaildropLocks, PopBeforeSmtp};
 use crate::config::{Config, Protocol, Role, TlsMode};
 use crate::faults::Policy;
 use crate::pop3::session as pop3;
+use crate::relay::{self, dns::Dns};
 use crate::smtp::session::{Connection, Event, Session};
-use crate::store::{INBOX, Store};
+use crate::store::{INBOX, Incoming, Store};
 use crate::tls::{self, Identity};
 
 /// How long a shutdown waits for a message that is being received.
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error("mail store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The relay's DNS resolver could not be set up.
+    #[error("relay DNS: {0}")]
+    Dns(String),
 }
 
 /// A listener after binding.
@@ -78,6 +82,10 @@ struct Shared {
     maildrops: Arc<MaildropLocks>,
     throttle: LoginThrottle,
     pop_before_smtp: Option<PopBeforeSmtp>,
+    /// The resolver for relay and the inbound DNS checks.
+    dns: Dns,
+    /// Wakes the relay worker when mail was queued.
+    relay: relay::Waker,
 }
 
 /// Opens the store, loads or generates the certificate, binds every listener and starts
@@ -102,7 +110,24 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             config.faults.commands.len()
         );
     }
+    let dns = match Dns::new(config.relay.dns) {
+        Ok(dns) => dns,
+        Err(why) if config.relay.dns.is_none() => {
+            // Without a usable resolv.conf the server still serves local mail; relay attempts
+            // fail temporarily and say why.
+            tracing::warn!("{why}; relay will ask 127.0.0.1:53");
+            Dns::new(Some(SocketAddr::from(([127, 0, 0, 1], 53)))).map_err(ServerError::Dns)?
+        }
+        Err(why) => return Err(ServerError::Dns(why)),
+    };
     let config = Arc::new(config);
+    let (shutdown, _) = watch::channel(false);
+    let relay = relay::spawn(
+        config.clone(),
+        store.clone(),
+        dns.clone(),
+        shutdown.subscribe(),
+    );
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
@@ -115,8 +140,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .pop_before_smtp
             .as_ref()
             .map(|p| PopBeforeSmtp::new(Duration::from_secs(p.window_secs))),
+        dns,
+        relay,
     });
-    let (shutdown, _) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
     let mut listeners = Vec::new();
     for spec in &config.listeners {
@@ -256,11 +282,22 @@ async fn accept_loop(
                     }
                     !ignored
                 });
+            let client_dns = if bound.role == Role::Smtp && shared.config.relay.check_client_dns {
+                if shared.config.faults.has(Policy::RelayNoFcrdns) {
+                    tracing::warn!(%peer, "FAULT relay_no_fcrdns: not checking the client's reverse DNS");
+                    None
+                } else {
+                    Some(shared.dns.confirm_client(peer.ip()).await)
+                }
+            } else {
+                None
+            };
             let conn = Connection {
                 role: bound.role,
                 tls_mode: bound.tls,
                 peer,
                 pop_before_smtp,
+                client_dns,
             };
             let served = match bound.role.protocol() {
                 Protocol::Smtp => serve_smtp(tcp, conn, &shared, shutdown).await,
@@ -456,6 +493,12 @@ async fn serve_smtp(
                 session.auth_result(verdict);
                 session.step()
             }
+            Event::CheckSenderDomain(domain) => {
+                stream.send(&session.take_output(), idle).await?;
+                let verdict = shared.dns.check_sender_domain(&domain).await;
+                session.sender_verdict(verdict);
+                session.step()
+            }
             Event::Deliver(envelope) => {
                 for foreign in &envelope.discarded {
                     tracing::warn!(
@@ -464,15 +507,24 @@ async fn serve_smtp(
                     );
                 }
                 let store = shared.store.clone();
-                let local = envelope.local.clone();
-                let message = envelope.message;
-                let size = message.len();
-                let result = if local.is_empty() {
+                let size = envelope.message.len();
+                let (id, sender) = (envelope.id.clone(), envelope.sender.clone());
+                let (local, remote) = (envelope.local.clone(), envelope.remote.clone());
+                let result = if local.is_empty() && remote.is_empty() {
                     Ok(())
                 } else {
                     tokio::task::spawn_blocking(move || {
-                        let recipients: Vec<&str> = local.iter().map(String::as_str).collect();
-                        store.deliver(&recipients, &message).map(drop)
+                        let local: Vec<&str> = local.iter().map(String::as_str).collect();
+                        let remote: Vec<&str> = remote.iter().map(String::as_str).collect();
+                        store
+                            .accept(&Incoming {
+                                sender: &sender,
+                                local: &local,
+                                remote: &remote,
+                                message: &envelope.message,
+                                queue_id: &id,
+                            })
+                            .map(drop)
                     })
                     .await
                     .map_err(|e| e.to_string())
@@ -483,9 +535,13 @@ async fn serve_smtp(
                         id = envelope.id,
                         from = envelope.sender,
                         to = ?envelope.local,
+                        relay = ?envelope.remote,
                         size,
-                        "delivered"
+                        "accepted"
                     );
+                    if !envelope.remote.is_empty() {
+                        shared.relay.wake();
+                    }
                 }
                 session.delivery_result(&envelope.id, result);
                 session.step()

@@ -1019,6 +1019,7 @@ mod tests {
                 tls_mode,
                 peer: "127.0.0.9:40000".parse().unwrap(),
                 pop_before_smtp: None,
+                client_dns: None,
             };
             let mut harness = Harness {
                 session: Session::new(Arc::new(config), conn),

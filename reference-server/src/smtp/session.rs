@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::auth::{self, SaslError};
 use crate::config::{Config, Role, TlsMode};
 use crate::faults::{InjectedOutcome, Policy};
+use crate::relay::dns::Verdict;
 use crate::smtp::command::{self, Address, Command, Param, ParseError};
 use crate::smtp::data::{DataReceiver, Progress, Violation};
 
@@ -35,6 +36,9 @@ pub enum Event {
     },
     /// Store the message durably and call [`Session::delivery_result`].
     Deliver(Envelope),
+    /// Check in the DNS that the MAIL FROM domain can receive mail (MX or address records) and
+    /// call [`Session::sender_verdict`].
+    CheckSenderDomain(String),
     /// Send pending output and close the connection.
     Close,
 }
@@ -46,6 +50,8 @@ pub struct Envelope {
     pub sender: String,
     /// Local accounts to deliver to (distinct).
     pub local: Vec<String>,
+    /// Recipients in other domains, to queue for relay (distinct).
+    pub remote: Vec<String>,
     /// Foreign recipients accepted only because the `open_relay` fault is on.
     pub discarded: Vec<String>,
     /// The message as stored: `Return-Path:`, `Received:`, then the client's octets.
@@ -66,6 +72,9 @@ pub struct Connection {
     /// The account whose POP3 login authorised this client address for SMTP (POP-before-SMTP),
     /// if that is on and the address is within its window.
     pub pop_before_smtp: Option<String>,
+    /// The forward-confirmed reverse DNS check of the client's address, when that check is on
+    /// for this listener.
+    pub client_dns: Option<Verdict>,
 }
 
 #[derive(Debug)]
@@ -93,6 +102,7 @@ struct Transaction {
     /// RCPT commands accepted, duplicates included: what the recipient limit counts.
     accepted: usize,
     local: Vec<String>,
+    remote: Vec<String>,
     discarded: Vec<String>,
     /// BDAT chunks so far, or `None` while no BDAT was used.
     chunks: Option<Vec<u8>>,
@@ -124,6 +134,8 @@ pub struct Session {
     refuse_all: bool,
     /// A command held back by an injected delay.
     delayed: Option<Command>,
+    /// A MAIL waiting for the DNS check of its domain: (reverse path, SMTPUTF8).
+    pending_mail: Option<(String, bool)>,
 }
 
 impl Session {
@@ -145,6 +157,7 @@ impl Session {
             discarding_long_line: false,
             refuse_all: false,
             delayed: None,
+            pending_mail: None,
         }
     }
 
@@ -220,6 +233,27 @@ impl Session {
                 self.user = Some(account);
             }
             None => self.error(535, "5.7.8", "Authentication credentials invalid"),
+        }
+    }
+
+    /// The outcome of an [`Event::CheckSenderDomain`].
+    pub fn sender_verdict(&mut self, verdict: Verdict) {
+        self.phase = Phase::Command;
+        let Some((sender, smtputf8)) = self.pending_mail.take() else {
+            return;
+        };
+        match verdict {
+            Verdict::Pass(_) => self.open_transaction(sender, smtputf8),
+            Verdict::Fail(why) => self.error(
+                550,
+                "5.1.8",
+                &format!("<{sender}>: Sender address rejected: {why}"),
+            ),
+            Verdict::TempFail(why) => self.reply(
+                450,
+                "4.1.8",
+                &format!("<{sender}>: Sender address rejected: cannot check its domain now: {why}"),
+            ),
         }
     }
 
@@ -459,7 +493,7 @@ impl Session {
         match command {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
-            Command::Mail { from, params } => self.mail(from, params),
+            Command::Mail { from, params } => return self.mail(from, params),
             Command::Rcpt { to, params } => self.rcpt(to, params),
             Command::Data => return self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
@@ -657,48 +691,48 @@ impl Session {
         None
     }
 
-    fn mail(&mut self, from: Option<Address>, params: Vec<Param>) {
+    fn mail(&mut self, from: Option<Address>, params: Vec<Param>) -> Option<Event> {
         if self.helo.is_none() {
-            return self.error(503, "5.5.1", "Send EHLO or HELO first");
+            return self.fail(503, "5.5.1", "Send EHLO or HELO first");
         }
         if self.tx.is_some() && !self.fault(Policy::NestedMail) {
-            return self.error(503, "5.5.1", "Nested MAIL command");
+            return self.fail(503, "5.5.1", "Nested MAIL command");
         }
         if self.conn.role.requires_auth()
             && !self.authorised()
             && !self.fault(Policy::MailWithoutAuth)
         {
-            return self.error(530, "5.7.0", "Authentication required");
+            return self.fail(530, "5.7.0", "Authentication required");
         }
         let mut smtputf8 = false;
         for param in &params {
             if !self.esmtp {
-                return self.error(555, "5.5.4", "MAIL parameters need EHLO, not HELO");
+                return self.fail(555, "5.5.4", "MAIL parameters need EHLO, not HELO");
             }
             let value = param.value.as_deref();
             match (param.keyword.as_str(), value) {
                 ("SIZE", Some(size)) => match size.parse::<u64>() {
                     Ok(size) if size > self.size_limit() => {
-                        return self.error(
+                        return self.fail(
                             552,
                             "5.3.4",
                             "Message size exceeds fixed maximum message size",
                         );
                     }
                     Ok(_) => {}
-                    Err(_) => return self.error(501, "5.5.4", "SIZE value is not a number"),
+                    Err(_) => return self.fail(501, "5.5.4", "SIZE value is not a number"),
                 },
                 ("BODY", Some(body))
                     if body.eq_ignore_ascii_case("7BIT")
                         || body.eq_ignore_ascii_case("8BITMIME") => {}
-                ("BODY", _) => return self.error(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"),
+                ("BODY", _) => return self.fail(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"),
                 ("SMTPUTF8", None) => smtputf8 = true,
                 ("SMTPUTF8", Some(_)) => {
-                    return self.error(501, "5.5.4", "SMTPUTF8 takes no value");
+                    return self.fail(501, "5.5.4", "SMTPUTF8 takes no value");
                 }
                 ("AUTH", Some(_)) => {}
                 (keyword, _) => {
-                    return self.error(
+                    return self.fail(
                         555,
                         "5.5.4",
                         &format!("MAIL parameter {keyword} not recognized"),
@@ -710,19 +744,69 @@ impl Session {
             && !smtputf8
             && !self.fault(Policy::Utf8WithoutSmtputf8)
         {
-            return self.error(
+            return self.fail(
                 553,
                 "5.6.7",
                 "Non-ASCII address needs the SMTPUTF8 parameter",
             );
         }
+        let inbound = self.conn.role == Role::Smtp && !self.authorised();
+        if inbound && let Some(refusal) = self.client_dns_refusal() {
+            return refusal;
+        }
+        let domain = from
+            .as_ref()
+            .and_then(|a| a.domain.clone())
+            .filter(|d| !self.config.hosts_domain(d));
         let sender = from.map(|a| a.to_string()).unwrap_or_default();
+        if inbound
+            && self.config.relay.check_sender_domain
+            && let Some(domain) = domain
+        {
+            self.pending_mail = Some((sender, smtputf8));
+            self.phase = Phase::Waiting;
+            return Some(Event::CheckSenderDomain(domain));
+        }
+        self.open_transaction(sender, smtputf8);
+        None
+    }
+
+    /// The reply to MAIL when the client's address failed the FCrDNS check.
+    fn client_dns_refusal(&mut self) -> Option<Option<Event>> {
+        match self.conn.client_dns.clone()? {
+            Verdict::Pass(_) => None,
+            Verdict::Fail(why) => Some(self.fail(
+                550,
+                "5.7.25",
+                &format!(
+                    "Client host rejected: reverse DNS does not confirm {}: {why}",
+                    self.conn.peer.ip()
+                ),
+            )),
+            Verdict::TempFail(why) => {
+                self.reply(
+                    450,
+                    "4.7.25",
+                    &format!("Client host rejected: cannot check reverse DNS now: {why}"),
+                );
+                Some(None)
+            }
+        }
+    }
+
+    fn open_transaction(&mut self, sender: String, smtputf8: bool) {
         self.reply(250, "2.1.0", &format!("Sender <{sender}> OK"));
         self.tx = Some(Transaction {
             sender,
             smtputf8,
             ..Transaction::default()
         });
+    }
+
+    /// An error reply, for functions that return an event.
+    fn fail(&mut self, code: u16, enhanced: &str, text: &str) -> Option<Event> {
+        self.error(code, enhanced, text);
+        None
     }
 
     fn rcpt(&mut self, to: Address, params: Vec<Param>) {
@@ -773,12 +857,16 @@ impl Session {
                 (true, _) => Err((250, "", "")),
                 _ => Err((550, "5.1.1", "Recipient address rejected: no such user")),
             },
+            (false, _) if self.authorised() => {
+                let remote = to.to_string();
+                let tx = self.tx.get_or_insert_default();
+                if !tx.remote.iter().any(|r| r.eq_ignore_ascii_case(&remote)) {
+                    tx.remote.push(remote);
+                }
+                tx.accepted += 1;
+                return self.reply(250, "2.1.5", &format!("Recipient <{to}> OK (relay)"));
+            }
             (false, _) if self.fault(Policy::OpenRelay) => Err((250, "", "")),
-            (false, _) if self.authorised() => Err((
-                550,
-                "5.7.1",
-                "relay to other domains is not available on this server yet",
-            )),
             (false, _) => Err((554, "5.7.1", "Relay access denied")),
         };
         let tx = self.tx.get_or_insert_default();
@@ -980,11 +1068,13 @@ impl Session {
         }
         if self.fault(Policy::DiscardMail) {
             tx.discarded.append(&mut tx.local);
+            tx.discarded.append(&mut tx.remote);
         }
         self.phase = Phase::Waiting;
         Some(Event::Deliver(Envelope {
             sender: tx.sender,
             local: tx.local,
+            remote: tx.remote,
             discarded: tx.discarded,
             message,
             id,
@@ -1021,8 +1111,10 @@ impl Session {
             std::net::IpAddr::V4(v4) => format!("[{v4}]"),
             std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
         };
-        let for_clause = match tx.local.as_slice() {
-            [single] if tx.discarded.is_empty() => format!("\r\n\tfor <{single}>"),
+        let for_clause = match (tx.local.as_slice(), tx.remote.as_slice()) {
+            ([single], []) | ([], [single]) if tx.discarded.is_empty() => {
+                format!("\r\n\tfor <{single}>")
+            }
             _ => String::new(),
         };
         let date = time::OffsetDateTime::now_utc()
@@ -1107,6 +1199,7 @@ mod tests {
                 tls_mode,
                 peer: "127.0.0.9:40000".parse().unwrap(),
                 pop_before_smtp: None,
+                client_dns: None,
             };
             let mut harness = Harness {
                 session: Session::new(Arc::new(config), conn),
@@ -1136,6 +1229,15 @@ mod tests {
                         let verdict =
                             crate::auth::authenticate(&self.session.config, &login, &password);
                         self.session.auth_result(verdict);
+                        self.session.step()
+                    }
+                    Event::CheckSenderDomain(domain) => {
+                        let verdict = match domain.as_str() {
+                            "nx.test" => Verdict::Fail("domain nx.test does not exist".into()),
+                            "timeout.test" => Verdict::TempFail("no answer".into()),
+                            other => Verdict::Pass(other.into()),
+                        };
+                        self.session.sender_verdict(verdict);
                         self.session.step()
                     }
                     Event::Deliver(envelope) => {
@@ -1233,8 +1335,13 @@ mod tests {
         );
         assert!(h.send(b"YWxpY2Utc2VjcmV0\r\n").starts_with("235 2.7.0"));
         let replies = h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\nRCPT TO:<bob@example.test>\r\n");
-        assert_eq!(codes(&replies), ["250", "550", "250"], "{replies}");
-        assert!(replies.contains("not available"), "{replies}");
+        assert_eq!(codes(&replies), ["250", "250", "250"], "{replies}");
+        assert!(replies.contains("OK (relay)"), "{replies}");
+        let replies = h.send(b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+        assert_eq!(codes(&replies), ["354", "250"], "{replies}");
+        let envelope = h.delivered.last().expect("delivered");
+        assert_eq!(envelope.local, ["bob@example.test"]);
+        assert_eq!(envelope.remote, ["x@elsewhere.invalid"]);
     }
 
     #[test]
@@ -1255,9 +1362,9 @@ mod tests {
             let replies = h.send(
                 b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\nRCPT TO:<bob@example.test>\r\n",
             );
-            // The foreign recipient meets the authenticated answer, not "relay access denied".
-            assert_eq!(codes(&replies), ["250", "550", "250"], "{role}: {replies}");
-            assert!(replies.contains("not available"), "{replies}");
+            // The foreign recipient is relayed as for an authenticated client.
+            assert_eq!(codes(&replies), ["250", "250", "250"], "{role}: {replies}");
+            assert!(replies.contains("OK (relay)"), "{replies}");
         }
         let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, Config::defaults());
         h.send(b"EHLO c\r\n");
@@ -1398,6 +1505,7 @@ mod tests {
                 tls_mode: TlsMode::Starttls,
                 peer: "127.0.0.9:1".parse().unwrap(),
                 pop_before_smtp: None,
+                client_dns: None,
             },
         );
         assert!(matches!(session.greet(), Event::NeedInput));

@@ -9,7 +9,7 @@
 use rusqlite::{Transaction, params};
 
 use super::error::SqliteContext;
-use super::writes::{Delivered, NewMessage, deliver_in, now};
+use super::writes::{Delivered, Filed, NewMessage, deliver_in, now};
 use super::{Store, StoreError, immediate, to_sql_u64};
 
 /// A message arriving for delivery: filed for the local recipients, queued for the others.
@@ -238,11 +238,7 @@ impl Store {
 }
 
 /// Files `mail` for its local recipients inside `tx`.
-fn accept_in(
-    tx: &Transaction<'_>,
-    mail: &Incoming<'_>,
-    blob: &str,
-) -> Result<(Vec<Delivered>, Vec<(i64, super::Change)>), StoreError> {
+fn accept_in(tx: &Transaction<'_>, mail: &Incoming<'_>, blob: &str) -> Result<Filed, StoreError> {
     if mail.local.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }

@@ -389,13 +389,17 @@ pub(super) struct NewMessage<'a> {
     pub(super) flags: &'a [String],
 }
 
+/// Where copies of a message went, and the changes to announce once the transaction commits
+/// (mailbox id, change).
+pub(super) type Filed = (Vec<Delivered>, Vec<(i64, Change)>);
+
 /// Files one message in the INBOX of each of `recipients` inside `tx`. Returns where each copy
 /// went and the changes to announce once `tx` commits.
 pub(super) fn deliver_in(
     tx: &Transaction<'_>,
     recipients: &[&str],
     new: &NewMessage<'_>,
-) -> Result<(Vec<Delivered>, Vec<(i64, Change)>), StoreError> {
+) -> Result<Filed, StoreError> {
     let accounts = resolve_recipients(tx, recipients)?;
     let mut delivered = Vec::with_capacity(accounts.len());
     let mut changes = Vec::with_capacity(accounts.len());
