@@ -127,8 +127,12 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
                 // `records:` with nothing after it: an empty zone.
                 Ok(Entries(Vec::new()))
             }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Entries(Vec::new()))
+            }
         }
-        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+        // `any` rather than `map`, so that an empty value reaches `visit_unit`.
+        deserializer.deserialize_any(EntriesVisitor(PhantomData))
     }
 }
 
@@ -386,6 +390,18 @@ zones:
         assert_eq!(zone.nodes[&mail][&RecordType::A].ttl, 30);
         assert_eq!(zone.nodes[&mail][&RecordType::Aaaa].ttl, 30);
         assert_eq!(zone.nodes[&zone.origin][&RecordType::Mx].ttl, 120);
+    }
+
+    #[test]
+    fn empty_zones_get_a_generated_soa_and_ns() {
+        let text = "zones:\n  a.test: {}\n  b.test:\n    records: {}\n  c.test:\n    records:\n";
+        let zones = Zones::parse(text, Path::new("z.yaml")).unwrap();
+        assert_eq!(zones.origins(), ["a.test.", "b.test.", "c.test."]);
+        assert_eq!(zones.serial("c.test"), Some(1));
+        assert_eq!(
+            zones.records("a.test", RecordType::Ns),
+            [Record::Ns("ns.a.test.".into())]
+        );
     }
 
     #[test]
