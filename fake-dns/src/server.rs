@@ -168,6 +168,12 @@ impl Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
         let query = match request.queries.queries() {
+            _ if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) => {
+                // We speak EDNS version 0 only (RFC 6891 section 6.1.3).
+                metadata.response_code = ResponseCode::BADVERS;
+                let response = builder.error_msg(&request.metadata, ResponseCode::BADVERS);
+                return send(&mut handle, response, metadata).await;
+            }
             [query] if request.metadata.op_code == OpCode::Query => query,
             _ => {
                 let code = if request.metadata.op_code == OpCode::Query {

@@ -289,6 +289,34 @@ async fn answers_are_authoritative_and_negative_ones_carry_the_soa() {
 }
 
 #[tokio::test]
+async fn unknown_edns_version_gets_badvers() {
+    let dns = start().await;
+    let mut query = Message::query();
+    query.add_query(Query::query(name("example.test."), WireType::MX));
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    query.set_edns(edns);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), dns.local_addr())
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 4096];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buffer))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = Message::from_vec(&buffer[..len]).unwrap();
+    // BADVERS and BADSIG share the value 16; the decoder names it BADSIG.
+    assert_eq!(
+        u16::from(response.metadata.response_code),
+        u16::from(ResponseCode::BADVERS)
+    );
+    assert!(response.answers.is_empty());
+    dns.shutdown().await;
+}
+
+#[tokio::test]
 async fn names_outside_our_zones_are_refused() {
     let dns = start().await;
     let error = udp_and_tcp(&dns)
