@@ -59,6 +59,8 @@
 //! data, a null MX beside other MX records, a name outside its zone or listed twice.
 //! `zones.example.yaml` in this crate is a complete sample.
 
+#![warn(missing_docs)]
+
 mod answer;
 mod error;
 mod file;
