@@ -352,6 +352,12 @@ impl Worker {
                 Some(account) => (vec![account.as_str()], Vec::new()),
                 None => (Vec::new(), vec![sender.as_str()]),
             };
+            // Filing in a local mailbox is final delivery, which records the (null) reverse
+            // path (RFC 5321 4.4); a bounce relayed elsewhere gets it from the final server.
+            let bounce = bounce.map(|message| match local_sender {
+                Some(_) => [b"Return-Path: <>\r\n".as_slice(), &message].concat(),
+                None => message,
+            });
             let incoming = bounce.as_ref().map(|message| Incoming {
                 sender: "",
                 local: &local,
