@@ -683,3 +683,164 @@ impl DataReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Match;
+
+    fn session(state: &Arc<State>, starttls: bool) -> Session {
+        let local = "127.0.0.1:25".parse().expect("an address");
+        let peer = "127.0.0.9:40000".parse().expect("an address");
+        Session::new(state.clone(), "mx.test", starttls, local, peer)
+    }
+
+    /// The reply codes in `actions`, one per reply line's last line.
+    fn codes(actions: &[Action]) -> Vec<u16> {
+        let mut codes = Vec::new();
+        for action in actions {
+            if let Action::Send(bytes) = action {
+                for line in String::from_utf8_lossy(bytes).lines() {
+                    if line.as_bytes().get(3) == Some(&b' ') {
+                        codes.push(line[..3].parse().expect("a code"));
+                    }
+                }
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn end_of_data_needs_crlf_dot_crlf() {
+        let mut reader = DataReader::new();
+        let input = b"a\n.\r\nb\r\n.\n..c\r\n.\r\nafter";
+        let (used, ended) = reader.feed(input);
+        assert!(ended);
+        assert_eq!(&input[used..], b"after");
+        // ".\r\n" after a bare LF and ".\n" are content; "..c" is unstuffed.
+        assert_eq!(reader.body, b"a\n\r\nb\r\n\n.c\r\n");
+        assert_eq!(reader.bare_lf, 2);
+    }
+
+    #[test]
+    fn end_of_data_split_across_reads_is_found() {
+        let mut reader = DataReader::new();
+        assert_eq!(reader.feed(b"x\r"), (0, false));
+        assert_eq!(reader.feed(b"x\r\n."), (3, false));
+        assert_eq!(reader.feed(b".\r"), (0, false));
+        assert_eq!(reader.feed(b".\r\n"), (3, true));
+        assert_eq!(reader.body, b"x\r\n");
+    }
+
+    #[test]
+    fn a_long_partial_line_is_taken_without_waiting() {
+        let mut reader = DataReader::new();
+        let mut input = vec![b'.'];
+        input.extend(std::iter::repeat_n(b'y', MAX_PARTIAL + 1));
+        input.push(b'\r');
+        assert_eq!(reader.feed(&input), (input.len(), false));
+        assert_eq!(reader.feed(b"\n.\r\n"), (4, true));
+        assert_eq!(reader.body.len(), MAX_PARTIAL + 3, "one dot unstuffed");
+        assert_eq!(reader.bare_lf, 0, "the CR came in the earlier read");
+    }
+
+    #[test]
+    fn pipelined_transaction_gets_one_reply_per_command() {
+        let state = Arc::new(State::default());
+        let mut session = session(&state, false);
+        assert_eq!(codes(&session.start()), [220]);
+        let out = session.receive(
+            b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
+        );
+        assert_eq!(codes(&out), [250, 250, 250, 354, 250, 221]);
+        assert_eq!(out.last(), Some(&Action::Close));
+        assert_eq!(state.messages()[0].data, b"hi\r\n");
+        assert_eq!(state.sessions()[0].outcome, "accepted");
+    }
+
+    #[test]
+    fn input_after_starttls_is_discarded() {
+        let state = Arc::new(State::default());
+        let mut session = session(&state, true);
+        session.start();
+        let out = session.receive(b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<a@b.test>\r\n");
+        assert_eq!(codes(&out), [250, 220]);
+        assert_eq!(out.last(), Some(&Action::StartTls));
+        session.tls_started();
+        assert_eq!(codes(&session.receive(b"MAIL FROM:<a@b.test>\r\n")), [503]);
+        let out = session.receive(b"EHLO c.test\r\n");
+        let Action::Send(ehlo) = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert!(!String::from_utf8_lossy(ehlo).contains("STARTTLS"));
+        assert!(state.sessions()[0].tls);
+    }
+
+    #[test]
+    fn declared_size_over_the_limit_is_refused_at_mail() {
+        let state = Arc::new(State::default());
+        let mut session = session(&state, false);
+        session.start();
+        let out = session.receive(
+            format!(
+                "EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE={}\r\n",
+                MAX_MESSAGE + 1
+            )
+            .as_bytes(),
+        );
+        assert_eq!(codes(&out), [250, 552]);
+    }
+
+    #[test]
+    fn recipient_script_fault_at_end_of_data_applies_to_its_transaction() {
+        let state = Arc::new(State::default());
+        state.script(
+            Match::Domain("bad.test".into()),
+            vec![Behaviour::Reply {
+                stage: Stage::EndOfData,
+                code: 554,
+                text: "5.6.0 Rejected".into(),
+            }],
+        );
+        let mut session = session(&state, false);
+        session.start();
+        let out = session.receive(
+            b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<ok@good.test>\r\n\
+              RCPT TO:<x@BAD.test>\r\nDATA\r\nhi\r\n.\r\n",
+        );
+        assert_eq!(codes(&out), [250, 250, 250, 250, 354, 554]);
+        assert!(state.messages().is_empty());
+        assert_eq!(state.sessions()[0].outcome, "554 at END OF DATA");
+    }
+
+    #[test]
+    fn connect_stage_from_a_recipient_script_is_used_up_and_noted() {
+        let state = Arc::new(State::default());
+        state.script(
+            Match::Address("x@y.test".into()),
+            vec![
+                Behaviour::Disconnect {
+                    stage: Stage::Connect,
+                },
+                Behaviour::Reply {
+                    stage: Stage::Rcpt,
+                    code: 550,
+                    text: "5.1.1 Gone".into(),
+                },
+            ],
+        );
+        let mut sessions = [session(&state, false), session(&state, false)];
+        let mut replies = Vec::new();
+        for session in &mut sessions {
+            session.start();
+            let out = session.receive(b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<x@y.test>\r\n");
+            replies.push(codes(&out));
+        }
+        assert_eq!(replies, [[250, 250, 250], [250, 250, 550]]);
+        assert!(
+            state.sessions()[0]
+                .transcript
+                .contains("comes after its stage; ignored")
+        );
+    }
+}
