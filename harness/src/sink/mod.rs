@@ -142,7 +142,8 @@ pub struct SessionRecord {
     pub tls: bool,
     /// The last MAIL FROM address (empty for `<>`).
     pub mail_from: Option<String>,
-    /// Every RCPT TO address in the session and the code it was answered with.
+    /// Every RCPT TO address in the session and the code it was answered with (0 when the
+    /// sink disconnected instead of answering).
     pub rcpt_to: Vec<(String, u16)>,
     /// How the session went: "connected" while nothing decisive happened, "accepted" once a
     /// message was, "451 at RCPT" after a refusal, "disconnected at DATA" after a scripted

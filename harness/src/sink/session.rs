@@ -63,7 +63,6 @@ pub(super) struct Session {
     hostname: String,
     starttls: bool,
     record: SessionRecord,
-    transcript: Vec<String>,
     /// Input not yet consumed.
     buf: Vec<u8>,
     mode: Mode,
@@ -103,7 +102,6 @@ impl Session {
             hostname: hostname.to_owned(),
             starttls,
             record,
-            transcript: Vec::new(),
             buf: Vec::new(),
             mode: Mode::Command,
             helo: None,
@@ -231,16 +229,23 @@ impl Session {
     }
 
     fn publish(&mut self) {
-        self.record.transcript = self.transcript.join("\n");
         self.state.update(self.id, &self.record);
     }
 
+    fn transcript_line(&mut self, line: std::fmt::Arguments<'_>) {
+        let transcript = &mut self.record.transcript;
+        if !transcript.is_empty() {
+            transcript.push('\n');
+        }
+        let _ = transcript.write_fmt(line);
+    }
+
     fn note(&mut self, note: String) {
-        self.transcript.push(format!("-- {note} --"));
+        self.transcript_line(format_args!("-- {note} --"));
     }
 
     fn client_line(&mut self, line: String) {
-        self.transcript.push(format!("C: {line}"));
+        self.transcript_line(format_args!("C: {line}"));
     }
 
     fn reply(&mut self, out: &mut Vec<Action>, code: u16, text: &str) {
@@ -249,7 +254,7 @@ impl Session {
         for (index, line) in lines.iter().enumerate() {
             let separator = if index + 1 == lines.len() { ' ' } else { '-' };
             let line = line.trim_end_matches('\r');
-            self.transcript.push(format!("S: {code}{separator}{line}"));
+            self.transcript_line(format_args!("S: {code}{separator}{line}"));
             let _ = write!(wire, "{code}{separator}{line}\r\n");
         }
         out.push(Action::Send(wire.into_bytes()));
@@ -578,7 +583,6 @@ impl Session {
         };
         self.record.outcome = "accepted".into();
         self.reply(out, reply.0, &reply.1);
-        self.record.transcript = self.transcript.join("\n");
         let message = Received {
             local: self.record.local,
             peer: self.record.peer,
