@@ -7,5 +7,6 @@ pub mod conform;
 pub mod embedded;
 pub mod mailbox;
 pub mod report;
+pub mod sink;
 pub mod steps;
 pub mod target;
