@@ -286,6 +286,9 @@ pub struct RelaySettings {
     pub dns: Option<SocketAddr>,
     /// The port other domains' servers are reached on: 25, or another for tests.
     pub port: u16,
+    /// The local address outgoing connections come from (the one whose PTR names this server);
+    /// absent: the system's choice.
+    pub source_address: Option<std::net::IpAddr>,
     /// STARTTLS policy towards other servers.
     pub tls: RelayTls,
     /// Delays between attempts after a temporary failure, in seconds; the last one repeats.
@@ -310,6 +313,7 @@ impl Default for RelaySettings {
         RelaySettings {
             dns: None,
             port: 25,
+            source_address: None,
             tls: RelayTls::Opportunistic,
             // Postfix-like: minutes at first, then hourly, for five days.
             retry_secs: vec![300, 900, 1800, 3600],
@@ -648,6 +652,33 @@ limits:
             "{ role: submissions, address: 127.0.0.1:0, tls: starttls }",
         );
         assert!(Config::parse(&text, Path::new("x.yaml")).is_err());
+    }
+
+    #[test]
+    fn relay_stanza_parses_and_bad_values_are_refused() {
+        let text = format!(
+            "{GOOD}relay:\n  dns: 127.0.0.1:5353\n  port: 2525\n  tls: require\n  retry_secs: [1, 5]\n  source_address: 127.0.0.2\n"
+        );
+        let config = Config::parse(&text, Path::new("r.yaml")).unwrap();
+        assert_eq!(config.relay.dns, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(config.relay.port, 2525);
+        assert_eq!(config.relay.tls, RelayTls::Require);
+        assert_eq!(config.relay.retry_secs, [1, 5]);
+        assert_eq!(
+            config.relay.max_age_secs,
+            5 * 24 * 3600,
+            "defaults fill the rest"
+        );
+        let typo = format!("{GOOD}relay:\n  retries: [1]\n");
+        let err = Config::parse(&typo, Path::new("r.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("r.yaml") && err.contains("retries"), "{err}");
+        let zero = format!("{GOOD}relay:\n  retry_secs: [0]\n");
+        let err = Config::parse(&zero, Path::new("r.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("relay.retry_secs"), "{err}");
     }
 
     #[test]

@@ -71,8 +71,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
 /// Logs in on the submissions port of `server` (implicit TLS) as alice.
 async fn submit(server: &RunningServer) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    submit_to(server.addr(Role::Submissions).unwrap(), server.cert_pem()).await
+}
+
+/// Logs in as alice on the submissions port at `addr`, trusting `cert_pem`.
+async fn submit_to(
+    addr: SocketAddr,
+    cert_pem: &str,
+) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(server.cert_pem().as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -81,9 +89,7 @@ async fn submit(server: &RunningServer) -> Client<tokio_rustls::client::TlsStrea
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(server.addr(Role::Submissions).unwrap())
-        .await
-        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
@@ -290,6 +296,11 @@ async fn mail_from_a_reaches_b_through_its_mx_over_starttls() {
         .filter(|l| l.starts_with("Received:"))
         .collect();
     assert_eq!(received.len(), 2, "{message}");
+    assert_eq!(
+        message.matches("Return-Path:").count(),
+        1,
+        "only B's final delivery adds one: {message}"
+    );
     assert!(message.find("by mail.b.test").unwrap() < message.find("by mail.a.test").unwrap());
     assert!(received[0].contains("from mail.a.test"), "{message}");
     assert!(
@@ -650,6 +661,95 @@ async fn port_25_checks_reverse_dns_and_the_sender_domain_when_asked() {
             .command("MAIL FROM:<alice@a.test>")
             .await
             .starts_with("250")
+    );
+    dns.shutdown().await;
+}
+
+/// The `reference-server` binary as server A, killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary with `config` and returns it with its submissions address once ready.
+fn spawn_binary(config: &Path) -> (Process, SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reference-server"))
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start reference-server");
+    let stdout = child.stdout.take().unwrap();
+    let mut submissions = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("listening submissions ") {
+            submissions = Some(addr.split(' ').next().unwrap().parse().unwrap());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    (
+        Process(child),
+        submissions.expect("no `listening submissions` line"),
+    )
+}
+
+#[tokio::test]
+async fn a_message_queued_before_kill_9_is_delivered_once_after_restart() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dns = start_dns().await;
+    let b_port = free_port();
+    let config = da.path().join("a.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: mail.a.test\ndomains: [a.test]\n\
+             accounts: [{{ address: {ALICE}, password: alice-secret }}]\n\
+             listeners: [{{ role: submissions, address: \"127.0.0.1:0\" }}]\n\
+             data_dir: data\n\
+             relay: {{ dns: \"{}\", port: {b_port}, retry_secs: [1], connect_timeout_secs: 2 }}\n",
+            dns.local_addr()
+        ),
+    )
+    .unwrap();
+    let (mut a, submissions) = spawn_binary(&config);
+    let cert = std::fs::read_to_string(da.path().join("data/tls/cert.pem")).unwrap();
+    let mut client = submit_to(submissions, &cert).await;
+    let reply = client.send_mail(ALICE, &[CAROL], "killed").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // B is down, so the first attempt fails; then A dies without a chance to clean up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    drop(a);
+
+    let b = server(
+        db.path(),
+        &["b.test"],
+        &[CAROL],
+        b_port,
+        dns.local_addr(),
+        25,
+        |_| {},
+    )
+    .await;
+    let (_a, _) = spawn_binary(&config);
+    let carol = inbox(&b, CAROL, 1).await;
+    assert!(carol[0].contains("Subject: killed"), "{}", carol[0]);
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        b.store().messages(CAROL, INBOX).unwrap().len(),
+        1,
+        "delivered exactly once"
     );
     dns.shutdown().await;
 }

@@ -68,6 +68,8 @@ pub struct AttemptSettings {
     pub connect_timeout: Duration,
     /// Per-reply timeout.
     pub command_timeout: Duration,
+    /// The local address to connect from, if not the system's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Delivers `message` (CRLF lines, trace headers included) from `sender` to `recipients` through
@@ -107,7 +109,9 @@ async fn attempt(
     recipients: &[String],
     message: &[u8],
 ) -> (Outcome, bool) {
-    let tcp = match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(settings.connect_timeout, connect(addr, settings.source))
+        .await
+    {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             return (
@@ -139,6 +143,19 @@ async fn attempt(
         }
         Err(why) => (Outcome::NextHop(why), conn.tls_failed),
     }
+}
+
+async fn connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 enum Stream {

@@ -202,6 +202,16 @@ impl Dns {
         domain: &str,
         ignore_preference: bool,
     ) -> Result<Vec<Hop>, RouteError> {
+        self.route_with(domain, ignore_preference, true).await
+    }
+
+    /// [`Dns::route`], with the implicit MX optional (off: the `relay_no_implicit_mx` fault).
+    pub async fn route_with(
+        &self,
+        domain: &str,
+        ignore_preference: bool,
+        implicit_mx: bool,
+    ) -> Result<Vec<Hop>, RouteError> {
         let temporary = |reason: String| RouteError::Temporary {
             domain: domain.to_owned(),
             reason,
@@ -213,6 +223,7 @@ impl Dns {
         {
             Found::NxDomain => Err(RouteError::NoSuchDomain(domain.to_owned())),
             Found::NoData => match self.addresses(domain).await.map_err(temporary)? {
+                Found::Records(_) if !implicit_mx => Err(RouteError::NoMailHost(domain.to_owned())),
                 Found::Records(_) => Ok(vec![Hop {
                     host: domain.to_owned(),
                     preference: 0,

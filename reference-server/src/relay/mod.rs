@@ -158,6 +158,7 @@ impl Worker {
                 return;
             }
         };
+        let body = without_return_path(body);
         let results = self.try_hosts(&job, &body).await;
         self.settle(&job, &body, results).await;
     }
@@ -166,7 +167,13 @@ impl Worker {
     async fn try_hosts(&self, job: &OutboundJob, body: &[u8]) -> Vec<(String, Verdict)> {
         let relay = &self.config.relay;
         let ignore_preference = self.config.faults.has(Policy::RelayIgnoresMxPreference);
-        let hops = match self.dns.route(&job.domain, ignore_preference).await {
+        let faults = &self.config.faults;
+        let implicit_mx = !faults.has(Policy::RelayNoImplicitMx);
+        let hops = match self
+            .dns
+            .route_with(&job.domain, ignore_preference, implicit_mx)
+            .await
+        {
             Ok(hops) => hops,
             Err(e) => {
                 let verdict = match &e {
@@ -180,10 +187,13 @@ impl Worker {
             }
         };
         // RFC 5321 5.1: never deliver to ourselves; a route that only leads back here is a loop.
-        let hops: Vec<_> = hops
+        let mut hops: Vec<_> = hops
             .into_iter()
             .filter(|h| !h.host.eq_ignore_ascii_case(&self.config.hostname))
             .collect();
+        if faults.has(Policy::RelayFirstMxOnly) {
+            hops.truncate(1);
+        }
         if hops.is_empty() {
             return with_all(
                 job,
@@ -199,6 +209,7 @@ impl Worker {
             tls: relay.tls,
             connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
             command_timeout: Duration::from_secs(relay.command_timeout_secs),
+            source: relay.source_address,
         };
         let mut last_error = String::new();
         for hop in &hops {
@@ -431,6 +442,45 @@ fn with_all(job: &OutboundJob, verdict: Verdict) -> Vec<(String, Verdict)> {
         .collect()
 }
 
+/// The message without the `Return-Path:` field that acceptance put on top: it belongs to final
+/// delivery, and a relayed message must not carry one (RFC 5321 4.4).
+fn without_return_path(mut message: Vec<u8>) -> Vec<u8> {
+    if !message
+        .get(..12)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"Return-Path:"))
+    {
+        return message;
+    }
+    // The field ends at the first CRLF not followed by folding white space.
+    let mut end = 0;
+    while let Some(pos) = message[end..].windows(2).position(|w| w == b"\r\n") {
+        end += pos + 2;
+        if !matches!(message.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    message.drain(..end);
+    message
+}
+
 fn all_temporary(job: &OutboundJob, why: &str) -> Vec<(String, Verdict)> {
     with_all(job, Verdict::Temporary(why.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_path_is_removed_before_relay() {
+        assert_eq!(
+            without_return_path(b"Return-Path: <a@b>\r\nReceived: x\r\n\r\nbody".to_vec()),
+            b"Received: x\r\n\r\nbody"
+        );
+        assert_eq!(
+            without_return_path(b"return-path:\r\n <a@b>\r\nX: y\r\n".to_vec()),
+            b"X: y\r\n"
+        );
+        assert_eq!(without_return_path(b"X: y\r\n".to_vec()), b"X: y\r\n");
+    }
 }

@@ -733,6 +733,10 @@ fn migration_from_version_1_keeps_data_and_adds_version_2() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
     assert_eq!(version, schema::VERSION);
+    assert!(
+        store.outbound_queue().expect("queue table").is_empty(),
+        "version 3 adds an empty outbound queue"
+    );
     let status = store.mailbox_status(ALICE, INBOX).expect("status");
     assert_eq!(
         status,
