@@ -20,6 +20,7 @@ use futures::future::LocalBoxFuture;
 use crate::clients::pop3::Pop3Client;
 use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
+use crate::relay_env::RelayEnv;
 use crate::report::{Outcome, Record, Report};
 use crate::steps::{MailWorld, Target};
 use crate::target::TargetProfile;
@@ -94,6 +95,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
             let target = Target {
                 tls: TlsClient::from_settings(&profile.tls, &profile.host)?,
                 mailboxes: Some(embedded.mailboxes()),
+                relay: embedded.relay_env(),
                 profile,
                 timeout: options.timeout,
                 leases: Default::default(),
@@ -102,7 +104,16 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
         }
         TargetSpec::Profile(path) => {
             let profile = crate::target::load(&path)?;
+            let relay = match &profile.relay {
+                Some(settings) => Some(Arc::new(
+                    RelayEnv::start(settings, &profile)
+                        .await
+                        .with_context(|| format!("{}: relay section", path.display()))?,
+                )),
+                None => None,
+            };
             let target = Target {
+                relay,
                 tls: TlsClient::from_settings(&profile.tls, &profile.host)
                     .with_context(|| format!("{}: TLS settings", path.display()))?,
                 mailboxes: None,
@@ -116,10 +127,17 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
     let target = Arc::new(target);
     let capabilities = discover(&target).await;
     let records = execute(target.clone(), capabilities, tags, options).await;
+    let name = target.profile.name.clone();
     if let Some(embedded) = embedded {
         embedded.shutdown().await;
     }
-    Ok(Report::new(target.profile.name.clone(), records))
+    if let Some(relay) = Arc::into_inner(target)
+        .and_then(|t| t.relay)
+        .and_then(Arc::into_inner)
+    {
+        relay.shutdown().await;
+    }
+    Ok(Report::new(name, records))
 }
 
 /// EHLO keywords per SMTP service (after STARTTLS when offered). A service missing here could
@@ -318,6 +336,22 @@ fn gate(
                 reason: format!("the target offers no {service} port"),
             });
         }
+    }
+    if tags.iter().any(|t| t == "relay-env") && profile.relay.is_none() {
+        return Some(Outcome::NotApplicable {
+            reason: "the target profile has no `relay` section, so the harness has no DNS and \
+                     MX to see what the target relays"
+                .into(),
+        });
+    }
+    if tags.iter().any(|t| t == "fcrdns")
+        && !profile.relay.as_ref().is_some_and(|r| r.checks_client_dns)
+    {
+        return Some(Outcome::Skipped {
+            reason: "the target profile says the target does not check its clients' reverse \
+                     DNS (relay.checks_client_dns)"
+                .into(),
+        });
     }
     let pop3_service = ["pop3s", "pop3"]
         .into_iter()

@@ -1,18 +1,21 @@
 //! The embedded default target: the reference server started in-process on ephemeral ports
 //! with a temporary data directory.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use reference_server::{Config, Role, RunningServer};
 
 use crate::mailbox::{Mailboxes, StoreMailboxes};
-use crate::target::{Account, Ports, TargetProfile, TlsSettings};
+use crate::relay_env::RelayEnv;
+use crate::target::{Account, Ports, Relay, TargetProfile, TlsSettings};
 
 /// A running embedded reference server; its data directory is removed on drop.
 #[derive(Debug)]
 pub struct Embedded {
     server: RunningServer,
+    relay: Option<Arc<RelayEnv>>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,11 +31,37 @@ impl Embedded {
         // The scenarios try wrong passwords on purpose; the server's default second-long,
         // doubling delay would only make the run slow. Throttling stays on.
         config.limits.auth_failure_delay_ms = 20;
+        // Relay goes through the harness's DNS to its MX on loopback aliases, and retries
+        // within seconds rather than minutes.
+        let relay = RelayEnv::start_for(
+            &Relay {
+                remote_domain: "remote.test".into(),
+                dns: SocketAddr::from(([127, 0, 0, 1], 0)),
+                mx_addrs: vec![[127, 0, 0, 2].into(), [127, 0, 0, 3].into()],
+                mx_port: 0,
+                unreachable: [127, 0, 0, 254].into(),
+                checks_client_dns: false,
+            },
+            "127.0.0.1",
+            &config.domains[0],
+        )
+        .await?;
+        config.relay.dns = Some(relay.dns_addr());
+        config.relay.port = relay.settings.mx_port;
+        config.relay.retry_secs = vec![1];
+        config.relay.connect_timeout_secs = 2;
+        config.relay.command_timeout_secs = 20;
         configure(&mut config);
+        let mut relay = relay;
+        relay.settings.checks_client_dns = config.relay.check_client_dns;
         let server = reference_server::start(config)
             .await
             .context("cannot start the embedded reference server")?;
-        Ok(Embedded { server, _dir: dir })
+        Ok(Embedded {
+            server,
+            relay: Some(Arc::new(relay)),
+            _dir: dir,
+        })
     }
 
     /// A target profile describing the running server.
@@ -67,7 +96,7 @@ impl Embedded {
                 })
                 .collect(),
             foreign_recipient: "someone@elsewhere.invalid".into(),
-            relay: None,
+            relay: self.relay.as_ref().map(|r| r.settings.clone()),
             // POP-before-SMTP is off unless the config turns it on.
             skip_tags: if config.pop3.pop_before_smtp.is_none() {
                 vec!["@pop-before-smtp".into()]
@@ -82,6 +111,11 @@ impl Embedded {
         Arc::new(StoreMailboxes(self.server.store().clone()))
     }
 
+    /// The harness's DNS and MX for relay scenarios.
+    pub fn relay_env(&self) -> Option<Arc<RelayEnv>> {
+        self.relay.clone()
+    }
+
     /// The running server.
     pub fn server(&self) -> &RunningServer {
         &self.server
@@ -90,5 +124,8 @@ impl Embedded {
     /// Stops the server and waits for its connections to end.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+        if let Some(relay) = self.relay.and_then(|r| Arc::try_unwrap(r).ok()) {
+            relay.shutdown().await;
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod conform;
 pub mod embedded;
 pub mod mailbox;
+pub mod relay_env;
 pub mod report;
 pub mod sink;
 pub mod steps;

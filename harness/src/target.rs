@@ -2,6 +2,7 @@
 //! profile").
 
 use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -115,12 +116,41 @@ pub struct Account {
     pub password: String,
 }
 
-/// Relay settings: the harness serves `remote_domain`'s MX and checks what the target delivers.
+/// Relay settings: the harness runs a fake DNS that the target uses as its resolver, serves
+/// `remote_domain` there with MX records naming the harness's own SMTP server (the capture
+/// sink), and checks what the target delivers to it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Relay {
-    /// Domain the target should relay to.
+    /// Domain the target should relay to; each scenario uses a subdomain of its own.
     pub remote_domain: String,
+    /// Where the harness runs its fake DNS (UDP and TCP); the target's resolver must ask it.
+    pub dns: SocketAddr,
+    /// Addresses the harness's MX listens on: the first is `mx1`, the second `mx2`.
+    #[serde(default = "default_mx_addrs")]
+    pub mx_addrs: Vec<IpAddr>,
+    /// The port the target delivers to (25 for a real MTA).
+    #[serde(default = "default_mx_port")]
+    pub mx_port: u16,
+    /// An address where nothing listens on `mx_port`: the MX that is down.
+    #[serde(default = "default_unreachable")]
+    pub unreachable: IpAddr,
+    /// Whether the target refuses mail on port 25 from clients whose address has no
+    /// forward-confirmed reverse DNS (runs the `@fcrdns` scenarios).
+    #[serde(default)]
+    pub checks_client_dns: bool,
+}
+
+fn default_mx_addrs() -> Vec<IpAddr> {
+    vec![[127, 0, 0, 10].into(), [127, 0, 0, 11].into()]
+}
+
+fn default_mx_port() -> u16 {
+    25
+}
+
+fn default_unreachable() -> IpAddr {
+    [127, 0, 0, 254].into()
 }
 
 /// A target profile that could not be loaded.
@@ -208,6 +238,14 @@ impl TargetProfile {
                 ca_file.display()
             ));
         }
+        if let Some(relay) = &self.relay
+            && (relay.mx_addrs.len() < 2 || relay.mx_port == 0)
+        {
+            return Err(
+                "`relay.mx_addrs` needs two addresses (mx1 and mx2) and `relay.mx_port` a port"
+                    .into(),
+            );
+        }
         if let Some((index, account)) = self
             .accounts
             .iter()
@@ -237,7 +275,7 @@ accounts:
   - { address: alice@peer.test, password: secret-alice }
   - { address: bob@peer.test, password: secret-bob }
 foreign_recipient: someone@elsewhere.test
-relay: { remote_domain: remote.test }
+relay: { remote_domain: remote.test, dns: 127.0.0.1:5353 }
 skip_tags: [\"@pop-before-smtp\"]
 ";
 

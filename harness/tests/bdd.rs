@@ -80,6 +80,10 @@ fn enable_pop_before_smtp(config: &mut Config) {
     config.pop3.pop_before_smtp = Some(PopBeforeSmtp { window_secs: 600 });
 }
 
+fn enable_fcrdns(config: &mut Config) {
+    config.relay.check_client_dns = true;
+}
+
 fn set_tls(config: &mut Config, role: Role, mode: TlsMode) {
     for listener in &mut config.listeners {
         if listener.role == role {
@@ -141,20 +145,28 @@ async fn main() -> ExitCode {
     let off_by_default = baseline
         .scenarios
         .iter()
-        .filter(|r| r.tags.iter().any(|t| t == "pop-before-smtp"))
+        .filter(|r| {
+            r.tags
+                .iter()
+                .any(|t| t == "pop-before-smtp" || t == "fcrdns")
+        })
         .count();
     if baseline.success() && counts.skipped == off_by_default && counts.not_applicable == 0 {
         passed += 1;
     } else {
         print!("{}", baseline.render());
         failures.push(
-            "baseline: every scenario but @pop-before-smtp must pass against the embedded default"
+            "baseline: every scenario but @pop-before-smtp and @fcrdns must pass against the embedded default"
                 .to_owned(),
         );
     }
-    match pop_before_smtp_on().await {
+    match switched_on("@pop-before-smtp", enable_pop_before_smtp).await {
         Ok(()) => passed += 1,
         Err(why) => failures.push(format!("POP-before-SMTP switched on: {why}")),
+    }
+    match switched_on("@fcrdns", enable_fcrdns).await {
+        Ok(()) => passed += 1,
+        Err(why) => failures.push(format!("reverse DNS check switched on: {why}")),
     }
     let policy_faults = Policy::ALL.iter().map(|policy| {
         let policy = *policy;
@@ -163,6 +175,10 @@ async fn main() -> ExitCode {
             if policy == Policy::PopBeforeSmtpIgnored {
                 // The fault only shows where POP-before-SMTP is configured.
                 enable_pop_before_smtp(c);
+            }
+            if policy == Policy::RelayNoFcrdns {
+                // Likewise for the reverse DNS check on port 25.
+                enable_fcrdns(c);
             }
         });
         (policy.name(), Scope::Exact, configure)
@@ -242,21 +258,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// With POP-before-SMTP configured, its scenarios pass. (The rest of the suite is not run with
-/// it on: a POP3 login would then let the harness's own address send without AUTH, which other
-/// scenarios check is refused.)
-async fn pop_before_smtp_on() -> Result<(), String> {
+/// With a policy that is off by default switched on, the scenarios tagged for it pass. (The rest
+/// of the suite is not run with it on: a POP3 login would then let the harness's own address
+/// send without AUTH, which other scenarios check is refused.)
+async fn switched_on(tag: &str, configure: fn(&mut Config)) -> Result<(), String> {
     let mut options = RunOptions::new(conform::default_features_dir());
-    options.tags = Some("@pop-before-smtp".into());
-    let report = conform::run(
-        TargetSpec::Embedded(Box::new(enable_pop_before_smtp)),
-        &options,
-    )
-    .await
-    .map_err(|e| format!("{e:#}"))?;
+    options.tags = Some(tag.into());
+    let report = conform::run(TargetSpec::Embedded(Box::new(configure)), &options)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let counts = report.counts();
     println!(
-        "POP-before-SMTP on: {} passed, {} failed, {} skipped",
+        "{tag} on: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.skipped
     );
     if counts.passed == 0 || counts.passed != report.scenarios.len() {
@@ -270,9 +283,15 @@ async fn pop_before_smtp_on() -> Result<(), String> {
 /// SMTP). Nothing may fail, the left-out ports' scenarios are not applicable, and SMTP delivery
 /// checks are reported as not verified, never as passed.
 async fn through_a_profile() -> Result<(), String> {
-    let embedded = harness::embedded::Embedded::start(|_| {})
-        .await
-        .map_err(|e| e.to_string())?;
+    // The server relays through the DNS and to the MX the profile's relay section makes the
+    // harness run, as a third-party server configured for the harness would.
+    let (dns_port, mx_port) = (free_port()?, free_port()?);
+    let embedded = harness::embedded::Embedded::start(move |c| {
+        c.relay.dns = Some(([127, 0, 0, 1], dns_port).into());
+        c.relay.port = mx_port;
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::write(dir.path().join("ca.pem"), embedded.server().cert_pem())
         .map_err(|e| e.to_string())?;
@@ -280,7 +299,9 @@ async fn through_a_profile() -> Result<(), String> {
     let yaml = format!(
         "name: reference via profile\nhost: 127.0.0.1\ndomain: {}\ntls: {{ ca_file: ca.pem }}\n\
          ports: {{ smtp: {}, submission: {}, pop3s: {}, imaps: {} }}\naccounts:\n{}foreign_recipient: {}\n\
-         skip_tags: [\"@pop-before-smtp\"]\n",
+         skip_tags: [\"@pop-before-smtp\"]\n\
+         relay: {{ remote_domain: remote.test, dns: \"127.0.0.1:{dns_port}\", \
+         mx_addrs: [127.0.0.4, 127.0.0.5], mx_port: {mx_port} }}\n",
         profile.domain,
         profile.ports.smtp.unwrap_or_default(),
         profile.ports.submission.unwrap_or_default(),
@@ -316,7 +337,10 @@ async fn through_a_profile() -> Result<(), String> {
             .tags
             .iter()
             .any(|t| t == "port-submissions" || t == "port-pop3" || t == "port-imap");
-        let skipped_on_purpose = record.tags.iter().any(|t| t == "pop-before-smtp");
+        let skipped_on_purpose = record
+            .tags
+            .iter()
+            .any(|t| t == "pop-before-smtp" || t == "fcrdns");
         match &record.outcome {
             Outcome::NotApplicable { .. } if left_out => {}
             Outcome::Skipped { .. } if skipped_on_purpose => {}
@@ -336,4 +360,16 @@ async fn through_a_profile() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP just now.
+fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = udp.local_addr().map_err(|e| e.to_string())?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no port free for both UDP and TCP".into())
 }

@@ -68,7 +68,56 @@ pub(crate) async fn connect_tcp(addr: &str, limit: Duration) -> Result<TcpStream
     }
 }
 
+/// Connects from a chosen local address (e.g. one loopback alias among 127.0.0.0/8), so a
+/// server's checks on the client's address can be exercised.
+pub(crate) async fn connect_tcp_from(
+    addr: &str,
+    local: std::net::IpAddr,
+    limit: Duration,
+) -> Result<TcpStream, ClientError> {
+    let failed = |source| ClientError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let attempt = async {
+        let remote = tokio::net::lookup_host(addr)
+            .await?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| {
+                io::Error::other(format!("{addr} has no address of the family of {local}"))
+            })?;
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        socket.connect(remote).await
+    };
+    match timeout(limit, attempt).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(failed(source)),
+        Err(_) => Err(ClientError::Timeout {
+            while_doing: format!("connecting to {addr} from {local}"),
+            after: limit,
+        }),
+    }
+}
+
 impl Connection {
+    pub(crate) async fn connect_from(
+        addr: &str,
+        local: std::net::IpAddr,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            stream: Stream::Plain(connect_tcp_from(addr, local, timeout).await?),
+            buf: Vec::new(),
+            transcript: Transcript::default(),
+            timeout,
+        })
+    }
+
     pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
         Ok(Self {
             stream: Stream::Plain(connect_tcp(addr, timeout).await?),

@@ -202,6 +202,18 @@ impl SmtpClient {
         })
     }
 
+    /// Connects in plaintext from a chosen local address. Does not read the greeting.
+    pub async fn connect_from(
+        addr: &str,
+        local: std::net::IpAddr,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            conn: Connection::connect_from(addr, local, timeout).await?,
+            capabilities: BTreeMap::new(),
+        })
+    }
+
     /// Connects and starts TLS at once (implicit TLS, RFC 8314). Does not read the greeting.
     pub async fn connect_tls(
         addr: &str,

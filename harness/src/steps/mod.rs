@@ -2,6 +2,7 @@
 
 mod imap;
 mod pop3;
+mod relay;
 mod smtp;
 
 use std::fmt;
@@ -28,6 +29,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Which scenario may use which account's POP3 maildrop right now.
     pub leases: Leases,
+    /// The harness's DNS and MX, when the profile has a relay section.
+    pub relay: Option<Arc<crate::relay_env::RelayEnv>>,
 }
 
 /// Per-account locks that keep scenarios which open an account's POP3 maildrop from running at
@@ -130,6 +133,8 @@ pub struct MailWorld {
     pop3: pop3::Pop3State,
     /// The IMAP side of the scenario.
     imap: imap::ImapState,
+    /// The relay side of the scenario.
+    relay: relay::RelayState,
 }
 
 impl fmt::Debug for MailWorld {
@@ -230,8 +235,8 @@ impl MailWorld {
             .with_context(|| format!("the target profile has no password for {account}"))
     }
 
-    /// Replaces `{first}`, `{second}`, `{sender}`, `{unknown}`, `{foreign}`, `{domain}` and
-    /// `{over_size}` in a step's text.
+    /// Replaces `{first}`, `{second}`, `{sender}`, `{unknown}`, `{foreign}`, `{domain}`,
+    /// `{remote}` and `{over_size}` in a step's text.
     fn expand(&self, text: &str) -> anyhow::Result<String> {
         let target = self.target()?;
         let mut out = String::with_capacity(text.len());
@@ -250,6 +255,7 @@ impl MailWorld {
                 "unknown" => format!("no-such-user-{}@{}", unique_token(), target.profile.domain),
                 "foreign" => target.profile.foreign_recipient.clone(),
                 "domain" => target.profile.domain.clone(),
+                "remote" => self.remote_recipient()?,
                 "over_size" => {
                     let limit = self
                         .client

@@ -13,7 +13,7 @@ use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_
 use crate::clients::smtp::{Reply, dot_stuff};
 
 /// The name the harness gives in EHLO.
-const EHLO_NAME: &str = "harness.test";
+pub(super) const EHLO_NAME: &str = "harness.test";
 
 fn docstring(step: &Step) -> anyhow::Result<&str> {
     step.docstring

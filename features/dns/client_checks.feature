@@ -1,0 +1,12 @@
+@dns @relay-env
+Feature: A receiving server may check its client in the DNS
+  Many MX hosts refuse clients whose address has no forward-confirmed reverse DNS: a PTR name
+  that resolves back to the address. Only for targets whose profile says they check
+  (relay.checks_client_dns); the harness's DNS gives 127.0.0.1 a confirmed name and
+  127.0.0.66 none.
+
+  @port-smtp @fcrdns @rfc8601-3 @fault-relay_no_fcrdns
+  Scenario: A client without reverse DNS is refused on port 25
+    Given a client connected to the smtp port from an address without reverse DNS
+    When the client says EHLO
+    Then mail from {sender} to {first} is refused before DATA

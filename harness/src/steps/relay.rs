@@ -1,0 +1,374 @@
+//! Relay steps: the scenario gets a remote domain of its own in the harness's DNS, routed to the
+//! harness's MX (the capture sink) as the scenario says, sends mail there through the target,
+//! and checks what the MX received and what came back to the sender.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use cucumber::gherkin::Step;
+use cucumber::{given, then};
+use fake_dns::Record;
+
+use super::MailWorld;
+use crate::relay_env::{RelayEnv, UNNAMED_CLIENT};
+use crate::sink::{Behaviour, Match, Received, Stage};
+
+/// The relay side of a scenario.
+#[derive(Debug, Default)]
+pub(super) struct RelayState {
+    /// The scenario's remote domain.
+    domain: Option<String>,
+    /// The message as the harness's MX received it.
+    received: Option<Received>,
+}
+
+impl MailWorld {
+    fn relay_env(&self) -> anyhow::Result<Arc<RelayEnv>> {
+        self.target()?.relay.clone().ok_or_else(|| {
+            anyhow!("this scenario needs the harness's DNS and MX: the target profile has no `relay` section")
+        })
+    }
+
+    /// The scenario's remote recipient, for `{remote}`.
+    pub(super) fn remote_recipient(&self) -> anyhow::Result<String> {
+        let domain = self.relay.domain.as_ref().context(
+            "{remote} needs a remote domain: start with a `Given a remote domain ...` step",
+        )?;
+        Ok(format!("rcpt@{domain}"))
+    }
+
+    /// Makes the scenario's remote domain: a fresh subdomain of the profile's remote domain.
+    fn new_remote_domain(&mut self) -> anyhow::Result<(Arc<RelayEnv>, String)> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let env = self.relay_env()?;
+        let domain = format!(
+            "s{}-{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            env.settings.remote_domain
+        );
+        self.relay.domain = Some(domain.clone());
+        Ok((env, domain))
+    }
+
+    fn recipient_and_env(&self) -> anyhow::Result<(String, Arc<RelayEnv>)> {
+        Ok((self.remote_recipient()?, self.relay_env()?))
+    }
+}
+
+fn zone_error(e: fake_dns::ZoneError) -> anyhow::Error {
+    anyhow!("changing the harness's DNS: {e}")
+}
+
+#[given("a remote domain whose MX is the harness")]
+async fn remote_at_harness(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (env, domain) = world.new_remote_domain()?;
+    env.point(&domain, &[(10, "mx1")]).map_err(zone_error)
+}
+
+#[given("a remote domain with these MX records:")]
+async fn remote_with_mx(world: &mut MailWorld, step: &Step) -> anyhow::Result<()> {
+    let table = step
+        .table
+        .as_ref()
+        .context("this step needs a table of preference | host")?;
+    let mut hosts = Vec::new();
+    for row in table.rows.iter().skip(1) {
+        let [preference, host] = row.as_slice() else {
+            bail!("each row needs two cells, preference and host: {row:?}");
+        };
+        let preference: u16 = preference
+            .trim()
+            .parse()
+            .with_context(|| format!("preference {preference:?} is not a number"))?;
+        hosts.push((preference, host.trim().to_owned()));
+    }
+    let (env, domain) = world.new_remote_domain()?;
+    let hosts: Vec<(u16, &str)> = hosts.iter().map(|(p, h)| (*p, h.as_str())).collect();
+    env.point(&domain, &hosts).map_err(zone_error)
+}
+
+#[given("a remote domain with no MX but an address record at the harness")]
+async fn remote_implicit_mx(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (env, domain) = world.new_remote_domain()?;
+    let ip = env.host_addr("mx1")?;
+    let record = match ip {
+        std::net::IpAddr::V4(v4) => Record::A(v4),
+        std::net::IpAddr::V6(v6) => Record::Aaaa(v6),
+    };
+    env.dns
+        .set_records(&domain, vec![record])
+        .map_err(zone_error)
+}
+
+#[given("a remote domain with a null MX")]
+async fn remote_null_mx(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (env, domain) = world.new_remote_domain()?;
+    let null = Record::Mx {
+        preference: 0,
+        exchange: ".".into(),
+    };
+    env.dns.set_records(&domain, vec![null]).map_err(zone_error)
+}
+
+#[given("a remote domain that does not exist")]
+async fn remote_missing(world: &mut MailWorld) -> anyhow::Result<()> {
+    // A fresh name with no records: the harness's DNS answers NXDOMAIN.
+    world.new_remote_domain().map(drop)
+}
+
+/// Parses `"451 4.7.1 text"` into a scripted reply at RCPT.
+fn rcpt_reply(reply: &str) -> anyhow::Result<Behaviour> {
+    let (code, text) = reply
+        .split_once(' ')
+        .with_context(|| format!("{reply:?} is not `code text`"))?;
+    Ok(Behaviour::Reply {
+        stage: Stage::Rcpt,
+        code: code
+            .parse()
+            .with_context(|| format!("{code:?} is not a reply code"))?,
+        text: text.to_owned(),
+    })
+}
+
+#[given(regex = r#"^the harness's MX answers "(.*)" to the first RCPT for the remote recipient$"#)]
+async fn first_rcpt_fails(world: &mut MailWorld, reply: String) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    env.sink.script(
+        Match::Address(recipient),
+        vec![rcpt_reply(&reply)?, Behaviour::Accept],
+    );
+    Ok(())
+}
+
+#[given(regex = r#"^the harness's MX answers "(.*)" to every RCPT for the remote recipient$"#)]
+async fn every_rcpt_fails(world: &mut MailWorld, reply: String) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    env.sink
+        .script(Match::Address(recipient), vec![rcpt_reply(&reply)?]);
+    Ok(())
+}
+
+#[given("the harness's MX greylists the remote recipient for 2 seconds")]
+async fn greylists(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    env.sink.script(
+        Match::Address(recipient),
+        vec![Behaviour::Greylist { seconds: 2 }],
+    );
+    Ok(())
+}
+
+#[given("the harness's MX drops the first connection after the message data")]
+async fn drops_first(world: &mut MailWorld) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    env.sink.script(
+        Match::Address(recipient),
+        vec![
+            Behaviour::Disconnect {
+                stage: Stage::EndOfData,
+            },
+            Behaviour::Accept,
+        ],
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the harness's MX receives the message within (\d+) seconds$")]
+async fn mx_receives(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    let wait = Duration::from_secs(wait);
+    let token = world
+        .message
+        .as_ref()
+        .map(|m| m.token.clone())
+        .context("the scenario sent no message")?;
+    let Some(received) = env.sink.wait_for_message(&recipient, wait).await else {
+        let attempts = env.sink.attempts_for(&recipient);
+        let tried: Vec<String> = attempts
+            .iter()
+            .map(|s| format!("{} from {}: {}", s.local, s.peer, s.outcome))
+            .collect();
+        bail!(
+            "the harness's MX received nothing for {recipient} within {wait:?}; sessions that named it: {tried:?}"
+        );
+    };
+    let needle = format!("<{token}@harness.test>");
+    ensure!(
+        received
+            .data
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes()),
+        "the harness's MX received a message for {recipient}, but not the one sent (no Message-ID {needle})"
+    );
+    world.relay.received = Some(received);
+    Ok(())
+}
+
+fn received(world: &MailWorld) -> anyhow::Result<&Received> {
+    world
+        .relay
+        .received
+        .as_ref()
+        .context("no message has been received by the harness's MX yet")
+}
+
+#[then(regex = r"^the message reached the harness's MX at (mx1|mx2)$")]
+async fn reached_at(world: &mut MailWorld, name: String) -> anyhow::Result<()> {
+    let env = world.relay_env()?;
+    let want = env.host_addr(&name)?;
+    let got = received(world)?.local.ip();
+    ensure!(
+        got == want,
+        "the message arrived at {got}, not at {name} ({want}): the target did not follow the MX preferences"
+    );
+    Ok(())
+}
+
+#[then(regex = r"^the message was accepted on attempt (\d+) or later$")]
+async fn accepted_on_attempt(world: &mut MailWorld, attempt: usize) -> anyhow::Result<()> {
+    let got = received(world)?.attempt;
+    ensure!(
+        got >= attempt,
+        "the message was accepted on attempt {got}; the scripted refusals should have made that at least {attempt}"
+    );
+    Ok(())
+}
+
+#[then(
+    regex = r"^the harness's MX receives nothing for the remote recipient within (\d+) seconds$"
+)]
+async fn mx_receives_nothing(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
+    let (recipient, env) = world.recipient_and_env()?;
+    if let Some(got) = env
+        .sink
+        .wait_for_message(&recipient, Duration::from_secs(wait))
+        .await
+    {
+        bail!(
+            "the harness's MX received a message for {recipient} from {}",
+            got.peer
+        );
+    }
+    Ok(())
+}
+
+#[then(
+    "the relayed message starts with the target's Received header for the submission and has no Return-Path"
+)]
+async fn received_chain(world: &mut MailWorld) -> anyhow::Result<()> {
+    let data = received(world)?.data.clone();
+    let text = String::from_utf8_lossy(&data);
+    let header_end = text.find("\r\n\r\n").unwrap_or(text.len());
+    let headers = &text[..header_end];
+    ensure!(
+        !headers
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("return-path:")),
+        "the relayed message carries a Return-Path header, which only final delivery adds (RFC 5321 4.4)"
+    );
+    ensure!(
+        headers.starts_with("Received:") || headers.starts_with("received:"),
+        "the relayed message does not start with a Received header (RFC 5321 4.4): {}",
+        headers.lines().next().unwrap_or("")
+    );
+    // The field naming the harness's submission: `from harness.test` or its address.
+    let first = unfolded_first(headers);
+    ensure!(
+        first.contains(super::smtp::EHLO_NAME) || first.contains("127.0.0.1"),
+        "the top Received header does not name the submitting client ({} / 127.0.0.1): {first}",
+        super::smtp::EHLO_NAME
+    );
+    let received_at = headers.find("Received:").unwrap_or(0);
+    let message_id = headers
+        .find("Message-ID:")
+        .context("the relayed message lost its Message-ID")?;
+    ensure!(
+        received_at < message_id,
+        "the Received header is not above the message's own header fields"
+    );
+    Ok(())
+}
+
+/// The first header field with its continuation lines joined.
+fn unfolded_first(headers: &str) -> String {
+    let mut lines = headers.split("\r\n");
+    let mut field = lines.next().unwrap_or("").to_owned();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            field.push(' ');
+            field.push_str(line.trim());
+        } else {
+            break;
+        }
+    }
+    field
+}
+
+#[then(
+    regex = r"^(\{\w+\}) receives a delivery status notification for the remote recipient within (\d+) seconds$"
+)]
+async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::Result<()> {
+    let account = world.expand(&who)?;
+    let recipient = world.remote_recipient()?;
+    let target = world.target()?;
+    let Some(mailboxes) = target.mailboxes.clone() else {
+        world.unverified = Some(format!(
+            "the bounce to {account} is not verified: the harness cannot read this target's mailboxes yet"
+        ));
+        return Ok(());
+    };
+    let needle = format!("Final-Recipient: rfc822; {recipient}").to_ascii_lowercase();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let inbox = mailboxes
+            .inbox(&account)
+            .map_err(|e| anyhow!("reading the inbox of {account}: {e}"))?;
+        let dsn = inbox.into_iter().find_map(|m| {
+            let text = String::from_utf8_lossy(&m).to_ascii_lowercase();
+            text.contains(&needle).then_some(text)
+        });
+        if let Some(dsn) = dsn {
+            ensure!(
+                dsn.contains("multipart/report") && dsn.contains("report-type=delivery-status"),
+                "the bounce for {recipient} is not an RFC 3464 multipart/report"
+            );
+            ensure!(
+                dsn.contains("action: failed"),
+                "the bounce for {recipient} does not say `Action: failed`"
+            );
+            ensure!(
+                dsn.contains("status: 5.") || dsn.contains("status: 4.4.7"),
+                "the bounce for {recipient} gives no permanent status"
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "no delivery status notification for {recipient} reached {account} within {:?}",
+                Duration::from_secs(wait)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[given(regex = r"^a client connected to the (\w+) port from an address without reverse DNS$")]
+async fn connected_unnamed(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let addr = target.addr(&role)?;
+    let client =
+        crate::clients::smtp::SmtpClient::connect_from(&addr, UNNAMED_CLIENT, target.timeout)
+            .await
+            .with_context(|| format!("connecting to {addr} from {UNNAMED_CLIENT}"))?;
+    world.set_client(client);
+    let greeting = world
+        .client()?
+        .read_reply()
+        .await
+        .context("reading the greeting")?;
+    world.record(greeting);
+    Ok(())
+}
