@@ -355,6 +355,24 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
     }
 }
 
+#[then(
+    regex = r"^(\{\w+\}) is told the remote recipient cannot be reached, at RCPT or by a delivery status notification within (\d+) seconds$"
+)]
+async fn told_unreachable(world: &mut MailWorld, who: String, wait: u64) -> anyhow::Result<()> {
+    let reply = world.reply()?.clone();
+    match reply.code {
+        500..=599 if world.message.is_none() => {
+            // Refused at RCPT: the sender knows at once (RFC 7505 3, section 4.2 for null MX).
+            Ok(())
+        }
+        400..=499 => bail!(
+            "the recipient's domain can never receive mail, but the server answered with a temporary failure: {reply}"
+        ),
+        250 => receives_dsn(world, who, wait).await,
+        _ => bail!("unexpected reply to the message: {reply}"),
+    }
+}
+
 #[given(regex = r"^a client connected to the (\w+) port from an address without reverse DNS$")]
 async fn connected_unnamed(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
     let target = world.target()?;
@@ -363,12 +381,5 @@ async fn connected_unnamed(world: &mut MailWorld, role: String) -> anyhow::Resul
         crate::clients::smtp::SmtpClient::connect_from(&addr, UNNAMED_CLIENT, target.timeout)
             .await
             .with_context(|| format!("connecting to {addr} from {UNNAMED_CLIENT}"))?;
-    world.set_client(client);
-    let greeting = world
-        .client()?
-        .read_reply()
-        .await
-        .context("reading the greeting")?;
-    world.record(greeting);
-    Ok(())
+    super::smtp::greeted(world, client).await
 }

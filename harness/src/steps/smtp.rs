@@ -10,7 +10,7 @@ use cucumber::{given, then, when};
 use super::{MailWorld, SentMessage, Target, docstring_to_crlf, unescape, unique_token};
 use crate::clients::ClientError;
 use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_at};
-use crate::clients::smtp::{Reply, dot_stuff};
+use crate::clients::smtp::{Reply, SmtpClient, dot_stuff};
 
 /// The name the harness gives in EHLO.
 pub(super) const EHLO_NAME: &str = "harness.test";
@@ -37,6 +37,11 @@ fn with_token(world: &mut MailWorld, body: &[u8], exact: bool) -> Vec<u8> {
 async fn connected(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
     let target = world.target()?;
     let client = target.connect(&role).await?;
+    greeted(world, client).await
+}
+
+/// Makes `client` the scenario's connection and reads its greeting.
+pub(super) async fn greeted(world: &mut MailWorld, client: SmtpClient) -> anyhow::Result<()> {
     world.set_client(client);
     let greeting = world
         .client()?
@@ -204,13 +209,18 @@ async fn authenticates(
 
 /// MAIL and RCPT for one recipient, each required to succeed; the sender is the first
 /// account when the session authenticated, else `{sender}`.
+/// The reverse path the scenario's mail uses: the account it logged in as, else `{sender}`.
+fn envelope_sender(world: &MailWorld) -> anyhow::Result<String> {
+    if world.authenticated {
+        Ok(world.account(0)?.0)
+    } else {
+        world.expand("{sender}")
+    }
+}
+
 async fn envelope(world: &mut MailWorld, recipient: &str) -> anyhow::Result<(String, String)> {
     let recipient = world.expand(recipient)?;
-    let sender = if world.authenticated {
-        world.account(0)?.0
-    } else {
-        world.expand("{sender}")?
-    };
+    let sender = envelope_sender(world)?;
     for command in [
         format!("MAIL FROM:<{sender}>"),
         format!("RCPT TO:<{recipient}>"),
@@ -233,6 +243,42 @@ async fn opens_transaction(world: &mut MailWorld, recipient: String) -> anyhow::
 #[when(regex = r"^the client sends a message to (\S+)$")]
 async fn sends_message(world: &mut MailWorld, recipient: String) -> anyhow::Result<()> {
     let (sender, recipient) = envelope(world, &recipient).await?;
+    send_message_data(world, &sender, &recipient).await
+}
+
+/// Like "sends a message", but a refusal of the recipient ends the attempt instead of failing
+/// the step: the scenario then checks which answer the server chose.
+#[when(regex = r"^the client tries to send a message to (\S+)$")]
+async fn tries_to_send(world: &mut MailWorld, recipient: String) -> anyhow::Result<()> {
+    let recipient = world.expand(&recipient)?;
+    let sender = envelope_sender(world)?;
+    let reply = world
+        .client()?
+        .command(&format!("MAIL FROM:<{sender}>"))
+        .await?;
+    ensure!(
+        reply.code == 250,
+        "MAIL FROM:<{sender}> was refused: {reply}"
+    );
+    world.record(reply);
+    let reply = world
+        .client()?
+        .command(&format!("RCPT TO:<{recipient}>"))
+        .await?;
+    let refused = reply.code >= 400;
+    world.record(reply);
+    if refused {
+        return Ok(());
+    }
+    send_message_data(world, &sender, &recipient).await
+}
+
+/// DATA with a small message carrying a fresh token.
+async fn send_message_data(
+    world: &mut MailWorld,
+    sender: &str,
+    recipient: &str,
+) -> anyhow::Result<()> {
     let body = format!(
         "From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: conformance message\r\n\r\nSent by the conformance harness.\r\n"
     );
