@@ -353,6 +353,18 @@ fn gate(
                 .into(),
         });
     }
+    if tags.iter().any(|t| t == "sender-domain")
+        && !profile
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.checks_sender_domain)
+    {
+        return Some(Outcome::Skipped {
+            reason: "the target profile says the target does not check sender domains \
+                     (relay.checks_sender_domain)"
+                .into(),
+        });
+    }
     let pop3_service = ["pop3s", "pop3"]
         .into_iter()
         .find(|name| profile.ports.offered().any(|(offered, _)| offered == *name));

@@ -41,6 +41,7 @@ impl Embedded {
                 mx_port: 0,
                 unreachable: [127, 0, 0, 254].into(),
                 checks_client_dns: false,
+                checks_sender_domain: false,
             },
             "127.0.0.1",
             &config.domains[0],
@@ -54,6 +55,7 @@ impl Embedded {
         configure(&mut config);
         let mut relay = relay;
         relay.settings.checks_client_dns = config.relay.check_client_dns;
+        relay.settings.checks_sender_domain = config.relay.check_sender_domain;
         let server = reference_server::start(config)
             .await
             .context("cannot start the embedded reference server")?;

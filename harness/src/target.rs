@@ -139,6 +139,10 @@ pub struct Relay {
     /// forward-confirmed reverse DNS (runs the `@fcrdns` scenarios).
     #[serde(default)]
     pub checks_client_dns: bool,
+    /// Whether the target refuses MAIL FROM domains on port 25 that have neither MX nor address
+    /// records (runs the `@sender-domain` scenarios).
+    #[serde(default)]
+    pub checks_sender_domain: bool,
 }
 
 fn default_mx_addrs() -> Vec<IpAddr> {

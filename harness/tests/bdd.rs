@@ -84,6 +84,10 @@ fn enable_fcrdns(config: &mut Config) {
     config.relay.check_client_dns = true;
 }
 
+fn enable_sender_check(config: &mut Config) {
+    config.relay.check_sender_domain = true;
+}
+
 fn set_tls(config: &mut Config, role: Role, mode: TlsMode) {
     for listener in &mut config.listeners {
         if listener.role == role {
@@ -148,7 +152,7 @@ async fn main() -> ExitCode {
         .filter(|r| {
             r.tags
                 .iter()
-                .any(|t| t == "pop-before-smtp" || t == "fcrdns")
+                .any(|t| t == "pop-before-smtp" || t == "fcrdns" || t == "sender-domain")
         })
         .count();
     if baseline.success() && counts.skipped == off_by_default && counts.not_applicable == 0 {
@@ -168,6 +172,10 @@ async fn main() -> ExitCode {
         Ok(()) => passed += 1,
         Err(why) => failures.push(format!("reverse DNS check switched on: {why}")),
     }
+    match switched_on("@sender-domain", enable_sender_check).await {
+        Ok(()) => passed += 1,
+        Err(why) => failures.push(format!("sender domain check switched on: {why}")),
+    }
     let policy_faults = Policy::ALL.iter().map(|policy| {
         let policy = *policy;
         let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(move |c: &mut Config| {
@@ -179,6 +187,9 @@ async fn main() -> ExitCode {
             if policy == Policy::RelayNoFcrdns {
                 // Likewise for the reverse DNS check on port 25.
                 enable_fcrdns(c);
+            }
+            if policy == Policy::RelayNoSenderCheck {
+                enable_sender_check(c);
             }
         });
         (policy.name(), Scope::Exact, configure)
@@ -340,7 +351,7 @@ async fn through_a_profile() -> Result<(), String> {
         let skipped_on_purpose = record
             .tags
             .iter()
-            .any(|t| t == "pop-before-smtp" || t == "fcrdns");
+            .any(|t| t == "pop-before-smtp" || t == "fcrdns" || t == "sender-domain");
         match &record.outcome {
             Outcome::NotApplicable { .. } if left_out => {}
             Outcome::Skipped { .. } if skipped_on_purpose => {}

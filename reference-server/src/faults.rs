@@ -119,6 +119,7 @@ policies! {
     RelayNoBounce "relay_no_bounce" "Relay: drop a recipient that failed for good without telling the sender.",
     RelayFirstMxOnly "relay_first_mx_only" "Relay: try only the most preferred MX host, never the next ones.",
     RelayNoImplicitMx "relay_no_implicit_mx" "Relay: bounce mail for a domain that has an address record but no MX, instead of delivering to that address (RFC 5321 5.1).",
+    RelayNoSenderCheck "relay_no_sender_check" "Inbound on port 25: skip the sender domain check even when it is configured.",
     RelayNoFcrdns "relay_no_fcrdns" "Inbound on port 25: skip the forward-confirmed reverse DNS check even when it is configured.",
 }
 

@@ -236,7 +236,7 @@ impl MailWorld {
     }
 
     /// Replaces `{first}`, `{second}`, `{sender}`, `{unknown}`, `{foreign}`, `{domain}`,
-    /// `{remote}` and `{over_size}` in a step's text.
+    /// `{remote}`, `{nowhere}` and `{over_size}` in a step's text.
     fn expand(&self, text: &str) -> anyhow::Result<String> {
         let target = self.target()?;
         let mut out = String::with_capacity(text.len());
@@ -256,6 +256,7 @@ impl MailWorld {
                 "foreign" => target.profile.foreign_recipient.clone(),
                 "domain" => target.profile.domain.clone(),
                 "remote" => self.remote_recipient()?,
+                "nowhere" => self.nowhere_sender()?,
                 "over_size" => {
                     let limit = self
                         .client

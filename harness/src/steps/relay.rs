@@ -38,6 +38,16 @@ impl MailWorld {
         Ok(format!("rcpt@{domain}"))
     }
 
+    /// An address in a domain the harness's DNS says does not exist, for `{nowhere}`.
+    pub(super) fn nowhere_sender(&self) -> anyhow::Result<String> {
+        let env = self.relay_env()?;
+        Ok(format!(
+            "nobody@nowhere-{}.{}",
+            super::unique_token().replace('.', "-"),
+            env.settings.remote_domain
+        ))
+    }
+
     /// Makes the scenario's remote domain: a fresh subdomain of the profile's remote domain.
     fn new_remote_domain(&mut self) -> anyhow::Result<(Arc<RelayEnv>, String)> {
         use std::sync::atomic::{AtomicU64, Ordering};

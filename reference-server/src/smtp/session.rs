@@ -763,6 +763,11 @@ impl Session {
             && self.config.relay.check_sender_domain
             && let Some(domain) = domain
         {
+            if self.fault(Policy::RelayNoSenderCheck) {
+                tracing::warn!(%domain, "FAULT relay_no_sender_check: not checking the sender domain");
+                self.open_transaction(sender, smtputf8);
+                return None;
+            }
             self.pending_mail = Some((sender, smtputf8));
             self.phase = Phase::Waiting;
             return Some(Event::CheckSenderDomain(domain));
