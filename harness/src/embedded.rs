@@ -47,7 +47,7 @@ impl Embedded {
             &config.domains[0],
         )
         .await?;
-        config.relay.dns = Some(relay.dns_addr());
+        config.relay.dns = Some(relay.settings.dns);
         config.relay.port = relay.settings.mx_port;
         config.relay.retry_secs = vec![1];
         config.relay.connect_timeout_secs = 2;

@@ -10,7 +10,7 @@
 //! - the target's own domain, with an MX at the target's address when that is an IP address, so
 //!   its bounces and sender checks resolve.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context as _;
 use fake_dns::{FakeDns, Record, Zones};
@@ -151,11 +151,6 @@ impl RelayEnv {
     pub async fn shutdown(self) {
         self.dns.shutdown().await;
         self.sink.shutdown().await;
-    }
-
-    /// The bound address of the DNS.
-    pub fn dns_addr(&self) -> SocketAddr {
-        self.settings.dns
     }
 }
 

@@ -173,6 +173,44 @@ async fn server(
     reference_server::start(config).await.unwrap()
 }
 
+/// Server A: a.test with alice, relaying to port `relay_port` of other domains' MX hosts.
+async fn server_a(
+    dir: &Path,
+    dns: &FakeDns,
+    relay_port: u16,
+    configure: impl FnOnce(&mut Config),
+) -> RunningServer {
+    server(
+        dir,
+        &["a.test"],
+        &[ALICE],
+        0,
+        dns.local_addr(),
+        relay_port,
+        configure,
+    )
+    .await
+}
+
+/// Server B: b.test with carol, port 25 on `smtp_port` (0 = any).
+async fn server_b(
+    dir: &Path,
+    dns: &FakeDns,
+    smtp_port: u16,
+    configure: impl FnOnce(&mut Config),
+) -> RunningServer {
+    server(
+        dir,
+        &["b.test"],
+        &[CAROL],
+        smtp_port,
+        dns.local_addr(),
+        25,
+        configure,
+    )
+    .await
+}
+
 /// a.test and b.test, each with an MX at 127.0.0.1, plus the domains the tests route oddly.
 async fn start_dns() -> FakeDns {
     let dns = FakeDns::start("127.0.0.1:0".parse().unwrap(), Zones::empty())
@@ -259,28 +297,11 @@ fn free_port() -> u16 {
 async fn mail_from_a_reaches_b_through_its_mx_over_starttls() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b = server(
-        db.path(),
-        &["b.test"],
-        &[CAROL],
-        0,
-        dns.local_addr(),
-        25,
-        |_| {},
-    )
-    .await;
+    let b = server_b(db.path(), &dns, 0, |_| {}).await;
     let b_port = b.addr(Role::Smtp).unwrap().port();
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        b_port,
-        |c| {
-            c.relay.tls = RelayTls::Require;
-        },
-    )
+    let a = server_a(da.path(), &dns, b_port, |c| {
+        c.relay.tls = RelayTls::Require;
+    })
     .await;
     let mut client = submit(&a).await;
     let reply = client.send_mail(ALICE, &[CAROL], "across").await;
@@ -318,27 +339,9 @@ async fn mail_from_a_reaches_b_through_its_mx_over_starttls() {
 async fn refused_recipients_and_undeliverable_domains_bounce_to_the_sender() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b = server(
-        db.path(),
-        &["b.test"],
-        &[CAROL],
-        0,
-        dns.local_addr(),
-        25,
-        |_| {},
-    )
-    .await;
+    let b = server_b(db.path(), &dns, 0, |_| {}).await;
     let b_port = b.addr(Role::Smtp).unwrap().port();
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        b_port,
-        |_| {},
-    )
-    .await;
+    let a = server_a(da.path(), &dns, b_port, |_| {}).await;
     let mut client = submit(&a).await;
     let to = ["nobody@b.test", CAROL, "x@nomail.test", "y@nowhere.c.test"];
     let reply = client.send_mail(ALICE, &to, "partly").await;
@@ -398,16 +401,7 @@ async fn the_second_mx_takes_the_mail_when_the_first_is_down() {
         .unwrap();
     dns.set_records("mx2.c.test", vec![Record::A([127, 0, 0, 1].into())])
         .unwrap();
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        b_port,
-        |_| {},
-    )
-    .await;
+    let a = server_a(da.path(), &dns, b_port, |_| {}).await;
     let mut client = submit(&a).await;
     assert!(
         client
@@ -426,16 +420,7 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
     let dns = start_dns().await;
     let b_port = free_port();
     let config_a = |c: &mut Config| c.relay.retry_secs = vec![1];
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        b_port,
-        config_a,
-    )
-    .await;
+    let a = server_a(da.path(), &dns, b_port, config_a).await;
     let mut client = submit(&a).await;
     assert!(
         client
@@ -469,26 +454,8 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
     );
     a.shutdown().await;
     // B comes up on the port A relays to; A restarts on the same data directory.
-    let b = server(
-        db.path(),
-        &["b.test"],
-        &[CAROL],
-        b_port,
-        dns.local_addr(),
-        25,
-        |_| {},
-    )
-    .await;
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        b_port,
-        config_a,
-    )
-    .await;
+    let b = server_b(db.path(), &dns, b_port, |_| {}).await;
+    let a = server_a(da.path(), &dns, b_port, config_a).await;
     inbox(&b, CAROL, 1).await;
     queue_drains(&a).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -508,17 +475,9 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
 async fn a_message_older_than_the_age_limit_is_returned() {
     let da = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        free_port(),
-        |c| {
-            c.relay.max_age_secs = 2;
-        },
-    )
+    let a = server_a(da.path(), &dns, free_port(), |c| {
+        c.relay.max_age_secs = 2;
+    })
     .await;
     let mut client = submit(&a).await;
     assert!(
@@ -539,17 +498,9 @@ async fn relay_faults_lose_mail_or_the_bounce() {
     let da = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
     // relay_no_retry: the recipient is dropped after one failed attempt, with no bounce.
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        free_port(),
-        |c| {
-            c.faults.policy.insert(Policy::RelayNoRetry);
-        },
-    )
+    let a = server_a(da.path(), &dns, free_port(), |c| {
+        c.faults.policy.insert(Policy::RelayNoRetry);
+    })
     .await;
     let mut client = submit(&a).await;
     assert!(
@@ -565,17 +516,9 @@ async fn relay_faults_lose_mail_or_the_bounce() {
 
     // relay_no_bounce: a permanent failure tells nobody.
     let da = tempfile::tempdir().unwrap();
-    let a = server(
-        da.path(),
-        &["a.test"],
-        &[ALICE],
-        0,
-        dns.local_addr(),
-        free_port(),
-        |c| {
-            c.faults.policy.insert(Policy::RelayNoBounce);
-        },
-    )
+    let a = server_a(da.path(), &dns, free_port(), |c| {
+        c.faults.policy.insert(Policy::RelayNoBounce);
+    })
     .await;
     let mut client = submit(&a).await;
     assert!(
@@ -595,18 +538,10 @@ async fn port_25_checks_reverse_dns_and_the_sender_domain_when_asked() {
     let db = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
     dns.add_zone("0.0.127.in-addr.arpa").unwrap();
-    let b = server(
-        db.path(),
-        &["b.test"],
-        &[CAROL],
-        0,
-        dns.local_addr(),
-        25,
-        |c| {
-            c.relay.check_client_dns = true;
-            c.relay.check_sender_domain = true;
-        },
-    )
+    let b = server_b(db.path(), &dns, 0, |c| {
+        c.relay.check_client_dns = true;
+        c.relay.check_sender_domain = true;
+    })
     .await;
     // 127.0.0.1 has no PTR yet.
     let mut client = relay_port(&b).await;
@@ -642,18 +577,10 @@ async fn port_25_checks_reverse_dns_and_the_sender_domain_when_asked() {
     // relay_no_fcrdns: the check is skipped.
     let dc = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
-    let c = server(
-        dc.path(),
-        &["b.test"],
-        &[CAROL],
-        0,
-        dns.local_addr(),
-        25,
-        |c| {
-            c.relay.check_client_dns = true;
-            c.faults.policy.insert(Policy::RelayNoFcrdns);
-        },
-    )
+    let c = server_b(dc.path(), &dns, 0, |c| {
+        c.relay.check_client_dns = true;
+        c.faults.policy.insert(Policy::RelayNoFcrdns);
+    })
     .await;
     let mut client = relay_port(&c).await;
     assert!(
@@ -731,16 +658,7 @@ async fn a_message_queued_before_kill_9_is_delivered_once_after_restart() {
     a.0.wait().unwrap();
     drop(a);
 
-    let b = server(
-        db.path(),
-        &["b.test"],
-        &[CAROL],
-        b_port,
-        dns.local_addr(),
-        25,
-        |_| {},
-    )
-    .await;
+    let b = server_b(db.path(), &dns, b_port, |_| {}).await;
     let (_a, _) = spawn_binary(&config);
     let carol = inbox(&b, CAROL, 1).await;
     assert!(carol[0].contains("Subject: killed"), "{}", carol[0]);

@@ -248,24 +248,6 @@ async fn accepted_on_attempt(world: &mut MailWorld, attempt: usize) -> anyhow::R
 }
 
 #[then(
-    regex = r"^the harness's MX receives nothing for the remote recipient within (\d+) seconds$"
-)]
-async fn mx_receives_nothing(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
-    let (recipient, env) = world.recipient_and_env()?;
-    if let Some(got) = env
-        .sink
-        .wait_for_message(&recipient, Duration::from_secs(wait))
-        .await
-    {
-        bail!(
-            "the harness's MX received a message for {recipient} from {}",
-            got.peer
-        );
-    }
-    Ok(())
-}
-
-#[then(
     "the relayed message starts with the target's Received header for the submission and has no Return-Path"
 )]
 async fn received_chain(world: &mut MailWorld) -> anyhow::Result<()> {

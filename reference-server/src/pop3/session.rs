@@ -14,6 +14,7 @@ use crate::auth::{self, SaslError};
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::pop3::command::{self, Command, Verb};
+use crate::smtp::data::dot_stuff;
 use crate::smtp::session::Connection;
 
 /// Longest command line, CRLF included (RFC 2449 section 4).
@@ -908,34 +909,6 @@ impl Session {
         }
         self.output.extend_from_slice(b".\r\n");
     }
-}
-
-/// Appends `message` as the body of a multi-line response (RFC 1939 section 3): a line
-/// starting with `.` gets another, every line ends with CRLF (a bare LF becomes CRLF and a
-/// last line without one gets one), then the terminating `.` line. One pass, and the buffer
-/// grows by exact amounts: doubling a 25 MB buffer for a few more dot lines than guessed
-/// would waste 25 MB.
-fn dot_stuff(out: &mut Vec<u8>, message: &[u8]) {
-    out.reserve_exact(message.len() + message.len() / 256 + 8);
-    let mut rest = message;
-    while !rest.is_empty() {
-        // Room for this line (at most the rest, a dot and CRLF) and the final dot line.
-        if out.capacity() - out.len() < rest.len() + 6 {
-            out.reserve_exact(rest.len() + rest.len() / 16 + 6);
-        }
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(lf) => (&rest[..lf], &rest[lf + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-        rest = next;
-    }
-    out.extend_from_slice(b".\r\n");
 }
 
 /// What TOP sends: the header section, the blank line, and the first `lines` lines of the

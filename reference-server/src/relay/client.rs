@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::RelayTls;
+use crate::smtp::data::dot_stuff;
 
 /// Longest reply line accepted from a server (RFC 5321 4.5.3.1.5 says 512).
 const MAX_REPLY_LINE: usize = 4096;
@@ -261,7 +262,9 @@ impl Conn {
         if reply.code != 354 {
             return Ok(Outcome::Transaction(fail_accepted(results, reply)));
         }
-        self.send(&dot_stuff(message)).await?;
+        let mut data = Vec::with_capacity(message.len() + 64);
+        dot_stuff(&mut data, message);
+        self.send(&data).await?;
         // RFC 5321 4.5.3.2.6: ten minutes for the reply to the end of data.
         let saved = self.timeout;
         self.timeout = saved.max(Duration::from_secs(600));
@@ -425,25 +428,6 @@ fn fail_accepted(
         .collect()
 }
 
-/// The message as DATA sends it: lines starting with a dot get another (RFC 5321 4.5.2), a
-/// missing final CRLF is added, then the end-of-data line.
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 /// A TLS client that accepts any certificate: opportunistic TLS between MTAs protects against
 /// passive listeners only, since nothing names the certificate an MX should have (without DANE or
 /// MTA-STS). Signatures are still checked, so the handshake itself is sound.
@@ -515,16 +499,6 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(
-            dot_stuff(b"a\r\n.b\r\n..c\r\n"),
-            b"a\r\n..b\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b".\r\nx"), b"..\r\nx\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
-    }
 
     #[test]
     fn keywords_are_matched_case_insensitively_as_whole_words() {
