@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod conform;
 pub mod embedded;
+pub mod load;
 pub mod mailbox;
 pub mod relay_env;
 pub mod report;

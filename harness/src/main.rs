@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use harness::conform::{self, RunOptions, TargetSpec};
+use harness::load::stats::Summary;
+use harness::load::workload::{self, Workload};
+use harness::load::{self, LoadOptions, LoadTarget, Mode};
 use reference_server::faults::Policy;
 
 /// Conformance and load testing for mail servers.
@@ -45,6 +48,93 @@ enum Command {
         #[arg(long, value_name = "NAME", conflicts_with = "target")]
         fault: Vec<String>,
     },
+    /// Drive load against a target (default: the reference server, in-process) and report
+    /// throughput, latency percentiles per phase and errors. Exits 1 when any operation failed
+    /// or, with --verify, any acknowledged message is missing or duplicated; 2 when the run
+    /// could not be done (bad target, refused credentials, bad options).
+    Load(Box<LoadArgs>),
+    /// Work with the JSON written by `load --json`.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Combine runs that went on at the same time (shards on several machines) into one:
+    /// counts and throughputs add up and the latency histograms merge exactly.
+    Merge {
+        /// JSON files written by `harness load --json`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Write the merged figures here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Target profile (YAML); without it the embedded reference server is started with 100
+    /// extra load accounts (load001@example.test ...).
+    #[arg(long, value_name = "FILE")]
+    target: Option<PathBuf>,
+    /// relay, submission, submissions, pop3, imap, imap-idle, or a workload file (YAML mix).
+    #[arg(long, value_name = "NAME|FILE")]
+    workload: String,
+    /// Open loop: start this many sessions per second, whatever the server does; latency runs
+    /// from each session's intended start. For imap-idle: deliveries per second.
+    #[arg(long, value_name = "N")]
+    rate: Option<f64>,
+    /// Closed loop: this many connections, each starting its next session when the last ended
+    /// [default: 10]. For imap-idle: the number of idling clients [default: 100].
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
+    /// Length of the measured part: 30s, 2m, ...
+    #[arg(long, value_name = "TIME", default_value = "30s")]
+    duration: String,
+    /// Unmeasured run-in before it.
+    #[arg(long, value_name = "TIME", default_value = "5s")]
+    warmup: String,
+    /// Stop after this many messages (sessions, notifications) in the measured part.
+    #[arg(long, value_name = "N")]
+    messages: Option<u64>,
+    /// Messages sent on one connection before it is closed (SMTP), or command rounds per
+    /// session (POP3, IMAP).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    per_connection: u32,
+    /// Message size: 4KiB, 1MiB, 512, ...
+    #[arg(long, value_name = "SIZE", default_value = "4KiB")]
+    size: String,
+    /// Write the full figures (histograms included) here as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Afterwards, read the mailboxes (IMAP or POP3) and report acknowledged messages that are
+    /// missing or duplicated.
+    #[arg(long)]
+    verify: bool,
+    /// How long --verify waits for acknowledged messages to reach the mailboxes.
+    #[arg(long, value_name = "TIME", default_value = "30s")]
+    verify_wait: String,
+    /// Which of the target's accounts to use, by index: 0-49, 50-, all. Shards on several
+    /// machines take disjoint slices.
+    #[arg(long, value_name = "RANGE", default_value = "all")]
+    accounts: String,
+    /// Seconds to wait for any one reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+    /// Send MAIL, RCPT and DATA one at a time even when the server offers PIPELINING.
+    #[arg(long)]
+    no_pipelining: bool,
+    /// Messages put in each mailbox before pop3 and imap runs.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    seed: u32,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Switch on a policy fault of the embedded server (repeatable), e.g. drop_after_ack to see
+    /// --verify catch lost mail.
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    fault: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -54,31 +144,197 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Conform {
-        target,
-        features,
-        tags,
-        junit,
-        json,
-        timeout,
-        fault,
-    } = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Conform {
+            target,
+            features,
+            tags,
+            junit,
+            json,
+            timeout,
+            fault,
+        } => conform_command(target, features, tags, junit, json, timeout, fault),
+        Command::Load(args) => load_command(*args),
+        Command::Report(ReportCommand::Merge { files, json }) => merge_command(&files, json),
+    }
+}
+
+fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
     if fault.iter().any(|name| name == "list") {
         for policy in Policy::ALL {
             println!("{:28} {}", policy.name(), policy.description());
         }
-        return ExitCode::SUCCESS;
+        return Err(ExitCode::SUCCESS);
     }
-    let policies = match fault
+    fault
         .iter()
         .map(|name| name.parse())
         .collect::<Result<Vec<Policy>, _>>()
-    {
-        Ok(policies) => policies,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("harness: {error}");
+            ExitCode::from(2)
+        })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("harness: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+fn load_command(args: LoadArgs) -> ExitCode {
+    let options = match load_options(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("harness load: {message}");
             return ExitCode::from(2);
         }
+    };
+    let policies = match parse_faults(&args.fault) {
+        Ok(policies) => policies,
+        Err(code) => return code,
+    };
+    let target = match args.target {
+        Some(path) => LoadTarget::Profile(path),
+        None => LoadTarget::Embedded(Box::new(move |config| {
+            config.faults.policy.extend(policies);
+        })),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let summary = match runtime.block_on(load::run(target, options)) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("harness load: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", summary.render());
+    if let Some(path) = &args.json
+        && let Err(error) = write_json(path, &summary)
+    {
+        eprintln!("harness load: {error}");
+        return ExitCode::from(2);
+    }
+    let lost = summary
+        .verify
+        .as_ref()
+        .is_some_and(|v| v.missing > 0 || v.duplicated > 0);
+    if summary.errors > 0 || lost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
+    let workload = Workload::from_arg(&args.workload)?;
+    let idle = workload.single() == Some(workload::Kind::ImapIdle);
+    let mode = match (args.rate, args.connections) {
+        (Some(_), Some(_)) if !idle => {
+            return Err("give --rate (open loop) or --connections (closed loop), not both".into());
+        }
+        (Some(rate), _) => Mode::Open { rate },
+        (None, connections) => Mode::Closed {
+            connections: if idle { 1 } else { connections.unwrap_or(10) },
+        },
+    };
+    let mut options = LoadOptions::new(workload, mode);
+    options.duration =
+        workload::parse_duration(&args.duration).map_err(|e| format!("--duration: {e}"))?;
+    options.warmup =
+        workload::parse_duration(&args.warmup).map_err(|e| format!("--warmup: {e}"))?;
+    options.verify_wait =
+        workload::parse_duration(&args.verify_wait).map_err(|e| format!("--verify-wait: {e}"))?;
+    options.size = args
+        .size
+        .parse::<workload::Size>()
+        .map_err(|e| format!("--size: {e}"))?
+        .0;
+    options.accounts = args
+        .accounts
+        .parse()
+        .map_err(|e| format!("--accounts: {e}"))?;
+    options.messages = args.messages;
+    options.per_connection = args.per_connection;
+    options.verify = args.verify;
+    options.timeout = Duration::from_secs(args.timeout.max(1));
+    options.pipelining = !args.no_pipelining;
+    options.seed = args.seed;
+    options.progress = !args.quiet;
+    if idle {
+        options.idle_clients = args.connections.unwrap_or(100);
+    }
+    if options.duration.is_zero() {
+        return Err("--duration must be longer than 0s".into());
+    }
+    Ok(options)
+}
+
+fn write_json(path: &std::path::Path, summary: &Summary) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn merge_command(files: &[PathBuf], json: Option<PathBuf>) -> ExitCode {
+    let mut runs = Vec::new();
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!(
+                    "harness report merge: cannot read {}: {error}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        match serde_json::from_str::<Summary>(&text) {
+            Ok(run) => runs.push(run),
+            Err(error) => {
+                eprintln!(
+                    "harness report merge: {} is not the JSON of `harness load --json` (line {}, column {}): {error}",
+                    path.display(),
+                    error.line(),
+                    error.column()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let merged = match Summary::merge(&runs) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("harness report merge: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", merged.render());
+    if let Some(path) = &json
+        && let Err(error) = write_json(path, &merged)
+    {
+        eprintln!("harness report merge: {error}");
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conform_command(
+    target: Option<PathBuf>,
+    features: Option<PathBuf>,
+    tags: Option<String>,
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+    timeout: u64,
+    fault: Vec<String>,
+) -> ExitCode {
+    let policies = match parse_faults(&fault) {
+        Ok(policies) => policies,
+        Err(code) => return code,
     };
     let spec = match target {
         Some(path) => TargetSpec::Profile(path),
@@ -89,12 +345,9 @@ fn main() -> ExitCode {
     let mut options = RunOptions::new(features.unwrap_or_else(conform::default_features_dir));
     options.tags = tags;
     options.timeout = Duration::from_secs(timeout.max(1));
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("harness: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = match runtime.block_on(conform::run(spec, &options)) {
         Ok(report) => report,

@@ -131,6 +131,10 @@ impl Connection {
         &self.transcript
     }
 
+    pub(crate) fn stop_transcript(&mut self) {
+        self.transcript.stop();
+    }
+
     pub(crate) fn note(&mut self, note: String) {
         self.transcript.push(Entry::Note(note));
     }

@@ -2265,6 +2265,18 @@ impl ImapClient {
         Ok(client)
     }
 
+    /// Starts TLS on the open plaintext connection at once, without a command: the second half
+    /// of [`Self::connect_tls`], for callers that time the connect and the handshake apart.
+    pub async fn tls_handshake(&mut self, tls: &TlsClient) -> Result<(), ClientError> {
+        self.conn.upgrade(tls).await
+    }
+
+    /// Stops keeping a transcript, for load runs where it would grow with every message; what
+    /// was recorded so far is dropped.
+    pub fn stop_transcript(&mut self) {
+        self.conn.stop_transcript();
+    }
+
     /// Changes how long each later operation may take.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.conn.timeout = timeout;

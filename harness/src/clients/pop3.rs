@@ -6,10 +6,10 @@
 //! `Ok(Err(response))` when the server answered well-formed but not +OK (usually -ERR), and
 //! `Ok(Ok(data))` otherwise.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -205,8 +205,9 @@ fn crlf_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// arriving in small reads costs linear time, not quadratic.
 #[derive(Default)]
 struct MultilineParser {
-    /// How many bytes at the front have been searched for the terminator.
-    scanned: Cell<usize>,
+    /// How many bytes at the front have been searched for the terminator. Atomic only so that
+    /// futures holding the parser are `Send`; one task uses it.
+    scanned: AtomicUsize,
 }
 
 impl MultilineParser {
@@ -217,11 +218,11 @@ impl MultilineParser {
         // A terminator may straddle the end of what was searched last time.
         let from = self
             .scanned
-            .get()
+            .load(Ordering::Relaxed)
             .saturating_sub(TERMINATOR.len() - 1)
             .min(buf.len());
         let Some(at) = find(&buf[from..], TERMINATOR) else {
-            self.scanned.set(buf.len());
+            self.scanned.store(buf.len(), Ordering::Relaxed);
             return Ok(None);
         };
         let body_end = from + at + 2;
@@ -367,6 +368,18 @@ impl Pop3Client {
         let mut client = Self::connect(addr, timeout).await?;
         client.conn.upgrade(tls).await?;
         Ok(client)
+    }
+
+    /// Starts TLS on the open plaintext connection at once, without a command: the second half
+    /// of [`Self::connect_tls`], for callers that time the connect and the handshake apart.
+    pub async fn tls_handshake(&mut self, tls: &TlsClient) -> Result<(), ClientError> {
+        self.conn.upgrade(tls).await
+    }
+
+    /// Stops keeping a transcript, for load runs where it would grow with every message; what
+    /// was recorded so far is dropped.
+    pub fn stop_transcript(&mut self) {
+        self.conn.stop_transcript();
     }
 
     /// Changes how long each later operation may take.

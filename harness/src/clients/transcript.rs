@@ -23,6 +23,8 @@ pub enum Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transcript {
     entries: Vec<Entry>,
+    /// Set for load runs, where a transcript would grow with every message sent.
+    off: bool,
 }
 
 impl Transcript {
@@ -48,7 +50,15 @@ impl Transcript {
     }
 
     pub(crate) fn push(&mut self, entry: Entry) {
-        self.entries.push(entry);
+        if !self.off {
+            self.entries.push(entry);
+        }
+    }
+
+    /// Stops recording: later events are dropped and the entries so far are freed.
+    pub(crate) fn stop(&mut self) {
+        self.off = true;
+        self.entries = Vec::new();
     }
 
     fn concat<'a>(&'a self, pick: impl Fn(&'a Entry) -> Option<&'a Vec<u8>>) -> Vec<u8> {

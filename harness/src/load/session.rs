@@ -1,0 +1,651 @@
+//! One session of each workload: a connection that does its work, timing every phase.
+//!
+//! A session stops at the first failure and reports it with the phase it happened in. Failures
+//! that mean the target cannot be load-tested as described (nothing listening, a TLS handshake
+//! that fails, credentials refused) are fatal: the run stops at once instead of counting
+//! thousands of identical errors.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Ctx;
+use super::workload::{Entry, Kind};
+use crate::clients::ClientError;
+use crate::clients::imap::ImapClient;
+use crate::clients::pop3::Pop3Client;
+use crate::clients::smtp::{Reply, SmtpClient};
+use crate::target::Account;
+
+/// Why a session stopped early.
+#[derive(Debug)]
+pub struct Failure {
+    /// The phase it happened in.
+    pub phase: &'static str,
+    /// Short kind for counting: a reply code, `-ERR`, `NO`, `timeout`, `closed`, ...
+    pub kind: String,
+    /// The full message.
+    pub detail: String,
+    /// Whether the run should stop: the target is unreachable or refuses the credentials.
+    pub fatal: bool,
+    /// The session's transcript, when it kept one (the pre-flight session does).
+    pub transcript: Option<String>,
+}
+
+impl Failure {
+    pub(super) fn new(
+        phase: &'static str,
+        kind: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Failure {
+        Failure {
+            phase,
+            kind: kind.into(),
+            detail: detail.into(),
+            fatal: false,
+            transcript: None,
+        }
+    }
+
+    pub(super) fn fatal(mut self) -> Failure {
+        self.fatal = true;
+        self
+    }
+
+    /// A client error in `phase`, classified.
+    pub fn client(phase: &'static str, error: ClientError) -> Failure {
+        let (kind, fatal) = match &error {
+            ClientError::Connect { source, .. } => (
+                match source.kind() {
+                    std::io::ErrorKind::ConnectionRefused => "refused",
+                    _ => "connect error",
+                },
+                true,
+            ),
+            ClientError::Timeout { .. } => ("timeout", false),
+            ClientError::Closed { .. } => ("closed", false),
+            ClientError::Io { .. } => ("io error", false),
+            ClientError::Tls { .. }
+            | ClientError::TlsConfig(_)
+            | ClientError::MalformedTls { .. } => ("tls failure", true),
+            ClientError::UnexpectedReply { reply, .. } => {
+                return Failure::new(phase, reply.code.to_string(), error.to_string());
+            }
+            _ => ("malformed", false),
+        };
+        Failure {
+            phase,
+            kind: kind.to_owned(),
+            detail: format!("{phase}: {error}"),
+            fatal,
+            transcript: None,
+        }
+    }
+}
+
+/// What one session measured.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Latency per phase, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+    /// Units of work done (messages acknowledged, sessions finished).
+    pub completed: u64,
+    /// Message-IDs the server acknowledged, with the index of the recipient account.
+    pub acknowledged: Vec<(usize, String)>,
+    /// Keep the transcript for the failure report (the pre-flight session).
+    pub keep_transcript: bool,
+    /// Whether the session counts: it was due after the warm-up.
+    pub measured: bool,
+    /// A mailbox the session emptied, and how many messages to put back: done after the
+    /// session is timed, so that the refill does not count as POP3 latency.
+    pub refill: Option<(usize, u32)>,
+}
+
+impl Record {
+    pub(super) fn time(&mut self, phase: &'static str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.phases.push((phase, now - since));
+        now
+    }
+}
+
+/// Runs one session of `entry`'s workload.
+pub async fn run(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failure> {
+    match entry.workload {
+        Kind::Relay | Kind::Submission | Kind::Submissions => {
+            smtp(ctx, entry, entry.workload, record).await
+        }
+        Kind::Pop3 => pop3(ctx, entry, record).await,
+        Kind::Imap => imap(ctx, entry, record).await,
+        Kind::ImapIdle => Err(Failure::new(
+            "session",
+            "internal",
+            "imap-idle sessions are run by the idle driver",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMTP
+
+pub(super) fn expect(phase: &'static str, reply: Reply, codes: &[u16]) -> Result<Reply, Failure> {
+    if codes.contains(&reply.code) {
+        return Ok(reply);
+    }
+    let detail = format!(
+        "{phase}: expected {}, got \"{reply}\"",
+        codes
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+    Err(Failure::new(phase, reply.code.to_string(), detail))
+}
+
+async fn smtp(ctx: &Ctx, entry: &Entry, kind: Kind, record: &mut Record) -> Result<(), Failure> {
+    let port = ctx
+        .port_for(kind)
+        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+    let addr = ctx.profile.addr(port);
+    let start = Instant::now();
+    let mut client = SmtpClient::connect(&addr, ctx.options.timeout)
+        .await
+        .map_err(|e| Failure::client("connect", e))?;
+    if !record.keep_transcript {
+        client.stop_transcript();
+    }
+    let mut at = record.time("connect", start);
+    let result = smtp_dialogue(ctx, entry, kind, &mut client, record, &mut at).await;
+    result.map_err(|mut failure| {
+        if record.keep_transcript {
+            failure.transcript = Some(client.transcript().to_string());
+        }
+        failure
+    })
+}
+
+async fn smtp_dialogue(
+    ctx: &Ctx,
+    entry: &Entry,
+    kind: Kind,
+    client: &mut SmtpClient,
+    record: &mut Record,
+    at: &mut Instant,
+) -> Result<(), Failure> {
+    if kind == Kind::Submissions {
+        client
+            .tls_handshake(&ctx.tls)
+            .await
+            .map_err(|e| Failure::client("tls", e))?;
+        *at = record.time("tls", *at);
+    }
+    let greeting = client
+        .read_reply()
+        .await
+        .map_err(|e| Failure::client("greeting", e))?;
+    expect("greeting", greeting, &[220])?;
+    *at = record.time("greeting", *at);
+    ehlo(client, record, at).await?;
+    if kind == Kind::Submission {
+        let reply = client
+            .command("STARTTLS")
+            .await
+            .map_err(|e| Failure::client("starttls", e))?;
+        expect("starttls", reply, &[220])?;
+        *at = record.time("starttls", *at);
+        client
+            .tls_handshake(&ctx.tls)
+            .await
+            .map_err(|e| Failure::client("tls", e))?;
+        *at = record.time("tls", *at);
+        ehlo(client, record, at).await?;
+    }
+    let account = ctx.next_account(entry);
+    if matches!(kind, Kind::Submission | Kind::Submissions) {
+        let Some(index) = account else {
+            return Err(Failure::new(
+                "auth",
+                "no account",
+                "the target profile lists no accounts to authenticate with",
+            )
+            .fatal());
+        };
+        let Account { address, password } = &ctx.accounts[index];
+        let reply = client
+            .auth_plain(address, password)
+            .await
+            .map_err(|e| Failure::client("auth", e))?;
+        if reply.code == 535 || reply.code == 530 || reply.code == 534 {
+            return Err(Failure::new(
+                "auth",
+                reply.code.to_string(),
+                format!("auth: the target refused the credentials of {address}: \"{reply}\""),
+            )
+            .fatal());
+        }
+        expect("auth", reply, &[235])?;
+        *at = record.time("auth", *at);
+    }
+    let pipelining = ctx.options.pipelining && client.has_capability("PIPELINING");
+    let per_connection = entry.per_connection.unwrap_or(ctx.options.per_connection);
+    let size = entry.size.map_or(ctx.options.size, |s| s.0);
+    for _ in 0..per_connection {
+        if !ctx.take_ticket(record) {
+            break;
+        }
+        let recipient = ctx.recipient(account);
+        let (id, message) = ctx.message(&recipient, size);
+        send_message(
+            client,
+            &ctx.sender,
+            &recipient,
+            &message,
+            pipelining,
+            record,
+            at,
+        )
+        .await?;
+        record.completed += 1;
+        record
+            .acknowledged
+            .push((account.unwrap_or(usize::MAX), id));
+    }
+    let reply = client
+        .command("QUIT")
+        .await
+        .map_err(|e| Failure::client("quit", e))?;
+    expect("quit", reply, &[221])?;
+    *at = record.time("quit", *at);
+    // The server closes first, so the TIME_WAIT state stays on its side and thousands of
+    // short connections do not use up this side's ports.
+    let _ = client.read_until_closed(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+async fn ehlo(
+    client: &mut SmtpClient,
+    record: &mut Record,
+    at: &mut Instant,
+) -> Result<(), Failure> {
+    let reply = client
+        .ehlo("load.harness.test")
+        .await
+        .map_err(|e| Failure::client("ehlo", e))?;
+    expect("ehlo", reply, &[250])?;
+    *at = record.time("ehlo", *at);
+    Ok(())
+}
+
+/// One transaction: MAIL, RCPT, DATA and the content. With PIPELINING the three commands go in
+/// one write (RFC 2920) and each reply is timed from the one before it.
+pub(super) async fn send_message(
+    client: &mut SmtpClient,
+    sender: &str,
+    recipient: &str,
+    message: &[u8],
+    pipelining: bool,
+    record: &mut Record,
+    at: &mut Instant,
+) -> Result<(), Failure> {
+    let commands = [
+        ("mail", format!("MAIL FROM:<{sender}>"), 250),
+        ("rcpt", format!("RCPT TO:<{recipient}>"), 250),
+        ("data", "DATA".to_owned(), 354),
+    ];
+    if pipelining {
+        let group: String = commands
+            .iter()
+            .map(|(_, line, _)| format!("{line}\r\n"))
+            .collect();
+        client
+            .send_raw(group.as_bytes())
+            .await
+            .map_err(|e| Failure::client("mail", e))?;
+        let mut first_failure = None;
+        for (phase, _, code) in &commands {
+            let reply = client
+                .read_reply()
+                .await
+                .map_err(|e| Failure::client(phase, e))?;
+            match expect(phase, reply, &[*code]) {
+                Ok(_) => *at = record.time(phase, *at),
+                Err(failure) => {
+                    first_failure.get_or_insert(failure);
+                }
+            }
+        }
+        if let Some(failure) = first_failure {
+            // DATA may have been accepted after all (a server that ignores a failed RCPT);
+            // there is nothing sensible to send, and the connection is dropped anyway.
+            return Err(failure);
+        }
+    } else {
+        for (phase, line, code) in &commands {
+            let reply = client
+                .command(line)
+                .await
+                .map_err(|e| Failure::client(phase, e))?;
+            expect(phase, reply, &[*code])?;
+            *at = record.time(phase, *at);
+        }
+    }
+    client
+        .send_raw(message)
+        .await
+        .map_err(|e| Failure::client("data_end", e))?;
+    let reply = client
+        .read_reply()
+        .await
+        .map_err(|e| Failure::client("data_end", e))?;
+    expect("data_end", reply, &[250])?;
+    *at = record.time("data_end", *at);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// POP3
+
+async fn pop3_check(
+    phase: &'static str,
+    response: Result<crate::clients::pop3::Pop3Response, ClientError>,
+) -> Result<(), Failure> {
+    let response = response.map_err(|e| Failure::client(phase, e))?;
+    if response.ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            phase,
+            "-ERR",
+            format!("{phase}: the server answered \"-ERR {}\"", response.text),
+        ))
+    }
+}
+
+async fn pop3(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failure> {
+    let (port, implicit) = ctx
+        .tls_port(
+            ctx.profile.ports.pop3s,
+            ctx.profile.ports.pop3,
+            "pop3s or pop3",
+        )
+        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+    let lease = ctx
+        .lease_exclusive(entry)
+        .await
+        .map_err(|e| Failure::new("login", "no account", e).fatal())?;
+    let index = lease.index;
+    let addr = ctx.profile.addr(port);
+    let start = Instant::now();
+    let mut client = Pop3Client::connect(&addr, ctx.options.timeout)
+        .await
+        .map_err(|e| Failure::client("connect", e))?;
+    if !record.keep_transcript {
+        client.stop_transcript();
+    }
+    let mut at = record.time("connect", start);
+    let result = pop3_dialogue(ctx, entry, &mut client, index, implicit, record, &mut at).await;
+    drop(lease);
+    let deleted = result.map_err(|mut failure| {
+        if record.keep_transcript {
+            failure.transcript = Some(client.transcript().to_string());
+        }
+        failure
+    })?;
+    record.completed += 1;
+    if deleted > 0 {
+        record.refill = Some((index, deleted));
+    }
+    Ok(())
+}
+
+/// Returns how many messages the session deleted.
+async fn pop3_dialogue(
+    ctx: &Ctx,
+    entry: &Entry,
+    client: &mut Pop3Client,
+    index: usize,
+    implicit: bool,
+    record: &mut Record,
+    at: &mut Instant,
+) -> Result<u32, Failure> {
+    if implicit {
+        client
+            .tls_handshake(&ctx.tls)
+            .await
+            .map_err(|e| Failure::client("tls", e))?;
+        *at = record.time("tls", *at);
+    }
+    pop3_check("greeting", client.greeting().await).await?;
+    *at = record.time("greeting", *at);
+    if !implicit {
+        pop3_check("starttls", client.command("STLS").await).await?;
+        *at = record.time("starttls", *at);
+        client
+            .tls_handshake(&ctx.tls)
+            .await
+            .map_err(|e| Failure::client("tls", e))?;
+        *at = record.time("tls", *at);
+    }
+    let Account { address, password } = &ctx.accounts[index];
+    let login = client
+        .user_pass(address, password)
+        .await
+        .map_err(|e| Failure::client("login", e))?;
+    if !login.ok {
+        let failure = Failure::new(
+            "login",
+            "-ERR",
+            format!(
+                "login: the target refused the credentials of {address}: \"-ERR {}\"",
+                login.text
+            ),
+        );
+        // A locked maildrop (RFC 2449 IN-USE) is contention, not a bad target.
+        return Err(if login.has_code("IN-USE") {
+            failure
+        } else {
+            failure.fatal()
+        });
+    }
+    *at = record.time("login", *at);
+    let rounds = entry.per_connection.unwrap_or(ctx.options.per_connection);
+    let mut deleted = 0;
+    for round in 1..=rounds {
+        let (count, _) = client
+            .stat()
+            .await
+            .map_err(|e| Failure::client("stat", e))?
+            .map_err(|r| Failure::new("stat", "-ERR", format!("stat: \"-ERR {}\"", r.text)))?;
+        *at = record.time("stat", *at);
+        for message in 1..=count {
+            client
+                .retr(message)
+                .await
+                .map_err(|e| Failure::client("retr", e))?
+                .map_err(|r| Failure::new("retr", "-ERR", format!("retr: \"-ERR {}\"", r.text)))?;
+            *at = record.time("retr", *at);
+        }
+        if round == rounds {
+            for message in 1..=count {
+                pop3_check("dele", client.dele(message).await).await?;
+                *at = record.time("dele", *at);
+            }
+            deleted = count;
+        }
+    }
+    pop3_check("quit", client.quit().await).await?;
+    *at = record.time("quit", *at);
+    Ok(deleted)
+}
+
+// ---------------------------------------------------------------------------------------------
+// IMAP
+
+fn imap_ok(
+    phase: &'static str,
+    result: Result<crate::clients::imap::CommandResult, ClientError>,
+) -> Result<crate::clients::imap::CommandResult, Failure> {
+    let result = result.map_err(|e| Failure::client(phase, e))?;
+    if result.is_ok() {
+        Ok(result)
+    } else {
+        let status = &result.tagged;
+        Err(Failure::new(
+            phase,
+            format!("{:?}", status.kind).to_uppercase(),
+            format!(
+                "{phase}: the server answered {:?} {}",
+                status.kind, status.text
+            ),
+        ))
+    }
+}
+
+/// Connects to IMAP over implicit TLS or STARTTLS, reads the greeting and logs in.
+pub(super) async fn imap_login(
+    ctx: &Ctx,
+    index: usize,
+    record: &mut Record,
+) -> Result<(ImapClient, Instant), Failure> {
+    let (port, implicit) = ctx
+        .tls_port(
+            ctx.profile.ports.imaps,
+            ctx.profile.ports.imap,
+            "imaps or imap",
+        )
+        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+    let addr = ctx.profile.addr(port);
+    let start = Instant::now();
+    let mut client = ImapClient::connect(&addr, ctx.options.timeout)
+        .await
+        .map_err(|e| Failure::client("connect", e))?;
+    if !record.keep_transcript {
+        client.stop_transcript();
+    }
+    let mut at = record.time("connect", start);
+    let result = async {
+        if implicit {
+            client
+                .tls_handshake(&ctx.tls)
+                .await
+                .map_err(|e| Failure::client("tls", e))?;
+            at = record.time("tls", at);
+        }
+        let greeting = client
+            .greeting()
+            .await
+            .map_err(|e| Failure::client("greeting", e))?;
+        if !greeting.is_ok() {
+            return Err(Failure::new(
+                "greeting",
+                format!("{:?}", greeting.kind).to_uppercase(),
+                format!("greeting: {:?} {}", greeting.kind, greeting.text),
+            ));
+        }
+        at = record.time("greeting", at);
+        if !implicit {
+            imap_ok("starttls", client.starttls(&ctx.tls).await)?;
+            at = record.time("starttls", at);
+        }
+        let Account { address, password } = &ctx.accounts[index];
+        let login = client
+            .login(address, password)
+            .await
+            .map_err(|e| Failure::client("login", e))?;
+        if !login.is_ok() {
+            return Err(Failure::new(
+                "login",
+                format!("{:?}", login.tagged.kind).to_uppercase(),
+                format!(
+                    "login: the target refused the credentials of {address}: {:?} {}",
+                    login.tagged.kind, login.tagged.text
+                ),
+            )
+            .fatal());
+        }
+        at = record.time("login", at);
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok((client, at)),
+        Err(mut failure) => {
+            if record.keep_transcript {
+                failure.transcript = Some(client.transcript().to_string());
+            }
+            Err(failure)
+        }
+    }
+}
+
+async fn imap(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failure> {
+    let index = ctx.next_account(entry).ok_or_else(|| {
+        Failure::new(
+            "login",
+            "no account",
+            "the target profile lists no accounts",
+        )
+        .fatal()
+    })?;
+    let (mut client, mut at) = imap_login(ctx, index, record).await?;
+    let result = imap_dialogue(ctx, entry, &mut client, record, &mut at).await;
+    result.map_err(|mut failure| {
+        if record.keep_transcript {
+            failure.transcript = Some(client.transcript().to_string());
+        }
+        failure
+    })?;
+    record.completed += 1;
+    Ok(())
+}
+
+async fn imap_dialogue(
+    ctx: &Ctx,
+    entry: &Entry,
+    client: &mut ImapClient,
+    record: &mut Record,
+    at: &mut Instant,
+) -> Result<(), Failure> {
+    let selected = client
+        .select("INBOX")
+        .await
+        .map_err(|e| Failure::client("select", e))?;
+    imap_ok("select", Ok(selected.result))?;
+    *at = record.time("select", *at);
+    let exists = selected.exists.unwrap_or(0);
+    let rounds = entry.per_connection.unwrap_or(ctx.options.per_connection);
+    for _ in 0..rounds {
+        if exists == 0 {
+            break;
+        }
+        // What a client shows in a message list: the newest ten, with flags, size and envelope.
+        let first = exists.saturating_sub(9).max(1);
+        imap_ok(
+            "fetch",
+            client
+                .command(&format!(
+                    "FETCH {first}:{exists} (UID FLAGS RFC822.SIZE ENVELOPE)"
+                ))
+                .await,
+        )?;
+        *at = record.time("fetch", *at);
+        // Then one message opened.
+        let open = ctx.random_below(exists) + 1;
+        imap_ok(
+            "fetch_body",
+            client.command(&format!("FETCH {open} BODY.PEEK[]")).await,
+        )?;
+        *at = record.time("fetch_body", *at);
+        imap_ok(
+            "store",
+            client
+                .command(&format!("STORE {open} +FLAGS (\\Seen)"))
+                .await,
+        )?;
+        *at = record.time("store", *at);
+    }
+    imap_ok("logout", client.logout().await)?;
+    *at = record.time("logout", *at);
+    Ok(())
+}

@@ -1,0 +1,582 @@
+//! What a load run measured: one HdrHistogram per phase, errors by phase and reply, and the
+//! summary written as JSON and merged across runs (`harness report merge`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency a histogram holds, in microseconds (one hour); longer ones are clamped.
+const MAX_MICROS: u64 = 3_600_000_000;
+/// Significant decimal digits kept: values within 0.1% of each other share a bucket.
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// Phases in the order the table shows them; others follow alphabetically.
+const PHASE_ORDER: &[&str] = &[
+    "imap_connect",
+    "imap_tls",
+    "imap_greeting",
+    "imap_starttls",
+    "setup",
+    "queue",
+    "connect",
+    "tls",
+    "greeting",
+    "ehlo",
+    "starttls",
+    "auth",
+    "login",
+    "mail",
+    "rcpt",
+    "data",
+    "data_end",
+    "quit",
+    "stat",
+    "retr",
+    "dele",
+    "select",
+    "fetch",
+    "fetch_body",
+    "store",
+    "logout",
+    "idle",
+    "notify",
+    "refill",
+    "session",
+];
+
+/// A latency histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, MAX_MICROS, SIGNIFICANT_DIGITS)
+                .expect("constant histogram bounds are valid"),
+        )
+    }
+}
+
+impl Latencies {
+    /// Records one latency; anything over an hour counts as an hour.
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(MAX_MICROS)
+            .clamp(1, MAX_MICROS);
+        self.0.saturating_record(micros);
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    pub(crate) fn percentile_ms(&self, percentile: f64) -> f64 {
+        micros_to_ms(self.0.value_at_percentile(percentile))
+    }
+
+    fn summary(&self) -> PhaseSummary {
+        PhaseSummary {
+            count: self.count(),
+            mean: micros_to_ms(self.0.mean().round() as u64),
+            p50: self.percentile_ms(50.0),
+            p90: self.percentile_ms(90.0),
+            p99: self.percentile_ms(99.0),
+            p999: self.percentile_ms(99.9),
+            max: micros_to_ms(self.0.max()),
+        }
+    }
+
+    /// The non-empty buckets as `[value in µs, count]`: exact enough to rebuild the histogram.
+    fn buckets(&self) -> Vec<[u64; 2]> {
+        self.0
+            .iter_recorded()
+            .map(|bucket| [bucket.value_iterated_to(), bucket.count_at_value()])
+            .collect()
+    }
+
+    fn from_buckets(buckets: &[[u64; 2]]) -> Self {
+        let mut latencies = Self::default();
+        for &[value, count] in buckets {
+            let _ = latencies.0.record_n(value.clamp(1, MAX_MICROS), count);
+        }
+        latencies
+    }
+}
+
+fn micros_to_ms(micros: u64) -> f64 {
+    // Three decimals: a microsecond is the histogram's unit.
+    (micros as f64) / 1000.0
+}
+
+/// Everything recorded during the measured part of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Latency per phase name.
+    pub phases: BTreeMap<&'static str, Latencies>,
+    /// Failed operations: phase name, then what came back (a reply code, `-ERR`, `NO`, or a
+    /// kind such as `timeout`), then how many times.
+    pub errors: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    /// Messages acknowledged, sessions finished or notifications seen: what throughput counts.
+    pub completed: u64,
+}
+
+impl Stats {
+    /// Records a phase's latency.
+    pub fn record(&mut self, phase: &'static str, latency: Duration) {
+        self.phases.entry(phase).or_default().record(latency);
+    }
+
+    /// Counts one failure.
+    pub fn error(&mut self, phase: &'static str, what: &str) {
+        *self
+            .errors
+            .entry(phase)
+            .or_default()
+            .entry(what.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Adds another run's figures.
+    pub fn merge(&mut self, other: &Stats) {
+        for (phase, latencies) in &other.phases {
+            self.phases.entry(phase).or_default().merge(latencies);
+        }
+        for (phase, kinds) in &other.errors {
+            let mine = self.errors.entry(phase).or_default();
+            for (kind, count) in kinds {
+                *mine.entry(kind.clone()).or_default() += count;
+            }
+        }
+        self.completed += other.completed;
+    }
+
+    /// Failures in all phases.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().flat_map(BTreeMap::values).sum()
+    }
+}
+
+/// Percentiles of one phase, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    /// Latencies recorded.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// What `--verify` found in the mailboxes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifySummary {
+    /// Messages the server acknowledged during the whole run (warm-up included).
+    pub acknowledged: u64,
+    /// Acknowledged messages not found in any mailbox.
+    pub missing: u64,
+    /// Acknowledged messages found more than once.
+    pub duplicated: u64,
+    /// Message-IDs of up to ten missing messages, for looking them up in the server's logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_examples: Vec<String>,
+}
+
+/// The JSON written by `--json` and read by `harness report merge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Workload name (a built-in or the workload file's `name`); `a+b` after merging different
+    /// ones.
+    pub workload: String,
+    /// Target name.
+    pub target: String,
+    /// `open loop, 200/s` or `closed loop, 20 connections`; joined with `; ` after a merge.
+    pub mode: String,
+    /// Length of the measured part, in seconds (warm-up excluded); the longest after a merge.
+    pub duration_s: f64,
+    /// Warm-up before measuring, in seconds.
+    pub warmup_s: f64,
+    /// Messages acknowledged (SMTP), sessions finished (POP3, IMAP) or new-mail notifications
+    /// seen (IMAP IDLE) in the measured part.
+    pub completed: u64,
+    /// Failed operations in the measured part.
+    pub errors: u64,
+    /// `completed` per second of the measured part; summed when merging runs that went on at
+    /// the same time.
+    pub throughput_per_s: f64,
+    /// Percentiles per phase, in milliseconds.
+    pub latency_ms: BTreeMap<String, PhaseSummary>,
+    /// Failures per phase and reply.
+    pub errors_by_phase: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `--verify` results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySummary>,
+    /// Peak resident memory of the harness process in KiB (the embedded server included, when
+    /// it ran in-process); the largest after a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+    /// Runs merged into this one (1 for a single run).
+    #[serde(default = "one")]
+    pub runs: u32,
+    /// The histograms behind `latency_ms`, as `[value in µs, count]` per non-empty bucket, so
+    /// that runs merge exactly.
+    pub histograms: BTreeMap<String, Vec<[u64; 2]>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Summary {
+    /// Summarises a finished run.
+    pub fn new(
+        workload: &str,
+        target: &str,
+        mode: &str,
+        measured: Duration,
+        warmup: Duration,
+        stats: &Stats,
+    ) -> Summary {
+        let seconds = measured.as_secs_f64();
+        Summary {
+            workload: workload.to_owned(),
+            target: target.to_owned(),
+            mode: mode.to_owned(),
+            duration_s: round3(seconds),
+            warmup_s: round3(warmup.as_secs_f64()),
+            completed: stats.completed,
+            errors: stats.error_count(),
+            throughput_per_s: if seconds > 0.0 {
+                round3(stats.completed as f64 / seconds)
+            } else {
+                0.0
+            },
+            latency_ms: stats
+                .phases
+                .iter()
+                .map(|(phase, latencies)| ((*phase).to_owned(), latencies.summary()))
+                .collect(),
+            errors_by_phase: stats
+                .errors
+                .iter()
+                .map(|(phase, kinds)| ((*phase).to_owned(), kinds.clone()))
+                .collect(),
+            verify: None,
+            peak_rss_kib: None,
+            runs: 1,
+            histograms: stats
+                .phases
+                .iter()
+                .map(|(phase, latencies)| ((*phase).to_owned(), latencies.buckets()))
+                .collect(),
+        }
+    }
+
+    /// Combines runs that went on at the same time (shards of one load, from several machines):
+    /// counts and throughputs add up, histograms merge exactly, the duration is the longest.
+    pub fn merge(runs: &[Summary]) -> Result<Summary, String> {
+        let Some(first) = runs.first() else {
+            return Err("nothing to merge".into());
+        };
+        let mut phases: BTreeMap<String, Latencies> = BTreeMap::new();
+        let mut merged = Summary {
+            workload: join_distinct(runs.iter().map(|r| r.workload.as_str()), "+"),
+            target: join_distinct(runs.iter().map(|r| r.target.as_str()), "+"),
+            mode: join_distinct(runs.iter().map(|r| r.mode.as_str()), "; "),
+            duration_s: 0.0,
+            warmup_s: first.warmup_s,
+            completed: 0,
+            errors: 0,
+            throughput_per_s: 0.0,
+            latency_ms: BTreeMap::new(),
+            errors_by_phase: BTreeMap::new(),
+            verify: None,
+            peak_rss_kib: None,
+            runs: 0,
+            histograms: BTreeMap::new(),
+        };
+        for run in runs {
+            merged.duration_s = merged.duration_s.max(run.duration_s);
+            merged.warmup_s = merged.warmup_s.max(run.warmup_s);
+            merged.completed += run.completed;
+            merged.errors += run.errors;
+            merged.throughput_per_s = round3(merged.throughput_per_s + run.throughput_per_s);
+            merged.runs += run.runs.max(1);
+            merged.peak_rss_kib = merged.peak_rss_kib.max(run.peak_rss_kib);
+            for (phase, kinds) in &run.errors_by_phase {
+                let mine = merged.errors_by_phase.entry(phase.clone()).or_default();
+                for (kind, count) in kinds {
+                    *mine.entry(kind.clone()).or_default() += count;
+                }
+            }
+            if let Some(verify) = &run.verify {
+                let mine = merged.verify.get_or_insert_with(VerifySummary::default);
+                mine.acknowledged += verify.acknowledged;
+                mine.missing += verify.missing;
+                mine.duplicated += verify.duplicated;
+                for example in &verify.missing_examples {
+                    if mine.missing_examples.len() < 10 {
+                        mine.missing_examples.push(example.clone());
+                    }
+                }
+            }
+            for (phase, buckets) in &run.histograms {
+                phases
+                    .entry(phase.clone())
+                    .or_default()
+                    .merge(&Latencies::from_buckets(buckets));
+            }
+        }
+        for (phase, latencies) in &phases {
+            merged.latency_ms.insert(phase.clone(), latencies.summary());
+            merged.histograms.insert(phase.clone(), latencies.buckets());
+        }
+        Ok(merged)
+    }
+
+    /// The table printed at the end of a run.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let runs = if self.runs > 1 {
+            format!(" ({} runs merged)", self.runs)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "workload {} against {}{runs}: {}; {:.1} s measured after {:.1} s warm-up",
+            self.workload, self.target, self.mode, self.duration_s, self.warmup_s
+        );
+        let _ = writeln!(
+            out,
+            "completed {}  throughput {:.1}/s  errors {}",
+            self.completed, self.throughput_per_s, self.errors
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "phase (ms)", "count", "mean", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (phase, s) in ordered(&self.latency_ms) {
+            let _ = writeln!(
+                out,
+                "{phase:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                s.count,
+                ms(s.mean),
+                ms(s.p50),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.p999),
+                ms(s.max)
+            );
+        }
+        if !self.errors_by_phase.is_empty() {
+            let _ = writeln!(out, "\nerrors:");
+            for (phase, kinds) in &self.errors_by_phase {
+                for (kind, count) in kinds {
+                    let _ = writeln!(out, "  {phase:<10} {kind:<40} {count:>9}");
+                }
+            }
+        }
+        if let Some(verify) = &self.verify {
+            let _ = writeln!(
+                out,
+                "\nverify: acknowledged {}, missing {}, duplicated {}",
+                verify.acknowledged, verify.missing, verify.duplicated
+            );
+            for example in &verify.missing_examples {
+                let _ = writeln!(out, "  missing {example}");
+            }
+        }
+        if let Some(rss) = self.peak_rss_kib {
+            let _ = writeln!(out, "peak RSS {:.1} MiB", rss as f64 / 1024.0);
+        }
+        out
+    }
+}
+
+/// Phases in table order.
+fn ordered<T>(map: &BTreeMap<String, T>) -> Vec<(&str, &T)> {
+    let mut rows: Vec<(&str, &T)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    rows.sort_by_key(|(phase, _)| {
+        (
+            PHASE_ORDER
+                .iter()
+                .position(|known| known == phase)
+                .unwrap_or(PHASE_ORDER.len()),
+            *phase,
+        )
+    });
+    rows
+}
+
+fn ms(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+fn join_distinct<'a>(values: impl Iterator<Item = &'a str>, separator: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for value in values {
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+    }
+    seen.join(separator)
+}
+
+/// Peak resident set size of this process in KiB (`VmHWM`), where the OS tells it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(latencies_ms: &[u64], completed: u64) -> Stats {
+        let mut stats = Stats::default();
+        for &ms in latencies_ms {
+            stats.record("session", Duration::from_millis(ms));
+        }
+        stats.completed = completed;
+        stats
+    }
+
+    #[test]
+    fn percentiles_come_from_the_recorded_latencies() {
+        let latencies: Vec<u64> = (1..=1000).collect();
+        let summary = Summary::new(
+            "relay",
+            "t",
+            "m",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            &stats(&latencies, 1000),
+        );
+        let session = &summary.latency_ms["session"];
+        assert_eq!(session.count, 1000);
+        // Within the histogram's 0.1% precision.
+        assert!((session.p50 - 500.0).abs() <= 1.0, "{session:?}");
+        assert!((session.p99 - 990.0).abs() <= 1.0, "{session:?}");
+        assert!((session.max - 1000.0).abs() <= 1.0, "{session:?}");
+        assert_eq!(summary.throughput_per_s, 100.0);
+    }
+
+    #[test]
+    fn merging_adds_counts_and_throughput_and_keeps_percentiles_exact() {
+        let fast: Vec<u64> = vec![1; 900];
+        let slow: Vec<u64> = vec![100; 100];
+        let a = Summary::new(
+            "relay",
+            "t",
+            "m",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            &stats(&fast, 900),
+        );
+        let mut b = Summary::new(
+            "relay",
+            "t",
+            "m",
+            Duration::from_secs(12),
+            Duration::ZERO,
+            &stats(&slow, 100),
+        );
+        b.verify = Some(VerifySummary {
+            acknowledged: 100,
+            missing: 2,
+            duplicated: 1,
+            missing_examples: vec!["<x@y>".into()],
+        });
+        // Through JSON, as `harness report merge` reads them.
+        let a: Summary = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let merged = Summary::merge(&[a, b]).unwrap();
+        assert_eq!(merged.completed, 1000);
+        assert_eq!(merged.runs, 2);
+        assert_eq!(merged.duration_s, 12.0);
+        assert!((merged.throughput_per_s - (90.0 + 100.0 / 12.0)).abs() < 0.01);
+        let session = &merged.latency_ms["session"];
+        assert_eq!(session.count, 1000);
+        assert!((session.p50 - 1.0).abs() < 0.01, "{session:?}");
+        assert!((session.p99 - 100.0).abs() < 0.1, "{session:?}");
+        let verify = merged.verify.unwrap();
+        assert_eq!(
+            (verify.acknowledged, verify.missing, verify.duplicated),
+            (100, 2, 1)
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_phase_and_reply() {
+        let mut stats = Stats::default();
+        stats.error("rcpt", "451");
+        stats.error("rcpt", "451");
+        stats.error("connect", "timeout");
+        assert_eq!(stats.error_count(), 3);
+        let summary = Summary::new(
+            "relay",
+            "t",
+            "m",
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &stats,
+        );
+        assert_eq!(summary.errors, 3);
+        assert_eq!(summary.errors_by_phase["rcpt"]["451"], 2);
+        let table = summary.render();
+        assert!(table.contains("rcpt"), "{table}");
+        assert!(table.contains("timeout"), "{table}");
+    }
+
+    #[test]
+    fn table_lists_phases_in_protocol_order() {
+        let mut stats = Stats::default();
+        for phase in ["session", "rcpt", "connect", "mail"] {
+            stats.record(phase, Duration::from_millis(1));
+        }
+        let table = Summary::new(
+            "relay",
+            "t",
+            "m",
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &stats,
+        )
+        .render();
+        let at = |phase: &str| table.find(&format!("\n{phase} ")).unwrap();
+        assert!(at("connect") < at("mail"));
+        assert!(at("mail") < at("rcpt"));
+        assert!(at("rcpt") < at("session"));
+    }
+}
