@@ -186,7 +186,7 @@ fn message_id(header: &[u8]) -> Option<String> {
                 break;
             }
         }
-        return Some(value);
+        return Some(value.trim().to_owned());
     }
     None
 }
