@@ -10,21 +10,36 @@
 
 /// A command keyword, recognised case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verb {
+pub enum Verb {
+    /// `CAPA` (RFC 2449).
     Capa,
+    /// `USER`.
     User,
+    /// `PASS`.
     Pass,
+    /// `APOP`.
     Apop,
+    /// `AUTH` (RFC 5034).
     Auth,
+    /// `STLS` (RFC 2595).
     Stls,
+    /// `STAT`.
     Stat,
+    /// `LIST`.
     List,
+    /// `UIDL`.
     Uidl,
+    /// `RETR`.
     Retr,
+    /// `TOP`.
     Top,
+    /// `DELE`.
     Dele,
+    /// `NOOP`.
     Noop,
+    /// `RSET`.
     Rset,
+    /// `QUIT`.
     Quit,
 }
 
@@ -117,41 +132,57 @@ impl Verb {
 
 /// A command with its arguments checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Command {
+pub enum Command {
+    /// `CAPA`.
     Capa,
+    /// `USER name`.
     User(String),
+    /// `PASS password`; the password may contain spaces.
     Pass(String),
+    /// `APOP name digest`.
     Apop {
+        /// The mailbox name.
         name: String,
         /// Lower-case hex.
         digest: String,
     },
+    /// `AUTH [mechanism [initial-response]]`.
     Auth {
         /// Upper-cased; `None` asks for the list of mechanisms.
         mechanism: Option<String>,
         /// Still base64.
         initial: Option<String>,
     },
+    /// `STLS`.
     Stls,
+    /// `STAT`.
     Stat,
-    /// `None` lists every message.
+    /// `LIST [msg]`; `None` lists every message.
     List(Option<u32>),
-    /// `None` lists every message.
+    /// `UIDL [msg]`; `None` lists every message.
     Uidl(Option<u32>),
+    /// `RETR msg`.
     Retr(u32),
+    /// `TOP msg lines`.
     Top {
+        /// The message number.
         message: u32,
+        /// Body lines to send after the header.
         lines: usize,
     },
+    /// `DELE msg`.
     Dele(u32),
+    /// `NOOP`.
     Noop,
+    /// `RSET`.
     Rset,
+    /// `QUIT`.
     Quit,
 }
 
 /// Splits a line (without its line end) into the verb and the bytes after the first space;
 /// `None` when the verb is unknown.
-pub(super) fn split(line: &[u8]) -> Option<(Verb, &[u8])> {
+pub fn split(line: &[u8]) -> Option<(Verb, &[u8])> {
     let (word, args) = match line.iter().position(|&b| b == b' ') {
         Some(space) => (&line[..space], &line[space + 1..]),
         None => (line, &line[line.len()..]),
@@ -163,7 +194,7 @@ pub(super) fn split(line: &[u8]) -> Option<(Verb, &[u8])> {
 }
 
 /// Checks the arguments of `verb`; on error, the usage to quote.
-pub(super) fn parse(verb: Verb, args: &[u8]) -> Result<Command, &'static str> {
+pub fn parse(verb: Verb, args: &[u8]) -> Result<Command, &'static str> {
     let tokens: Vec<&[u8]> = args
         .split(|&b| b == b' ')
         .filter(|t| !t.is_empty())

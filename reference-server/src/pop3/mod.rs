@@ -2,5 +2,5 @@
 //! SASL PLAIN (RFC 5034, RFC 4616), as a sans-IO session the socket driver in `server.rs`
 //! runs.
 
-mod command;
+pub mod command;
 pub mod session;
