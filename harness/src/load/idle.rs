@@ -327,8 +327,9 @@ async fn deliver(ctx: &Ctx, account: usize, intended: Instant, pending: &Pending
             &mut client,
             &ctx.sender,
             &recipient,
-            &message,
+            message,
             pipelining,
+            false,
             &mut record,
             &mut at,
         )

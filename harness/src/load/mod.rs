@@ -456,8 +456,9 @@ async fn deliver(
             &mut client,
             &ctx.sender,
             &recipient,
-            &message,
+            message,
             pipelining,
+            false,
             record,
             &mut at,
         )
