@@ -3,7 +3,6 @@
 //! chunks as reads from a socket deliver them. Throughput is wire bytes per second.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use reference_server::smtp::data::{DataReceiver, Progress, dot_stuff};
@@ -76,15 +75,9 @@ fn data_receiver(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = benches::short();
     targets = data_receiver
 }
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! On a listener without TLS, so the figures are the protocol and the store, not the cipher.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reference_server::config::TlsMode;
@@ -214,15 +214,9 @@ fn imap_fetch(c: &mut Criterion) {
     runtime.block_on(server.shutdown());
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = benches::short();
     targets = imap_fetch
 }
 criterion_main!(benches);

@@ -5,7 +5,6 @@
 //! message as message/rfc822.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use imap_codec::imap_types::body::{BodyStructure, SpecificFields};
@@ -197,15 +196,9 @@ fn mime(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = benches::short();
     targets = mime
 }
 criterion_main!(benches);

@@ -6,7 +6,6 @@
 
 use std::hint::black_box;
 use std::mem::discriminant;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reference_server::imap::framing::{Framed, Framer};
@@ -204,15 +203,9 @@ fn imap_commands(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = benches::short();
     targets = smtp_commands, pop3_commands, imap_commands
 }
 criterion_main!(benches);
