@@ -14,7 +14,8 @@
 //! order, while the connection is still held.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
 
 use rusqlite::Transaction;
 
@@ -47,17 +48,25 @@ type Outcome = Result<Accepted, StoreError>;
 #[derive(Debug, Default)]
 pub(super) struct GroupCommit {
     state: Mutex<State>,
-    /// Signalled whenever a batch has finished.
-    finished: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct State {
     next_ticket: u64,
-    queued: Vec<(u64, Pending)>,
+    queued: Vec<Waiting>,
     /// Whether a leader is committing a batch now.
     committing: bool,
     outcomes: HashMap<u64, Outcome>,
+}
+
+/// A queued delivery and the thread to wake when it has an outcome. Each caller is woken on
+/// its own: a shared condition variable would wake every waiter at the end of every batch,
+/// and the context switches are what a busy server pays for.
+#[derive(Debug)]
+struct Waiting {
+    ticket: u64,
+    delivery: Pending,
+    thread: Thread,
 }
 
 impl GroupCommit {
@@ -67,24 +76,35 @@ impl GroupCommit {
     }
 }
 
-/// Hands a leader's batch back as failed if the leader unwinds, so that its followers do not
-/// wait for ever.
+/// The end of a leader's turn, run on every exit: deliveries of its batch without an outcome
+/// (the leader unwound) fail rather than wait for ever, their callers are woken, and so is the
+/// first caller queued since, to lead the next batch.
 struct Leading<'a> {
     group: &'a GroupCommit,
-    tickets: Vec<u64>,
+    batch: Vec<(u64, Thread)>,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
         let mut state = self.group.state();
         state.committing = false;
-        for &ticket in &self.tickets {
+        for (ticket, _) in &self.batch {
             state
                 .outcomes
-                .entry(ticket)
+                .entry(*ticket)
                 .or_insert(Err(StoreError::LockPoisoned));
         }
-        self.group.finished.notify_all();
+        let next = state.queued.first().map(|w| w.thread.clone());
+        drop(state);
+        let me = thread::current().id();
+        for (_, waiter) in &self.batch {
+            if waiter.id() != me {
+                waiter.unpark();
+            }
+        }
+        if let Some(next) = next {
+            next.unpark();
+        }
     }
 }
 
@@ -96,32 +116,39 @@ impl Store {
         let mut state = group.state();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queued.push((ticket, delivery));
+        state.queued.push(Waiting {
+            ticket,
+            delivery,
+            thread: thread::current(),
+        });
         loop {
             if let Some(outcome) = state.outcomes.remove(&ticket) {
                 return outcome;
             }
             if state.committing {
-                state = group
-                    .finished
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                drop(state);
+                // Woken when our batch is done or when we are to lead; spurious wake-ups just
+                // go round the loop again.
+                thread::park();
+                state = group.state();
                 continue;
             }
             // Nothing is committing, so our delivery is still queued: lead.
             state.committing = true;
-            let batch = std::mem::take(&mut state.queued);
+            let queued = std::mem::take(&mut state.queued);
             drop(state);
+            let mut batch = Vec::with_capacity(queued.len());
             let mut leading = Leading {
                 group,
-                tickets: batch.iter().map(|(ticket, _)| *ticket).collect(),
+                batch: Vec::with_capacity(queued.len()),
             };
+            for waiting in queued {
+                leading.batch.push((waiting.ticket, waiting.thread));
+                batch.push((waiting.ticket, waiting.delivery));
+            }
             let outcomes = self.commit_batch(batch);
-            state = group.state();
-            state.outcomes.extend(outcomes);
-            leading.tickets.clear();
-            drop(state);
-            // Resets `committing` and wakes the followers.
+            group.state().outcomes.extend(outcomes);
+            // Wakes the batch's callers and the next leader.
             drop(leading);
             state = group.state();
         }
@@ -155,6 +182,7 @@ impl Store {
         }
         self.announce(changes);
         drop(conn);
+        tracing::debug!(deliveries = outcomes.len(), "group commit");
         outcomes
     }
 }
