@@ -57,6 +57,9 @@ struct State {
     /// Whether a leader is committing a batch now.
     committing: bool,
     outcomes: HashMap<u64, Outcome>,
+    /// The size of every batch taken, so that tests can see deliveries share a transaction.
+    #[cfg(test)]
+    batches: Vec<usize>,
 }
 
 /// A queued delivery and the thread to wake when it has an outcome. Each caller is woken on
@@ -136,6 +139,8 @@ impl Store {
             // Nothing is committing, so our delivery is still queued: lead.
             state.committing = true;
             let queued = std::mem::take(&mut state.queued);
+            #[cfg(test)]
+            state.batches.push(queued.len());
             drop(state);
             let mut batch = Vec::with_capacity(queued.len());
             let mut leading = Leading {
@@ -310,6 +315,52 @@ mod tests {
             ));
         }
         assert!(watcher.try_recv().is_err());
+    }
+
+    #[test]
+    fn deliveries_queued_during_a_commit_share_the_next_transaction() {
+        const CALLERS: usize = 10;
+        let (_dir, store) = store();
+        // Holding the connection stalls the first leader inside its commit.
+        let conn = store.conn().expect("conn");
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|i| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    let body = format!("message {i}");
+                    let accepted = store.accept(&Incoming {
+                        sender: BOB,
+                        local: &[ALICE],
+                        remote: &[],
+                        message: body.as_bytes(),
+                        queue_id: "Q",
+                    });
+                    accepted.expect("accept").delivered[0].uid
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let state = store.inner.group.state();
+            if state.batches.len() == 1 && state.queued.len() == CALLERS - 1 {
+                break;
+            }
+            drop(state);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callers never queued up"
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(conn);
+        let mut uids: Vec<u32> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread panicked"))
+            .collect();
+        uids.sort_unstable();
+        assert_eq!(uids, (1..=CALLERS as u32).collect::<Vec<_>>());
+        // The first leader committed alone; everyone queued behind it shared one commit.
+        assert_eq!(store.inner.group.state().batches, [1, CALLERS - 1]);
     }
 
     #[test]
