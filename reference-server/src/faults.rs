@@ -53,6 +53,7 @@ policies! {
     BareLfEndOfData "bare_lf_end_of_data" "Take a bare LF or CR as a line end in DATA, so <LF>.<LF>, <CR>.<CR> and the like end the message (SMTP smuggling), and accept bare line ends.",
     LegacyTls "legacy_tls" "Answer a TLS 1.0 or 1.1 ClientHello with a ServerHello of that version.",
     DiscardMail "discard_mail" "Reply 250 to message data but store nothing.",
+    DropAfterAck "drop_after_ack" "Reply 250 to message data but lose one accepted message in ten (the 1st, 11th, 21st, ... since start).",
     AcceptUnknownUsers "accept_unknown_users" "Accept any local part in a hosted domain and discard mail for unknown users.",
     NoPostmaster "no_postmaster" "Refuse the postmaster mailbox.",
     UnknownCommand502 "unknown_command_502" "Answer unrecognized commands with 502 instead of 500.",

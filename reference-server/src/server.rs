@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,6 +87,8 @@ struct Shared {
     dns: Dns,
     /// Wakes the relay worker when mail was queued.
     relay: relay::Waker,
+    /// Messages accepted for storage since start, counted for the `drop_after_ack` fault.
+    acked: AtomicU64,
 }
 
 /// Opens the store, loads or generates the certificate, binds every listener and starts
@@ -142,6 +145,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .map(|p| PopBeforeSmtp::new(Duration::from_secs(p.window_secs))),
         dns,
         relay,
+        acked: AtomicU64::new(0),
     });
     let (done_tx, done_rx) = mpsc::channel(1);
     let mut listeners = Vec::new();
@@ -511,6 +515,17 @@ async fn serve_smtp(
                 let (id, sender) = (envelope.id.clone(), envelope.sender.clone());
                 let (local, remote) = (envelope.local.clone(), envelope.remote.clone());
                 let result = if local.is_empty() && remote.is_empty() {
+                    Ok(())
+                } else if shared.config.faults.has(Policy::DropAfterAck)
+                    && shared
+                        .acked
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(10)
+                {
+                    tracing::warn!(
+                        id = envelope.id,
+                        "FAULT drop_after_ack: acknowledging a message but storing nothing"
+                    );
                     Ok(())
                 } else {
                     tokio::task::spawn_blocking(move || {

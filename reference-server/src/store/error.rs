@@ -149,6 +149,10 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The transaction this delivery shared with others (group commit) failed as a whole, so
+    /// none of them was stored.
+    #[error("the transaction shared with other deliveries failed: {0}")]
+    BatchFailed(String),
     /// A thread panicked while holding the database connection, so its state is not trusted.
     #[error("the store is unusable: a thread panicked while holding its database connection")]
     LockPoisoned,

@@ -5,15 +5,17 @@
 //! connection behind a mutex serialises database work, which SQLite does for writers anyway; blob
 //! files are written outside the lock so that concurrent deliveries overlap their fsyncs.
 //!
-//! Every write is one IMMEDIATE transaction. A UID is assigned in the transaction that inserts the
-//! message and never reused; UIDVALIDITY changes only when a mailbox is recreated; every change to
-//! a mailbox (new message, flags, removal) takes the mailbox's next mod-sequence (RFC 7162), so
-//! mod-sequences strictly increase per mailbox. Changes are announced to watchers
-//! ([`Store::watch`]) after they committed, in commit order.
+//! Every write is one IMMEDIATE transaction; concurrent deliveries share one (group commit, in
+//! `group.rs`). A UID is assigned in the transaction that inserts the message and never reused;
+//! UIDVALIDITY changes only when a mailbox is recreated; every change to a mailbox (new message,
+//! flags, removal) takes the mailbox's next mod-sequence (RFC 7162), so mod-sequences strictly
+//! increase per mailbox. Changes are announced to watchers ([`Store::watch`]) after they
+//! committed, in commit order.
 
 mod blobs;
 mod error;
 mod flags;
+mod group;
 mod mailboxes;
 mod outbound;
 mod reads;
@@ -60,6 +62,8 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     conn: Mutex<Connection>,
+    /// Deliveries waiting for a shared commit. Its lock is never taken while `conn` is held.
+    group: self::group::GroupCommit,
     blobs: BlobDir,
     /// Locked only while `conn` is held (or without it), never the other way round.
     watchers: Watchers,
@@ -130,6 +134,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                group: Default::default(),
                 blobs,
                 watchers: Watchers::default(),
                 recent: RecentMarks::new(marks),

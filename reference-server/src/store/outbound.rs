@@ -9,6 +9,7 @@
 use rusqlite::{Transaction, params};
 
 use super::error::SqliteContext;
+use super::group::Pending;
 use super::writes::{Delivered, Filed, NewMessage, deliver_in, now};
 use super::{Store, StoreError, immediate, to_sql_u64};
 
@@ -87,6 +88,9 @@ pub enum Settle {
 impl Store {
     /// Durably files `mail` for its local recipients and queues it for the remote ones, in one
     /// transaction: either both happen or neither. Returns only once the data is on disk.
+    ///
+    /// Concurrent calls share one transaction and so one fsync (group commit); each still
+    /// succeeds or fails on its own.
     pub fn accept(&self, mail: &Incoming<'_>) -> Result<Accepted, StoreError> {
         if mail.local.is_empty() && mail.remote.is_empty() {
             return Ok(Accepted {
@@ -95,15 +99,22 @@ impl Store {
             });
         }
         let blob = self.inner.blobs.put(mail.message)?;
-        let mut conn = self.conn()?;
-        let tx = immediate(&mut conn)?;
-        let (delivered, changes) = accept_in(&tx, mail, &blob)?;
-        let queued = queue_in(&tx, mail, &blob)?;
-        tx.commit().ctx("committing an accepted message")?;
-        self.announce(changes);
-        drop(conn);
-        tracing::debug!(id = mail.queue_id, local = delivered.len(), queued, %blob, "accepted");
-        Ok(Accepted { delivered, queued })
+        let accepted = self.commit_grouped(Pending {
+            sender: mail.sender.to_owned(),
+            local: mail.local.iter().map(|&a| a.to_owned()).collect(),
+            remote: mail.remote.iter().map(|&a| a.to_owned()).collect(),
+            queue_id: mail.queue_id.to_owned(),
+            size: mail.message.len() as u64,
+            blob: blob.clone(),
+        })?;
+        tracing::debug!(
+            id = mail.queue_id,
+            local = accepted.delivered.len(),
+            queued = accepted.queued,
+            %blob,
+            "accepted"
+        );
+        Ok(accepted)
     }
 
     /// The earliest time (Unix milliseconds) a queued recipient is due, if any is queued.
@@ -228,8 +239,9 @@ impl Store {
         .ctx("removing a finished outbound message")?;
         let mut changes = Vec::new();
         if let (Some(bounce), Some(blob)) = (bounce, &blob) {
-            changes = accept_in(&tx, bounce, blob)?.1;
-            queue_in(&tx, bounce, blob)?;
+            let size = bounce.message.len() as u64;
+            changes = accept_in(&tx, bounce, size, blob)?.1;
+            queue_in(&tx, bounce, size, blob)?;
         }
         tx.commit().ctx("committing an outbound attempt")?;
         self.announce(changes);
@@ -237,27 +249,37 @@ impl Store {
     }
 }
 
-/// Files `mail` for its local recipients inside `tx`.
-fn accept_in(tx: &Transaction<'_>, mail: &Incoming<'_>, blob: &str) -> Result<Filed, StoreError> {
+/// Files `mail`, whose body of `size` octets is blob `blob`, for its local recipients inside `tx`.
+pub(super) fn accept_in(
+    tx: &Transaction<'_>,
+    mail: &Incoming<'_>,
+    size: u64,
+    blob: &str,
+) -> Result<Filed, StoreError> {
     if mail.local.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
     let new = NewMessage {
         internal_date: now(),
-        size: mail.message.len() as u64,
+        size,
         blob,
         flags: &[],
     };
     deliver_in(tx, mail.local, &new)
 }
 
-/// Queues `mail` for its remote recipients inside `tx`, each due at once. Returns how many
-/// distinct recipients were queued.
-fn queue_in(tx: &Transaction<'_>, mail: &Incoming<'_>, blob: &str) -> Result<usize, StoreError> {
+/// Queues `mail`, whose body of `size` octets is blob `blob`, for its remote recipients inside
+/// `tx`, each due at once. Returns how many distinct recipients were queued.
+pub(super) fn queue_in(
+    tx: &Transaction<'_>,
+    mail: &Incoming<'_>,
+    size: u64,
+    blob: &str,
+) -> Result<usize, StoreError> {
     if mail.remote.is_empty() {
         return Ok(0);
     }
-    let size = to_sql_u64(mail.message.len() as u64)?;
+    let size = to_sql_u64(size)?;
     tx.prepare_cached(
         "INSERT INTO outbound (queue_id, sender, blob, size, arrived) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::error::SqliteContext;
 use super::flags::{self, DELETED, FlagOp};
+use super::group::Pending;
 use super::reads::{Loaded, load_messages, uid_ranges};
 use super::{
     Change, INBOX, MailboxRow, Store, StoreError, canonical_mailbox, existing_mailbox, immediate,
@@ -73,7 +74,8 @@ impl Store {
     /// after this returns.
     ///
     /// All-or-nothing: an unknown account means an error and nothing inserted. A recipient named
-    /// twice, in any case, gets one copy.
+    /// twice, in any case, gets one copy. Concurrent deliveries share one transaction and so one
+    /// fsync (group commit); each still succeeds or fails on its own.
     pub fn deliver(
         &self,
         recipients: &[&str],
@@ -89,18 +91,16 @@ impl Store {
             resolve_recipients(&conn, recipients)?;
         }
         let blob = self.inner.blobs.put(message)?;
-        let new = NewMessage {
-            internal_date: now(),
-            size: message.len() as u64,
-            blob: &blob,
-            flags: &[],
-        };
-        let mut conn = self.conn()?;
-        let tx = immediate(&mut conn)?;
-        let (delivered, changes) = deliver_in(&tx, recipients, &new)?;
-        tx.commit().ctx("committing a delivery")?;
-        self.announce(changes);
-        drop(conn);
+        let delivered = self
+            .commit_grouped(Pending {
+                sender: String::new(),
+                local: recipients.iter().map(|&a| a.to_owned()).collect(),
+                remote: Vec::new(),
+                queue_id: String::new(),
+                size: message.len() as u64,
+                blob: blob.clone(),
+            })?
+            .delivered;
         for d in &delivered {
             tracing::debug!(account = %d.account, uid = d.uid, %blob, "delivered");
         }

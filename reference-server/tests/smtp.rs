@@ -1,0 +1,133 @@
+//! The SMTP driver over real sockets on port 25's listener (ephemeral port): what a 250 to
+//! message data means for the store.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reference_server::faults::Policy;
+use reference_server::store::INBOX;
+use reference_server::{Config, Role, RunningServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const ALICE: &str = "alice@example.test";
+
+/// A bare SMTP client that reads whole (multi-line) replies.
+struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut client = Client {
+            reader: BufReader::new(read),
+            writer: write,
+        };
+        let greeting = client.reply().await;
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        client
+    }
+
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
+                    .await
+                    .expect("a reply within 10 s")
+                    .unwrap();
+            all.push_str(&line);
+            if read == 0 || line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) -> String {
+        self.writer.write_all(text.as_bytes()).await.unwrap();
+        self.reply().await
+    }
+}
+
+/// Sends `count` messages to alice, one per connection; returns the replies to their data.
+async fn send_messages(addr: SocketAddr, count: usize) -> Vec<String> {
+    let mut replies = Vec::with_capacity(count);
+    for n in 0..count {
+        let mut client = Client::connect(addr).await;
+        assert!(client.send("EHLO c.test\r\n").await.starts_with("250"));
+        assert!(
+            client
+                .send("MAIL FROM:<a@c.test>\r\n")
+                .await
+                .starts_with("250")
+        );
+        assert!(
+            client
+                .send(&format!("RCPT TO:<{ALICE}>\r\n"))
+                .await
+                .starts_with("250")
+        );
+        assert!(client.send("DATA\r\n").await.starts_with("354"));
+        replies.push(
+            client
+                .send(&format!("Subject: {n}\r\n\r\nmessage {n}\r\n.\r\n"))
+                .await,
+        );
+        assert!(client.send("QUIT\r\n").await.starts_with("221"));
+    }
+    replies
+}
+
+async fn server(dir: &std::path::Path, configure: impl FnOnce(&mut Config)) -> RunningServer {
+    let mut config = Config::ephemeral(dir.to_owned());
+    configure(&mut config);
+    reference_server::start(config).await.unwrap()
+}
+
+/// The subjects' numbers of alice's messages, in UID order.
+fn stored(server: &RunningServer) -> Vec<usize> {
+    let store = server.store();
+    store
+        .messages(ALICE, INBOX)
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let octets = store.read_message(ALICE, INBOX, m.uid).unwrap();
+            let text = String::from_utf8(octets).unwrap();
+            let subject = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .expect("a Subject line");
+            subject.parse().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |_| {}).await;
+    let replies = send_messages(server.addr(Role::Smtp).unwrap(), 10).await;
+    assert!(replies.iter().all(|r| r.starts_with("250 ")), "{replies:?}");
+    assert_eq!(stored(&server), (0..10).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn drop_after_ack_loses_the_first_of_every_ten_acknowledged_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| {
+        c.faults.policy.insert(Policy::DropAfterAck);
+    })
+    .await;
+    let replies = send_messages(server.addr(Role::Smtp).unwrap(), 12).await;
+    assert!(replies.iter().all(|r| r.starts_with("250 ")), "{replies:?}");
+    // The 1st and the 11th are acknowledged but gone.
+    let expected: Vec<usize> = (1..10).chain(11..12).collect();
+    assert_eq!(stored(&server), expected);
+    server.shutdown().await;
+}
