@@ -176,24 +176,30 @@ async fn main() -> ExitCode {
         Ok(()) => passed += 1,
         Err(why) => failures.push(format!("sender domain check switched on: {why}")),
     }
-    let policy_faults = Policy::ALL.iter().map(|policy| {
-        let policy = *policy;
-        let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(move |c: &mut Config| {
-            c.faults.policy.insert(policy);
-            if policy == Policy::PopBeforeSmtpIgnored {
-                // The fault only shows where POP-before-SMTP is configured.
-                enable_pop_before_smtp(c);
-            }
-            if policy == Policy::RelayNoFcrdns {
-                // Likewise for the reverse DNS check on port 25.
-                enable_fcrdns(c);
-            }
-            if policy == Policy::RelayNoSenderCheck {
-                enable_sender_check(c);
-            }
+    // drop_after_ack loses one message in ten counted over the whole server, so which scenario
+    // it hits depends on the order they run in; it is there for `harness load --verify`, and
+    // harness/tests/load.rs shows that check fail with it.
+    let policy_faults = Policy::ALL
+        .iter()
+        .filter(|p| **p != Policy::DropAfterAck)
+        .map(|policy| {
+            let policy = *policy;
+            let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(move |c: &mut Config| {
+                c.faults.policy.insert(policy);
+                if policy == Policy::PopBeforeSmtpIgnored {
+                    // The fault only shows where POP-before-SMTP is configured.
+                    enable_pop_before_smtp(c);
+                }
+                if policy == Policy::RelayNoFcrdns {
+                    // Likewise for the reverse DNS check on port 25.
+                    enable_fcrdns(c);
+                }
+                if policy == Policy::RelayNoSenderCheck {
+                    enable_sender_check(c);
+                }
+            });
+            (policy.name(), Scope::Exact, configure)
         });
-        (policy.name(), Scope::Exact, configure)
-    });
     let configured = CONFIGURED.iter().map(|(name, scope, configure)| {
         let configure: Box<dyn FnOnce(&mut Config) + Send> = Box::new(*configure);
         (*name, *scope, configure)

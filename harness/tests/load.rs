@@ -144,6 +144,32 @@ async fn verify_finds_every_acknowledged_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_catches_a_server_that_loses_acknowledged_mail() {
+    let losing = LoadTarget::Embedded(Box::new(|config| {
+        config
+            .faults
+            .policy
+            .insert(reference_server::faults::Policy::DropAfterAck);
+    }));
+    let mut verified = closed(Kind::Relay, 4);
+    verified.verify = true;
+    verified.verify_wait = Duration::from_secs(1);
+    let summary = run(losing, verified).await;
+    // Every message got its 250: the load itself saw nothing wrong.
+    assert_eq!(summary.errors, 0, "{}", summary.render());
+    let verify = summary.verify.clone().expect("verify figures");
+    // One in ten is lost, the pre-flight message (the first) among them.
+    assert!(verify.missing >= 1, "{verify:?}");
+    assert_eq!(
+        verify.missing,
+        verify.acknowledged.div_ceil(10),
+        "{verify:?}"
+    );
+    assert!(!verify.missing_examples.is_empty());
+    assert!(summary.render().contains("missing"), "{}", summary.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_workload_file_runs_each_part() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mix.yaml");
@@ -231,6 +257,15 @@ async fn reference_with_profile(
     password: &str,
     trust: bool,
 ) -> (reference_server::RunningServer, PathBuf) {
+    reference_with_ports(dir, password, trust, true).await
+}
+
+async fn reference_with_ports(
+    dir: &tempfile::TempDir,
+    password: &str,
+    trust: bool,
+    imap: bool,
+) -> (reference_server::RunningServer, PathBuf) {
     let server =
         reference_server::start(reference_server::Config::ephemeral(dir.path().join("data")))
             .await
@@ -251,14 +286,18 @@ async fn reference_with_profile(
         dir,
         &format!(
             "name: reference\nhost: 127.0.0.1\ndomain: example.test\ntls: {tls}\n\
-             ports: {{ smtp: {}, submission: {}, submissions: {}, pop3s: {}, imaps: {} }}\n\
+             ports: {{ smtp: {}, submission: {}, submissions: {}, pop3s: {}{} }}\n\
              accounts:\n  - {{ address: alice@example.test, password: {password} }}\n\
              foreign_recipient: x@elsewhere.test\n",
             port(Role::Smtp),
             port(Role::Submission),
             port(Role::Submissions),
             port(Role::Pop3s),
-            port(Role::Imaps),
+            if imap {
+                format!(", imaps: {}", port(Role::Imaps))
+            } else {
+                String::new()
+            },
         ),
     );
     (server, path)
@@ -292,6 +331,18 @@ async fn an_untrusted_certificate_stops_the_run() {
     let (_server, path) = reference_with_profile(&dir, "alice-secret", true).await;
     let summary = run(LoadTarget::Profile(path), closed(Kind::Submissions, 2)).await;
     assert_clean(&summary, &["tls", "auth"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_over_pop3_when_the_target_has_no_imap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, path) = reference_with_ports(&dir, "alice-secret", true, false).await;
+    let mut verified = closed(Kind::Submissions, 2);
+    verified.verify = true;
+    let summary = run(LoadTarget::Profile(path), verified).await;
+    let verify = summary.verify.clone().expect("verify figures");
+    assert!(verify.acknowledged > summary.completed, "{verify:?}");
+    assert_eq!((verify.missing, verify.duplicated), (0, 0), "{verify:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,4 +442,33 @@ fn bad_options_are_refused_with_the_option_named() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn lost_mail_makes_the_command_fail() {
+    let output = harness()
+        .args([
+            "load",
+            "--workload",
+            "relay",
+            "--connections",
+            "2",
+            "--duration",
+            "500ms",
+        ])
+        .args([
+            "--warmup",
+            "0s",
+            "--quiet",
+            "--verify",
+            "--verify-wait",
+            "1s",
+        ])
+        .args(["--fault", "drop_after_ack"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("verify: acknowledged"), "{stdout}");
+    assert!(stdout.contains("  missing <"), "{stdout}");
 }
