@@ -131,6 +131,10 @@ struct LoadArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Threads driving the load [default: every core; half of them when the target is on this
+    /// machine's loopback, so that the server keeps the rest].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Switch on a policy fault of the embedded server (repeatable), e.g. drop_after_ack to see
     /// --verify catch lost mail.
     #[arg(long, value_name = "NAME", conflicts_with = "target")]
@@ -195,15 +199,25 @@ fn load_command(args: LoadArgs) -> ExitCode {
         Ok(policies) => policies,
         Err(code) => return code,
     };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| default_threads(args.target.as_deref()));
     let target = match args.target {
         Some(path) => LoadTarget::Profile(path),
         None => LoadTarget::Embedded(Box::new(move |config| {
             config.faults.policy.extend(policies);
         })),
     };
-    let runtime = match runtime() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(code) => return code,
+        Err(error) => {
+            eprintln!("harness: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
     };
     let summary = match runtime.block_on(load::run(target, options)) {
         Ok(summary) => summary,
@@ -228,6 +242,23 @@ fn load_command(args: LoadArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Every core for the embedded server (it shares the runtime) and for a remote target; half
+/// of them for a server on this machine's loopback, which needs the rest.
+fn default_threads(target: Option<&std::path::Path>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loopback = target
+        .and_then(|path| harness::target::load(path).ok())
+        .is_some_and(|profile| {
+            profile.host == "localhost"
+                || profile
+                    .host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    if loopback { (cores / 2).max(1) } else { cores }
 }
 
 fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
