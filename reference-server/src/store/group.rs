@@ -19,13 +19,14 @@ use std::thread::{self, Thread};
 
 use rusqlite::Transaction;
 
+use super::bodies::Staged;
 use super::error::SqliteContext;
 use super::outbound::{Accepted, accept_in, queue_in};
 use super::watch::Change;
 use super::{Incoming, Store, StoreError, immediate};
 
-/// One delivery waiting to be committed: a message already in the blob directory, to be filed
-/// for local accounts and queued for remote recipients.
+/// One delivery waiting to be committed: a message to be filed for local accounts and queued
+/// for remote recipients, its body staged (a large one already durable in its file).
 #[derive(Debug)]
 pub(super) struct Pending {
     /// The reverse path, empty for the null sender.
@@ -38,8 +39,9 @@ pub(super) struct Pending {
     pub(super) queue_id: String,
     /// Body size in octets.
     pub(super) size: u64,
-    /// The body's blob name, durable before the delivery is queued.
-    pub(super) blob: String,
+    /// The body: a file durable before the delivery is queued, or octets written in the batch's
+    /// transaction, inside the delivery's savepoint.
+    pub(super) body: Staged,
 }
 
 type Outcome = Result<Accepted, StoreError>;
@@ -206,8 +208,9 @@ fn file(
         message: &[],
         queue_id: &delivery.queue_id,
     };
-    let (delivered, changes) = accept_in(tx, &mail, delivery.size, &delivery.blob)?;
-    let queued = queue_in(tx, &mail, delivery.size, &delivery.blob)?;
+    delivery.body.write_in(tx)?;
+    let (delivered, changes) = accept_in(tx, &mail, delivery.size, &delivery.body.hash)?;
+    let queued = queue_in(tx, &mail, delivery.size, &delivery.body.hash)?;
     Ok((Accepted { delivered, queued }, changes))
 }
 
@@ -244,6 +247,7 @@ mod tests {
 
     use super::*;
     use crate::store::INBOX;
+    use crate::store::blobs::sha256_hex;
 
     const ALICE: &str = "alice@example.test";
     const BOB: &str = "bob@example.test";
@@ -263,7 +267,7 @@ mod tests {
             remote: remote.iter().map(|&a| a.to_owned()).collect(),
             queue_id: "Q".to_owned(),
             size: body.len() as u64,
-            blob: store.inner.blobs.put(body).expect("blob"),
+            body: store.inner.bodies.stage(body).expect("stage body"),
         }
     }
 
@@ -298,6 +302,16 @@ mod tests {
             .collect();
         assert_eq!(uids, [(ALICE.into(), 2), (BOB.into(), 1)]);
         assert_eq!(third.queued, 1);
+        // The failed delivery's body went with its savepoint; its neighbours' stayed.
+        let kept: Vec<String> = store
+            .conn()
+            .expect("conn")
+            .prepare("SELECT hash FROM bodies ORDER BY hash")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("bodies");
+        let mut expected = vec![sha256_hex(b"first"), sha256_hex(b"third")];
+        expected.sort();
+        assert_eq!(kept, expected);
         assert_eq!(store.read_message(ALICE, INBOX, 2).expect("read"), b"third");
         assert_eq!(store.messages(BOB, INBOX).expect("bob").len(), 1);
         let queued: Vec<String> = store

@@ -164,8 +164,8 @@ impl Store {
     /// which this store does not model. Its subscription stays (RFC 3501 6.3.6). Watchers get
     /// [`Change::Deleted`].
     ///
-    /// Blob files stay: other messages may share them, and removing unreferenced ones is a sweep
-    /// that can run apart from any session.
+    /// Bodies stay, rows and files alike: other messages may share them, and removing
+    /// unreferenced ones is a sweep that can run apart from any session.
     pub fn delete_mailbox(&self, account: &str, mailbox_name: &str) -> Result<(), StoreError> {
         let name = canonical_mailbox(mailbox_name);
         if name == INBOX {

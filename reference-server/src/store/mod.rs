@@ -1,5 +1,5 @@
-//! Durable mail store: accounts, mailboxes and message metadata in SQLite, message bodies as
-//! content-addressed files under `blobs/`.
+//! Durable mail store: accounts, mailboxes and message metadata in SQLite; message bodies,
+//! content-addressed, in SQLite too when small and as files under `blobs/` otherwise (`bodies.rs`).
 //!
 //! Blocking by design: the async server calls it through `tokio::task::spawn_blocking`. One
 //! connection behind a mutex serialises database work, which SQLite does for writers anyway; blob
@@ -13,6 +13,7 @@
 //! committed, in commit order.
 
 mod blobs;
+mod bodies;
 mod error;
 mod flags;
 mod group;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use self::blobs::BlobDir;
+use self::bodies::Bodies;
 pub use self::error::StoreError;
 use self::error::{IoContext, SqliteContext};
 pub use self::flags::FlagOp;
@@ -52,7 +54,7 @@ const DB_FILE: &str = "store.sqlite3";
 /// The blob directory inside the data directory.
 const BLOB_DIR: &str = "blobs";
 
-/// Handle to an open store. Cheap to clone: clones share one connection, blob directory, change
+/// Handle to an open store. Cheap to clone: clones share one connection, body storage, change
 /// notifications and \Recent watermarks, so every session sees the others' changes.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -64,7 +66,7 @@ struct Inner {
     conn: Mutex<Connection>,
     /// Deliveries waiting for a shared commit. Its lock is never taken while `conn` is held.
     group: self::group::GroupCommit,
-    blobs: BlobDir,
+    bodies: Bodies,
     /// Locked only while `conn` is held (or without it), never the other way round.
     watchers: Watchers,
     /// Locked only while `conn` is held (or without it), never the other way round.
@@ -120,8 +122,9 @@ impl Store {
     /// [`StoreError::NewerSchema`].
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         fs::create_dir_all(data_dir).at(data_dir)?;
-        let conn = schema::open(&data_dir.join(DB_FILE))?;
-        let blobs = BlobDir::open(data_dir.join(BLOB_DIR))?;
+        let db = data_dir.join(DB_FILE);
+        let conn = schema::open(&db)?;
+        let bodies = Bodies::new(BlobDir::open(data_dir.join(BLOB_DIR))?, db);
         // Messages that were there before this start are not \Recent to anyone (RFC 3501 allows
         // that after a restart); see `claim_recent`.
         let marks: HashMap<i64, u32> = conn
@@ -135,7 +138,7 @@ impl Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 group: Default::default(),
-                blobs,
+                bodies,
                 watchers: Watchers::default(),
                 recent: RecentMarks::new(marks),
                 reuse_uids: Default::default(),

@@ -8,6 +8,7 @@
 
 use rusqlite::{Transaction, params};
 
+use super::bodies::inline_body;
 use super::error::SqliteContext;
 use super::group::Pending;
 use super::writes::{Delivered, Filed, NewMessage, deliver_in, now};
@@ -98,14 +99,15 @@ impl Store {
                 queued: 0,
             });
         }
-        let blob = self.inner.blobs.put(mail.message)?;
+        let body = self.inner.bodies.stage(mail.message)?;
+        let blob = body.hash.clone();
         let accepted = self.commit_grouped(Pending {
             sender: mail.sender.to_owned(),
             local: mail.local.iter().map(|&a| a.to_owned()).collect(),
             remote: mail.remote.iter().map(|&a| a.to_owned()).collect(),
             queue_id: mail.queue_id.to_owned(),
             size: mail.message.len() as u64,
-            blob: blob.clone(),
+            body,
         })?;
         tracing::debug!(
             id = mail.queue_id,
@@ -194,9 +196,10 @@ impl Store {
         Ok(jobs)
     }
 
-    /// The body of a queued message.
+    /// The body of a queued message, checked against its hash like [`Store::read_message`]'s.
     pub fn outbound_body(&self, blob: &str) -> Result<Vec<u8>, StoreError> {
-        self.inner.blobs.get(blob)
+        let inline = inline_body(&*self.conn()?, blob)?;
+        self.inner.bodies.load(blob, inline)
     }
 
     /// Records the outcome of an attempt for recipients of queued message `message_id`, and files
@@ -209,8 +212,8 @@ impl Store {
         outcomes: &[(&str, Settle)],
         bounce: Option<&Incoming<'_>>,
     ) -> Result<(), StoreError> {
-        let blob = bounce
-            .map(|b| self.inner.blobs.put(b.message))
+        let body = bounce
+            .map(|b| self.inner.bodies.stage(b.message))
             .transpose()?;
         let mut conn = self.conn()?;
         let tx = immediate(&mut conn)?;
@@ -238,10 +241,11 @@ impl Store {
         )
         .ctx("removing a finished outbound message")?;
         let mut changes = Vec::new();
-        if let (Some(bounce), Some(blob)) = (bounce, &blob) {
+        if let (Some(bounce), Some(body)) = (bounce, &body) {
             let size = bounce.message.len() as u64;
-            changes = accept_in(&tx, bounce, size, blob)?.1;
-            queue_in(&tx, bounce, size, blob)?;
+            body.write_in(&tx)?;
+            changes = accept_in(&tx, bounce, size, &body.hash)?.1;
+            queue_in(&tx, bounce, size, &body.hash)?;
         }
         tx.commit().ctx("committing an outbound attempt")?;
         self.announce(changes);

@@ -128,23 +128,26 @@ impl Store {
         uid: u32,
     ) -> Result<Vec<u8>, StoreError> {
         let name = canonical_mailbox(mailbox);
-        let blob: String = {
+        let (blob, inline): (String, Option<Vec<u8>>) = {
             let conn = self.conn()?;
             let mailbox = existing_mailbox(&conn, account, name)?;
-            conn.prepare_cached("SELECT blob FROM messages WHERE mailbox_id = ?1 AND uid = ?2")
-                .and_then(|mut s| {
-                    s.query_row(params![mailbox.id, uid], |r| r.get(0))
-                        .optional()
-                })
-                .ctx("looking up a message")?
-                .ok_or_else(|| StoreError::NoSuchMessage {
-                    account: account.to_owned(),
-                    mailbox: name.to_owned(),
-                    uid,
-                })?
+            conn.prepare_cached(
+                "SELECT m.blob, b.data FROM messages m LEFT JOIN bodies b ON b.hash = m.blob
+                 WHERE m.mailbox_id = ?1 AND m.uid = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![mailbox.id, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .ctx("looking up a message")?
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                account: account.to_owned(),
+                mailbox: name.to_owned(),
+                uid,
+            })?
         };
-        // Read without the lock: other sessions need not wait for this file.
-        self.inner.blobs.get(&blob)
+        // Hashed, or read from its file, without the lock: other sessions need not wait.
+        self.inner.bodies.load(&blob, inline)
     }
 
     /// UIDVALIDITY, UIDNEXT, message count and highest mod-sequence of a mailbox.

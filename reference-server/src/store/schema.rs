@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{SqliteContext, StoreError};
 
 /// The schema version this build writes; files with a larger `user_version` are refused.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 4;
 
 /// How long a statement waits for another process's write lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +74,7 @@ CREATE TABLE expunged (
 ";
 
 /// Version 2, applied to a version 1 database: what a full IMAP server needs.
-const V2: &str = r"
+pub(super) const V2: &str = r"
 -- RFC 6154 special-use attribute; at most one mailbox per account has each, so that the server
 -- knows where to file sent mail or deleted messages.
 ALTER TABLE mailboxes ADD COLUMN special_use TEXT
@@ -99,7 +99,7 @@ CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
 ";
 
 /// Version 3, applied to a version 2 database: the outbound queue for relay to other domains.
-const V3: &str = r"
+pub(super) const V3: &str = r"
 -- A message accepted for delivery elsewhere. The body is a blob like a mailbox message's. The row
 -- goes when its last recipient is delivered, bounced or expired.
 CREATE TABLE outbound (
@@ -122,6 +122,18 @@ CREATE TABLE outbound_recipients (
     PRIMARY KEY (message_id, recipient)
 ) WITHOUT ROWID;
 CREATE INDEX outbound_due ON outbound_recipients (next_attempt);
+";
+
+/// Version 4, applied to a version 3 database: small message bodies in the database.
+const V4: &str = r"
+-- Bodies of at most bodies::INLINE_MAX octets, written in the transaction that files the
+-- messages naming them, so that they cost no fsync of their own. Keyed like blob files: the
+-- blob column of messages and outbound names a row here or, failing that, a file. A rowid
+-- table, not WITHOUT ROWID: its rows are large.
+CREATE TABLE bodies (
+    hash TEXT PRIMARY KEY CHECK (length(hash) = 64),
+    data BLOB NOT NULL
+);
 ";
 
 /// Opens the database at `path`, configures it for durability and brings its schema up to date.
@@ -183,6 +195,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if found < 3 {
         tx.execute_batch(V3)
             .ctx("upgrading the schema to version 3")?;
+    }
+    if found < 4 {
+        tx.execute_batch(V4)
+            .ctx("upgrading the schema to version 4")?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .ctx("recording the schema version")?;

@@ -34,6 +34,31 @@ fn blob_files(data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Hashes of the bodies kept in the database, ascending.
+fn inline_bodies(store: &Store) -> Vec<String> {
+    store
+        .conn()
+        .expect("conn")
+        .prepare("SELECT hash FROM bodies ORDER BY hash")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .expect("list bodies")
+}
+
+/// Bodies stored anywhere: rows of the `bodies` table and blob files.
+fn stored_bodies(data_dir: &Path, store: &Store) -> usize {
+    inline_bodies(store).len() + blob_files(data_dir).len()
+}
+
+/// A body one octet too large to be kept in the database, starting with `tag`.
+fn large_body(tag: &str) -> Vec<u8> {
+    let mut body = tag.as_bytes().to_vec();
+    body.resize(bodies::INLINE_MAX + 1, b'x');
+    body
+}
+
 fn uids(store: &Store, account: &str) -> Vec<u32> {
     store
         .messages(account, INBOX)
@@ -348,14 +373,17 @@ fn unknown_recipient_fails_and_inserts_nothing() {
     let alice_before = store.mailbox_status(ALICE, INBOX).expect("status");
     let bob_before = store.mailbox_status(BOB, INBOX).expect("status");
 
-    let err = store
-        .deliver(&[ALICE, "ghost@example.test", BOB], b"never stored")
-        .expect_err("unknown recipient");
-    assert!(
-        matches!(&err, StoreError::NoSuchAccount(a) if a == "ghost@example.test"),
-        "{err}"
-    );
-    assert!(err.to_string().contains("ghost@example.test"), "{err}");
+    // Refused whether its body would be a row or a file.
+    for body in [b"never stored".to_vec(), large_body("never stored")] {
+        let err = store
+            .deliver(&[ALICE, "ghost@example.test", BOB], &body)
+            .expect_err("unknown recipient");
+        assert!(
+            matches!(&err, StoreError::NoSuchAccount(a) if a == "ghost@example.test"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ghost@example.test"), "{err}");
+    }
 
     assert_eq!(
         store.mailbox_status(ALICE, INBOX).expect("status"),
@@ -372,9 +400,9 @@ fn unknown_recipient_fails_and_inserts_nothing() {
         .expect("count");
     assert_eq!(rows, 1);
     assert_eq!(
-        blob_files(dir.path()).len(),
+        stored_bodies(dir.path(), &store),
         1,
-        "refused body left a blob file"
+        "refused body left a body behind"
     );
     // The next real delivery takes the UID the refused one would have had.
     let delivered = store.deliver(&[ALICE], b"later").expect("later delivery");
@@ -417,7 +445,11 @@ fn no_recipients_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     assert_eq!(store.deliver(&[], b"orphan").expect("deliver"), Vec::new());
-    assert!(blob_files(dir.path()).is_empty());
+    assert_eq!(
+        store.deliver(&[], &large_body("orphan")).expect("deliver"),
+        Vec::new()
+    );
+    assert_eq!(stored_bodies(dir.path(), &store), 0);
 }
 
 #[test]
@@ -438,10 +470,12 @@ fn read_message_returns_the_exact_octets() {
 #[test]
 fn identical_messages_share_one_blob_file() {
     let (dir, store) = store_with_accounts();
-    let body = b"Subject: same\r\n\r\nsame body\r\n";
-    store.deliver(&[ALICE, BOB], body).expect("first");
-    store.deliver(&[ALICE], body).expect("second");
-    store.deliver(&[BOB], b"different").expect("third");
+    let body = large_body("Subject: same\r\n\r\n");
+    store.deliver(&[ALICE, BOB], &body).expect("first");
+    store.deliver(&[ALICE], &body).expect("second");
+    store
+        .deliver(&[BOB], &large_body("different"))
+        .expect("third");
     let files = blob_files(dir.path());
     assert_eq!(files.len(), 2, "{files:?}");
     let names: BTreeSet<String> = files
@@ -455,16 +489,204 @@ fn identical_messages_share_one_blob_file() {
         !names.iter().any(|n| n.starts_with('.')),
         "temp file left: {names:?}"
     );
+    assert!(inline_bodies(&store).is_empty());
 }
 
 #[test]
 fn damaged_blob_is_reported_not_served() {
     let (dir, store) = store_with_accounts();
-    store.deliver(&[ALICE], b"precious").expect("deliver");
+    store
+        .deliver(&[ALICE], &large_body("precious"))
+        .expect("deliver");
     let files = blob_files(dir.path());
     fs::write(&files[0], b"tampered").expect("tamper");
     let err = store.read_message(ALICE, INBOX, 1).expect_err("corruption");
     assert!(matches!(err, StoreError::CorruptBlob { .. }), "{err}");
+}
+
+#[test]
+fn small_bodies_are_kept_in_the_database_and_survive_reopening() {
+    let (dir, store) = store_with_accounts();
+    let mut largest = b"Subject: big\r\n\r\n".to_vec();
+    largest.resize(bodies::INLINE_MAX, b'y');
+    store.deliver(&[ALICE], b"small").expect("deliver small");
+    store.deliver(&[ALICE], &largest).expect("deliver largest");
+    store
+        .append(ALICE, "Sent", b"appended", &[], None)
+        .expect("append");
+    assert!(
+        blob_files(dir.path()).is_empty(),
+        "no file for a small body"
+    );
+    let mut expected = vec![
+        blobs::sha256_hex(b"small"),
+        blobs::sha256_hex(&largest),
+        blobs::sha256_hex(b"appended"),
+    ];
+    expected.sort();
+    assert_eq!(inline_bodies(&store), expected);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.read_message(ALICE, INBOX, 1).expect("read"), b"small");
+    assert_eq!(store.read_message(ALICE, INBOX, 2).expect("read"), largest);
+    assert_eq!(
+        store.read_message(ALICE, "Sent", 1).expect("read"),
+        b"appended"
+    );
+}
+
+#[test]
+fn large_bodies_stay_files() {
+    let (dir, store) = store_with_accounts();
+    let body = large_body("Subject: big\r\n\r\n");
+    store.deliver(&[ALICE], &body).expect("deliver");
+    store
+        .append(ALICE, "Sent", &large_body("appended"), &[], None)
+        .expect("append");
+    assert!(inline_bodies(&store).is_empty());
+    let hash = blobs::sha256_hex(&body);
+    let files = blob_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.contains(&dir.path().join(BLOB_DIR).join(&hash[..2]).join(&hash)),
+        "{files:?}"
+    );
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.read_message(ALICE, INBOX, 1).expect("read"), body);
+    assert_eq!(
+        store.read_message(ALICE, "Sent", 1).expect("read"),
+        large_body("appended")
+    );
+}
+
+#[test]
+fn identical_small_bodies_share_one_row() {
+    let (dir, store) = store_with_accounts();
+    let body = b"Subject: same\r\n\r\nsame body\r\n";
+    store.deliver(&[ALICE, BOB], body).expect("first");
+    store.deliver(&[ALICE], body).expect("second");
+    store
+        .accept(&incoming(&[BOB], &["carol@b.test"], body))
+        .expect("third, also queued");
+    store
+        .append(ALICE, "Sent", body, &[], None)
+        .expect("fourth, appended");
+    store.deliver(&[BOB], b"different").expect("fifth");
+    let alice = store.messages(ALICE, INBOX).expect("messages");
+    assert_eq!(alice[0].blob, alice[1].blob);
+    let mut expected = vec![alice[0].blob.clone(), blobs::sha256_hex(b"different")];
+    expected.sort();
+    assert_eq!(inline_bodies(&store), expected);
+    assert!(blob_files(dir.path()).is_empty());
+    for uid in [1, 2, 3] {
+        let want: &[u8] = if uid == 3 { b"different" } else { body };
+        assert_eq!(store.read_message(BOB, INBOX, uid).expect("read"), want);
+    }
+}
+
+#[test]
+fn damaged_inline_body_is_reported_not_served_and_repaired_by_the_next_copy() {
+    let (dir, store) = store_with_accounts();
+    store.deliver(&[ALICE], b"precious").expect("deliver");
+    store
+        .accept(&incoming(&[], &["carol@b.test"], b"precious"))
+        .expect("queue");
+    let hash = blobs::sha256_hex(b"precious");
+    let changed = store
+        .conn()
+        .expect("conn")
+        .execute("UPDATE bodies SET data = x'7461' WHERE hash = ?1", [&hash])
+        .expect("tamper");
+    assert_eq!(changed, 1);
+    let err = store.read_message(ALICE, INBOX, 1).expect_err("corruption");
+    assert!(
+        matches!(&err, StoreError::CorruptBlob { path, reason }
+            if *path == dir.path().join(DB_FILE) && reason.contains(&hash)),
+        "{err}"
+    );
+    let job = &store.outbound_queue().expect("queue")[0];
+    let err = store.outbound_body(&job.blob).expect_err("corruption");
+    assert!(matches!(err, StoreError::CorruptBlob { .. }), "{err}");
+    // Storing the same body again rewrites the damaged row, as put does for a damaged file.
+    store.deliver(&[BOB], b"precious").expect("deliver again");
+    assert_eq!(
+        store.read_message(ALICE, INBOX, 1).expect("read"),
+        b"precious"
+    );
+    assert_eq!(inline_bodies(&store), [hash]);
+}
+
+#[test]
+fn bodies_named_in_the_database_stay_within_the_blob_directory() {
+    let (_dir, store) = store_with_accounts();
+    let err = store
+        .outbound_body("../../etc/passwd")
+        .expect_err("not a hash");
+    assert!(matches!(err, StoreError::CorruptBlob { .. }), "{err}");
+}
+
+// ---- schema version 4 ----
+
+#[test]
+fn migration_from_version_3_reads_bodies_from_their_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blob_dir = blobs::BlobDir::open(dir.path().join(BLOB_DIR)).expect("blob dir");
+    // Small bodies: version 3 kept every body in a file, whatever its size.
+    let mail = blob_dir.put(b"old mail").expect("blob");
+    let relayed = blob_dir.put(b"old relay").expect("blob");
+    {
+        // A database exactly as version 3 of the server left it.
+        let raw = Connection::open(dir.path().join(DB_FILE)).expect("raw open");
+        for step in [schema::V1, schema::V2, schema::V3] {
+            raw.execute_batch(step).expect("old schema");
+        }
+        raw.execute_batch(&format!(
+            "INSERT INTO store_state (id, next_uidvalidity) VALUES (1, 100);
+             INSERT INTO accounts (id, address) VALUES (1, 'alice@example.test');
+             INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext, highest_modseq)
+                VALUES (1, 1, 'INBOX', 42, 2, 2);
+             INSERT INTO messages (id, mailbox_id, uid, modseq, internal_date, size, blob)
+                VALUES (1, 1, 1, 2, 1000, 8, '{mail}');
+             INSERT INTO outbound (id, queue_id, sender, blob, size, arrived)
+                VALUES (1, 'Q0', 'alice@example.test', '{relayed}', 9, 1000);
+             INSERT INTO outbound_recipients (message_id, recipient, domain, next_attempt)
+                VALUES (1, 'carol@b.test', 'b.test', 0);"
+        ))
+        .expect("v3 data");
+        raw.pragma_update(None, "user_version", 3).expect("version");
+    }
+
+    let store = Store::open(dir.path()).expect("open migrates");
+    let version: i64 = store
+        .conn()
+        .expect("conn")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, schema::VERSION);
+    assert!(inline_bodies(&store).is_empty(), "migration moves no body");
+    assert_eq!(
+        store.read_message(ALICE, INBOX, 1).expect("read"),
+        b"old mail"
+    );
+    let job = &store.outbound_queue().expect("queue")[0];
+    assert_eq!(job.blob, relayed);
+    assert_eq!(store.outbound_body(&job.blob).expect("body"), b"old relay");
+    // The same body arriving again goes to the database; both copies read back.
+    store.deliver(&[ALICE], b"old mail").expect("deliver");
+    assert_eq!(inline_bodies(&store), std::slice::from_ref(&mail));
+    for uid in [1, 2] {
+        assert_eq!(
+            store.read_message(ALICE, INBOX, uid).expect("read"),
+            b"old mail"
+        );
+    }
+    assert_eq!(blob_files(dir.path()).len(), 2, "old files stay");
+    drop(store);
+    // Reopening a version 4 file changes nothing.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.messages(ALICE, INBOX).expect("messages").len(), 2);
+    assert_eq!(inline_bodies(&store), [mail]);
 }
 
 #[test]
@@ -1211,7 +1433,7 @@ fn append_stores_flags_and_date_and_returns_appenduid() {
         .expect("append");
     let meta = &store.messages(ALICE, "Sent").expect("messages")[1];
     assert!(meta.internal_date >= before);
-    assert_eq!(blob_files(dir.path()).len(), 2);
+    assert_eq!(stored_bodies(dir.path(), &store), 2);
 }
 
 #[test]
@@ -1241,8 +1463,12 @@ fn refused_append_stores_nothing() {
         store.append("nobody@example.test", INBOX, b"x", &[], None),
         Err(StoreError::NoSuchAccount(_))
     ));
+    assert!(matches!(
+        store.append(ALICE, "Nope", &large_body("x"), &[], None),
+        Err(StoreError::NoSuchMailbox { .. })
+    ));
     assert_eq!(store.mailbox_status(ALICE, INBOX).expect("status"), before);
-    assert!(blob_files(dir.path()).is_empty());
+    assert_eq!(stored_bodies(dir.path(), &store), 0);
 }
 
 // ---- STORE ----
@@ -2529,6 +2755,38 @@ fn accept_files_local_copies_and_queues_remote_recipients_together() {
 }
 
 #[test]
+fn queued_bodies_read_back_whether_rows_or_files() {
+    let (dir, store) = store_with_accounts();
+    let large = large_body("Subject: big\r\n\r\n");
+    store
+        .accept(&incoming(&[], &["carol@b.test"], b"small"))
+        .expect("small");
+    store
+        .accept(&incoming(&[], &["dave@c.test"], &large))
+        .expect("large");
+    assert_eq!(inline_bodies(&store), [blobs::sha256_hex(b"small")]);
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let bodies: Vec<(String, Vec<u8>)> = store
+        .outbound_queue()
+        .expect("queue")
+        .into_iter()
+        .map(|job| {
+            let body = store.outbound_body(&job.blob).expect("body");
+            (job.domain, body)
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            ("b.test".into(), b"small".to_vec()),
+            ("c.test".into(), large)
+        ]
+    );
+}
+
+#[test]
 fn accept_with_an_unknown_local_account_queues_nothing() {
     let (_dir, store) = store_with_accounts();
     let err = store
@@ -2606,6 +2864,10 @@ fn settling_retries_removes_and_bounces_in_one_step() {
         .settle_outbound(id, &[("c@c.test", Settle::Done)], Some(&dsn))
         .expect("bounce");
     assert_eq!(uids(&store, ALICE), [1]);
+    assert_eq!(
+        store.read_message(ALICE, INBOX, 1).expect("read"),
+        b"bounce"
+    );
     assert_eq!(queued(&store).len(), 1);
     store
         .settle_outbound(id, &[("a@b.test", Settle::Done)], None)

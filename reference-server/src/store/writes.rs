@@ -84,13 +84,14 @@ impl Store {
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
-        // Checked before writing the blob so that a refused delivery leaves no file behind; the
-        // check inside the transaction below is the one that counts.
+        // Checked before writing a blob file so that a refused delivery leaves no file behind;
+        // the check inside the transaction below is the one that counts.
         {
             let conn = self.conn()?;
             resolve_recipients(&conn, recipients)?;
         }
-        let blob = self.inner.blobs.put(message)?;
+        let body = self.inner.bodies.stage(message)?;
+        let blob = body.hash.clone();
         let delivered = self
             .commit_grouped(Pending {
                 sender: String::new(),
@@ -98,7 +99,7 @@ impl Store {
                 remote: Vec::new(),
                 queue_id: String::new(),
                 size: message.len() as u64,
-                blob: blob.clone(),
+                body,
             })?
             .delivered;
         for d in &delivered {
@@ -133,17 +134,18 @@ impl Store {
             let conn = self.conn()?;
             existing_mailbox(&conn, account, name)?;
         }
-        let blob = self.inner.blobs.put(octets)?;
+        let body = self.inner.bodies.stage(octets)?;
         let new = NewMessage {
             internal_date: internal_date.unwrap_or_else(now),
             size: octets.len() as u64,
-            blob: &blob,
+            blob: &body.hash,
             flags: &flags,
         };
 
         let mut conn = self.conn()?;
         let tx = immediate(&mut conn)?;
         let mut row = existing_mailbox(&tx, account, name)?;
+        body.write_in(&tx)?;
         let (uid, modseq) = insert_message(&tx, account, name, &mut row, &new)?;
         row.save(&tx)?;
         tx.commit().ctx("committing an append")?;
@@ -252,7 +254,7 @@ impl Store {
     /// (or no longer) there are ignored: another session may have removed them first. Returns
     /// the UIDs actually removed, ascending.
     ///
-    /// The blob files stay, like [`Store::delete_mailbox`]'s.
+    /// The bodies stay, like [`Store::delete_mailbox`]'s.
     pub fn expunge(
         &self,
         account: &str,
