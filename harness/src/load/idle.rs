@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use super::session::{self, Failure, Record, imap_login};
 use super::{Ctx, Mode};
 use crate::clients::imap::{ImapClient, Response};
-use crate::clients::smtp::SmtpClient;
 
 /// Re-issue IDLE well inside the 30 minutes after which RFC 2177 lets a server drop the client.
 const IDLE_RENEW: Duration = Duration::from_secs(20 * 60);
@@ -299,23 +298,7 @@ async fn deliver(ctx: &Ctx, account: usize, intended: Instant, pending: &Pending
         let port = ctx.profile.ports.smtp.ok_or_else(|| {
             Failure::new("connect", "no port", "the target offers no smtp port").fatal()
         })?;
-        let mut client = SmtpClient::connect(&ctx.profile.addr(port), ctx.options.timeout)
-            .await
-            .map_err(|e| Failure::client("connect", e))?;
-        client.stop_transcript();
-        let mut at = record.time("connect", started);
-        let greeting = client
-            .read_reply()
-            .await
-            .map_err(|e| Failure::client("greeting", e))?;
-        session::expect("greeting", greeting, &[220])?;
-        at = record.time("greeting", at);
-        let ehlo = client
-            .ehlo("load.harness.test")
-            .await
-            .map_err(|e| Failure::client("ehlo", e))?;
-        session::expect("ehlo", ehlo, &[250])?;
-        at = record.time("ehlo", at);
+        let (mut client, mut at) = session::smtp_open(ctx, port, &mut record).await?;
         let recipient = ctx.accounts[account].address.clone();
         let (_, message) = ctx.message(&recipient, ctx.options.size);
         let pipelining = ctx.options.pipelining && client.has_capability("PIPELINING");

@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use self::session::{Failure, Record};
 use self::stats::{Stats, Summary};
 use self::workload::{AccountRange, Entry, Kind, Workload};
-use crate::clients::smtp::SmtpClient;
 use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
 use crate::target::{self, Account, TargetProfile};
@@ -417,37 +416,7 @@ async fn deliver(
     count: u32,
     record: &mut Record,
 ) -> Result<(), Failure> {
-    let mut client = SmtpClient::connect(&ctx.profile.addr(port), ctx.options.timeout)
-        .await
-        .map_err(|e| Failure::client("connect", e))?;
-    client.stop_transcript();
-    let mut at = Instant::now();
-    let greeting = client
-        .read_reply()
-        .await
-        .map_err(|e| Failure::client("greeting", e))?;
-    if greeting.code != 220 {
-        return Err(Failure::client(
-            "greeting",
-            crate::clients::ClientError::UnexpectedReply {
-                expected: "220",
-                reply: greeting,
-            },
-        ));
-    }
-    let ehlo = client
-        .ehlo("load.harness.test")
-        .await
-        .map_err(|e| Failure::client("ehlo", e))?;
-    if ehlo.code != 250 {
-        return Err(Failure::client(
-            "ehlo",
-            crate::clients::ClientError::UnexpectedReply {
-                expected: "250",
-                reply: ehlo,
-            },
-        ));
-    }
+    let (mut client, mut at) = session::smtp_open(ctx, port, record).await?;
     let pipelining = client.has_capability("PIPELINING");
     let recipient = ctx.accounts[index].address.clone();
     for _ in 0..count {

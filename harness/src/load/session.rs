@@ -269,6 +269,30 @@ async fn smtp_dialogue(
     Ok(())
 }
 
+/// Connects to the plaintext SMTP `port` without a transcript and goes as far as the 250 to
+/// EHLO, timing connect, greeting and EHLO: how mailbox seeding, refills and imap-idle's
+/// deliveries start.
+pub(super) async fn smtp_open(
+    ctx: &Ctx,
+    port: u16,
+    record: &mut Record,
+) -> Result<(SmtpClient, Instant), Failure> {
+    let start = Instant::now();
+    let mut client = SmtpClient::connect(&ctx.profile.addr(port), ctx.options.timeout)
+        .await
+        .map_err(|e| Failure::client("connect", e))?;
+    client.stop_transcript();
+    let mut at = record.time("connect", start);
+    let greeting = client
+        .read_reply()
+        .await
+        .map_err(|e| Failure::client("greeting", e))?;
+    expect("greeting", greeting, &[220])?;
+    at = record.time("greeting", at);
+    ehlo(&mut client, record, &mut at).await?;
+    Ok((client, at))
+}
+
 async fn ehlo(
     client: &mut SmtpClient,
     record: &mut Record,
