@@ -23,7 +23,7 @@ use crate::embedded::Embedded;
 use crate::relay_env::RelayEnv;
 use crate::report::{Outcome, Record, Report};
 use crate::steps::{MailWorld, Target};
-use crate::target::TargetProfile;
+use crate::target::{KnownFinding, TargetProfile};
 
 /// SMTP services whose capabilities are discovered with EHLO.
 const SMTP_SERVICES: [&str; 3] = ["smtp", "submission", "submissions"];
@@ -126,7 +126,8 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
     };
     let target = Arc::new(target);
     let capabilities = discover(&target).await;
-    let records = execute(target.clone(), capabilities, tags, options).await;
+    let mut records = execute(target.clone(), capabilities, tags, options).await;
+    apply_known_findings(&mut records, &target.profile.known_findings);
     let name = target.profile.name.clone();
     if let Some(embedded) = embedded {
         embedded.shutdown().await;
@@ -138,6 +139,38 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
         relay.shutdown().await;
     }
     Ok(Report::new(name, records))
+}
+
+/// Turns the failures a profile lists as known findings into [`Outcome::KnownFinding`], and
+/// notes a listed scenario that passed (the finding no longer reproduces: the profile is stale).
+fn apply_known_findings(records: &mut [Record], findings: &[KnownFinding]) {
+    for record in records {
+        let Some(known) = findings.iter().find(|f| f.scenario == record.scenario) else {
+            continue;
+        };
+        match std::mem::replace(&mut record.outcome, Outcome::Passed) {
+            Outcome::Failed {
+                step,
+                message,
+                transcript,
+            } => {
+                record.outcome = Outcome::KnownFinding {
+                    finding: known.reason.clone(),
+                    step,
+                    message,
+                    transcript,
+                };
+            }
+            Outcome::Passed => {
+                record.notes.push(
+                    "the profile lists a known finding for this scenario, but it passed: \
+                     the finding no longer reproduces"
+                        .into(),
+                );
+            }
+            other => record.outcome = other,
+        }
+    }
 }
 
 /// EHLO keywords per SMTP service (after STARTTLS when offered). A service missing here could
@@ -477,6 +510,7 @@ fn record(
         line: scenario.position.line,
         tags: all_tags(feature, rule, scenario),
         outcome,
+        notes: Vec::new(),
         key: Key::default(),
     }
 }
@@ -535,6 +569,10 @@ async fn execute(
         after_hook(move |feature, rule, scenario, finished, mut world| {
             let transcript = world.as_ref().map(|w| w.transcript()).unwrap_or_default();
             let unverified = world.as_mut().and_then(|w| w.unverified.take());
+            let notes = world
+                .as_mut()
+                .map(|w| std::mem::take(&mut w.notes))
+                .unwrap_or_default();
             let outcome = match finished {
                 ScenarioFinished::StepPassed => match unverified {
                     Some(reason) => Outcome::Skipped { reason },
@@ -560,6 +598,7 @@ async fn execute(
             };
             let mut done = record(feature, rule, scenario, &dir, outcome);
             done.key = key(feature, scenario);
+            done.notes = notes;
             lock(&records).push(done);
             Box::pin(async move {
                 if let Some(world) = world {
@@ -597,6 +636,7 @@ async fn execute(
             scenario: String::new(),
             line: 0,
             tags: Vec::new(),
+            notes: Vec::new(),
             key: Key::default(),
             outcome: Outcome::Failed {
                 step: String::new(),
@@ -729,6 +769,7 @@ mod tests {
             foreign_recipient: "x@elsewhere.test".into(),
             relay: None,
             skip_tags: vec!["@bare-line-ends".into()],
+            known_findings: Vec::new(),
         }
     }
 
@@ -786,5 +827,51 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn known_findings_turn_failures_into_findings_and_flag_stale_ones() {
+        let record = |name: &str, outcome: Outcome| Record {
+            feature: "f".into(),
+            file: "smtp/f.feature".into(),
+            scenario: name.into(),
+            line: 1,
+            tags: Vec::new(),
+            outcome,
+            notes: Vec::new(),
+            key: Key::default(),
+        };
+        let failed = || Outcome::Failed {
+            step: "Then x".into(),
+            message: "expected 554, got 250".into(),
+            transcript: "C: x".into(),
+        };
+        let mut records = vec![
+            record("listed and failing", failed()),
+            record("listed and passing", Outcome::Passed),
+            record("not listed", failed()),
+        ];
+        let findings = [
+            KnownFinding {
+                scenario: "listed and failing".into(),
+                reason: "bare LF ends DATA".into(),
+            },
+            KnownFinding {
+                scenario: "listed and passing".into(),
+                reason: "fixed upstream".into(),
+            },
+        ];
+        apply_known_findings(&mut records, &findings);
+        assert!(matches!(
+            &records[0].outcome,
+            Outcome::KnownFinding { finding, message, .. }
+                if finding == "bare LF ends DATA" && message == "expected 554, got 250"
+        ));
+        assert_eq!(records[1].outcome, Outcome::Passed);
+        assert!(records[1].notes[0].contains("no longer reproduces"));
+        assert!(matches!(records[2].outcome, Outcome::Failed { .. }));
+        let report = Report::new("t".into(), records);
+        assert_eq!(report.counts().known_findings, 1);
+        assert!(!report.success(), "an unlisted failure still fails the run");
     }
 }

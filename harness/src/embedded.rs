@@ -105,6 +105,7 @@ impl Embedded {
             } else {
                 Vec::new()
             },
+            known_findings: Vec::new(),
         }
     }
 

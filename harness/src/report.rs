@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How one scenario ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// Every step passed.
@@ -32,6 +32,18 @@ pub enum Outcome {
         /// Which service is missing.
         reason: String,
     },
+    /// A step failed, and the target's profile lists the failure as a known finding: a real
+    /// non-conformance of that server, explained, which does not fail the run.
+    KnownFinding {
+        /// The profile's explanation.
+        finding: String,
+        /// The step that failed.
+        step: String,
+        /// What was expected and what came.
+        message: String,
+        /// The bytes exchanged with the server.
+        transcript: String,
+    },
 }
 
 impl Outcome {
@@ -41,12 +53,31 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
             Outcome::NotApplicable { .. } => "not applicable",
+            Outcome::KnownFinding { .. } => "known finding",
+        }
+    }
+
+    /// The step, message and transcript of a failure, known or not.
+    pub fn failure(&self) -> Option<(&str, &str, &str)> {
+        match self {
+            Outcome::Failed {
+                step,
+                message,
+                transcript,
+            }
+            | Outcome::KnownFinding {
+                step,
+                message,
+                transcript,
+                ..
+            } => Some((step, message, transcript)),
+            _ => None,
         }
     }
 }
 
 /// One scenario's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Feature name.
     pub feature: String,
@@ -61,13 +92,17 @@ pub struct Record {
     /// The result.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// What the scenario observed about choices the RFCs leave to the server (for example at
+    /// which command a policy refusal came), for the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The runner's identity for the scenario (feature path, line); not reported.
     #[serde(skip)]
     pub key: (std::path::PathBuf, usize),
 }
 
 /// Counts by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Scenarios that passed.
     pub passed: usize,
@@ -77,6 +112,9 @@ pub struct Counts {
     pub skipped: usize,
     /// Scenarios for services the target does not offer.
     pub not_applicable: usize,
+    /// Failures the target's profile lists as known findings.
+    #[serde(default)]
+    pub known_findings: usize,
 }
 
 impl Counts {
@@ -86,6 +124,7 @@ impl Counts {
             Outcome::Failed { .. } => self.failed += 1,
             Outcome::Skipped { .. } => self.skipped += 1,
             Outcome::NotApplicable { .. } => self.not_applicable += 1,
+            Outcome::KnownFinding { .. } => self.known_findings += 1,
         }
     }
 }
@@ -161,15 +200,32 @@ impl Report {
             let name = records.first().map_or("", |r| r.feature.as_str());
             let _ = writeln!(out, "{file}: {name}\n  {}", format_counts(counts));
             for record in records {
-                if let Outcome::Skipped { reason } | Outcome::NotApplicable { reason } =
-                    &record.outcome
-                {
-                    let _ = writeln!(
-                        out,
-                        "    {} {}: {reason}",
-                        record.outcome.label(),
-                        record.scenario
-                    );
+                match &record.outcome {
+                    Outcome::Skipped { reason } | Outcome::NotApplicable { reason } => {
+                        let _ = writeln!(
+                            out,
+                            "    {} {}: {reason}",
+                            record.outcome.label(),
+                            record.scenario
+                        );
+                    }
+                    Outcome::KnownFinding {
+                        finding, message, ..
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "    known finding {} ({}:{}): {}\n      {}",
+                            record.scenario,
+                            record.file,
+                            record.line,
+                            finding.replace('\n', "\n      "),
+                            message.replace('\n', "\n      ")
+                        );
+                    }
+                    Outcome::Passed | Outcome::Failed { .. } => {}
+                }
+                for note in &record.notes {
+                    let _ = writeln!(out, "    note {}: {note}", record.scenario);
                 }
             }
         }
@@ -209,7 +265,7 @@ impl Report {
             escape(&self.target),
             self.scenarios.len(),
             counts.failed,
-            counts.skipped + counts.not_applicable
+            counts.skipped + counts.not_applicable + counts.known_findings
         );
         for (file, records) in features {
             let mut suite = Counts::default();
@@ -220,7 +276,7 @@ impl Report {
                 escape(file),
                 records.len(),
                 suite.failed,
-                suite.skipped + suite.not_applicable
+                suite.skipped + suite.not_applicable + suite.known_findings
             );
             for record in records {
                 let _ = write!(
@@ -252,6 +308,19 @@ impl Report {
                             escape(reason)
                         );
                     }
+                    Outcome::KnownFinding {
+                        finding,
+                        step,
+                        message,
+                        transcript,
+                    } => {
+                        let _ = writeln!(
+                            xml,
+                            ">\n      <skipped message=\"known finding: {}\"/>\n      <system-out>{}</system-out>\n    </testcase>",
+                            escape(finding),
+                            escape(&format!("step: {step}\n{message}\n\n{transcript}"))
+                        );
+                    }
                 }
             }
             xml.push_str("  </testsuite>\n");
@@ -262,10 +331,14 @@ impl Report {
 }
 
 fn format_counts(counts: &Counts) -> String {
-    format!(
+    let mut text = format!(
         "{} passed, {} failed, {} skipped, {} not applicable",
         counts.passed, counts.failed, counts.skipped, counts.not_applicable
-    )
+    );
+    if counts.known_findings > 0 {
+        let _ = write!(text, ", {} known findings", counts.known_findings);
+    }
+    text
 }
 
 fn indent(text: &str, prefix: &str) -> String {
@@ -307,6 +380,7 @@ mod tests {
             line,
             tags: vec!["smtp".into()],
             outcome,
+            notes: Vec::new(),
             key: Default::default(),
         }
     }
@@ -346,7 +420,8 @@ mod tests {
                 passed: 1,
                 failed: 1,
                 skipped: 1,
-                not_applicable: 0
+                not_applicable: 0,
+                known_findings: 0,
             }
         );
         assert!(!report.success());

@@ -33,6 +33,20 @@ pub struct TargetProfile {
     /// Scenario tags for policies the target deliberately does not have.
     #[serde(default)]
     pub skip_tags: Vec<String>,
+    /// Scenarios that fail on this target because of a real non-conformance of the server,
+    /// kept and explained in the report instead of failing the run.
+    #[serde(default)]
+    pub known_findings: Vec<KnownFinding>,
+}
+
+/// A scenario that is known to fail on a target, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFinding {
+    /// The scenario's name, exactly as in its feature file.
+    pub scenario: String,
+    /// What the server does wrong, with the RFC it breaks.
+    pub reason: String,
 }
 
 /// Certificate verification settings.

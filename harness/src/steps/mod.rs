@@ -127,6 +127,9 @@ pub struct MailWorld {
     authenticated: bool,
     /// Set when a check could not be carried out on this target (reported as skipped).
     pub(crate) unverified: Option<String>,
+    /// Choices the RFCs leave to the server that this scenario saw the target make, for the
+    /// report (see [`MailWorld::note`]).
+    pub(crate) notes: Vec<String>,
     /// Transcripts of connections the scenario opened besides the current client.
     pub(crate) other_transcripts: Vec<String>,
     /// The POP3 side of the scenario.
@@ -151,6 +154,16 @@ impl MailWorld {
     /// Gives the world its target; called by the runner's `before` hook.
     pub fn set_target(&mut self, target: Arc<Target>) {
         self.target = Some(target);
+    }
+
+    /// Records, for the report, a choice the target made where the RFCs allow more than one
+    /// behaviour (for example "refused the unauthenticated sender at RCPT, not at MAIL").
+    /// A note never changes the outcome; the same text is kept once.
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if !self.notes.contains(&text) {
+            self.notes.push(text);
+        }
     }
 
     /// Everything sent and received in this scenario, for a failure report.
