@@ -14,6 +14,7 @@ use cucumber::{given, then, when};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
+use super::smtp::DATE_FIELD;
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
 use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion};
@@ -236,7 +237,7 @@ async fn log_in_and_locate(world: &mut MailWorld, who: &str) -> anyhow::Result<(
 async fn add_message(world: &mut MailWorld, account: &str, body: &[u8]) -> anyhow::Result<()> {
     let token = unique_token();
     let mut sent = format!(
-        "Message-ID: <{token}@harness.test>\r\nFrom: <conformance@harness.test>\r\nTo: <{account}>\r\nSubject: POP3 test message\r\n\r\n"
+        "Message-ID: <{token}@harness.test>\r\nFrom: <conformance@harness.test>\r\nTo: <{account}>\r\n{DATE_FIELD}Subject: POP3 test message\r\n\r\n"
     )
     .into_bytes();
     sent.extend_from_slice(body);
@@ -956,7 +957,7 @@ pub(super) fn round_trip_message(token: &str, account: &str) -> Vec<u8> {
     use base64::Engine as _;
     let mut message = format!(
         "Message-ID: <{token}@harness.test>\r\n\
-         From: <{account}>\r\nTo: <{account}>\r\nSubject: POP3 round trip\r\n\
+         From: <{account}>\r\nTo: <{account}>\r\n{DATE_FIELD}Subject: POP3 round trip\r\n\
          MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"rt-{token}\"\r\n\r\n\
          --rt-{token}\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Content-Transfer-Encoding: 8bit\r\n\r\n\

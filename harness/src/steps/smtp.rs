@@ -15,6 +15,11 @@ use crate::clients::smtp::{Reply, SmtpClient, dot_stuff};
 /// The name the harness gives in EHLO.
 pub(super) const EHLO_NAME: &str = "harness.test";
 
+/// The Date field of the messages the harness composes. RFC 5322 3.6 requires one, and a server
+/// may add it where it is missing (RFC 6409 8.2, RFC 5321 6.4), which changes the message the
+/// scenario compares.
+pub(super) const DATE_FIELD: &str = "Date: Mon, 30 Nov 2026 12:00:00 +0000\r\n";
+
 fn docstring(step: &Step) -> anyhow::Result<&str> {
     step.docstring
         .as_deref()
@@ -280,7 +285,7 @@ async fn send_message_data(
     recipient: &str,
 ) -> anyhow::Result<()> {
     let body = format!(
-        "From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: conformance message\r\n\r\nSent by the conformance harness.\r\n"
+        "From: <{sender}>\r\nTo: <{recipient}>\r\n{DATE_FIELD}Subject: conformance message\r\n\r\nSent by the conformance harness.\r\n"
     );
     let message = with_token(world, body.as_bytes(), true);
     let reply = world.client()?.data(&message).await?;
