@@ -79,3 +79,67 @@ pub enum ClientError {
         bytes: Vec<u8>,
     },
 }
+
+impl ClientError {
+    /// Whether this is a TLS handshake that the server ended: it closed or reset the connection,
+    /// or sent a fatal alert. Not a handshake that failed on bytes that are not TLS (a server
+    /// that answered in plain text), nor one the client gave up on (an untrusted certificate, a
+    /// timeout).
+    pub fn is_handshake_ended_by_server(&self) -> bool {
+        let ClientError::Tls { source, .. } = self else {
+            return false;
+        };
+        match source.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted => true,
+            _ => source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|error| matches!(error, rustls::Error::AlertReceived(_))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(source: io::Error) -> ClientError {
+        ClientError::Tls {
+            server_name: "mail.example.test".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn handshakes_the_server_ended() {
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert!(tls(eof).is_handshake_ended_by_server());
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(tls(reset).is_handshake_ended_by_server());
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        );
+        assert!(tls(alert).is_handshake_ended_by_server());
+    }
+
+    #[test]
+    fn handshakes_that_failed_otherwise() {
+        let plain_text = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert!(!tls(plain_text).is_handshake_ended_by_server());
+        let untrusted = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(!tls(untrusted).is_handshake_ended_by_server());
+        let closed = ClientError::Closed {
+            while_doing: "reading".into(),
+        };
+        assert!(!closed.is_handshake_ended_by_server());
+    }
+}
