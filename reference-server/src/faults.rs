@@ -113,6 +113,7 @@ policies! {
     ImapPartialIgnored "imap_partial_ignored" "Answer BODY[...]<origin.count> with the whole section.",
     ImapDeleteKeepsMailbox "imap_delete_keeps_mailbox" "Answer OK to DELETE of a mailbox without children but keep it.",
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
+    ImapStoreReadOnly "imap_store_read_only" "Carry out STORE in a mailbox opened with EXAMINE, as if it were read-write.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",
     RelayIgnoresMxPreference "relay_ignores_mx_preference" "Relay: try the MX hosts from the highest preference number (least preferred) down.",

@@ -14,7 +14,9 @@ use cucumber::{given, then, when};
 
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
-use crate::clients::imap::{CommandResult, ImapClient, Incoming, Part, Response, Status, Value};
+use crate::clients::imap::{
+    CommandResult, ImapClient, Incoming, Part, Response, Status, StatusKind, Value,
+};
 
 /// The IMAP part of a scenario's state. Index 0 is "the IMAP client", 1 "the second".
 #[derive(Default)]
@@ -1013,6 +1015,55 @@ async fn message_flag(
         flags.join(" "),
         if has { "set" } else { "not set" }
     );
+    Ok(())
+}
+
+/// After STORE in a mailbox opened with EXAMINE. RFC 3501 6.3.2 forbids changing a read-only
+/// mailbox, and 7.1 lets a server answer a STORE of flags outside PERMANENTFLAGS (empty for a
+/// read-only mailbox) by ignoring it or keeping it for the session only: so NO, or OK with
+/// nothing kept, as another session sees.
+#[then("the STORE was refused with NO, or ignored as PERMANENTFLAGS () allows")]
+async fn read_only_store(world: &mut MailWorld) -> anyhow::Result<()> {
+    let result = world.imap_result(0)?;
+    let tagged = result.tagged.clone();
+    let tag = result.tag.clone();
+    match tagged.kind {
+        StatusKind::No => {
+            world.note(format!(
+                "STORE in a read-only mailbox: refused ({tag} {tagged})"
+            ));
+            return Ok(());
+        }
+        StatusKind::Ok => {}
+        _ => bail!("expected NO, or OK without a lasting change; got `{tag} {tagged}`"),
+    }
+    let mailbox = world.own_mailbox()?;
+    let (account, password) = world.account(0)?;
+    let target = world.target()?;
+    let mut client = logged_in(&target, &account, &password).await?;
+    let checked = async {
+        let examined = client.command(&format!("EXAMINE {mailbox}")).await?;
+        ensure!(examined.is_ok(), "EXAMINE was answered {}", examined.tagged);
+        let fetched = client.fetch("1", "(FLAGS)").await?;
+        let flags = flags_of(&fetched, 1).context("FETCH 1 FLAGS gave no flags")?;
+        ensure!(
+            !flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")),
+            "the server answered OK to STORE in a read-only mailbox and kept the change: \
+             another session sees the flags ({})",
+            flags.join(" ")
+        );
+        let _ = client.logout().await;
+        anyhow::Ok(())
+    }
+    .await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    checked?;
+    world.note(format!(
+        "STORE in a read-only mailbox: answered OK and ignored, which RFC 3501 7.1 allows for \
+         flags outside PERMANENTFLAGS ({tag} {tagged})"
+    ));
     Ok(())
 }
 

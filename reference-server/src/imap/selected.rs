@@ -726,7 +726,9 @@ impl Session {
         unchanged_since: Option<u64>,
         out: &mut Vec<u8>,
     ) {
-        if self.selected.as_ref().is_some_and(|s| s.read_only) {
+        if self.selected.as_ref().is_some_and(|s| s.read_only)
+            && !self.config.faults.has(Policy::ImapStoreReadOnly)
+        {
             return self.refuse(out, tag, "NO", "[READ-ONLY] The mailbox is read-only");
         }
         if unchanged_since.is_some() {
