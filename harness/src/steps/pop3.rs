@@ -551,7 +551,12 @@ async fn second_login(world: &mut MailWorld, who: String) -> anyhow::Result<()> 
     let target = world.target()?;
     let mut client = ready(&target).await?;
     let resp_codes = client.capa().await?.is_some() && client.has_capability("RESP-CODES");
-    let response = client.user_pass(&account, &password).await?;
+    // A server may wait a while for the first session to let go of the lock before it refuses
+    // (Dovecot waits 10 s), as it may delay a refused password.
+    client.set_timeout(target.timeout + super::FAILED_LOGIN_PATIENCE);
+    let response = client.user_pass(&account, &password).await;
+    client.set_timeout(target.timeout);
+    let response = response?;
     if response.ok {
         let _ = client.quit().await;
     }
