@@ -555,13 +555,21 @@ async fn refused_before_data(
     to: String,
 ) -> anyhow::Result<()> {
     let (from, to) = (world.expand(&from)?, world.expand(&to)?);
-    for command in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{to}>")] {
+    // Either refusal keeps the mail out; servers differ in where they put it (Postfix refuses
+    // at RCPT, so that the log names the recipient: smtpd_delay_reject).
+    for (verb, command) in [
+        ("MAIL", format!("MAIL FROM:<{from}>")),
+        ("RCPT", format!("RCPT TO:<{to}>")),
+    ] {
         let reply = world.client()?.command(&command).await?;
         let refused = reply.code >= 400;
-        world.record(reply);
         if refused {
+            let text = reply.to_string();
+            world.note(format!("refused at {verb}: {}", text.trim_end()));
+            world.record(reply);
             return Ok(());
         }
+        world.record(reply);
     }
     let _ = world.client()?.command("RSET").await;
     bail!("an unauthenticated client got MAIL FROM:<{from}> and RCPT TO:<{to}> accepted")
