@@ -130,7 +130,7 @@ impl Counts {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The target's name.
     pub target: String,
