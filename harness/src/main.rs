@@ -55,7 +55,8 @@ enum ReportCommand {
         /// Write the matrix here: HTML for `.html`, Markdown for `.md` (repeatable).
         #[arg(long, value_name = "FILE")]
         out: Vec<PathBuf>,
-        /// Print only the per-area summary table (Markdown), as the README shows it.
+        /// Print only the per-area summary table and the scenarios that did not pass in every
+        /// run (Markdown), as the README shows them.
         #[arg(long)]
         summary: bool,
     },
@@ -471,7 +472,11 @@ fn matrix_command(files: &[PathBuf], out: &[PathBuf], summary: bool) -> ExitCode
         println!("wrote {}", path.display());
     }
     if summary {
-        print!("{}", matrix.markdown_summary());
+        print!(
+            "{}\n{}",
+            matrix.markdown_summary(),
+            matrix.markdown_differences()
+        );
     } else if out.is_empty() {
         print!("{}", matrix.markdown());
     }

@@ -319,6 +319,67 @@ impl<'a> Matrix<'a> {
         out
     }
 
+    /// The scenarios that did not pass in every run, as a Markdown table: what a reader of a
+    /// comparison wants first. Failures are named by their message's first line.
+    pub fn markdown_differences(&self) -> String {
+        let mut out = String::new();
+        let headers: Vec<String> = self.columns.iter().map(|c| md(c)).collect();
+        let _ = writeln!(out, "| area | scenario | {} |", headers.join(" | "));
+        let _ = writeln!(out, "| --- | --- |{}", " --- |".repeat(self.columns.len()));
+        let mut any = false;
+        for row in &self.rows {
+            let all_passed = row
+                .cells
+                .iter()
+                .all(|cell| matches!(cell, Some(r) if r.outcome == Outcome::Passed && r.notes.is_empty()));
+            if all_passed {
+                continue;
+            }
+            any = true;
+            let cells: Vec<String> = row
+                .cells
+                .iter()
+                .map(|cell| {
+                    let Some(record) = cell else {
+                        return "not run".to_string();
+                    };
+                    let (_, label) = class_and_label(&record.outcome);
+                    let mut text = label.to_string();
+                    let detail = match &record.outcome {
+                        Outcome::Skipped { reason } | Outcome::NotApplicable { reason } => {
+                            Some(reason.as_str())
+                        }
+                        Outcome::KnownFinding { finding, .. } => Some(finding.as_str()),
+                        Outcome::Failed { message, .. } => message.lines().next(),
+                        Outcome::Passed => None,
+                    };
+                    if let Some(detail) = detail {
+                        let _ = write!(text, ": {}", md(detail));
+                    }
+                    for note in &record.notes {
+                        let _ = write!(text, "<br>_{}_", md(note));
+                    }
+                    text
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                area_title(&row.area),
+                md(row.scenario),
+                cells.join(" | ")
+            );
+        }
+        if !any {
+            let _ = writeln!(
+                out,
+                "| | (every scenario passed in every run) |{}",
+                " |".repeat(self.columns.len())
+            );
+        }
+        out
+    }
+
     /// The whole matrix as Markdown: the summary, a table per area, then the failures with
     /// their transcripts.
     pub fn markdown(&self) -> String {
@@ -680,6 +741,33 @@ mod tests {
         assert!(text.contains("not applicable: no pop3 port"));
         assert!(text.contains("<br>_refused at RCPT, not at MAIL_"));
         assert!(text.contains("dot &lt;stuffing&gt;"));
+    }
+
+    #[test]
+    fn differences_list_only_rows_that_did_not_pass_everywhere() {
+        let reports = two_runs();
+        let text = Matrix::new(&reports).markdown_differences();
+        assert!(
+            text.contains(
+                "| SMTP | dot &lt;stuffing&gt; | passed | failed: expected 554, got 250 |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| SMTP | bare LF | not run | known finding: Postfix 3.7 accepts &lt;LF&gt;.&lt;LF&gt; |"), "{text}");
+        assert!(
+            text.contains("passed<br>_refused at RCPT, not at MAIL_"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2 + 4, "{text}");
+        let clean = vec![Report::new(
+            "t".into(),
+            vec![record("smtp/a.feature", "a", 1, Outcome::Passed)],
+        )];
+        assert!(
+            Matrix::new(&clean)
+                .markdown_differences()
+                .contains("every scenario passed")
+        );
     }
 
     #[test]
