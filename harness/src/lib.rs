@@ -7,6 +7,7 @@ pub mod conform;
 pub mod embedded;
 pub mod load;
 pub mod mailbox;
+pub mod ports;
 pub mod relay_env;
 pub mod report;
 pub mod sink;
