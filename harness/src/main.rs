@@ -216,7 +216,10 @@ fn ports_command(args: PortsArgs) -> ExitCode {
     };
     let target = match (args.target, args.host) {
         (Some(path), _) => PortsTarget::Profile(path),
-        (None, Some(host)) => PortsTarget::Host(host),
+        (None, Some(host)) => PortsTarget::Host {
+            host,
+            ports: ports::documented_ports(),
+        },
         (None, None) => PortsTarget::Embedded(Box::new(move |config| {
             config.faults.policy.extend(policies);
         })),

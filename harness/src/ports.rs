@@ -28,9 +28,15 @@ pub enum PortsTarget {
     Embedded(Box<dyn FnOnce(&mut reference_server::Config) + Send>),
     /// A server described by a target profile file: its ports, accounts and trust settings.
     Profile(PathBuf),
-    /// A host without a profile: all seven documented port numbers, no accounts, the
-    /// certificate shown but not checked.
-    Host(String),
+    /// A host without a profile, on `ports` ([`documented_ports`] from the command line): no
+    /// accounts, so no login is tried; certificates are shown but not checked; a closed port is
+    /// not a mismatch, since nothing says it should be open.
+    Host {
+        /// Host name or address.
+        host: String,
+        /// The ports to probe.
+        ports: Ports,
+    },
 }
 
 /// Probe settings.
@@ -527,8 +533,7 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
                 .await
                 .with_context(|| format!("{}: TLS settings", path.display()))
         }
-        PortsTarget::Host(host) => {
-            let port = |role: PortRole| Some(role.documented_port());
+        PortsTarget::Host { host, ports } => {
             let profile = TargetProfile {
                 name: host.clone(),
                 host: host.clone(),
@@ -537,15 +542,7 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
                     verify: false,
                     ..TlsSettings::default()
                 },
-                ports: Ports {
-                    smtp: port(PortRole::Smtp),
-                    submission: port(PortRole::Submission),
-                    submissions: port(PortRole::Submissions),
-                    pop3: port(PortRole::Pop3),
-                    pop3s: port(PortRole::Pop3s),
-                    imap: port(PortRole::Imap),
-                    imaps: port(PortRole::Imaps),
-                },
+                ports,
                 accounts: Vec::new(),
                 foreign_recipient: "harness-ports@relay-check.invalid".into(),
                 relay: None,
@@ -553,6 +550,20 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
             };
             probe_all(&profile, false, options).await
         }
+    }
+}
+
+/// Every role on its documented port: 25, 587, 465, 110, 995, 143, 993.
+pub fn documented_ports() -> Ports {
+    let port = |role: PortRole| Some(role.documented_port());
+    Ports {
+        smtp: port(PortRole::Smtp),
+        submission: port(PortRole::Submission),
+        submissions: port(PortRole::Submissions),
+        pop3: port(PortRole::Pop3),
+        pop3s: port(PortRole::Pop3s),
+        imap: port(PortRole::Imap),
+        imaps: port(PortRole::Imaps),
     }
 }
 

@@ -424,6 +424,37 @@ async fn an_untrusted_certificate_and_an_unknown_local_address_are_reported() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_a_profile_is_probed_without_logins_or_trust() {
+    let reference = Reference::start().await;
+    // `--host` probes the documented numbers; here the reference server's ephemeral ones.
+    let ports = harness::target::Ports {
+        smtp: Some(reference.port(Role::Smtp)),
+        imaps: Some(reference.port(Role::Imaps)),
+        pop3: Some(free_port()),
+        ..Default::default()
+    };
+    let host = PortsTarget::Host {
+        host: "127.0.0.1".into(),
+        ports,
+    };
+    let report = ports::run(host, &PortsOptions::default()).await.unwrap();
+    let text = report.render();
+    assert!(report.success(), "{text}");
+    let smtp = port(&report, PortRole::Smtp);
+    assert_eq!(smtp.role_ok, Some(true), "{text}");
+    assert_eq!(smtp.auth_before_tls.as_ref().unwrap().accepted, None);
+    let imaps = port(&report, PortRole::Imaps);
+    assert_eq!(imaps.certificate.as_ref().unwrap().verified, None);
+    // Closed, but nothing said it should be open.
+    let pop3 = port(&report, PortRole::Pop3);
+    assert_eq!(pop3.state, PortState::Closed);
+    assert_eq!(pop3.role_ok, None);
+    assert!(pop3.problems.is_empty());
+    assert!(text.contains("trust     not checked"), "{text}");
+    assert!(text.contains("2 open, 1 closed, 4 not offered"), "{text}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line
 
