@@ -281,8 +281,8 @@ async fn an_expired_certificate_is_reported() {
 // ---------------------------------------------------------------------------------------------
 // Profiles
 
-/// The reference server on ephemeral ports and the profile text for it, with the ports `ports`
-/// gives (role, port) and `ca` as the trusted certificate.
+/// The reference server on ephemeral ports; [`Reference::profile`] writes a profile for it with
+/// the ports, trusted certificate and account a test chooses.
 struct Reference {
     server: reference_server::RunningServer,
     dir: tempfile::TempDir,
