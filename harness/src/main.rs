@@ -29,6 +29,11 @@ enum Command {
     /// or, with --verify, any acknowledged message is missing or duplicated; 2 when the run
     /// could not be done (bad target, refused credentials, bad options).
     Load(Box<LoadArgs>),
+    /// Probe each documented port role (smtp, submissions, submission, pop3, pop3s, imap,
+    /// imaps) of a target: open or closed, TLS mode and versions, certificate, login before
+    /// TLS, and whether it does what the role requires. Exits 0 when every offered port matches
+    /// its role, 1 when some do not, 2 when the probe could not run.
+    Ports(PortsArgs),
     /// Work with the JSON written by `load --json` (merge) and `conform --json` (matrix).
     #[command(subcommand)]
     Report(ReportCommand),
@@ -90,6 +95,28 @@ struct ConformArgs {
     /// Switch on a policy fault of the embedded server, to see what the suite reports about
     /// a broken server (repeatable). `--fault list` prints them all.
     #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    fault: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PortsArgs {
+    /// Target profile (YAML); without it (and without --host) the embedded reference server is
+    /// started on ephemeral ports.
+    #[arg(long, value_name = "FILE", conflicts_with = "host")]
+    target: Option<PathBuf>,
+    /// A host with no profile: probe the documented port numbers 25, 465, 587, 110, 995, 143
+    /// and 993; certificates are shown but not checked, and no login is tried.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Write the findings here as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seconds to wait for any one network step (connect, handshake, reply).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Switch on a policy fault of the embedded server (repeatable), e.g. open_relay;
+    /// `--fault list` prints them all.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["target", "host"])]
     fault: Vec<String>,
 }
 
@@ -172,6 +199,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Conform(args) => conform_command(*args),
         Command::Load(args) => load_command(*args),
+        Command::Ports(args) => ports_command(args),
         Command::Report(ReportCommand::Merge { files, json }) => merge_command(&files, json),
         Command::Report(ReportCommand::Matrix {
             files,
@@ -196,6 +224,50 @@ fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
             eprintln!("harness: {error}");
             ExitCode::from(2)
         })
+}
+
+fn ports_command(args: PortsArgs) -> ExitCode {
+    use harness::ports::{self, PortsOptions, PortsTarget};
+    let policies = match parse_faults(&args.fault) {
+        Ok(policies) => policies,
+        Err(code) => return code,
+    };
+    let target = match (args.target, args.host) {
+        (Some(path), _) => PortsTarget::Profile(path),
+        (None, Some(host)) => PortsTarget::Host {
+            host,
+            ports: ports::documented_ports(),
+        },
+        (None, None) => PortsTarget::Embedded(Box::new(move |config| {
+            config.faults.policy.extend(policies);
+        })),
+    };
+    let options = PortsOptions {
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(ports::run(target, &options)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("harness ports: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.json
+        && let Err(error) = report.write_json(path)
+    {
+        eprintln!("harness ports: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
