@@ -547,6 +547,7 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
                 foreign_recipient: "harness-ports@relay-check.invalid".into(),
                 relay: None,
                 skip_tags: Vec::new(),
+                known_findings: Vec::new(),
             };
             probe_all(&profile, false, options).await
         }
