@@ -261,6 +261,9 @@ pub struct PortReport {
     pub role_ok: Option<bool>,
     /// The mismatches, each with its evidence.
     pub problems: Vec<Problem>,
+    /// Choices the RFCs leave to the server that the probe saw this port make.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl PortReport {
@@ -277,7 +280,12 @@ impl PortReport {
             auth_before_tls: None,
             role_ok: None,
             problems: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        self.notes.push(text.into());
     }
 
     fn problem(&mut self, check: &str, message: impl Into<String>, evidence: impl Into<String>) {
@@ -402,6 +410,20 @@ impl PortsReport {
                     problem.check,
                     problem.message,
                     problem.evidence
+                );
+            }
+        }
+        let noted: Vec<&PortReport> = self.ports.iter().filter(|p| !p.notes.is_empty()).collect();
+        if !noted.is_empty() {
+            out += "\nNotes:\n";
+        }
+        for port in noted {
+            for note in &port.notes {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {note}",
+                    port.role.name(),
+                    port.port.map(|p| p.to_string()).unwrap_or_default()
                 );
             }
         }

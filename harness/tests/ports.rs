@@ -219,6 +219,39 @@ async fn mail_without_auth_is_reported_on_the_submission_ports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_at_rcpt_instead_of_mail_is_allowed_and_noted() {
+    // RFC 6409 lets a submission server refuse the unauthenticated transaction at RCPT (as
+    // Postfix does): MAIL accepted, every RCPT refused. On port 25 that same refusal of local
+    // mail is a problem.
+    let report = embedded(|config| {
+        config.faults.policy.insert(Policy::MailWithoutAuth);
+        config.faults.commands.push(
+            serde_saphyr::from_str(
+                "{ at: RCPT, action: { reply: { code: 554, text: \"5.7.1 Access denied\" } } }",
+            )
+            .expect("command fault"),
+        );
+    })
+    .await;
+    expect_problems(&report, &[("smtp", "local_delivery")]);
+    for role in [PortRole::Submission, PortRole::Submissions] {
+        let notes = &port(&report, role).notes;
+        assert_eq!(notes.len(), 1, "{}", report.render());
+        assert!(
+            notes[0]
+                .starts_with("refuses the unauthenticated transaction at RCPT, not at MAIL: 554"),
+            "{}",
+            report.render()
+        );
+    }
+    assert!(
+        report.render().contains("\nNotes:\n"),
+        "{}",
+        report.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_without_starttls_is_reported() {
     // No policy fault takes STARTTLS away; a listener configured without TLS does.
     let report = embedded(|config| {

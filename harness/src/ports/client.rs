@@ -126,7 +126,8 @@ impl Client {
                 if client.has_capability("USER") {
                     offered.push("USER".to_owned());
                 }
-                if client.has_capability("SASL") {
+                // Dovecot lists a bare `SASL` before STLS: no mechanism, so no login offered.
+                if client.has_capability("SASL") && !client.sasl_mechanisms().is_empty() {
                     offered.push(format!("SASL {}", client.sasl_mechanisms().join(" ")));
                 }
                 (!offered.is_empty()).then(|| format!("CAPA lists {}", offered.join(", ")))

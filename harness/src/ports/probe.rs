@@ -308,14 +308,29 @@ impl Probe<'_> {
                         listing,
                     );
                 }
+                // RFC 6409 lets the server refuse the unauthenticated transaction at MAIL or
+                // at RCPT (Postfix does the latter); only a transaction accepted at both is a
+                // problem. Nothing is sent: RSET after RCPT.
                 let from = self.local_address();
                 let reply = smtp.command(&format!("MAIL FROM:<{from}>")).await?;
                 if reply.is_positive() {
-                    report.problem(
-                        "mail_requires_auth",
-                        "MAIL is accepted before AUTH; the role requires AUTH first",
-                        format!("MAIL FROM:<{from}> -> {}", first_line(&reply.to_string())),
-                    );
+                    let rcpt = smtp.command(&format!("RCPT TO:<{from}>")).await?;
+                    if rcpt.is_positive() {
+                        report.problem(
+                            "mail_requires_auth",
+                            "MAIL and RCPT are accepted before AUTH; the role requires AUTH first",
+                            format!(
+                                "MAIL FROM:<{from}> -> {}; RCPT TO:<{from}> -> {}",
+                                first_line(&reply.to_string()),
+                                first_line(&rcpt.to_string())
+                            ),
+                        );
+                    } else {
+                        report.note(format!(
+                            "refuses the unauthenticated transaction at RCPT, not at MAIL: {}",
+                            first_line(&rcpt.to_string())
+                        ));
+                    }
                     smtp.command("RSET").await?;
                 }
             }
