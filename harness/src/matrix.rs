@@ -550,19 +550,10 @@ fn anchor(column: usize, row: &Row<'_>) -> String {
     format!("f{column}-{file}-{}", row.line)
 }
 
+/// HTML text and attribute escaping: the same rules as XML's (control characters shown as
+/// `\xNN`).
 fn html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::report::escape(text)
 }
 
 /// Text for a Markdown table cell: no line breaks, pipes and markup characters escaped, HTML
