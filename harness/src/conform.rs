@@ -20,6 +20,7 @@ use futures::future::LocalBoxFuture;
 use crate::clients::pop3::Pop3Client;
 use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
+use crate::mailbox::ImapMailboxes;
 use crate::relay_env::RelayEnv;
 use crate::report::{Outcome, Record, Report};
 use crate::steps::{MailWorld, Target};
@@ -112,11 +113,14 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
                 )),
                 None => None,
             };
+            let tls = TlsClient::from_settings(&profile.tls, &profile.host)
+                .with_context(|| format!("{}: TLS settings", path.display()))?;
+            let mailboxes = ImapMailboxes::for_profile(&profile, tls.clone(), options.timeout)
+                .map(|m| Arc::new(m) as Arc<dyn crate::mailbox::Mailboxes>);
             let target = Target {
                 relay,
-                tls: TlsClient::from_settings(&profile.tls, &profile.host)
-                    .with_context(|| format!("{}: TLS settings", path.display()))?,
-                mailboxes: None,
+                tls,
+                mailboxes,
                 profile,
                 timeout: options.timeout,
                 leases: Default::default(),

@@ -71,7 +71,13 @@ impl Embedded {
         let config = self.server.config();
         let port = |role| self.server.addr(role).map(|addr| addr.port());
         TargetProfile {
-            name: "embedded reference-server".into(),
+            // A run with faults is named by them, so its column in a matrix says what it is.
+            name: if config.faults.policy.is_empty() {
+                "embedded reference-server".into()
+            } else {
+                let faults: Vec<&str> = config.faults.policy.iter().map(|p| p.name()).collect();
+                format!("embedded reference-server (faults: {})", faults.join(", "))
+            },
             host: "127.0.0.1".into(),
             domain: config.domains[0].clone(),
             tls: TlsSettings {

@@ -7,6 +7,8 @@ pub mod conform;
 pub mod embedded;
 pub mod load;
 pub mod mailbox;
+pub mod matrix;
+pub mod ports;
 pub mod relay_env;
 pub mod report;
 pub mod sink;

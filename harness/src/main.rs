@@ -23,37 +23,18 @@ struct Cli {
 enum Command {
     /// Run the Gherkin conformance scenarios against a target (default: the reference server,
     /// started in-process). Exits 0 only when every selected scenario passed.
-    Conform {
-        /// Target profile (YAML) of the server to test; without it the embedded reference
-        /// server is started on ephemeral ports.
-        #[arg(long, value_name = "FILE")]
-        target: Option<PathBuf>,
-        /// Directory of .feature files [default: ./features, or the checkout's features/].
-        #[arg(long, value_name = "DIR")]
-        features: Option<PathBuf>,
-        /// Tag expression selecting scenarios, e.g. "@smtp and not @tls".
-        #[arg(long, value_name = "EXPR")]
-        tags: Option<String>,
-        /// Write a JUnit XML report here.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        /// Write a JSON report here.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Seconds to wait for any one server reply.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-        timeout: u64,
-        /// Switch on a policy fault of the embedded server, to see what the suite reports about
-        /// a broken server (repeatable). `--fault list` prints them all.
-        #[arg(long, value_name = "NAME", conflicts_with = "target")]
-        fault: Vec<String>,
-    },
+    Conform(Box<ConformArgs>),
     /// Drive load against a target (default: the reference server, in-process) and report
     /// throughput, latency percentiles per phase and errors. Exits 1 when any operation failed
     /// or, with --verify, any acknowledged message is missing or duplicated; 2 when the run
     /// could not be done (bad target, refused credentials, bad options).
     Load(Box<LoadArgs>),
-    /// Work with the JSON written by `load --json`.
+    /// Probe each documented port role (smtp, submissions, submission, pop3, pop3s, imap,
+    /// imaps) of a target: open or closed, TLS mode and versions, certificate, login before
+    /// TLS, and whether it does what the role requires. Exits 0 when every offered port matches
+    /// its role, 1 when some do not, 2 when the probe could not run.
+    Ports(PortsArgs),
+    /// Work with the JSON written by `load --json` (merge) and `conform --json` (matrix).
     #[command(subcommand)]
     Report(ReportCommand),
 }
@@ -70,6 +51,73 @@ enum ReportCommand {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Put several `conform --json` results side by side in one conformance matrix (one row
+    /// per scenario, one column per run). Without --out, prints the matrix as Markdown.
+    Matrix {
+        /// JSON files written by `harness conform --json`, in column order.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Write the matrix here: HTML for `.html`, Markdown for `.md` (repeatable).
+        #[arg(long, value_name = "FILE")]
+        out: Vec<PathBuf>,
+        /// Print only the per-area summary table and the scenarios that did not pass in every
+        /// run (Markdown), as the README shows them.
+        #[arg(long)]
+        summary: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformArgs {
+    /// Target profile (YAML) of the server to test; without it the embedded reference
+    /// server is started on ephemeral ports.
+    #[arg(long, value_name = "FILE")]
+    target: Option<PathBuf>,
+    /// Directory of .feature files [default: ./features, or the checkout's features/].
+    #[arg(long, value_name = "DIR")]
+    features: Option<PathBuf>,
+    /// Tag expression selecting scenarios, e.g. "@smtp and not @tls".
+    #[arg(long, value_name = "EXPR")]
+    tags: Option<String>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a JSON report here (several runs combine with `harness report matrix`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the conformance matrix of this run here: HTML for `.html`, Markdown for `.md`
+    /// (repeatable).
+    #[arg(long, value_name = "FILE")]
+    report: Vec<PathBuf>,
+    /// Seconds to wait for any one server reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Switch on a policy fault of the embedded server, to see what the suite reports about
+    /// a broken server (repeatable). `--fault list` prints them all.
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    fault: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PortsArgs {
+    /// Target profile (YAML); without it (and without --host) the embedded reference server is
+    /// started on ephemeral ports.
+    #[arg(long, value_name = "FILE", conflicts_with = "host")]
+    target: Option<PathBuf>,
+    /// A host with no profile: probe the documented port numbers 25, 465, 587, 110, 995, 143
+    /// and 993; certificates are shown but not checked, and no login is tried.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Write the findings here as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seconds to wait for any one network step (connect, handshake, reply).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Switch on a policy fault of the embedded server (repeatable), e.g. open_relay;
+    /// `--fault list` prints them all.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["target", "host"])]
+    fault: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,17 +197,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Conform {
-            target,
-            features,
-            tags,
-            junit,
-            json,
-            timeout,
-            fault,
-        } => conform_command(target, features, tags, junit, json, timeout, fault),
+        Command::Conform(args) => conform_command(*args),
         Command::Load(args) => load_command(*args),
+        Command::Ports(args) => ports_command(args),
         Command::Report(ReportCommand::Merge { files, json }) => merge_command(&files, json),
+        Command::Report(ReportCommand::Matrix {
+            files,
+            out,
+            summary,
+        }) => matrix_command(&files, &out, summary),
     }
 }
 
@@ -178,6 +224,50 @@ fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
             eprintln!("harness: {error}");
             ExitCode::from(2)
         })
+}
+
+fn ports_command(args: PortsArgs) -> ExitCode {
+    use harness::ports::{self, PortsOptions, PortsTarget};
+    let policies = match parse_faults(&args.fault) {
+        Ok(policies) => policies,
+        Err(code) => return code,
+    };
+    let target = match (args.target, args.host) {
+        (Some(path), _) => PortsTarget::Profile(path),
+        (None, Some(host)) => PortsTarget::Host {
+            host,
+            ports: ports::documented_ports(),
+        },
+        (None, None) => PortsTarget::Embedded(Box::new(move |config| {
+            config.faults.policy.extend(policies);
+        })),
+    };
+    let options = PortsOptions {
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(ports::run(target, &options)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("harness ports: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.json
+        && let Err(error) = report.write_json(path)
+    {
+        eprintln!("harness ports: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -354,19 +444,28 @@ fn merge_command(files: &[PathBuf], json: Option<PathBuf>) -> ExitCode {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conform_command(
-    target: Option<PathBuf>,
-    features: Option<PathBuf>,
-    tags: Option<String>,
-    junit: Option<PathBuf>,
-    json: Option<PathBuf>,
-    timeout: u64,
-    fault: Vec<String>,
-) -> ExitCode {
+fn conform_command(args: ConformArgs) -> ExitCode {
+    let ConformArgs {
+        target,
+        features,
+        tags,
+        junit,
+        json,
+        report: report_files,
+        timeout,
+        fault,
+    } = args;
     let policies = match parse_faults(&fault) {
         Ok(policies) => policies,
         Err(code) => return code,
     };
+    // A report file with an unknown extension is refused before the run, not after it.
+    for path in &report_files {
+        if let Err(error) = harness::matrix::Format::from_path(path) {
+            eprintln!("harness: --report {error:#}");
+            return ExitCode::from(2);
+        }
+    }
     let spec = match target {
         Some(path) => TargetSpec::Profile(path),
         None => TargetSpec::Embedded(Box::new(move |config| {
@@ -402,9 +501,56 @@ fn conform_command(
             return ExitCode::from(2);
         }
     }
+    if !report_files.is_empty() {
+        let runs = [report.clone()];
+        let matrix = harness::matrix::Matrix::new(&runs);
+        for path in &report_files {
+            if let Err(error) = matrix.write(path) {
+                eprintln!("harness: {error:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if report.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn matrix_command(files: &[PathBuf], out: &[PathBuf], summary: bool) -> ExitCode {
+    for path in out {
+        if let Err(error) = harness::matrix::Format::from_path(path) {
+            eprintln!("harness: --out {error:#}");
+            return ExitCode::from(2);
+        }
+    }
+    let mut runs = Vec::new();
+    for path in files {
+        match harness::matrix::read_json(path) {
+            Ok(report) => runs.push(report),
+            Err(error) => {
+                eprintln!("harness: {error:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let matrix = harness::matrix::Matrix::new(&runs);
+    for path in out {
+        if let Err(error) = matrix.write(path) {
+            eprintln!("harness: {error:#}");
+            return ExitCode::from(2);
+        }
+        println!("wrote {}", path.display());
+    }
+    if summary {
+        print!(
+            "{}\n{}",
+            matrix.markdown_summary(),
+            matrix.markdown_differences()
+        );
+    } else if out.is_empty() {
+        print!("{}", matrix.markdown());
+    }
+    ExitCode::SUCCESS
 }

@@ -130,7 +130,7 @@ impl Counts {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The target's name.
     pub target: String,
@@ -350,7 +350,7 @@ fn indent(text: &str, prefix: &str) -> String {
 
 /// XML text and attribute escaping; control characters other than tab and newline are not
 /// allowed in XML 1.0 at all, so they are shown as `\xNN`.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

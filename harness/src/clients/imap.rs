@@ -26,6 +26,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
+use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -2510,6 +2511,30 @@ impl ImapClient {
             self.conn.upgrade(tls).await?;
         }
         Ok(result)
+    }
+
+    /// STARTTLS and, on OK, a probe of whether the server accepts a `version` handshake (see
+    /// [`probe_legacy_tls`]) instead of starting TLS. The connection is unusable afterwards. A
+    /// refused STARTTLS comes back as `Ok(Err(status))`.
+    pub async fn starttls_then_probe_legacy(
+        &mut self,
+        version: LegacyVersion,
+        sni: Option<&str>,
+    ) -> Result<Result<LegacyOutcome, Status>, ClientError> {
+        if self.conn.is_tls() {
+            return Err(ClientError::AlreadyTls);
+        }
+        let result = self.command("STARTTLS").await?;
+        if !result.is_ok() {
+            return Ok(Err(result.tagged));
+        }
+        let mut stream = self.conn.take_plain()?;
+        let outcome = probe_legacy_tls(&mut stream, version, sni, self.conn.timeout).await;
+        self.conn.note(match &outcome {
+            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
+            Err(error) => format!("{version} ClientHello probe failed: {error}"),
+        });
+        outcome.map(Ok)
     }
 
     /// LOGIN, each argument quoted, or sent as a literal when it cannot be.

@@ -1,11 +1,13 @@
 //! TLS client settings: which certificates to trust and which name to expect.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{self, WebPkiSupportedAlgorithms};
 use rustls::{
     ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
+    SupportedProtocolVersion,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -56,6 +58,46 @@ impl TlsClient {
                 .with_no_client_auth()
         };
         Ok(Self::new(Arc::new(config), server_name))
+    }
+
+    /// A client for looking at a server rather than trusting it: it offers only `versions`,
+    /// accepts any certificate (handshake signatures are still checked), and leaves in the
+    /// returned [`Seen`] the chain it was shown and whether `settings` would have accepted it.
+    /// Unusable settings (verify on without a CA, an unreadable CA) are an error, as for
+    /// [`Self::from_settings`].
+    pub fn inspecting(
+        settings: &TlsSettings,
+        host: &str,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Result<(Self, Seen), ClientError> {
+        let name = settings.server_name.as_deref().unwrap_or(host);
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|error| ClientError::TlsConfig(format!("server name {name:?}: {error}")))?;
+        let provider = Arc::new(crypto::ring::default_provider());
+        let trusted = if settings.verify {
+            let verifier = WebPkiServerVerifier::builder_with_provider(
+                Arc::new(trusted_roots(settings)?),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|error| ClientError::TlsConfig(error.to_string()))?;
+            Some(verifier)
+        } else {
+            None
+        };
+        let seen = Seen::default();
+        let verifier = Inspector {
+            algorithms: provider.signature_verification_algorithms,
+            trusted,
+            seen: seen.clone(),
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|error| ClientError::TlsConfig(error.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok((Self::new(Arc::new(config), server_name), seen))
     }
 
     /// The name the certificate is checked against.
@@ -123,6 +165,83 @@ pub(crate) fn version_name(version: ProtocolVersion) -> String {
         ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
         ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
         other => format!("{other:?}"),
+    }
+}
+
+/// What an inspecting handshake ([`TlsClient::inspecting`]) was shown.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate {
+    /// The chain as the server sent it, end entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Whether the trust settings accept it: `None` when they say `verify: false`, else the
+    /// verifier's verdict, its error as text.
+    pub verified: Option<Result<(), String>>,
+}
+
+/// Where an inspecting client leaves what its last handshake was shown.
+#[derive(Debug, Clone, Default)]
+pub struct Seen(Arc<Mutex<Option<PeerCertificate>>>);
+
+impl Seen {
+    /// What the last handshake was shown, if it got as far as a certificate.
+    pub fn take(&self) -> Option<PeerCertificate> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Records the chain and the trust settings' verdict on it, then accepts it, so that a probe
+/// can go on to look at a server whose certificate would not be trusted.
+#[derive(Debug)]
+struct Inspector {
+    algorithms: WebPkiSupportedAlgorithms,
+    trusted: Option<Arc<WebPkiServerVerifier>>,
+    seen: Seen,
+}
+
+impl ServerCertVerifier for Inspector {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.trusted.as_ref().map(|verifier| {
+            verifier
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        });
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|certificate| certificate.clone().into_owned())
+            .collect();
+        *self.seen.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(PeerCertificate { chain, verified });
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -308,7 +308,7 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
     let target = world.target()?;
     let Some(mailboxes) = target.mailboxes.clone() else {
         world.unverified = Some(format!(
-            "the bounce to {account} is not verified: the harness cannot read this target's mailboxes yet"
+            "the bounce to {account} is not verified: the target offers no IMAP port to read its mailboxes with"
         ));
         return Ok(());
     };
@@ -317,6 +317,7 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
     loop {
         let inbox = mailboxes
             .inbox(&account)
+            .await
             .map_err(|e| anyhow!("reading the inbox of {account}: {e}"))?;
         let dsn = inbox.into_iter().find_map(|m| {
             let text = String::from_utf8_lossy(&m).to_ascii_lowercase();
@@ -343,7 +344,7 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
                 Duration::from_secs(wait)
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(mailboxes.poll_interval().max(Duration::from_millis(100))).await;
     }
 }
 

@@ -699,7 +699,7 @@ async fn find_message(
     let target = world.target()?;
     let Some(mailboxes) = target.mailboxes.clone() else {
         world.unverified = Some(format!(
-            "delivery to {account} not verified: the harness cannot read this target's mailboxes yet (POP3/IMAP access is not built)"
+            "delivery to {account} not verified: the target offers no IMAP port to read its mailboxes with"
         ));
         return Ok(None);
     };
@@ -713,6 +713,7 @@ async fn find_message(
     loop {
         let inbox = mailboxes
             .inbox(&account)
+            .await
             .map_err(|e| anyhow!("reading the inbox of {account}: {e}"))?;
         let found = inbox
             .into_iter()
@@ -720,7 +721,7 @@ async fn find_message(
         if found.is_some() || tokio::time::Instant::now() >= deadline {
             return Ok(Some(found));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(mailboxes.poll_interval()).await;
     }
 }
 
