@@ -327,6 +327,9 @@ impl<'a> Matrix<'a> {
         let _ = writeln!(out, "| area | scenario | {} |", headers.join(" | "));
         let _ = writeln!(out, "| --- | --- |{}", " --- |".repeat(self.columns.len()));
         let mut any = false;
+        // Known findings are long and often shared by several scenarios: each is told once,
+        // under the table, and the cells refer to it.
+        let mut findings: Vec<&str> = Vec::new();
         for row in &self.rows {
             let all_passed = row
                 .cells
@@ -349,7 +352,17 @@ impl<'a> Matrix<'a> {
                         Outcome::Skipped { reason } | Outcome::NotApplicable { reason } => {
                             Some(reason.as_str())
                         }
-                        Outcome::KnownFinding { finding, .. } => Some(finding.as_str()),
+                        Outcome::KnownFinding { finding, .. } => {
+                            let number = match findings.iter().position(|f| f == finding) {
+                                Some(index) => index + 1,
+                                None => {
+                                    findings.push(finding);
+                                    findings.len()
+                                }
+                            };
+                            let _ = write!(text, " [{number}]");
+                            None
+                        }
                         Outcome::Failed { message, .. } => message.lines().next(),
                         Outcome::Passed => None,
                     };
@@ -364,9 +377,11 @@ impl<'a> Matrix<'a> {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {} <sub>{}:{}</sub> | {} |",
                 area_title(&row.area),
                 md(row.scenario),
+                md(row.file),
+                row.line,
                 cells.join(" | ")
             );
         }
@@ -376,6 +391,12 @@ impl<'a> Matrix<'a> {
                 "| | (every scenario passed in every run) |{}",
                 " |".repeat(self.columns.len())
             );
+        }
+        if !findings.is_empty() {
+            out.push('\n');
+        }
+        for (index, finding) in findings.iter().enumerate() {
+            let _ = writeln!(out, "{}. known finding: {}", index + 1, md(finding));
         }
         out
     }
@@ -740,16 +761,25 @@ mod tests {
         let text = Matrix::new(&reports).markdown_differences();
         assert!(
             text.contains(
-                "| SMTP | dot &lt;stuffing&gt; | passed | failed: expected 554, got 250 |"
+                "| SMTP | dot &lt;stuffing&gt; <sub>smtp/data.feature:9</sub> | passed | failed: expected 554, got 250 |"
             ),
             "{text}"
         );
-        assert!(text.contains("| SMTP | bare LF | not run | known finding: Postfix 3.7 accepts &lt;LF&gt;.&lt;LF&gt; |"), "{text}");
+        assert!(
+            text.contains(
+                "| SMTP | bare LF <sub>smtp/data.feature:20</sub> | not run | known finding [1] |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n1. known finding: Postfix 3.7 accepts &lt;LF&gt;.&lt;LF&gt;\n"),
+            "{text}"
+        );
         assert!(
             text.contains("passed<br>_refused at RCPT, not at MAIL_"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 2 + 4, "{text}");
+        assert_eq!(text.lines().count(), 2 + 4 + 2, "{text}");
         let clean = vec![Report::new(
             "t".into(),
             vec![record("smtp/a.feature", "a", 1, Outcome::Passed)],
