@@ -514,6 +514,11 @@ async fn reply_code_one_of(world: &mut MailWorld, codes: String) -> anyhow::Resu
         allowed.contains(&reply.code),
         "expected one of {allowed:?}, got: {reply}"
     );
+    if allowed.len() > 1 {
+        let answer = reply.to_string();
+        let first = answer.lines().next().unwrap_or_default().to_owned();
+        world.note(format!("answered {first}"));
+    }
     Ok(())
 }
 
