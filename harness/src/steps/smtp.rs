@@ -27,15 +27,29 @@ fn docstring(step: &Step) -> anyhow::Result<&str> {
 }
 
 /// Adds a Message-ID carrying a fresh token, so the message can be found in a mailbox.
+/// Puts a unique Message-ID in front of `body`. A message that the scenario will compare
+/// byte for byte (`exact`) also gets a Date field when its header has none, so that a server
+/// adding one, as it may, does not change what is compared.
 fn with_token(world: &mut MailWorld, body: &[u8], exact: bool) -> Vec<u8> {
     let token = unique_token();
     let mut message = format!("Message-ID: <{token}@harness.test>\r\n").into_bytes();
+    if exact && !has_date_field(body) {
+        message.extend_from_slice(DATE_FIELD.as_bytes());
+    }
     message.extend_from_slice(body);
     world.message = Some(SentMessage {
         token,
         exact: exact.then(|| message.clone()),
     });
     message
+}
+
+/// Whether the header section of `message` has a Date field.
+fn has_date_field(message: &[u8]) -> bool {
+    message
+        .split(|&b| b == b'\n')
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .any(|line| line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"date:"))
 }
 
 #[given(regex = r"^a client connected to the (\w+) port$")]
@@ -881,4 +895,19 @@ async fn modern_tls(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
         .other_transcripts
         .push(client.transcript().to_string());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_date_field;
+
+    #[test]
+    fn date_field_is_found_only_in_the_header() {
+        assert!(has_date_field(
+            b"Subject: x\r\nDATE: Mon, 30 Nov 2026\r\n\r\nbody\r\n"
+        ));
+        assert!(!has_date_field(b"Subject: x\r\n\r\nDate: in the body\r\n"));
+        assert!(!has_date_field(b"Subject: x\r\nDated: no\r\n\r\n"));
+        assert!(!has_date_field(b""));
+    }
 }
