@@ -526,7 +526,8 @@ fn short_counts(c: &Counts) -> String {
         parts.push(format!("{} failed", c.failed));
     }
     if c.known_findings > 0 {
-        parts.push(format!("{} known findings", c.known_findings));
+        let plural = if c.known_findings == 1 { "" } else { "s" };
+        parts.push(format!("{} known finding{plural}", c.known_findings));
     }
     if c.skipped > 0 {
         parts.push(format!("{} skipped", c.skipped));
@@ -728,7 +729,7 @@ mod tests {
         assert!(page.contains("Postfix 3.7 accepts &lt;LF&gt;.&lt;LF&gt;"));
         assert!(page.contains("<td class=\"absent\">not run</td>"));
         assert!(
-            page.contains("1 passed, 1 failed, 1 known findings, 1 n/a"),
+            page.contains("1 passed, 1 failed, 1 known finding, 1 n/a"),
             "{page}"
         );
     }
@@ -742,7 +743,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| SMTP | 1 passed | 0 passed, 1 failed, 1 known findings |"),
+            text.contains("| SMTP | 1 passed | 0 passed, 1 failed, 1 known finding |"),
             "{text}"
         );
         assert!(

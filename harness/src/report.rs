@@ -336,7 +336,8 @@ fn format_counts(counts: &Counts) -> String {
         counts.passed, counts.failed, counts.skipped, counts.not_applicable
     );
     if counts.known_findings > 0 {
-        let _ = write!(text, ", {} known findings", counts.known_findings);
+        let plural = if counts.known_findings == 1 { "" } else { "s" };
+        let _ = write!(text, ", {} known finding{plural}", counts.known_findings);
     }
     text
 }
