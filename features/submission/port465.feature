@@ -14,7 +14,7 @@ Feature: Port 465 submissions: implicit TLS, then AUTH
     Given a plain-text client connected to the submissions port
     Then no plain-text greeting arrives
 
-  @port-submissions @rfc4954-4 @fault-submissions_plaintext
+  @port-submissions @rfc4954-4 @fault-submissions_plaintext @fault-auth_not_advertised
   Scenario: EHLO offers AUTH and no STARTTLS
     Given a client connected to the submissions port
     When the client says EHLO

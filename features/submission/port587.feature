@@ -17,7 +17,7 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     And the client sends "AUTH PLAIN"
     Then the reply is a permanent failure
 
-  @port-submission @rfc4954-4 @fault-starttls_after_tls
+  @port-submission @rfc4954-4 @fault-starttls_after_tls @fault-auth_not_advertised
   Scenario: After STARTTLS, EHLO offers AUTH PLAIN and no STARTTLS
     Given a client connected to the submission port
     When the client says EHLO

@@ -207,6 +207,62 @@ async fn legacy_tls_versions_are_reported_on_every_tls_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_missing_over_tls_is_reported_on_the_submission_ports() {
+    let report = with_faults(&[Policy::AuthNotAdvertised]).await;
+    expect_problems(
+        &report,
+        &[
+            ("submission", "auth_offered"),
+            ("submissions", "auth_offered"),
+        ],
+    );
+}
+
+/// An SMTP command fault of the embedded server, from its YAML form.
+fn command_fault(yaml: &str) -> reference_server::faults::CommandFault {
+    serde_saphyr::from_str(yaml).expect("command fault")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_that_turns_clients_away_is_reported() {
+    let report = embedded(|config| {
+        config.faults.commands.push(command_fault(
+            "{ at: CONNECT, action: { reply: { code: 554, text: \"5.3.2 no service here\" } } }",
+        ));
+    })
+    .await;
+    expect_problems(
+        &report,
+        &[
+            ("smtp", "greeting"),
+            ("submission", "greeting"),
+            ("submissions", "greeting"),
+        ],
+    );
+    let smtp = &port(&report, PortRole::Smtp).problems[0];
+    assert!(smtp.evidence.contains("554"), "{smtp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_hangs_up_mid_probe_is_reported() {
+    let report = embedded(|config| {
+        config
+            .faults
+            .commands
+            .push(command_fault("{ at: EHLO, action: disconnect }"));
+    })
+    .await;
+    expect_problems(
+        &report,
+        &[
+            ("smtp", "probe"),
+            ("submission", "probe"),
+            ("submissions", "probe"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_without_auth_is_reported_on_the_submission_ports() {
     let report = with_faults(&[Policy::MailWithoutAuth]).await;
     expect_problems(
@@ -225,12 +281,9 @@ async fn a_refusal_at_rcpt_instead_of_mail_is_allowed_and_noted() {
     // mail is a problem.
     let report = embedded(|config| {
         config.faults.policy.insert(Policy::MailWithoutAuth);
-        config.faults.commands.push(
-            serde_saphyr::from_str(
-                "{ at: RCPT, action: { reply: { code: 554, text: \"5.7.1 Access denied\" } } }",
-            )
-            .expect("command fault"),
-        );
+        config.faults.commands.push(command_fault(
+            "{ at: RCPT, action: { reply: { code: 554, text: \"5.7.1 Access denied\" } } }",
+        ));
     })
     .await;
     expect_problems(&report, &[("smtp", "local_delivery")]);

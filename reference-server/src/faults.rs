@@ -49,6 +49,7 @@ macro_rules! policies {
 policies! {
     OpenRelay "open_relay" "Accept mail for any domain without authentication; foreign mail accepted this way is discarded.",
     AuthBeforeTls "auth_before_tls" "Advertise and accept AUTH before STARTTLS.",
+    AuthNotAdvertised "auth_not_advertised" "Leave AUTH out of the EHLO reply where it should be offered (an AUTH command still works).",
     StarttlsInjection "starttls_injection" "Execute bytes sent after STARTTLS but before the handshake inside TLS (CVE-2011-0411 class).",
     BareLfEndOfData "bare_lf_end_of_data" "Take a bare LF or CR as a line end in DATA, so <LF>.<LF>, <CR>.<CR> and the like end the message (SMTP smuggling), and accept bare line ends.",
     LegacyTls "legacy_tls" "Answer a TLS 1.0 or 1.1 ClientHello with a ServerHello of that version.",

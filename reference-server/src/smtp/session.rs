@@ -576,7 +576,7 @@ impl Session {
         {
             lines.push("STARTTLS".into());
         }
-        if self.auth_offered() && self.user.is_none() {
+        if self.auth_offered() && self.user.is_none() && !self.fault(Policy::AuthNotAdvertised) {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.extend(["SMTPUTF8".into(), "CHUNKING".into(), "HELP".into()]);
