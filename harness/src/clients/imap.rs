@@ -76,7 +76,8 @@ pub enum StatusKind {
 }
 
 impl StatusKind {
-    fn name(self) -> &'static str {
+    /// The condition as the protocol spells it: `OK`, `NO`, `BAD`, `BYE`, `PREAUTH`.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Ok => "OK",
             Self::No => "NO",
