@@ -216,6 +216,9 @@ pub struct Limits {
     pub line_length: usize,
     /// Simultaneous connections over all listeners.
     pub connections: usize,
+    /// Simultaneous connections from one client address, so that one client cannot take every
+    /// slot of `connections`.
+    pub connections_per_address: usize,
     /// Seconds a session may stay silent before it is closed with 421.
     pub idle_timeout_secs: u64,
     /// Error replies a session may provoke before it is disconnected with 421.
@@ -232,6 +235,7 @@ impl Default for Limits {
             recipients: 100,
             line_length: 1000,
             connections: 256,
+            connections_per_address: 64,
             idle_timeout_secs: 300,
             max_errors: 10,
             auth_failure_delay_ms: 1000,
@@ -547,12 +551,13 @@ impl Config {
         if limits.line_length < 80
             || limits.recipients == 0
             || limits.connections == 0
+            || limits.connections_per_address == 0
             || limits.max_errors == 0
             || limits.idle_timeout_secs == 0
         {
             return Err(invalid(
-                "limits: line_length must be at least 80; recipients, connections, max_errors \
-                 and idle_timeout_secs at least 1"
+                "limits: line_length must be at least 80; recipients, connections, \
+                 connections_per_address, max_errors and idle_timeout_secs at least 1"
                     .into(),
             ));
         }

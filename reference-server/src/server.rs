@@ -1,6 +1,7 @@
 //! Listeners and the per-connection driver: the thin I/O layer over [`Session`].
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,8 @@ struct Shared {
     store: Store,
     acceptor: TlsAcceptor,
     connections: Arc<Semaphore>,
+    /// Open connections per client address, for `limits.connections_per_address`.
+    per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
     maildrops: Arc<MaildropLocks>,
     throttle: LoginThrottle,
     pop_before_smtp: Option<PopBeforeSmtp>,
@@ -136,6 +139,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store: store.clone(),
         acceptor: TlsAcceptor::from(identity.config.clone()),
         connections: Arc::new(Semaphore::new(config.limits.connections)),
+        per_address: Arc::default(),
         maildrops: Arc::new(MaildropLocks::default()),
         throttle: LoginThrottle::new(Duration::from_millis(config.limits.auth_failure_delay_ms)),
         pop_before_smtp: config
@@ -271,7 +275,20 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _done = done;
             let Ok(_permit) = shared.connections.clone().try_acquire_owned() else {
-                refuse_busy(tcp, &bound, &shared).await;
+                tracing::warn!(role = %bound.role, "connection limit reached; refusing a client");
+                refuse_busy(tcp, &bound, &shared, "Too many connections").await;
+                return;
+            };
+            let limit = shared.config.limits.connections_per_address;
+            let Some(_slot) = AddressSlot::take(&shared.per_address, peer.ip(), limit) else {
+                tracing::warn!(role = %bound.role, %peer, "per-address connection limit reached");
+                refuse_busy(
+                    tcp,
+                    &bound,
+                    &shared,
+                    "Too many connections from your address",
+                )
+                .await;
                 return;
             };
             tracing::debug!(role = %bound.role, %peer, "connection");
@@ -315,15 +332,53 @@ async fn accept_loop(
     }
 }
 
-async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared) {
-    tracing::warn!(role = %bound.role, "connection limit reached; refusing a client");
+/// One counted connection from a client address; the count goes down when it drops.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// Counts a connection from `ip`, or `None` when `limit` are open from there already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<AddressSlot> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let open = map.entry(ip).or_insert(0);
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = map.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Turns a client away over a connection limit, with the protocol's "try again later".
+async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared, why: &str) {
     let line = match bound.role.protocol() {
         Protocol::Smtp => format!(
-            "421 4.7.0 {} Too many connections, try again later\r\n",
+            "421 4.7.0 {} {why}, try again later\r\n",
             shared.config.hostname
         ),
-        Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later\r\n".into(),
-        Protocol::Imap => "* BYE [UNAVAILABLE] Too many connections, try again later\r\n".into(),
+        Protocol::Pop3 => format!("-ERR [SYS/TEMP] {why}, try again later\r\n"),
+        Protocol::Imap => format!("* BYE [UNAVAILABLE] {why}, try again later\r\n"),
     };
     let mut stream = Stream::Plain(tcp);
     // Over the limit a client gets a few seconds, not a connection slot's worth of patience.

@@ -131,3 +131,73 @@ async fn drop_after_ack_loses_the_first_of_every_ten_acknowledged_messages() {
     assert_eq!(stored(&server), expected);
     server.shutdown().await;
 }
+
+/// Connects and returns the first reply line, whatever it is.
+async fn first_line(addr: SocketAddr, from: Option<std::net::IpAddr>) -> (TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .expect("a line within 10 s")
+        .unwrap();
+    (reader.into_inner().reunite(write).unwrap(), line)
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| c.limits.connections_per_address = 2).await;
+    let addr = server.addr(Role::Smtp).unwrap();
+    let (first, line) = first_line(addr, None).await;
+    assert!(line.starts_with("220 "), "{line}");
+    let (_second, line) = first_line(addr, None).await;
+    assert!(line.starts_with("220 "), "{line}");
+    let (_, line) = first_line(addr, None).await;
+    assert!(
+        line.starts_with("421 4.7.0 ") && line.contains("Too many connections from your address"),
+        "{line}"
+    );
+    // Another address still gets in.
+    let other = std::net::IpAddr::from([127, 0, 0, 2]);
+    let (_third, line) = first_line(addr, Some(other)).await;
+    assert!(line.starts_with("220 "), "{line}");
+    // A closed connection gives its slot back (once the server has seen the close).
+    drop(first);
+    let mut freed = false;
+    for _ in 0..100 {
+        let (_, line) = first_line(addr, None).await;
+        if line.starts_with("220 ") {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        freed,
+        "the slot of a closed connection was never given back"
+    );
+}
+
+#[tokio::test]
+async fn the_total_connection_limit_turns_clients_away_with_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| c.limits.connections = 2).await;
+    let addr = server.addr(Role::Smtp).unwrap();
+    let (_first, line) = first_line(addr, None).await;
+    assert!(line.starts_with("220 "), "{line}");
+    let (_second, line) = first_line(addr, None).await;
+    assert!(line.starts_with("220 "), "{line}");
+    let (_, line) = first_line(addr, None).await;
+    assert!(
+        line.starts_with("421 4.7.0 ")
+            && line.contains("Too many connections, try again later")
+            && !line.contains("your address"),
+        "{line}"
+    );
+}

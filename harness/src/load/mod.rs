@@ -453,6 +453,8 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
                 // Load from one address: the limits meant for hostile clients would measure
                 // themselves rather than the server.
                 config.limits.connections = config.limits.connections.max(20_000);
+                config.limits.connections_per_address =
+                    config.limits.connections_per_address.max(20_000);
                 configure(config);
             })
             .await?;
