@@ -221,6 +221,8 @@ pub struct Limits {
     pub connections_per_address: usize,
     /// Seconds a session may stay silent before it is closed with 421.
     pub idle_timeout_secs: u64,
+    /// Seconds a TLS handshake (implicit TLS, or after STARTTLS/STLS) may take.
+    pub tls_handshake_timeout_secs: u64,
     /// Error replies a session may provoke before it is disconnected with 421.
     pub max_errors: u32,
     /// Delay before answering a failed login, in milliseconds; it doubles with each further
@@ -237,6 +239,7 @@ impl Default for Limits {
             connections: 256,
             connections_per_address: 64,
             idle_timeout_secs: 300,
+            tls_handshake_timeout_secs: 30,
             max_errors: 10,
             auth_failure_delay_ms: 1000,
         }
@@ -554,10 +557,12 @@ impl Config {
             || limits.connections_per_address == 0
             || limits.max_errors == 0
             || limits.idle_timeout_secs == 0
+            || limits.tls_handshake_timeout_secs == 0
         {
             return Err(invalid(
                 "limits: line_length must be at least 80; recipients, connections, \
-                 connections_per_address, max_errors and idle_timeout_secs at least 1"
+                 connections_per_address, max_errors, idle_timeout_secs and \
+                 tls_handshake_timeout_secs at least 1"
                     .into(),
             ));
         }

@@ -453,18 +453,22 @@ impl Stream {
 }
 
 /// The server side of a TLS handshake; `None` when the `legacy_tls` fault answered instead.
+/// Bounded by `limits.tls_handshake_timeout_secs`, not the idle timeout: a client that opens a
+/// handshake and stalls holds a connection slot only that long.
 async fn handshake(
     mut tcp: TcpStream,
     shared: &Shared,
-    timeout: Duration,
 ) -> std::io::Result<Option<TlsStream<TcpStream>>> {
-    if shared.config.faults.has(Policy::LegacyTls) && tls::answer_legacy_hello(&mut tcp).await? {
-        return Ok(None);
-    }
-    let tls = tokio::time::timeout(timeout, shared.acceptor.accept(tcp))
-        .await
-        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
-    Ok(Some(tls))
+    let limit = Duration::from_secs(shared.config.limits.tls_handshake_timeout_secs);
+    tokio::time::timeout(limit, async {
+        if shared.config.faults.has(Policy::LegacyTls) && tls::answer_legacy_hello(&mut tcp).await?
+        {
+            return Ok(None);
+        }
+        shared.acceptor.accept(tcp).await.map(Some)
+    })
+    .await
+    .map_err(|_| std::io::Error::other("TLS handshake timed out"))?
 }
 
 /// Runs one SMTP session to its end.
@@ -478,7 +482,7 @@ async fn serve_smtp(
     let idle = Duration::from_secs(config.limits.idle_timeout_secs);
     let mut stream = Stream::Plain(tcp);
     if conn.tls_mode == TlsMode::Implicit {
-        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+        let Some(tls) = handshake(stream.into_tcp(), shared).await? else {
             return Ok(());
         };
         stream = Stream::Tls(Box::new(tls));
@@ -536,7 +540,7 @@ async fn serve_smtp(
             Event::StartTls => {
                 stream.send(&session.take_output(), idle).await?;
                 let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
-                let Some(tls) = handshake(tcp, shared, idle).await? else {
+                let Some(tls) = handshake(tcp, shared).await? else {
                     return Ok(());
                 };
                 stream = Stream::Tls(Box::new(tls));
@@ -751,7 +755,7 @@ async fn serve_pop3(
     let idle = Duration::from_secs(config.limits.idle_timeout_secs);
     let mut stream = Stream::Plain(tcp);
     if conn.tls_mode == TlsMode::Implicit {
-        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+        let Some(tls) = handshake(stream.into_tcp(), shared).await? else {
             return Ok(());
         };
         stream = Stream::Tls(Box::new(tls));
@@ -793,7 +797,7 @@ async fn serve_pop3(
             pop3::Event::StartTls => {
                 stream.send(&session.take_output(), idle).await?;
                 let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
-                let Some(tls) = handshake(tcp, shared, idle).await? else {
+                let Some(tls) = handshake(tcp, shared).await? else {
                     return Ok(());
                 };
                 stream = Stream::Tls(Box::new(tls));
@@ -886,7 +890,7 @@ async fn serve_imap(
     let idle = Duration::from_secs(config.limits.idle_timeout_secs);
     let mut stream = Stream::Plain(tcp);
     if conn.tls_mode == TlsMode::Implicit {
-        let Some(tls) = handshake(stream.into_tcp(), shared, idle).await? else {
+        let Some(tls) = handshake(stream.into_tcp(), shared).await? else {
             return Ok(());
         };
         stream = Stream::Tls(Box::new(tls));
@@ -1009,7 +1013,7 @@ async fn serve_imap(
                             framer.discard_pending();
                         }
                         let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
-                        let Some(tls) = handshake(tcp, shared, idle).await? else {
+                        let Some(tls) = handshake(tcp, shared).await? else {
                             return Ok(());
                         };
                         stream = Stream::Tls(Box::new(tls));

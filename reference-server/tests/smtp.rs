@@ -201,3 +201,44 @@ async fn the_total_connection_limit_turns_clients_away_with_421() {
         "{line}"
     );
 }
+
+/// Reads until the server closes the connection (EOF or reset); panics if it is still open
+/// after `patience`, far beyond the handshake limit and far below the idle timeout.
+async fn closed_by_server(stream: &mut TcpStream, patience: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(patience, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept a stalled TLS handshake open"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_off_long_before_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| {
+        c.limits.idle_timeout_secs = 3600;
+        c.limits.tls_handshake_timeout_secs = 1;
+    })
+    .await;
+    // Implicit TLS: connect and send nothing.
+    let mut stalled = TcpStream::connect(server.addr(Role::Submissions).unwrap())
+        .await
+        .unwrap();
+    closed_by_server(&mut stalled, Duration::from_secs(30)).await;
+    // STARTTLS accepted, then no ClientHello.
+    let mut client = Client::connect(server.addr(Role::Smtp).unwrap()).await;
+    assert!(client.send("EHLO stall.test\r\n").await.starts_with("250"));
+    assert!(client.send("STARTTLS\r\n").await.starts_with("220"));
+    let mut stream = client.reader.into_inner().reunite(client.writer).unwrap();
+    closed_by_server(&mut stream, Duration::from_secs(30)).await;
+}
