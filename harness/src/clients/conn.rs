@@ -11,6 +11,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::client::TlsStream;
 
 use super::ClientError;
+use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
 use super::tls::{TlsClient, version_name};
 use super::transcript::{Entry, Transcript, escape_bytes};
 
@@ -274,6 +275,23 @@ impl Connection {
                 Read::TimedOut => return Ok(false),
             }
         }
+    }
+
+    /// After the server agreed to STARTTLS/STLS: sends a hand-built TLS 1.0/1.1 ClientHello on
+    /// the plaintext socket instead of a handshake, and notes the outcome in the transcript.
+    /// The connection is used up.
+    pub(crate) async fn probe_legacy(
+        &mut self,
+        version: LegacyVersion,
+        sni: Option<&str>,
+    ) -> Result<LegacyOutcome, ClientError> {
+        let mut stream = self.take_plain()?;
+        let outcome = probe_legacy_tls(&mut stream, version, sni, self.timeout).await;
+        self.note(match &outcome {
+            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
+            Err(error) => format!("{version} ClientHello probe failed: {error}"),
+        });
+        outcome
     }
 
     /// Takes the plaintext TCP stream out, e.g. for a TLS handshake. Received bytes not yet

@@ -26,7 +26,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
+use super::legacy_tls::{LegacyOutcome, LegacyVersion};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -2529,13 +2529,7 @@ impl ImapClient {
         if !result.is_ok() {
             return Ok(Err(result.tagged));
         }
-        let mut stream = self.conn.take_plain()?;
-        let outcome = probe_legacy_tls(&mut stream, version, sni, self.conn.timeout).await;
-        self.conn.note(match &outcome {
-            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
-            Err(error) => format!("{version} ClientHello probe failed: {error}"),
-        });
-        outcome.map(Ok)
+        self.conn.probe_legacy(version, sni).await.map(Ok)
     }
 
     /// LOGIN, each argument quoted, or sent as a literal when it cannot be.

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
+use super::legacy_tls::{LegacyOutcome, LegacyVersion};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -549,13 +549,7 @@ impl Pop3Client {
         if !response.ok {
             return Ok(Err(response));
         }
-        let mut stream = self.conn.take_plain()?;
-        let outcome = probe_legacy_tls(&mut stream, version, sni, self.conn.timeout).await;
-        self.conn.note(match &outcome {
-            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
-            Err(error) => format!("{version} ClientHello probe failed: {error}"),
-        });
-        outcome.map(Ok)
+        self.conn.probe_legacy(version, sni).await.map(Ok)
     }
 
     /// USER, then PASS only if USER was accepted; returns the response to the last one sent.

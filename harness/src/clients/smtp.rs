@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
+use super::legacy_tls::{LegacyOutcome, LegacyVersion};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -355,13 +355,7 @@ impl SmtpClient {
                 reply,
             });
         }
-        let mut stream = self.conn.take_plain()?;
-        let outcome = probe_legacy_tls(&mut stream, version, sni, self.conn.timeout).await;
-        self.conn.note(match &outcome {
-            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
-            Err(error) => format!("{version} ClientHello probe failed: {error}"),
-        });
-        outcome
+        self.conn.probe_legacy(version, sni).await
     }
 
     /// `AUTH PLAIN` with the credentials as initial response (RFC 4954), empty authorization
