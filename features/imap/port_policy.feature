@@ -1,10 +1,10 @@
 @imap
 Feature: IMAP ports: STARTTLS on 143, implicit TLS on 993, no credentials in clear text
   RFC 3501 sections 6.2.3 and 7.2.1, RFC 2595 section 3.1 and RFC 8314: before STARTTLS on port 143
-  the server says LOGINDISABLED, offers no AUTH= mechanism and refuses LOGIN; commands pipelined
-  with STARTTLS must not run inside the TLS session; a wrong password is refused.
+  the server says LOGINDISABLED, offers no AUTH= mechanism and refuses LOGIN; a wrong password
+  is refused. (STARTTLS injection: features/security/starttls.feature.)
 
-  @port-imap @rfc3501-6.2.3 @rfc2595-3.1 @fault-imap_plaintext_login @fault-imap_without_tls
+  @port-imap @rfc3501-6.2.3 @rfc2595-3.1 @fault-imap_plaintext_login @fault-imap_without_tls @security
   Scenario: Before STARTTLS, port 143 says LOGINDISABLED and offers no AUTH= mechanism
     Given an IMAP client connected to the imap port
     When the IMAP client sends "CAPABILITY"
@@ -12,7 +12,7 @@ Feature: IMAP ports: STARTTLS on 143, implicit TLS on 993, no credentials in cle
     And the IMAP server advertises LOGINDISABLED
     And the IMAP server does not advertise AUTH=PLAIN
 
-  @port-imap @rfc3501-6.2.3 @rfc8314-3 @fault-imap_plaintext_login @fault-imap_errors_as_ok @fault-imap_without_tls
+  @port-imap @rfc3501-6.2.3 @rfc8314-3 @fault-imap_plaintext_login @fault-imap_errors_as_ok @fault-imap_without_tls @security
   Scenario: LOGIN with the right password before STARTTLS is refused
     Given an IMAP client connected to the imap port
     When the IMAP client sends "LOGIN {first} {first-password}"
@@ -26,12 +26,6 @@ Feature: IMAP ports: STARTTLS on 143, implicit TLS on 993, no credentials in cle
     Then the IMAP server advertises AUTH=PLAIN
     And the IMAP server does not advertise STARTTLS
     And the IMAP server does not advertise LOGINDISABLED
-
-  @port-imap @rfc2595-3.1 @fault-starttls_injection @fault-imap_without_tls
-  Scenario: Commands sent with STARTTLS before the handshake are not executed
-    Given an IMAP client connected to the imap port
-    When the IMAP client starts TLS with "x1 CAPABILITY" injected
-    Then the IMAP client receives nothing it did not ask for
 
   @rfc3501-6.2.3 @rfc5530 @fault-any_password
   Scenario: A wrong password is refused

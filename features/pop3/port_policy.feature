@@ -2,9 +2,9 @@
 Feature: POP3 ports: STLS on 110, implicit TLS on 995, no credentials in clear text
   RFC 2595 section 4 and RFC 8314: on port 110 a client must upgrade with STLS before it may send
   a password, and the server must not offer USER or SASL before then; port 995 is TLS from the
-  first byte. Commands sent together with STLS must not run inside the TLS session.
+  first byte. (STLS injection: features/security/starttls.feature.)
 
-  @port-pop3 @rfc2449-5 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
+  @port-pop3 @rfc2449-5 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls @security
   Scenario: Before STLS, CAPA offers STLS and neither USER nor SASL PLAIN or LOGIN
     Given a POP3 client connected to the pop3 port
     When the POP3 client sends CAPA
@@ -13,13 +13,13 @@ Feature: POP3 ports: STLS on 110, implicit TLS on 995, no credentials in clear t
     And the POP3 server does not advertise SASL PLAIN
     And the POP3 server does not advertise SASL LOGIN
 
-  @port-pop3 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
+  @port-pop3 @rfc2595-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls @security
   Scenario: USER before STLS is refused
     Given a POP3 client connected to the pop3 port
     When the POP3 client sends "USER {first}"
     Then the POP3 response is -ERR
 
-  @port-pop3 @rfc2595-4 @rfc5034-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls
+  @port-pop3 @rfc2595-4 @rfc5034-4 @fault-pop3_plaintext_auth @fault-pop3_without_tls @security
   Scenario: AUTH PLAIN before STLS is refused, before any credentials are sent
     Given a POP3 client connected to the pop3 port
     When the POP3 client sends "AUTH PLAIN"
@@ -33,12 +33,6 @@ Feature: POP3 ports: STLS on 110, implicit TLS on 995, no credentials in clear t
     Then the POP3 server advertises USER
     And the POP3 server advertises SASL PLAIN
     And the POP3 server does not advertise STLS
-
-  @port-pop3 @rfc2595-4 @fault-starttls_injection
-  Scenario: Commands sent with STLS before the handshake are not executed
-    Given a POP3 client connected to the pop3 port
-    When the POP3 client starts TLS with "CAPA" injected
-    Then the POP3 client receives nothing it did not ask for
 
   @port-pop3s @rfc8314-3.3 @fault-pop3s_plaintext
   Scenario: Port 995 speaks TLS from the first byte

@@ -5,7 +5,7 @@ Feature: Relay to other domains only for authenticated clients
   the submission ports take none. With AUTH, mail for another domain is handed to that
   domain's MX, found in the DNS: here the harness's DNS, which names the harness's own MX.
 
-  @port-smtp @rfc5321-3.6.2 @fault-open_relay
+  @port-smtp @rfc5321-3.6.2 @fault-open_relay @security
   Scenario: Port 25 without AUTH refuses the remote domain
     Given a client connected to the smtp port
     When the client says EHLO
@@ -13,7 +13,7 @@ Feature: Relay to other domains only for authenticated clients
     And the client sends "RCPT TO:<{foreign}>"
     Then the reply is a refusal
 
-  @port-submission @rfc6409-4.3 @fault-mail_without_auth
+  @port-submission @rfc6409-4.3 @fault-mail_without_auth @security
   Scenario: Port 587 without AUTH takes no mail at all
     Given a client connected to the submission port
     When the client says EHLO

@@ -21,7 +21,7 @@ Feature: Port 465 submissions: implicit TLS, then AUTH
     Then the server advertises AUTH PLAIN
     And the server does not advertise STARTTLS
 
-  @port-submissions @rfc4954-6 @fault-submissions_plaintext @fault-mail_without_auth
+  @port-submissions @rfc4954-6 @fault-submissions_plaintext @fault-mail_without_auth @security
   Scenario: Mail is refused before AUTH
     Given a client connected to the submissions port
     When the client says EHLO

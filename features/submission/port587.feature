@@ -3,14 +3,14 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
   Message submission (RFC 6409) with the policy of RFC 8314 section 3.3: credentials never travel
   in clear text, and nothing is accepted from a client that has not authenticated.
 
-  @port-submission @rfc3207-4 @rfc4954-4 @fault-auth_before_tls
+  @port-submission @rfc3207-4 @rfc4954-4 @fault-auth_before_tls @security
   Scenario: Before STARTTLS, EHLO offers STARTTLS and no AUTH
     Given a client connected to the submission port
     When the client says EHLO
     Then the server advertises STARTTLS
     And the server does not advertise AUTH
 
-  @port-submission @rfc3207-4 @fault-auth_before_tls
+  @port-submission @rfc3207-4 @fault-auth_before_tls @security
   Scenario: AUTH before STARTTLS is refused
     Given a client connected to the submission port
     When the client says EHLO
@@ -49,10 +49,3 @@ Feature: Port 587 submission: STARTTLS first, then AUTH, then mail
     When the client sends a message to {second}
     Then the reply code is 250
     And {second} receives the message
-
-  @port-submission @needs-STARTTLS @rfc3207-5 @fault-starttls_injection
-  Scenario: Commands sent with STARTTLS before the handshake are not executed
-    Given a client connected to the submission port
-    When the client says EHLO
-    And the client starts TLS with "HELP" injected
-    Then the injected command was not executed

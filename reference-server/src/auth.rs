@@ -34,8 +34,32 @@ pub fn verify_password(account: &Account, password: &str) -> bool {
 
 /// Looks up the login and checks the password; the account address on success.
 pub fn authenticate(config: &Config, login: &str, password: &str) -> Option<String> {
-    let account = config.account(login)?;
+    let Some(account) = config.account(login) else {
+        // Spend what checking a hashed password costs, so that the time a failed login takes
+        // does not tell an unknown name from a wrong password.
+        if config.accounts.iter().any(|a| a.password_hash.is_some()) {
+            let _ = argon2::Argon2::default().verify_password(password.as_bytes(), dummy_hash());
+        }
+        return None;
+    };
     verify_password(account, password).then(|| account.address.clone())
+}
+
+/// An argon2 hash of nothing anyone can log in with, made once, with the default parameters.
+fn dummy_hash() -> &'static PasswordHash<'static> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PARSED: std::sync::OnceLock<PasswordHash<'static>> = std::sync::OnceLock::new();
+    PARSED.get_or_init(|| {
+        let hash = HASH.get_or_init(|| {
+            let salt = SaltString::from_b64("dW5rbm93bi1hY2NvdW50").expect("a valid salt");
+            argon2::Argon2::default()
+                .hash_password(b"no account has this password", &salt)
+                .expect("argon2 hashes with its default parameters")
+                .to_string()
+        });
+        PasswordHash::new(hash).expect("argon2 output parses")
+    })
 }
 
 /// Checks an APOP digest (RFC 1939 section 7): MD5 of the greeting's timestamp followed by the
@@ -210,5 +234,18 @@ mod tests {
         };
         assert!(verify_password(&plain, "pw"));
         assert!(!verify_password(&plain, "pw "));
+    }
+
+    #[test]
+    fn an_unknown_name_is_checked_against_a_real_hash() {
+        let dummy = dummy_hash();
+        assert!(dummy.algorithm.as_str().starts_with("argon2"));
+        let argon2 = argon2::Argon2::default();
+        assert!(
+            argon2
+                .verify_password(b"no account has this password", dummy)
+                .is_ok()
+        );
+        assert!(argon2.verify_password(b"s3cret", dummy).is_err());
     }
 }

@@ -553,7 +553,14 @@ async fn serve_smtp(
                     Some(account) => shared.throttle.success(account, peer.ip()),
                     None => login_failed(shared, &login, peer).await,
                 }
-                session.auth_result(verdict);
+                if verdict.is_none()
+                    && shared.config.faults.has(Policy::AuthRevealsUnknownUser)
+                    && shared.config.account(&login).is_none()
+                {
+                    session.auth_failed_unknown_user();
+                } else {
+                    session.auth_result(verdict);
+                }
                 session.step()
             }
             Event::CheckSenderDomain(domain) => {
@@ -631,6 +638,10 @@ async fn serve_smtp(
 
 /// Logs a failed login and waits the throttle's delay before the session may answer it.
 async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
+    if shared.config.faults.has(Policy::NoAuthThrottle) {
+        tracing::warn!(%peer, login, "FAULT no_auth_throttle: login failed, answering at once");
+        return;
+    }
     // Counted per existing account; every unknown login shares one count, so that made-up
     // names cannot grow the throttle's memory.
     let account = shared

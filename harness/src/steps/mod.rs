@@ -3,6 +3,7 @@
 mod imap;
 mod pop3;
 mod relay;
+mod security;
 mod smtp;
 
 use std::fmt;
@@ -138,6 +139,8 @@ pub struct MailWorld {
     imap: imap::ImapState,
     /// The relay side of the scenario.
     relay: relay::RelayState,
+    /// A run of password guesses or recipient probes (features/security).
+    attempts: Option<security::Attempts>,
 }
 
 impl fmt::Debug for MailWorld {

@@ -14,6 +14,7 @@ use cucumber::{given, then, when};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
+use super::security::Attempts;
 use super::smtp::DATE_FIELD;
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
@@ -1108,4 +1109,62 @@ pub(super) async fn modern_tls(world: &mut MailWorld, service: &str) -> anyhow::
         .other_transcripts
         .push(client.transcript().to_string());
     result
+}
+
+#[when(regex = r"^the POP3 client keeps trying wrong passwords for (\{\w+\})$")]
+async fn pop3_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    let account = world.expand(&who)?;
+    let wrong = format!("{}-wrong", world.password_of(&account)?);
+    let timeout = world.target()?.timeout;
+    let mut attempts = Attempts::new("wrong password");
+    let client = world.pop3()?;
+    client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
+    let outcome = loop {
+        let started = tokio::time::Instant::now();
+        match client.user_pass(&account, &wrong).await {
+            Ok(response) if response.ok => {
+                break Err(anyhow!(
+                    "the wrong password was accepted: +OK {}",
+                    response.text
+                ));
+            }
+            // -ERR [AUTH] (RFC 3206) or no code: the ordinary refusal of a password.
+            Ok(response) if response.code.is_none() || response.has_code("AUTH") => {
+                if attempts.refused(started.elapsed()) {
+                    break Ok(());
+                }
+            }
+            Ok(response) => {
+                let code = response.code.unwrap_or_default();
+                attempts.stopped(&format!("the server answered -ERR [{code}]"));
+                break Ok(());
+            }
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
+                attempts.stopped("the server closed the connection");
+                break Ok(());
+            }
+            Err(error) => break Err(error.into()),
+        }
+    };
+    client.set_timeout(timeout);
+    world.attempts = Some(attempts);
+    outcome
+}
+
+#[then(regex = r"^USER answers (\{\w+\}) and (\{\w+\}) alike$")]
+async fn user_alike(world: &mut MailWorld, known: String, unknown: String) -> anyhow::Result<()> {
+    let mut responses = Vec::new();
+    for who in [&known, &unknown] {
+        let name = world.expand(who)?;
+        responses.push(world.pop3()?.command(&format!("USER {name}")).await?);
+    }
+    let describe = |r: &Pop3Response| format!("{} {}", if r.ok { "+OK" } else { "-ERR" }, r.text);
+    ensure!(
+        responses[0].ok == responses[1].ok,
+        "USER tells an account from a name that is none: {known} got \"{}\", {unknown} got \
+         \"{}\" (a client can collect valid names this way)",
+        describe(&responses[0]),
+        describe(&responses[1])
+    );
+    Ok(())
 }

@@ -7,6 +7,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use cucumber::gherkin::Step;
 use cucumber::{given, then, when};
 
+use super::security::Attempts;
 use super::{MailWorld, SentMessage, Target, docstring_to_crlf, unescape, unique_token};
 use crate::clients::ClientError;
 use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_at};
@@ -444,20 +445,214 @@ fn closed_or(error: ClientError) -> anyhow::Result<()> {
     }
 }
 
-/// `CRLF.LF` and the like: the line ends around a dot, spelled out.
+/// `CRLF.LF`, `CRLF.NULCRLF` and the like: the octets around a dot, spelled out as CRLF, LF,
+/// CR and NUL.
 fn vector_bytes(vector: &str) -> anyhow::Result<Vec<u8>> {
     let (before, after) = vector
         .split_once('.')
         .with_context(|| format!("vector {vector:?} has no dot"))?;
-    let line_end = |text: &str| -> anyhow::Result<&'static [u8]> {
-        Ok(match text {
-            "CRLF" => b"\r\n",
-            "LF" => b"\n",
-            "CR" => b"\r",
-            other => bail!("unknown line end {other:?} in vector {vector:?}"),
-        })
+    let spelled = |mut text: &str| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while !text.is_empty() {
+            let (name, octets): (&str, &[u8]) = [
+                ("CRLF", &b"\r\n"[..]),
+                ("LF", b"\n"),
+                ("CR", b"\r"),
+                ("NUL", b"\0"),
+            ]
+            .into_iter()
+            .find(|(name, _)| text.starts_with(name))
+            .with_context(|| format!("unknown octets {text:?} in vector {vector:?}"))?;
+            out.extend_from_slice(octets);
+            text = &text[name.len()..];
+        }
+        ensure!(
+            !out.is_empty(),
+            "vector {vector:?} has nothing on one side of its dot"
+        );
+        Ok(out)
     };
-    Ok([line_end(before)?, b".", line_end(after)?].concat())
+    Ok([spelled(before)?, b".".to_vec(), spelled(after)?].concat())
+}
+
+#[when(regex = r"^the client keeps trying wrong passwords for the (first|second) account$")]
+async fn keeps_guessing(world: &mut MailWorld, which: String) -> anyhow::Result<()> {
+    let (user, password) = world.account(usize::from(which == "second"))?;
+    let wrong = format!("{password}-wrong");
+    let timeout = world.target()?.timeout;
+    let mut attempts = Attempts::new("wrong password");
+    let client = world.client()?;
+    client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
+    let outcome = loop {
+        let started = tokio::time::Instant::now();
+        match client.auth_plain(&user, &wrong).await {
+            Ok(reply) if reply.code == 535 => {
+                if attempts.refused(started.elapsed()) {
+                    break Ok(());
+                }
+            }
+            Ok(reply) if reply.code == 235 => {
+                break Err(anyhow!("the wrong password was accepted: {reply}"));
+            }
+            Ok(reply) => {
+                attempts.stopped(&format!("the server answered {}", reply.code));
+                break Ok(());
+            }
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
+                attempts.stopped("the server closed the connection");
+                break Ok(());
+            }
+            Err(error) => break Err(error.into()),
+        }
+    };
+    client.set_timeout(timeout);
+    world.attempts = Some(attempts);
+    outcome
+}
+
+#[when("the client probes unknown recipients")]
+async fn probes_recipients(world: &mut MailWorld) -> anyhow::Result<()> {
+    let mut attempts = Attempts::new("unknown recipient");
+    let outcome = loop {
+        let line = world.expand("RCPT TO:<{unknown}>")?;
+        let client = world.client()?;
+        let started = tokio::time::Instant::now();
+        let reply = match client.send_line(&line).await {
+            Ok(()) => client.read_reply().await,
+            Err(error) => Err(error),
+        };
+        match reply {
+            Ok(reply) if reply.code == 550 || reply.code == 553 => {
+                if attempts.refused(started.elapsed()) {
+                    break Ok(());
+                }
+            }
+            Ok(reply) if reply.code / 100 == 2 => {
+                break Err(anyhow!(
+                    "an unknown recipient was accepted ({reply}): probing cannot be judged on a                      server that accepts every name"
+                ));
+            }
+            Ok(reply) => {
+                attempts.stopped(&format!("the server answered {}", reply.code));
+                break Ok(());
+            }
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
+                attempts.stopped("the server closed the connection");
+                break Ok(());
+            }
+            Err(error) => break Err(error.into()),
+        }
+    };
+    world.attempts = Some(attempts);
+    outcome
+}
+
+#[then(regex = r"^(VRFY|EXPN) does not tell (\{\w+\}) from (\{\w+\})$")]
+async fn does_not_disclose(
+    world: &mut MailWorld,
+    verb: String,
+    known: String,
+    unknown: String,
+) -> anyhow::Result<()> {
+    let mut replies = Vec::new();
+    for who in [&known, &unknown] {
+        let line = format!("{verb} {}", world.expand(who)?);
+        let client = world.client()?;
+        client.send_line(&line).await?;
+        let reply = client
+            .read_reply()
+            .await
+            .with_context(|| format!("reading the reply to {line}"))?;
+        world.record(reply.clone());
+        replies.push(reply);
+    }
+    ensure!(
+        replies[0].code == replies[1].code,
+        "{verb} tells an account from a name that is none: {known} got {}, {unknown} got {}          (a client can collect valid addresses this way; answer both alike, e.g. 252, or refuse          {verb} altogether)",
+        replies[0],
+        replies[1]
+    );
+    world.note(format!("{verb} answers {}", replies[0].code));
+    Ok(())
+}
+
+#[then(regex = r"^a wrong password for (\{\w+\}) and a login as (\{\w+\}) get the same reply$")]
+async fn same_login_failure(
+    world: &mut MailWorld,
+    known: String,
+    unknown: String,
+) -> anyhow::Result<()> {
+    let timeout = world.target()?.timeout;
+    let mut replies = Vec::new();
+    for who in [&known, &unknown] {
+        let user = world.expand(who)?;
+        let client = world.client()?;
+        client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
+        let reply = client.auth_plain(&user, "not-the-password-1").await;
+        client.set_timeout(timeout);
+        let reply = reply?;
+        world.record(reply.clone());
+        replies.push(reply);
+    }
+    ensure!(
+        replies[0].code != 235 && replies[1].code != 235,
+        "a wrong password was accepted: {} / {}",
+        replies[0],
+        replies[1]
+    );
+    ensure!(
+        replies[0].code == replies[1].code && replies[0].lines == replies[1].lines,
+        "a failed login tells an account from a name that is none: {known} got {}, {unknown}          got {} (a password guesser learns which names to try)",
+        replies[0],
+        replies[1]
+    );
+    Ok(())
+}
+
+/// MAIL FROM, required to succeed; for Scenario Outlines, where `<...>` would be taken for a
+/// column of the examples.
+#[when(regex = r"^the client begins mail from (\{\w+\})$")]
+async fn begins_mail(world: &mut MailWorld, who: String) -> anyhow::Result<()> {
+    let line = format!("MAIL FROM:<{}>", world.expand(&who)?);
+    let client = world.client()?;
+    client.send_line(&line).await?;
+    let reply = client
+        .read_reply()
+        .await
+        .with_context(|| format!("reading the reply to {line}"))?;
+    ensure!(reply.code == 250, "{line} was not accepted: {reply}");
+    world.record(reply);
+    Ok(())
+}
+
+#[when(regex = r"^the client sends RCPT for (\{\w+\}) written as (.+)$")]
+async fn rcpt_written_as(world: &mut MailWorld, who: String, form: String) -> anyhow::Result<()> {
+    let address = world.expand(&who)?;
+    let domain = world.expand("{domain}")?;
+    let (local, elsewhere) = address
+        .rsplit_once('@')
+        .with_context(|| format!("{who} is {address:?}, not local@domain"))?;
+    let path = match form.as_str() {
+        "itself" => format!("<{address}>"),
+        "a percent hack" => format!("<{local}%{elsewhere}@{domain}>"),
+        "a bang path" => format!("<{elsewhere}!{local}@{domain}>"),
+        "a quoted local part" => format!("<\"{local}@{elsewhere}\"@{domain}>"),
+        "an @ in the local part" => format!("<{local}@{elsewhere}@{domain}>"),
+        "a source route" => format!("<@{domain}:{address}>"),
+        other => bail!(
+            "unknown form {other:?}: itself, a percent hack, a bang path, a quoted local part, \
+             an @ in the local part, a source route"
+        ),
+    };
+    let line = format!("RCPT TO:{path}");
+    let client = world.client()?;
+    client.send_line(&line).await?;
+    let reply = client
+        .read_reply()
+        .await
+        .with_context(|| format!("reading the reply to {line}"))?;
+    world.record(reply);
+    Ok(())
 }
 
 #[when(regex = r#"^the client smuggles "(.*)" after the end-of-data vector (\S+)$"#)]

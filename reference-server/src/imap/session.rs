@@ -303,7 +303,11 @@ impl Session {
     }
 
     fn starttls(&mut self, tag: &str, out: &mut Vec<u8>) -> Next {
-        if self.state != State::NotAuthenticated {
+        let inside_tls = self.tls || self.conn.tls_mode != TlsMode::Starttls;
+        if inside_tls && self.config.faults.has(Policy::StarttlsInsideTls) {
+            tracing::warn!("FAULT starttls_inside_tls: answering STARTTLS inside TLS");
+            ok(out, tag, "Begin TLS negotiation now");
+        } else if self.state != State::NotAuthenticated {
             self.bad(out, tag, "STARTTLS is only allowed before authentication");
         } else if self.conn.tls_mode != TlsMode::Starttls {
             self.bad(out, tag, "STARTTLS is not offered on this port");
@@ -431,6 +435,11 @@ impl Session {
                     &format!("[CAPABILITY {}] Logged in", self.capabilities().join(" ")),
                 );
             }
+            None if self.config.faults.has(Policy::NoAuthThrottle) => line(
+                &mut out,
+                &format!("{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"),
+            ),
+            // Counted, so a guesser is disconnected after `limits.max_errors`.
             None => self.no(&mut out, &tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
         }
         out

@@ -365,7 +365,12 @@ impl Session {
             Some(account) => self.phase = Phase::OpenMaildrop(account),
             None => {
                 self.phase = Phase::Command;
-                self.error("[AUTH] Authentication failed");
+                if self.fault(Policy::NoAuthThrottle) {
+                    self.err("[AUTH] Authentication failed");
+                } else {
+                    // Counted, so a guesser is disconnected after `limits.max_errors`.
+                    self.error("[AUTH] Authentication failed");
+                }
             }
         }
     }
@@ -614,6 +619,12 @@ impl Session {
         match command {
             Command::Capa => self.capa(),
             Command::Stls => return self.stls(),
+            Command::User(name)
+                if self.fault(Policy::AuthRevealsUnknownUser)
+                    && self.config.account(&name).is_none() =>
+            {
+                self.error("[AUTH] No such user");
+            }
             Command::User(name) => {
                 // The same reply whether or not the user exists.
                 self.user = Some(name);
@@ -727,7 +738,11 @@ impl Session {
     }
 
     fn stls(&mut self) -> Option<Event> {
-        if self.conn.tls_mode != TlsMode::Starttls {
+        let inside_tls = self.tls || self.conn.tls_mode != TlsMode::Starttls;
+        if inside_tls && self.fault(Policy::StarttlsInsideTls) {
+            tracing::warn!("FAULT starttls_inside_tls: answering STLS inside TLS");
+            self.ok("Begin TLS negotiation");
+        } else if self.conn.tls_mode != TlsMode::Starttls {
             self.error("STLS not available");
         } else if self.tls {
             self.error("Already using TLS");

@@ -232,8 +232,19 @@ impl Session {
                 self.reply(235, "2.7.0", "Authentication successful");
                 self.user = Some(account);
             }
+            // Failed logins count as errors, so a guesser is disconnected after
+            // `limits.max_errors` of them.
+            None if self.fault(Policy::NoAuthThrottle) => {
+                self.reply(535, "5.7.8", "Authentication credentials invalid")
+            }
             None => self.error(535, "5.7.8", "Authentication credentials invalid"),
         }
+    }
+
+    /// The `auth_reveals_unknown_user` fault's answer to a login name that is no account.
+    pub fn auth_failed_unknown_user(&mut self) {
+        self.phase = Phase::Command;
+        self.error(535, "5.7.8", "No such user");
     }
 
     /// The outcome of an [`Event::CheckSenderDomain`].
@@ -290,6 +301,9 @@ impl Session {
                 self.abort("4.7.0", "Too many errors; closing connection");
             }
             let limit = self.size_limit();
+            if matches!(self.phase, Phase::Data(_)) && self.fault(Policy::StripNul) {
+                self.input.retain(|&byte| byte != 0);
+            }
             match &mut self.phase {
                 Phase::Closed => return Event::Close,
                 Phase::Waiting => return Event::NeedInput,
@@ -411,6 +425,23 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) -> Option<Event> {
+        if self.fault(Policy::RelayAddressTricks) && self.tx.is_some() && self.relay_trick(line) {
+            let path = String::from_utf8_lossy(&line[8..]).trim().to_owned();
+            tracing::warn!(%path, "FAULT relay_address_tricks: accepting mail that will be discarded");
+            let tx = self.tx.get_or_insert_default();
+            tx.discarded.push(path);
+            tx.accepted += 1;
+            self.reply(250, "2.1.5", "Recipient OK");
+            return None;
+        }
+        if self.fault(Policy::VrfyDisclosesUsers)
+            && line
+                .get(..5)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"EXPN "))
+        {
+            self.disclose(&String::from_utf8_lossy(&line[5..]));
+            return None;
+        }
         let parsed = command::parse(line).or_else(|error| self.lenient_path(line).ok_or(error));
         let command = match parsed {
             Ok(command) => command,
@@ -507,6 +538,7 @@ impl Session {
                 self.phase = Phase::Closed;
                 return Some(Event::Close);
             }
+            Command::Vrfy(name) if self.fault(Policy::VrfyDisclosesUsers) => self.disclose(&name),
             Command::Vrfy(_) => self.reply(
                 252,
                 "2.5.0",
@@ -521,6 +553,47 @@ impl Session {
             Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
         }
         None
+    }
+
+    /// The `vrfy_discloses_users` fault: whether a VRFY or EXPN argument names an account.
+    fn disclose(&mut self, name: &str) {
+        let name = name.trim().trim_start_matches('<').trim_end_matches('>');
+        let known = self.config.account(name).or_else(|| {
+            let domain = self.config.domains.first()?;
+            self.config.account(&format!("{name}@{domain}"))
+        });
+        match known.map(|a| a.address.clone()) {
+            Some(address) => self.reply(250, "2.1.5", &format!("<{address}>")),
+            None => self.error(550, "5.1.1", "No such user"),
+        }
+    }
+
+    /// For the `relay_address_tricks` fault: whether a RCPT line's path reaches another domain
+    /// through a hosted one: `user%other@hosted`, `other!user@hosted`, `"user@other"@hosted`,
+    /// `user@other@hosted`, or the source route `@hosted:user@other`.
+    fn relay_trick(&self, line: &[u8]) -> bool {
+        let Some(rest) = line
+            .get(..8)
+            .filter(|verb| verb.eq_ignore_ascii_case(b"RCPT TO:"))
+            .and_then(|_| std::str::from_utf8(&line[8..]).ok())
+        else {
+            return false;
+        };
+        let path = rest.trim().trim_start_matches('<');
+        let path = path.rsplit_once('>').map_or(path, |(path, _)| path);
+        if let Some(route) = path.strip_prefix('@') {
+            let Some((hops, mailbox)) = route.split_once(':') else {
+                return false;
+            };
+            let first_hop = hops.split(',').next().unwrap_or_default();
+            let elsewhere = mailbox
+                .rsplit_once('@')
+                .is_some_and(|(_, domain)| !self.config.hosts_domain(domain));
+            return self.config.hosts_domain(first_hop) && elsewhere;
+        }
+        path.rsplit_once('@').is_some_and(|(local, domain)| {
+            self.config.hosts_domain(domain) && local.contains(['%', '!', '@'])
+        })
     }
 
     fn fault(&self, policy: Policy) -> bool {
@@ -590,8 +663,14 @@ impl Session {
     }
 
     fn starttls(&mut self) -> Option<Event> {
-        if self.conn.tls_mode != TlsMode::Starttls {
+        if self.conn.tls_mode != TlsMode::Starttls && self.fault(Policy::StarttlsInsideTls) {
+            tracing::warn!("FAULT starttls_inside_tls: answering STARTTLS inside TLS");
+            self.reply(220, "2.0.0", "Ready to start TLS");
+        } else if self.conn.tls_mode != TlsMode::Starttls {
             self.error(502, "5.5.1", "STARTTLS not available on this port");
+        } else if self.tls && self.fault(Policy::StarttlsInsideTls) {
+            tracing::warn!("FAULT starttls_inside_tls: answering STARTTLS inside TLS");
+            self.reply(220, "2.0.0", "Ready to start TLS");
         } else if self.tls {
             self.error(503, "5.5.1", "TLS already active");
         } else if self.tx.is_some() {
