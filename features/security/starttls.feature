@@ -2,8 +2,9 @@
 Feature: STARTTLS and STLS cannot be turned against the client
   The attacks on STARTTLS that a server can stop ("Why TLS is better without STARTTLS",
   Poddebniak et al., USENIX Security 2021): commands sent in clear text together with STARTTLS
-  and executed inside TLS (CVE-2011-0411 and its many successors), session state that survives
-  the upgrade, and a second STARTTLS accepted inside TLS. RFC 3207 section 4.2, RFC 2595
+  and executed inside TLS (CVE-2011-0411 and its many successors), replies sent in clear text
+  after the go-ahead (where an attacker injects responses), session state that survives the
+  upgrade, and a second STARTTLS accepted inside TLS. RFC 3207 section 4.2, RFC 2595
   sections 3.1 and 4, RFC 8314 section 3.3.
 
   @port-smtp @needs-STARTTLS @rfc3207-5 @fault-starttls_injection
@@ -81,3 +82,22 @@ Feature: STARTTLS and STLS cannot be turned against the client
     Given an IMAP client connected to the imaps port
     When the IMAP client sends "STARTTLS"
     Then the IMAP response is NO or BAD
+
+  @port-smtp @needs-STARTTLS @rfc3207-4 @fault-starttls_response_injection
+  Scenario: Nothing follows the STARTTLS reply in clear text
+    Given a client connected to the smtp port
+    When the client says EHLO
+    And the client starts TLS
+    Then the client got nothing in clear text between the STARTTLS reply and the handshake
+
+  @port-pop3 @rfc2595-4 @fault-starttls_response_injection @fault-pop3_without_tls
+  Scenario: Nothing follows the STLS reply in clear text
+    Given a POP3 client connected to the pop3 port
+    When the POP3 client starts TLS
+    Then the POP3 client got nothing in clear text between the STLS reply and the handshake
+
+  @port-imap @rfc2595-3.1 @fault-starttls_response_injection @fault-imap_without_tls
+  Scenario: Nothing follows the IMAP STARTTLS reply in clear text
+    Given an IMAP client connected to the imap port
+    When the IMAP client starts TLS
+    Then the IMAP client got nothing in clear text between the STARTTLS reply and the handshake

@@ -223,6 +223,14 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Seconds a TLS handshake (implicit TLS, or after STARTTLS/STLS) may take.
     pub tls_handshake_timeout_secs: u64,
+    /// Seconds from the first byte of a command line to its end (against clients that send a
+    /// line a byte at a time, which the idle timeout alone does not stop).
+    pub command_timeout_secs: u64,
+    /// Seconds from the start of a message's data (SMTP DATA or BDAT, an IMAP literal) to its
+    /// end.
+    pub data_timeout_secs: u64,
+    /// Seconds a whole session may last.
+    pub session_timeout_secs: u64,
     /// Error replies a session may provoke before it is disconnected with 421.
     pub max_errors: u32,
     /// Delay before answering a failed login, in milliseconds; it doubles with each further
@@ -240,6 +248,9 @@ impl Default for Limits {
             connections_per_address: 64,
             idle_timeout_secs: 300,
             tls_handshake_timeout_secs: 30,
+            command_timeout_secs: 60,
+            data_timeout_secs: 600,
+            session_timeout_secs: 4 * 3600,
             max_errors: 10,
             auth_failure_delay_ms: 1000,
         }
@@ -558,11 +569,13 @@ impl Config {
             || limits.max_errors == 0
             || limits.idle_timeout_secs == 0
             || limits.tls_handshake_timeout_secs == 0
+            || limits.command_timeout_secs == 0
+            || limits.data_timeout_secs == 0
+            || limits.session_timeout_secs == 0
         {
             return Err(invalid(
                 "limits: line_length must be at least 80; recipients, connections, \
-                 connections_per_address, max_errors, idle_timeout_secs and \
-                 tls_handshake_timeout_secs at least 1"
+                 connections_per_address, max_errors and every *_timeout_secs at least 1"
                     .into(),
             ));
         }

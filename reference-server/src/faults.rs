@@ -122,6 +122,7 @@ policies! {
     VrfyDisclosesUsers "vrfy_discloses_users" "Answer VRFY and EXPN with 250 for accounts and 550 for unknown users.",
     AuthRevealsUnknownUser "auth_reveals_unknown_user" "Tell an unknown user from a wrong password: SMTP AUTH says \"no such user\", POP3 USER refuses unknown names.",
     NoAuthThrottle "no_auth_throttle" "Answer failed logins at once, and never disconnect a client for them.",
+    StarttlsResponseInjection "starttls_response_injection" "Send a further reply in clear text right after the go-ahead for STARTTLS or STLS, before the handshake, where a man in the middle would inject one.",
     StarttlsInsideTls "starttls_inside_tls" "Answer STARTTLS (SMTP, IMAP) and STLS (POP3) inside TLS with the go-ahead reply instead of refusing it.",
     RelayIgnoresMxPreference "relay_ignores_mx_preference" "Relay: try the MX hosts from the highest preference number (least preferred) down.",
     RelayNoRetry "relay_no_retry" "Relay: give up on a recipient after its first temporary failure, without a bounce.",

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod auth;
+mod clock;
 pub mod config;
 pub mod faults;
 pub mod imap;

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::access::{LoginThrottle, MaildropGuard, MaildropLocks, PopBeforeSmtp};
+use crate::clock::{Expiry, SessionClock};
 use crate::config::{Config, Protocol, Role, TlsMode};
 use crate::faults::Policy;
 use crate::pop3::session as pop3;
@@ -489,13 +490,18 @@ async fn serve_smtp(
     }
     let peer = conn.peer;
     let mut session = Session::new(config.clone(), conn);
+    let mut clock = SessionClock::new(&config.limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut grace_deadline: Option<Instant> = None;
     let mut event = session.greet();
     loop {
         event = match event {
             Event::NeedInput => {
-                stream.send(&session.take_output(), idle).await?;
+                let output = session.take_output();
+                if !output.is_empty() {
+                    clock.answered();
+                }
+                stream.send(&output, idle).await?;
                 let stopping = *shutdown.borrow();
                 if stopping && !session.in_message_data() {
                     session.abort("4.3.2", "Server shutting down");
@@ -512,21 +518,28 @@ async fn serve_smtp(
                     event = session.step();
                     continue;
                 }
-                let deadline = grace_deadline.map_or(Instant::now() + idle, |grace| {
-                    grace.min(Instant::now() + idle)
-                });
+                let (limit, expiry) = clock.deadline(idle, session.in_message_data());
+                let deadline = grace_deadline.map_or(limit, |grace| grace.min(limit));
                 let watch_shutdown = !stopping;
                 tokio::select! {
                     read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
                         Err(_) if grace_deadline.is_some() => {
                             session.abort("4.3.2", "Server shutting down");
                         }
-                        Err(_) => session.abort("4.4.2", "Idle timeout, closing connection"),
+                        Err(_) => {
+                            if expiry != Expiry::Idle {
+                                tracing::info!(%peer, ?expiry, "session time limit");
+                            }
+                            session.abort("4.4.2", expiry.reason());
+                        }
                         Ok(Ok(0)) => {
                             tracing::debug!(%peer, "client closed the connection");
                             return Ok(());
                         }
-                        Ok(Ok(n)) => session.push_input(&buf[..n]),
+                        Ok(Ok(n)) => {
+                            clock.received();
+                            session.push_input(&buf[..n]);
+                        }
                         Ok(Err(error)) => return Err(error),
                     },
                     _ = shutdown.wait_for(|stop| *stop), if watch_shutdown => {}
@@ -773,31 +786,40 @@ async fn serve_pop3(
     }
     let peer = conn.peer;
     let mut session = pop3::Session::new(config.clone(), conn);
+    let mut clock = SessionClock::new(&config.limits);
     let mut lock: Option<MaildropGuard> = None;
     let mut buf = vec![0u8; 16 * 1024];
     let mut event = session.greet();
     loop {
         event = match event {
             pop3::Event::NeedInput => {
-                stream.send(&session.take_output(), idle).await?;
+                let output = session.take_output();
+                if !output.is_empty() {
+                    clock.answered();
+                }
+                stream.send(&output, idle).await?;
                 if *shutdown.borrow() {
                     session.abort("[SYS/TEMP] Server shutting down");
                     event = session.step();
                     continue;
                 }
+                let (deadline, expiry) = clock.deadline(idle, false);
                 let read = tokio::select! {
-                    read = tokio::time::timeout(idle, stream.read(&mut buf)) => Some(read),
+                    read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Some(read),
                     _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 match read {
                     None => {}
-                    Some(Err(_)) => session.abort("Idle timeout, closing connection"),
+                    Some(Err(_)) => session.abort(expiry.reason()),
                     Some(Ok(Ok(0))) => {
                         tracing::debug!(%peer, "client closed the connection");
                         update_on_disconnect(shared, &session).await;
                         return Ok(());
                     }
-                    Some(Ok(Ok(n))) => session.push_input(&buf[..n]),
+                    Some(Ok(Ok(n))) => {
+                        clock.received();
+                        session.push_input(&buf[..n]);
+                    }
                     Some(Ok(Err(error))) => {
                         update_on_disconnect(shared, &session).await;
                         return Err(error);
@@ -920,6 +942,7 @@ async fn serve_imap(
     }
     let mut buf = vec![0u8; 16 * 1024];
     stream.send(&session.greeting(), idle).await?;
+    let mut clock = SessionClock::new(&config.limits);
     let mut awaiting_sasl = false;
     loop {
         if session.too_many_errors() {
@@ -930,6 +953,7 @@ async fn serve_imap(
         let framed = if awaiting_sasl {
             match framer.next_line() {
                 Some(response) => {
+                    clock.answered();
                     awaiting_sasl = false;
                     let (reply, next) = session.sasl_response(&response);
                     stream.send(&reply, idle).await?;
@@ -956,14 +980,15 @@ async fn serve_imap(
                 } else {
                     idle
                 };
+                let (deadline, expiry) = clock.deadline(silence, framer.in_literal());
                 let read = tokio::select! {
-                    read = tokio::time::timeout(silence, stream.read(&mut buf)) => Some(read),
+                    read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Some(read),
                     _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 match read {
                     None => {}
                     Some(Err(_)) => {
-                        let bye = session.bye("Idle timeout, closing connection");
+                        let bye = session.bye(expiry.reason());
                         stream.send(&bye, idle).await?;
                         return Ok(());
                     }
@@ -971,12 +996,19 @@ async fn serve_imap(
                         tracing::debug!(%peer, "client closed the connection");
                         return Ok(());
                     }
-                    Some(Ok(Ok(n))) => framer.push(&buf[..n]),
+                    Some(Ok(Ok(n))) => {
+                        clock.received();
+                        framer.push(&buf[..n]);
+                    }
                     Some(Ok(Err(error))) => return Err(error),
                 }
             }
-            Framed::Continue => stream.send(b"+ Ready for literal data\r\n", idle).await?,
+            Framed::Continue => {
+                clock.answered();
+                stream.send(b"+ Ready for literal data\r\n", idle).await?;
+            }
             Framed::Reject { tag, reason } => {
+                clock.answered();
                 let reply = match reason {
                     Rejection::Syntax => session.rejected(tag.as_deref(), "BAD", "Syntax error"),
                     Rejection::LiteralTooBig => {
@@ -989,6 +1021,7 @@ async fn serve_imap(
                 stream.send(&reply, idle).await?;
             }
             Framed::Command(command) => {
+                clock.answered();
                 let (mut reply, mut next) = session.handle(*command).await;
                 // A large FETCH comes in chunks, each sent before the next is read.
                 while next == Next::More {

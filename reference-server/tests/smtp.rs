@@ -242,3 +242,122 @@ async fn a_stalled_tls_handshake_is_cut_off_long_before_the_idle_timeout() {
     let mut stream = client.reader.into_inner().reunite(client.writer).unwrap();
     closed_by_server(&mut stream, Duration::from_secs(30)).await;
 }
+
+/// Sends `byte` every 200 ms (at most 150 times) in the background, as a slowloris client
+/// would: each byte resets the idle timer. Write errors end it (the server hung up).
+fn trickle(mut writer: OwnedWriteHalf, byte: u8) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for _ in 0..150 {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Reads lines until one starts with `prefix`; panics after 30 s, far beyond the limits under
+/// test and far below the idle timeout.
+async fn line_starting(reader: &mut BufReader<OwnedReadHalf>, prefix: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).await.unwrap_or(0);
+            assert!(read > 0, "closed before a line starting {prefix:?}");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line starting {prefix:?} within 30 s"))
+}
+
+#[tokio::test]
+async fn a_client_trickling_a_command_or_a_message_is_cut_off_despite_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| {
+        c.limits.idle_timeout_secs = 3600;
+        c.limits.command_timeout_secs = 1;
+        c.limits.data_timeout_secs = 2;
+    })
+    .await;
+
+    // SMTP: a command line a byte at a time.
+    let mut client = Client::connect(server.addr(Role::Smtp).unwrap()).await;
+    let mut reader = client.reader;
+    let dribbler = trickle(client.writer, b'O');
+    let line = line_starting(&mut reader, "421").await;
+    assert!(line.contains("Command line not completed"), "{line}");
+    dribbler.abort();
+
+    // SMTP: message data a byte at a time; nothing is stored.
+    client = Client::connect(server.addr(Role::Smtp).unwrap()).await;
+    assert!(client.send("EHLO slow.test\r\n").await.starts_with("250"));
+    assert!(
+        client
+            .send("MAIL FROM:<s@slow.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        client
+            .send(&format!("RCPT TO:<{ALICE}>\r\n"))
+            .await
+            .starts_with("250")
+    );
+    assert!(client.send("DATA\r\n").await.starts_with("354"));
+    let mut reader = client.reader;
+    let dribbler = trickle(client.writer, b'x');
+    let line = line_starting(&mut reader, "421").await;
+    assert!(line.contains("Message data not completed"), "{line}");
+    dribbler.abort();
+    assert!(stored(&server).is_empty());
+
+    // POP3 and IMAP: the same for a command line and for an APPEND literal.
+    let (read, write) = TcpStream::connect(server.addr(Role::Pop3).unwrap())
+        .await
+        .unwrap()
+        .into_split();
+    let mut reader = BufReader::new(read);
+    line_starting(&mut reader, "+OK").await;
+    let dribbler = trickle(write, b'C');
+    let line = line_starting(&mut reader, "-ERR").await;
+    assert!(line.contains("Command line not completed"), "{line}");
+    dribbler.abort();
+
+    let (read, mut write) = TcpStream::connect(server.addr(Role::Imap).unwrap())
+        .await
+        .unwrap()
+        .into_split();
+    let mut reader = BufReader::new(read);
+    line_starting(&mut reader, "* OK").await;
+    write.write_all(b"a APPEND INBOX {100}\r\n").await.unwrap();
+    line_starting(&mut reader, "+").await;
+    let dribbler = trickle(write, b'x');
+    let line = line_starting(&mut reader, "* BYE").await;
+    assert!(line.contains("Message data not completed"), "{line}");
+    dribbler.abort();
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_time_limit_however_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| c.limits.session_timeout_secs = 2).await;
+    let mut client = Client::connect(server.addr(Role::Smtp).unwrap()).await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let reply = client.send("NOOP\r\n").await;
+            if !reply.starts_with("250") {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the session outlived its limit by far");
+    assert!(
+        ended.starts_with("421 4.4.2") && ended.contains("Session time limit"),
+        "{ended}"
+    );
+}

@@ -41,6 +41,9 @@ pub(crate) struct Connection {
     buf: Vec<u8>,
     transcript: Transcript,
     pub(crate) timeout: Duration,
+    /// Bytes the server sent in clear text after its go-ahead for STARTTLS/STLS, which were
+    /// discarded before the handshake (a response-injection opening).
+    pub(crate) plaintext_after_go_ahead: Vec<u8>,
 }
 
 /// Errors that mean the peer went away rather than that something broke locally. A TLS peer
@@ -115,6 +118,7 @@ impl Connection {
             stream: Stream::Plain(connect_tcp_from(addr, local, timeout).await?),
             buf: Vec::new(),
             transcript: Transcript::default(),
+            plaintext_after_go_ahead: Vec::new(),
             timeout,
         })
     }
@@ -124,6 +128,7 @@ impl Connection {
             stream: Stream::Plain(connect_tcp(addr, timeout).await?),
             buf: Vec::new(),
             transcript: Transcript::default(),
+            plaintext_after_go_ahead: Vec::new(),
             timeout,
         })
     }
@@ -308,6 +313,7 @@ impl Connection {
                 unread.len(),
                 escape_bytes(&unread)
             ));
+            self.plaintext_after_go_ahead.extend_from_slice(&unread);
         }
         match mem::replace(&mut self.stream, Stream::Gone) {
             Stream::Plain(stream) => Ok(stream),

@@ -2967,6 +2967,12 @@ impl ImapClient {
     }
 
     /// Everything sent and received so far.
+    /// What the server sent in clear text after its go-ahead to start TLS, before the handshake
+    /// (discarded, never read as a response); empty when it sent nothing there.
+    pub fn plaintext_after_go_ahead(&self) -> &[u8] {
+        &self.conn.plaintext_after_go_ahead
+    }
+
     pub fn transcript(&self) -> &Transcript {
         self.conn.transcript()
     }

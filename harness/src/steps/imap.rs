@@ -1520,3 +1520,16 @@ async fn imap_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
     world.attempts = Some(attempts);
     outcome
 }
+
+#[then("the IMAP client got nothing in clear text between the STARTTLS reply and the handshake")]
+async fn imap_no_plaintext_after_go_ahead(world: &mut MailWorld) -> anyhow::Result<()> {
+    let injected = world.imap(0)?.plaintext_after_go_ahead().to_vec();
+    ensure!(
+        injected.is_empty(),
+        "after its go-ahead for STARTTLS the server sent \"{}\" in clear text before the \
+         handshake; a client that reads it as a response inside TLS is open to response \
+         injection, and a server never needs to send anything there",
+        crate::clients::transcript::escape_bytes(&injected)
+    );
+    Ok(())
+}

@@ -1168,3 +1168,16 @@ async fn user_alike(world: &mut MailWorld, known: String, unknown: String) -> an
     );
     Ok(())
 }
+
+#[then("the POP3 client got nothing in clear text between the STLS reply and the handshake")]
+async fn pop3_no_plaintext_after_go_ahead(world: &mut MailWorld) -> anyhow::Result<()> {
+    let injected = world.pop3()?.plaintext_after_go_ahead().to_vec();
+    ensure!(
+        injected.is_empty(),
+        "after its go-ahead for STLS the server sent \"{}\" in clear text before the \
+         handshake; a client that reads it as a response inside TLS is open to response \
+         injection, and a server never needs to send anything there",
+        crate::clients::transcript::escape_bytes(&injected)
+    );
+    Ok(())
+}

@@ -1106,3 +1106,16 @@ mod tests {
         assert!(!has_date_field(b""));
     }
 }
+
+#[then("the client got nothing in clear text between the STARTTLS reply and the handshake")]
+async fn no_plaintext_after_go_ahead(world: &mut MailWorld) -> anyhow::Result<()> {
+    let injected = world.client()?.plaintext_after_go_ahead().to_vec();
+    ensure!(
+        injected.is_empty(),
+        "after its go-ahead for STARTTLS the server sent \"{}\" in clear text before the \
+         handshake; a client that reads it as a response inside TLS is open to response \
+         injection, and a server never needs to send anything there",
+        crate::clients::transcript::escape_bytes(&injected)
+    );
+    Ok(())
+}

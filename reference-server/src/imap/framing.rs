@@ -152,6 +152,11 @@ impl Framer {
         }
     }
 
+    /// Whether a command with a literal is under way: its first line is in, the rest is not.
+    pub fn in_literal(&self) -> bool {
+        !self.fragmentizer.is_message_complete() && !self.fragmentizer.message_bytes().is_empty()
+    }
+
     /// Forgets every byte received but not yet framed: after STARTTLS, bytes that arrived
     /// before the handshake must not be executed (CVE-2011-0411 class).
     pub fn discard_pending(&mut self) {

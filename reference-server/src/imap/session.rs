@@ -315,6 +315,9 @@ impl Session {
             self.bad(out, tag, "TLS is already active");
         } else {
             ok(out, tag, "Begin TLS negotiation now");
+            if self.config.faults.has(Policy::StarttlsResponseInjection) {
+                line(out, "* OK Sent in clear text after the go-ahead");
+            }
             return Next::StartTls;
         }
         Next::Continue

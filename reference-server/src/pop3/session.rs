@@ -748,6 +748,9 @@ impl Session {
             self.error("Already using TLS");
         } else {
             self.ok("Begin TLS negotiation");
+            if self.fault(Policy::StarttlsResponseInjection) {
+                self.ok("Sent in clear text after the go-ahead");
+            }
             self.phase = Phase::Waiting(Pending::Tls);
             return Some(Event::StartTls);
         }

@@ -681,6 +681,9 @@ impl Session {
             );
         } else {
             self.reply(220, "2.0.0", "Ready to start TLS");
+            if self.fault(Policy::StarttlsResponseInjection) {
+                self.reply(250, "2.0.0", "Sent in clear text after the go-ahead");
+            }
             self.phase = Phase::Waiting;
             return Some(Event::StartTls);
         }
