@@ -6,7 +6,7 @@ Feature: Guessing passwords and collecting user names is not made easy
   VRFY and EXPN), and its answers must not tell a valid name from an invalid one where a
   client has no business knowing.
 
-  @port-submission @needs-STARTTLS @rfc4954-4 @fault-no_auth_throttle
+  @port-submission @needs-STARTTLS @rfc4954-4 @fault-no_auth_throttle @fault-no_error_limit @fault-any_password
   Scenario: Wrong passwords one after another on the submission port are cut off or slowed down
     Given a client connected to the submission port
     When the client says EHLO
@@ -15,19 +15,19 @@ Feature: Guessing passwords and collecting user names is not made easy
     And the client keeps trying wrong passwords for the first account
     Then the server cut the attempts off or slowed them down
 
-  @port-pop3s @rfc5034-4 @rfc2449-8 @fault-no_auth_throttle
+  @port-pop3s @rfc5034-4 @rfc2449-8 @fault-no_auth_throttle @fault-no_error_limit @fault-any_password
   Scenario: Wrong passwords one after another on the pop3s port are cut off or slowed down
     Given a POP3 client connected to the pop3s port
     When the POP3 client keeps trying wrong passwords for {first}
     Then the server cut the attempts off or slowed them down
 
-  @port-imaps @rfc3501-6.2.3 @fault-no_auth_throttle
+  @port-imaps @rfc3501-6.2.3 @fault-no_auth_throttle @fault-no_error_limit @fault-any_password
   Scenario: Wrong passwords one after another on the imaps port are cut off or slowed down
     Given an IMAP client connected to the imaps port
     When the IMAP client keeps trying wrong passwords for {first}
     Then the server cut the attempts off or slowed them down
 
-  @port-submission @needs-STARTTLS @rfc4954-4 @fault-auth_reveals_unknown_user
+  @port-submission @needs-STARTTLS @rfc4954-4 @fault-auth_reveals_unknown_user @fault-any_password
   Scenario: A wrong password and an unknown user get the same AUTH reply
     Given a client connected to the submission port
     When the client says EHLO
@@ -52,7 +52,7 @@ Feature: Guessing passwords and collecting user names is not made easy
     When the client says EHLO
     Then EXPN does not tell {first} from {unknown}
 
-  @port-smtp @rfc5321-7.8 @fault-no_error_limit
+  @port-smtp @rfc5321-7.8 @fault-no_error_limit @fault-accept_unknown_users
   Scenario: A client probing one unknown recipient after another is cut off or slowed down
     Given a client connected to the smtp port
     When the client says EHLO

@@ -70,14 +70,14 @@ Feature: STARTTLS and STLS cannot be turned against the client
     When the POP3 client sends "STLS"
     Then the POP3 response is -ERR
 
-  @port-imap @rfc2595-3.1 @fault-starttls_inside_tls @fault-imap_without_tls
+  @port-imap @rfc2595-3.1 @fault-starttls_inside_tls @fault-imap_errors_as_ok @fault-imap_without_tls
   Scenario: A second IMAP STARTTLS on port 143 is refused
     Given an IMAP client connected to the imap port
     When the IMAP client starts TLS
     And the IMAP client sends "STARTTLS"
     Then the IMAP response is NO or BAD
 
-  @port-imaps @rfc8314-3.3 @fault-starttls_inside_tls @fault-imaps_plaintext
+  @port-imaps @rfc8314-3.3 @fault-starttls_inside_tls @fault-imap_errors_as_ok @fault-imaps_plaintext
   Scenario: IMAP STARTTLS on port 993 is refused
     Given an IMAP client connected to the imaps port
     When the IMAP client sends "STARTTLS"

@@ -19,7 +19,7 @@ Feature: Each SMTP command and its error replies
     When the client sends "RSET"
     Then the reply code is 250
 
-  @port-smtp @rfc5321-3.5.3 @fault-vrfy_refused
+  @port-smtp @rfc5321-3.5.3 @fault-vrfy_refused @fault-vrfy_discloses_users
   Scenario: VRFY gets 252 when the server will not disclose users
     Given a client connected to the smtp port
     When the client says EHLO

@@ -29,6 +29,9 @@ pub enum Violation {
     BareLf(usize),
     /// A CR not followed by LF, on the given 1-based line.
     BareCr(usize),
+    /// A NUL octet, on the given 1-based line: not allowed in message text, 8-bit or not
+    /// (RFC 6152 section 3), and a way to smuggle where a later hop drops NULs.
+    Nul(usize),
     /// A line longer than the limit, on the given 1-based line.
     LineTooLong(usize),
     /// More octets than the size limit.
@@ -184,6 +187,9 @@ impl DataReceiver {
                 }
             }
             (State::LineStart | State::Text, _) => {
+                if byte == 0 {
+                    self.flag(Violation::Nul(self.line_no));
+                }
                 self.count_line_octet();
                 self.emit(byte);
                 self.state = State::Text;
@@ -325,6 +331,15 @@ mod tests {
             Err(Violation::BareLf(2))
         );
         assert_eq!(receive(b"bad\rline\r\n.\r\n").1, Err(Violation::BareCr(1)));
+    }
+
+    #[test]
+    fn nul_octets_neither_end_the_data_nor_get_in() {
+        for input in [&b"a\r\n.\0\r\nb\r\n.\r\n"[..], b"a\r\n\0.\r\nb\r\n.\r\n"] {
+            let (progress, body) = receive(input);
+            assert_eq!(progress, Progress::Done(input.len()), "{input:?}");
+            assert_eq!(body, Err(Violation::Nul(2)), "{input:?}");
+        }
     }
 
     #[test]

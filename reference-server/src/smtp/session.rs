@@ -1103,6 +1103,11 @@ impl Session {
                             "Message rejected: bare CR on line {line}; lines must end with CRLF (RFC 5321 2.3.8)"
                         ),
                     ),
+                    Violation::Nul(line) => (
+                        550,
+                        "5.6.0",
+                        format!("Message rejected: NUL octet on line {line} (RFC 6152 section 3)"),
+                    ),
                     Violation::LineTooLong(line) => (
                         500,
                         "5.5.2",
@@ -1243,7 +1248,7 @@ fn bdat_size(args: &[u8]) -> Option<u64> {
     std::str::from_utf8(word).ok()?.parse().ok()
 }
 
-/// The first bare CR or LF in a BDAT message (DATA finds them while receiving).
+/// The first bare CR or LF or NUL in a BDAT message (DATA finds them while receiving).
 fn find_bare_newline(body: &[u8]) -> Option<Violation> {
     let mut line = 1;
     for (index, &byte) in body.iter().enumerate() {
@@ -1253,6 +1258,7 @@ fn find_bare_newline(body: &[u8]) -> Option<Violation> {
             b'\n' if prev != Some(b'\r') => return Some(Violation::BareLf(line)),
             b'\n' => line += 1,
             b'\r' if next != Some(b'\n') => return Some(Violation::BareCr(line)),
+            0 => return Some(Violation::Nul(line)),
             _ => {}
         }
     }
