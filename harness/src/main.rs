@@ -26,7 +26,8 @@ enum Command {
     Conform(Box<ConformArgs>),
     /// Drive load against a target (default: the reference server, in-process) and report
     /// throughput, latency percentiles per phase and errors. Exits 1 when any operation failed
-    /// or, with --verify, any acknowledged message is missing or duplicated; 2 when the run
+    /// or, with --verify, any acknowledged message is missing or duplicated or the store is
+    /// inconsistent; 2 when the run
     /// could not be done (bad target, refused credentials, bad options).
     Load(Box<LoadArgs>),
     /// Probe each documented port role (smtp, submissions, submission, pop3, pop3s, imap,
@@ -157,7 +158,8 @@ struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Afterwards, read the mailboxes (IMAP or POP3) and report acknowledged messages that are
-    /// missing or duplicated.
+    /// missing or duplicated, and a store that disagrees with itself (UIDs not unique and
+    /// ascending, EXISTS or UIDNEXT wrong, POP3 and IMAP counting differently).
     #[arg(long)]
     verify: bool,
     /// How long --verify waits for acknowledged messages to reach the mailboxes.
@@ -323,10 +325,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
         eprintln!("harness load: {error}");
         return ExitCode::from(2);
     }
-    let lost = summary
-        .verify
-        .as_ref()
-        .is_some_and(|v| v.missing > 0 || v.duplicated > 0);
+    let lost = summary.verify.as_ref().is_some_and(|v| v.failed());
     if summary.errors > 0 || lost {
         ExitCode::FAILURE
     } else {

@@ -197,6 +197,24 @@ pub struct VerifySummary {
     /// Message-IDs of up to ten missing messages, for looking them up in the server's logs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_examples: Vec<String>,
+    /// Mailboxes read.
+    #[serde(default)]
+    pub mailboxes: u64,
+    /// Ways the store disagreed with itself: UIDs not unique and ascending, a FETCH 1:* that
+    /// does not return EXISTS messages, UIDNEXT not above the highest UID, POP3 and IMAP
+    /// counting differently.
+    #[serde(default)]
+    pub inconsistent: u64,
+    /// Up to ten of them, each naming the mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconsistent_examples: Vec<String>,
+}
+
+impl VerifySummary {
+    /// Whether anything acknowledged was lost or doubled, or the store disagreed with itself.
+    pub fn failed(&self) -> bool {
+        self.missing > 0 || self.duplicated > 0 || self.inconsistent > 0
+    }
 }
 
 /// The JSON written by `--json` and read by `harness report merge`.
@@ -331,9 +349,16 @@ impl Summary {
                 mine.acknowledged += verify.acknowledged;
                 mine.missing += verify.missing;
                 mine.duplicated += verify.duplicated;
+                mine.mailboxes += verify.mailboxes;
+                mine.inconsistent += verify.inconsistent;
                 for example in &verify.missing_examples {
                     if mine.missing_examples.len() < 10 {
                         mine.missing_examples.push(example.clone());
+                    }
+                }
+                for example in &verify.inconsistent_examples {
+                    if mine.inconsistent_examples.len() < 10 {
+                        mine.inconsistent_examples.push(example.clone());
                     }
                 }
             }
@@ -403,6 +428,14 @@ impl Summary {
             );
             for example in &verify.missing_examples {
                 let _ = writeln!(out, "  missing {example}");
+            }
+            let _ = writeln!(
+                out,
+                "store: {} mailboxes checked, {} inconsistencies",
+                verify.mailboxes, verify.inconsistent
+            );
+            for example in &verify.inconsistent_examples {
+                let _ = writeln!(out, "  inconsistent {example}");
             }
         }
         if let Some(rss) = self.peak_rss_kib {
@@ -518,6 +551,7 @@ mod tests {
             missing: 2,
             duplicated: 1,
             missing_examples: vec!["<x@y>".into()],
+            ..VerifySummary::default()
         });
         // Through JSON, as `harness report merge` reads them.
         let a: Summary = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
