@@ -767,7 +767,11 @@ async fn drive(ctx: Arc<Ctx>) {
                     let mut rng = fastrand::Rng::with_seed(worker as u64);
                     while !ctx.stopped() && Instant::now() < ctx.end {
                         let intended = Instant::now();
-                        one_session(&ctx, &mut rng, intended).await;
+                        if !one_session(&ctx, &mut rng, intended).await {
+                            // Nothing listens (a server restarting): try again shortly rather
+                            // than count refusals as fast as the loop spins.
+                            tokio::time::sleep(UNREACHABLE_PAUSE).await;
+                        }
                     }
                 });
             }
@@ -809,7 +813,11 @@ async fn drive(ctx: Arc<Ctx>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) {
+/// How long a closed-loop connection waits after the target refused to connect.
+const UNREACHABLE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs one session and records it; false when the target could not be connected to.
+async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) -> bool {
     let entry = ctx.options.workload.pick(rng);
     let started = Instant::now();
     let mut record = Record {
@@ -817,12 +825,14 @@ async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) {
         ..Record::default()
     };
     let result = session::run(ctx, entry, &mut record).await;
+    let reached = !matches!(&result, Err(failure) if failure.phase == "connect");
     let refill = record.refill.take();
     let measured = record.measured;
     ctx.finish(intended, started, record, result);
     if let Some((index, count)) = refill {
         ctx.refill(index, count, measured).await;
     }
+    reached
 }
 
 /// The live progress line: an indicatif bar on a terminal, a plain line every five seconds

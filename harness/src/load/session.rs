@@ -1,9 +1,11 @@
 //! One session of each workload: a connection that does its work, timing every phase.
 //!
 //! A session stops at the first failure and reports it with the phase it happened in. Failures
-//! that mean the target cannot be load-tested as described (nothing listening, a TLS handshake
-//! that fails, credentials refused) are fatal: the run stops at once instead of counting
-//! thousands of identical errors.
+//! that mean the target cannot be load-tested as described (credentials refused, a port the
+//! profile lacks) are fatal: the run stops at once instead of counting thousands of identical
+//! errors. A refused connection or a failed TLS handshake stops the run only in the pre-flight
+//! session; once the load runs they are counted, so that a server that restarts (or crashes
+//! and comes back) shows its outage in the figures and the run, and `--verify`, go on.
 
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ pub struct Failure {
     pub kind: String,
     /// The full message.
     pub detail: String,
-    /// Whether the run should stop: the target is unreachable or refuses the credentials.
+    /// Whether the run should stop: the target refuses the credentials or lacks a port.
     pub fatal: bool,
     /// The session's transcript, when it kept one (the pre-flight session does).
     pub transcript: Option<String>,
@@ -60,14 +62,13 @@ impl Failure {
                     std::io::ErrorKind::ConnectionRefused => "refused",
                     _ => "connect error",
                 },
-                true,
+                false,
             ),
             ClientError::Timeout { .. } => ("timeout", false),
             ClientError::Closed { .. } => ("closed", false),
             ClientError::Io { .. } => ("io error", false),
-            ClientError::Tls { .. }
-            | ClientError::TlsConfig(_)
-            | ClientError::MalformedTls { .. } => ("tls failure", true),
+            ClientError::Tls { .. } | ClientError::MalformedTls { .. } => ("tls failure", false),
+            ClientError::TlsConfig(_) => ("tls failure", true),
             ClientError::UnexpectedReply { reply, .. } => {
                 return Failure::new(phase, reply.code.to_string(), error.to_string());
             }
