@@ -189,6 +189,18 @@ struct LoadArgs {
     /// --verify catch lost mail.
     #[arg(long, value_name = "NAME", conflicts_with = "target")]
     fault: Vec<String>,
+    /// Share of sessions (0 to 1) that the client breaks off on purpose with a TCP reset:
+    /// mid-DATA, mid-APPEND-literal, mid-TLS-handshake or mid-command-line. Counted as aborts
+    /// by kind, not as errors; with --verify, a cut-off message the server filed is a failure.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    client_faults: f64,
+    /// Sample the resident memory (VmRSS) of this server process over the run [default: this
+    /// process's, with the embedded server in it; none for a --target without --server-pid].
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// How often the server's memory is sampled.
+    #[arg(long, value_name = "TIME", default_value = "10s")]
+    rss_every: String,
 }
 
 fn main() -> ExitCode {
@@ -385,6 +397,10 @@ fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
     options.pipelining = !args.no_pipelining;
     options.seed = args.seed;
     options.progress = !args.quiet;
+    options.client_faults = args.client_faults;
+    options.server_pid = args.server_pid;
+    options.rss_every =
+        workload::parse_duration(&args.rss_every).map_err(|e| format!("--rss-every: {e}"))?;
     if idle {
         options.idle_clients = args.connections.unwrap_or(100);
     }

@@ -19,20 +19,26 @@ const EXAMPLES: usize = 10;
 
 /// Reads the mailboxes until every acknowledged message is found or `--verify-wait` passes:
 /// an MTA may acknowledge on port 25 before its delivery agent has filed the message. The store
-/// checks of the last reading count.
+/// checks of the last reading count. Messages the client `cut_off` on purpose must not be
+/// there at all.
 pub(super) async fn verify(
     ctx: &Ctx,
     acknowledged: Vec<(usize, String)>,
+    cut_off: Vec<(usize, String)>,
     progress: &Progress,
 ) -> anyhow::Result<VerifySummary> {
-    let mut by_account: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut by_account: BTreeMap<usize, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for (account, id) in &acknowledged {
-        by_account.entry(*account).or_default().push(id.clone());
+        by_account.entry(*account).or_default().0.push(id.clone());
+    }
+    for (account, id) in &cut_off {
+        by_account.entry(*account).or_default().1.push(id.clone());
     }
     let deadline = Instant::now() + ctx.options.verify_wait;
     loop {
         let mut summary = VerifySummary {
             acknowledged: acknowledged.len() as u64,
+            cut_off: cut_off.len() as u64,
             ..VerifySummary::default()
         };
         progress.note(&format!(
@@ -40,7 +46,7 @@ pub(super) async fn verify(
             by_account.len(),
             acknowledged.len()
         ));
-        for (&account, ids) in &by_account {
+        for (&account, (ids, cut)) in &by_account {
             if account >= ctx.accounts.len() {
                 bail!(
                     "--verify: messages went to postmaster, whose mailbox the harness cannot read"
@@ -74,6 +80,10 @@ pub(super) async fn verify(
                     _ => summary.duplicated += 1,
                 }
             }
+            summary.cut_off_filed += cut
+                .iter()
+                .filter(|id| reading.ids.contains_key(id.as_str()))
+                .count() as u64;
         }
         if summary.missing == 0 || Instant::now() >= deadline {
             return Ok(summary);
