@@ -26,7 +26,8 @@ enum Command {
     Conform(Box<ConformArgs>),
     /// Drive load against a target (default: the reference server, in-process) and report
     /// throughput, latency percentiles per phase and errors. Exits 1 when any operation failed
-    /// or, with --verify, any acknowledged message is missing or duplicated; 2 when the run
+    /// or, with --verify, any acknowledged message is missing or duplicated or the store is
+    /// inconsistent; 2 when the run
     /// could not be done (bad target, refused credentials, bad options).
     Load(Box<LoadArgs>),
     /// Probe each documented port role (smtp, submissions, submission, pop3, pop3s, imap,
@@ -157,7 +158,8 @@ struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Afterwards, read the mailboxes (IMAP or POP3) and report acknowledged messages that are
-    /// missing or duplicated.
+    /// missing or duplicated, and a store that disagrees with itself (UIDs not unique and
+    /// ascending, EXISTS or UIDNEXT wrong, POP3 and IMAP counting differently).
     #[arg(long)]
     verify: bool,
     /// How long --verify waits for acknowledged messages to reach the mailboxes.
@@ -187,6 +189,18 @@ struct LoadArgs {
     /// --verify catch lost mail.
     #[arg(long, value_name = "NAME", conflicts_with = "target")]
     fault: Vec<String>,
+    /// Share of sessions (0 to 1) that the client breaks off on purpose with a TCP reset:
+    /// mid-DATA, mid-APPEND-literal, mid-TLS-handshake or mid-command-line. Counted as aborts
+    /// by kind, not as errors; with --verify, a cut-off message the server filed is a failure.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    client_faults: f64,
+    /// Sample the resident memory (VmRSS) of this server process over the run [default: this
+    /// process's, with the embedded server in it; none for a --target without --server-pid].
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// How often the server's memory is sampled.
+    #[arg(long, value_name = "TIME", default_value = "10s")]
+    rss_every: String,
 }
 
 fn main() -> ExitCode {
@@ -323,10 +337,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
         eprintln!("harness load: {error}");
         return ExitCode::from(2);
     }
-    let lost = summary
-        .verify
-        .as_ref()
-        .is_some_and(|v| v.missing > 0 || v.duplicated > 0);
+    let lost = summary.verify.as_ref().is_some_and(|v| v.failed());
     if summary.errors > 0 || lost {
         ExitCode::FAILURE
     } else {
@@ -386,6 +397,10 @@ fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
     options.pipelining = !args.no_pipelining;
     options.seed = args.seed;
     options.progress = !args.quiet;
+    options.client_faults = args.client_faults;
+    options.server_pid = args.server_pid;
+    options.rss_every =
+        workload::parse_duration(&args.rss_every).map_err(|e| format!("--rss-every: {e}"))?;
     if idle {
         options.idle_clients = args.connections.unwrap_or(100);
     }

@@ -188,6 +188,104 @@ async fn a_mixed_workload_file_runs_each_part() {
     assert_clean(&summary, &["auth", "data_end", "select", "fetch"]);
 }
 
+/// A mix of submission, IMAP and POP3 with most sessions broken off on purpose.
+fn faulty_mix(dir: &tempfile::TempDir) -> LoadOptions {
+    let path = dir.path().join("mix.yaml");
+    std::fs::write(
+        &path,
+        "name: soak\nmix:\n  - { workload: submissions, weight: 2, per_connection: 2, accounts: \"0-39\" }\n  - { workload: imap, weight: 1, accounts: \"40-69\" }\n  - { workload: pop3, weight: 1, accounts: \"70-99\" }\n",
+    )
+    .unwrap();
+    let workload = Workload::from_arg(path.to_str().unwrap()).unwrap();
+    let mut options = options(workload, Mode::Open { rate: 100.0 });
+    options.duration = Duration::from_secs(2);
+    options.client_faults = 0.6;
+    options.rss_every = Duration::from_millis(200);
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_broken_off_on_purpose_are_aborts_not_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = faulty_mix(&dir);
+    options.verify = true;
+    let summary = run(embedded(), options).await;
+    let table = summary.render();
+    assert_eq!(summary.errors, 0, "{table}");
+    assert!(summary.completed > 0, "{table}");
+    // About 120 of 200 sessions abort; each kind is picked often enough never to be missing.
+    for kind in [
+        "mid_data",
+        "mid_literal",
+        "mid_tls_handshake",
+        "mid_command_line",
+    ] {
+        assert!(
+            summary.aborts.get(kind).copied().unwrap_or(0) > 0,
+            "{kind}: {table}"
+        );
+    }
+    assert!(
+        table.contains("client aborts (on purpose, not errors)"),
+        "{table}"
+    );
+    let verify = summary.verify.clone().expect("verify figures");
+    assert!(verify.acknowledged > 0 && verify.cut_off > 0, "{verify:?}");
+    assert_eq!(
+        (verify.missing, verify.duplicated, verify.inconsistent),
+        (0, 0, 0),
+        "{verify:?}"
+    );
+    assert_eq!(verify.cut_off_filed, 0, "{verify:?}");
+    let rss = summary.server_rss.clone().expect("memory samples");
+    assert!(rss.samples.len() >= 2 && rss.max_kib > 0, "{rss:?}");
+    let json: serde_json::Value = serde_json::to_value(&summary).unwrap();
+    assert!(
+        json["aborts"]["mid_literal"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    assert!(json["server_rss"]["samples"].as_array().unwrap().len() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_up_is_an_error_among_client_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The pre-flight message meets the fault three times in ten, and the run then refuses the
+    // target; a few tries get past it.
+    let mut summary = None;
+    for _ in 0..10 {
+        let hangs_up = LoadTarget::Embedded(Box::new(|config| {
+            config
+                .faults
+                .commands
+                .push(reference_server::faults::CommandFault {
+                    at: "EOM".into(),
+                    probability: 0.3,
+                    action: reference_server::faults::FaultAction::Disconnect,
+                });
+        }));
+        let mut options = faulty_mix(&dir);
+        // Seeding goes over port 25 and would meet the fault too.
+        options.seed = 0;
+        match load::run(hangs_up, options).await {
+            Ok(done) => {
+                summary = Some(done);
+                break;
+            }
+            Err(error) => {
+                let error = format!("{error:#}");
+                assert!(error.contains("pre-flight"), "{error}");
+            }
+        }
+    }
+    let summary = summary.expect("a run past the pre-flight");
+    let table = summary.render();
+    assert!(summary.aborts.values().sum::<u64>() > 0, "{table}");
+    // The server's hang-ups after the message data are still the server's.
+    assert!(summary.errors > 0, "{table}");
+    assert!(summary.errors_by_phase.contains_key("data_end"), "{table}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_has_the_documented_keys() {
     let summary = run(embedded(), closed(Kind::Relay, 2)).await;

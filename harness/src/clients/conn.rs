@@ -321,6 +321,53 @@ impl Connection {
         }
     }
 
+    /// Drops the connection at once with a TCP reset (zero linger), as a client that crashes
+    /// or loses its network would: no QUIT, no TLS close_notify.
+    pub(crate) fn abort(&mut self) {
+        let tcp = match &self.stream {
+            Stream::Plain(stream) => Some(stream),
+            Stream::Tls(stream) => Some(stream.get_ref().0),
+            Stream::Gone => None,
+        };
+        if let Some(tcp) = tcp {
+            let _ = tcp.set_zero_linger();
+        }
+        self.stream = Stream::Gone;
+        self.note("connection reset on purpose".into());
+    }
+
+    /// Starts a TLS handshake and leaves it half-way: sends the ClientHello, waits for the
+    /// first bytes of the server's answer, then resets the connection. An error when the
+    /// server closes or stays silent instead of answering.
+    pub(crate) async fn abort_in_handshake(&mut self, tls: &TlsClient) -> Result<(), ClientError> {
+        let mut stream = self.take_plain()?;
+        let hello = tls.client_hello()?;
+        self.transcript.push(Entry::Sent(hello.clone()));
+        let while_doing = "waiting for the answer to the ClientHello";
+        let answer = timeout(self.timeout, async {
+            stream.write_all(&hello).await?;
+            let mut answer = [0; 1024];
+            stream.read(&mut answer).await
+        })
+        .await;
+        let _ = stream.set_zero_linger();
+        drop(stream);
+        self.note("connection reset on purpose in the TLS handshake".into());
+        match answer {
+            Ok(Ok(0)) => Err(closed(while_doing)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) if is_closed(&error) => Err(closed(while_doing)),
+            Ok(Err(source)) => Err(ClientError::Io {
+                while_doing: while_doing.to_owned(),
+                source,
+            }),
+            Err(_) => Err(ClientError::Timeout {
+                while_doing: while_doing.to_owned(),
+                after: self.timeout,
+            }),
+        }
+    }
+
     /// Runs a TLS handshake over the plaintext stream and continues over TLS.
     pub(crate) async fn upgrade(&mut self, tls: &TlsClient) -> Result<(), ClientError> {
         let stream = self.take_plain()?;

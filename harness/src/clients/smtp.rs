@@ -225,6 +225,17 @@ impl SmtpClient {
         Ok(client)
     }
 
+    /// Resets the connection at once, mid-whatever (load runs' `--client-faults`).
+    pub fn abort(&mut self) {
+        self.conn.abort();
+    }
+
+    /// Sends a ClientHello on the plaintext connection, waits for the server's first answer
+    /// and resets the connection: a client that gives up half-way through the handshake.
+    pub async fn abort_in_tls_handshake(&mut self, tls: &TlsClient) -> Result<(), ClientError> {
+        self.conn.abort_in_handshake(tls).await
+    }
+
     /// Starts TLS on the open plaintext connection at once, without a command: the second half
     /// of [`Self::connect_tls`], for callers that time the connect and the handshake apart.
     pub async fn tls_handshake(&mut self, tls: &TlsClient) -> Result<(), ClientError> {

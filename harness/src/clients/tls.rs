@@ -113,6 +113,20 @@ impl TlsClient {
         }
     }
 
+    /// The first flight of a handshake with this configuration: a ClientHello's bytes.
+    pub(crate) fn client_hello(&self) -> Result<Vec<u8>, ClientError> {
+        let mut connection =
+            rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())
+                .map_err(|error| ClientError::TlsConfig(error.to_string()))?;
+        let mut hello = Vec::new();
+        while connection.wants_write() {
+            connection
+                .write_tls(&mut hello)
+                .map_err(|error| ClientError::TlsConfig(error.to_string()))?;
+        }
+        Ok(hello)
+    }
+
     pub(crate) async fn handshake(
         &self,
         stream: TcpStream,

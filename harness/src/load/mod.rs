@@ -14,6 +14,7 @@
 //! server acknowledged must be there exactly once.
 
 mod idle;
+mod rss;
 mod session;
 pub mod stats;
 mod verify;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::session::{Failure, Record};
+use self::session::{Abort, Failure, Record};
 use self::stats::{Stats, Summary};
 use self::workload::{AccountRange, Entry, Kind, Workload};
 use crate::clients::tls::TlsClient;
@@ -106,6 +107,14 @@ pub struct LoadOptions {
     pub max_in_flight: usize,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Share of sessions (0 to 1) that end on purpose half-way: mid-DATA, mid-literal,
+    /// mid-TLS-handshake or mid-command-line. Counted as aborts, not errors.
+    pub client_faults: f64,
+    /// The server process whose resident memory is sampled; the harness's own (which holds
+    /// the embedded server) when `None` and the target is embedded.
+    pub server_pid: Option<u32>,
+    /// How often the server's resident memory is sampled.
+    pub rss_every: Duration,
 }
 
 impl LoadOptions {
@@ -128,6 +137,9 @@ impl LoadOptions {
             idle_clients: 100,
             max_in_flight: 10_000,
             progress: true,
+            client_faults: 0.0,
+            server_pid: None,
+            rss_every: Duration::from_secs(10),
         }
     }
 }
@@ -167,6 +179,8 @@ pub struct Ctx {
     stats: Mutex<Stats>,
     last_completion: Mutex<Option<Instant>>,
     acknowledged: Mutex<Vec<(usize, String)>>,
+    /// Messages the client cut off on purpose, for `--verify` to make sure none was filed.
+    cut_off: Mutex<Vec<(usize, String)>>,
     live_completed: AtomicU64,
     live_errors: AtomicU64,
 }
@@ -364,6 +378,12 @@ impl Ctx {
                 .expect("acknowledged lock")
                 .extend(record.acknowledged.iter().cloned());
         }
+        if self.options.verify && !record.cut_off.is_empty() {
+            self.cut_off
+                .lock()
+                .expect("cut-off lock")
+                .extend(record.cut_off.iter().cloned());
+        }
         let now = Instant::now();
         if let Err(failure) = &result
             && failure.fatal
@@ -383,6 +403,9 @@ impl Ctx {
                 .fetch_add(record.completed, Ordering::Relaxed);
             match &result {
                 Ok(()) => stats.record("session", now - intended),
+                Err(Failure {
+                    abort: Some(abort), ..
+                }) => stats.abort(abort.name()),
                 Err(failure) => {
                     stats.error(failure.phase, &failure.kind);
                     self.live_errors.fetch_add(1, Ordering::Relaxed);
@@ -440,7 +463,7 @@ async fn deliver(
 
 /// Loads the target and returns the summary of the measured part.
 pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Summary> {
-    let (_embedded, profile) = match target {
+    let (embedded, profile) = match target {
         LoadTarget::Embedded(configure) => {
             let embedded = Embedded::start(move |config| {
                 for n in 1..=EMBEDDED_LOAD_ACCOUNTS {
@@ -504,6 +527,7 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
         stats: Mutex::new(Stats::default()),
         last_completion: Mutex::new(None),
         acknowledged: Mutex::new(Vec::new()),
+        cut_off: Mutex::new(Vec::new()),
         live_completed: AtomicU64::new(0),
         live_errors: AtomicU64::new(0),
         options,
@@ -516,6 +540,11 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
     ctx.end = ctx.measure_from + ctx.options.duration;
     let ctx = Arc::new(ctx);
     let ticker = progress.start(ctx.clone());
+    let rss_pid = ctx
+        .options
+        .server_pid
+        .or_else(|| embedded.is_some().then(std::process::id));
+    let sampler = rss_pid.map(|pid| rss::Sampler::start(pid, ctx.options.rss_every));
     let idle_clients = if ctx.options.workload.single() == Some(Kind::ImapIdle) {
         idle::drive(ctx.clone()).await?
     } else {
@@ -553,11 +582,19 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
         ctx.options.warmup,
         &stats,
     );
+    if let Some(sampler) = sampler {
+        summary.server_rss = Some(sampler.finish(match ctx.options.server_pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "this process, with the embedded server".to_owned(),
+        }));
+    }
     if ctx.options.verify {
         let acknowledged = std::mem::take(&mut *ctx.acknowledged.lock().expect("ack lock"));
-        summary.verify = Some(verify::verify(&ctx, acknowledged, &progress).await?);
+        let cut_off = std::mem::take(&mut *ctx.cut_off.lock().expect("cut-off lock"));
+        summary.verify = Some(verify::verify(&ctx, acknowledged, cut_off, &progress).await?);
     }
     summary.peak_rss_kib = stats::peak_rss_kib();
+    drop(embedded);
     Ok(summary)
 }
 
@@ -668,6 +705,16 @@ fn check(profile: &TargetProfile, options: &LoadOptions) -> anyhow::Result<()> {
     if options.per_connection == 0 {
         bail!("--per-connection must be at least 1");
     }
+    if !(0.0..=1.0).contains(&options.client_faults) {
+        bail!("--client-faults must be a share of sessions from 0 to 1");
+    }
+    if let Some(pid) = options.server_pid
+        && rss::read_kib(pid).is_none()
+    {
+        bail!(
+            "--server-pid {pid}: no such process, or its memory cannot be read (/proc/{pid}/status)"
+        );
+    }
     Ok(())
 }
 
@@ -767,7 +814,11 @@ async fn drive(ctx: Arc<Ctx>) {
                     let mut rng = fastrand::Rng::with_seed(worker as u64);
                     while !ctx.stopped() && Instant::now() < ctx.end {
                         let intended = Instant::now();
-                        one_session(&ctx, &mut rng, intended).await;
+                        if !one_session(&ctx, &mut rng, intended).await {
+                            // Nothing listens (a server restarting): try again shortly rather
+                            // than count refusals as fast as the loop spins.
+                            tokio::time::sleep(UNREACHABLE_PAUSE).await;
+                        }
                     }
                 });
             }
@@ -809,20 +860,29 @@ async fn drive(ctx: Arc<Ctx>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) {
+/// How long a closed-loop connection waits after the target refused to connect.
+const UNREACHABLE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs one session and records it; false when the target could not be connected to.
+async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) -> bool {
     let entry = ctx.options.workload.pick(rng);
     let started = Instant::now();
+    let abort = Abort::for_kind(entry.workload);
     let mut record = Record {
         measured: intended >= ctx.measure_from,
+        abort: (!abort.is_empty() && rng.f64() < ctx.options.client_faults)
+            .then(|| abort[rng.usize(..abort.len())]),
         ..Record::default()
     };
     let result = session::run(ctx, entry, &mut record).await;
+    let reached = !matches!(&result, Err(failure) if failure.phase == "connect");
     let refill = record.refill.take();
     let measured = record.measured;
     ctx.finish(intended, started, record, result);
     if let Some((index, count)) = refill {
         ctx.refill(index, count, measured).await;
     }
+    reached
 }
 
 /// The live progress line: an indicatif bar on a terminal, a plain line every five seconds

@@ -1,9 +1,11 @@
 //! One session of each workload: a connection that does its work, timing every phase.
 //!
 //! A session stops at the first failure and reports it with the phase it happened in. Failures
-//! that mean the target cannot be load-tested as described (nothing listening, a TLS handshake
-//! that fails, credentials refused) are fatal: the run stops at once instead of counting
-//! thousands of identical errors.
+//! that mean the target cannot be load-tested as described (credentials refused, a port the
+//! profile lacks) are fatal: the run stops at once instead of counting thousands of identical
+//! errors. A refused connection or a failed TLS handshake stops the run only in the pre-flight
+//! session; once the load runs they are counted, so that a server that restarts (or crashes
+//! and comes back) shows its outage in the figures and the run, and `--verify`, go on.
 
 use std::time::Duration;
 
@@ -12,10 +14,49 @@ use tokio::time::Instant;
 use super::Ctx;
 use super::workload::{Entry, Kind};
 use crate::clients::ClientError;
-use crate::clients::imap::ImapClient;
+use crate::clients::imap::{ImapClient, Incoming};
 use crate::clients::pop3::Pop3Client;
 use crate::clients::smtp::{Reply, SmtpClient};
 use crate::target::Account;
+
+/// A way a session ends on purpose, half-way (`--client-faults`): the connection is reset as a
+/// client that crashes or loses its network would. Not an error of the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// SMTP: after the 354 to DATA and half the message.
+    Data,
+    /// IMAP: APPEND, and after the server's `+` half the literal.
+    Literal,
+    /// After the ClientHello and the first bytes of the server's answer.
+    TlsHandshake,
+    /// In the middle of a command line, before its CRLF.
+    CommandLine,
+}
+
+impl Abort {
+    /// The name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Abort::Data => "mid_data",
+            Abort::Literal => "mid_literal",
+            Abort::TlsHandshake => "mid_tls_handshake",
+            Abort::CommandLine => "mid_command_line",
+        }
+    }
+
+    /// The aborts a session of `kind` can make.
+    pub fn for_kind(kind: Kind) -> &'static [Abort] {
+        match kind {
+            Kind::Relay => &[Abort::Data, Abort::CommandLine],
+            Kind::Submission | Kind::Submissions => {
+                &[Abort::Data, Abort::TlsHandshake, Abort::CommandLine]
+            }
+            Kind::Pop3 => &[Abort::TlsHandshake, Abort::CommandLine],
+            Kind::Imap => &[Abort::Literal, Abort::TlsHandshake, Abort::CommandLine],
+            Kind::ImapIdle => &[],
+        }
+    }
+}
 
 /// Why a session stopped early.
 #[derive(Debug)]
@@ -26,10 +67,12 @@ pub struct Failure {
     pub kind: String,
     /// The full message.
     pub detail: String,
-    /// Whether the run should stop: the target is unreachable or refuses the credentials.
+    /// Whether the run should stop: the target refuses the credentials or lacks a port.
     pub fatal: bool,
     /// The session's transcript, when it kept one (the pre-flight session does).
     pub transcript: Option<String>,
+    /// Set when the client ended the session on purpose: counted apart, not an error.
+    pub abort: Option<Abort>,
 }
 
 impl Failure {
@@ -44,6 +87,15 @@ impl Failure {
             detail: detail.into(),
             fatal: false,
             transcript: None,
+            abort: None,
+        }
+    }
+
+    /// The session ended as `abort` meant it to.
+    pub(super) fn aborted(abort: Abort) -> Failure {
+        Failure {
+            abort: Some(abort),
+            ..Failure::new(abort.name(), "aborted", "aborted on purpose")
         }
     }
 
@@ -60,14 +112,13 @@ impl Failure {
                     std::io::ErrorKind::ConnectionRefused => "refused",
                     _ => "connect error",
                 },
-                true,
+                false,
             ),
             ClientError::Timeout { .. } => ("timeout", false),
             ClientError::Closed { .. } => ("closed", false),
             ClientError::Io { .. } => ("io error", false),
-            ClientError::Tls { .. }
-            | ClientError::TlsConfig(_)
-            | ClientError::MalformedTls { .. } => ("tls failure", true),
+            ClientError::Tls { .. } | ClientError::MalformedTls { .. } => ("tls failure", false),
+            ClientError::TlsConfig(_) => ("tls failure", true),
             ClientError::UnexpectedReply { reply, .. } => {
                 return Failure::new(phase, reply.code.to_string(), error.to_string());
             }
@@ -79,6 +130,7 @@ impl Failure {
             detail: format!("{phase}: {error}"),
             fatal,
             transcript: None,
+            abort: None,
         }
     }
 }
@@ -99,6 +151,11 @@ pub struct Record {
     /// A mailbox the session emptied, and how many messages to put back: done after the
     /// session is timed, so that the refill does not count as POP3 latency.
     pub refill: Option<(usize, u32)>,
+    /// How the session is to end on purpose, if it is (`--client-faults`).
+    pub abort: Option<Abort>,
+    /// Message-IDs of messages cut off half-way, with the account: the server must not file
+    /// them.
+    pub cut_off: Vec<(usize, String)>,
 }
 
 impl Record {
@@ -174,10 +231,7 @@ async fn smtp_dialogue(
     at: &mut Instant,
 ) -> Result<(), Failure> {
     if kind == Kind::Submissions {
-        client
-            .tls_handshake(&ctx.tls)
-            .await
-            .map_err(|e| Failure::client("tls", e))?;
+        tls_or_abort(ctx, client, record).await?;
         *at = record.time("tls", *at);
     }
     let greeting = client
@@ -194,10 +248,7 @@ async fn smtp_dialogue(
             .map_err(|e| Failure::client("starttls", e))?;
         expect("starttls", reply, &[220])?;
         *at = record.time("starttls", *at);
-        client
-            .tls_handshake(&ctx.tls)
-            .await
-            .map_err(|e| Failure::client("tls", e))?;
+        tls_or_abort(ctx, client, record).await?;
         *at = record.time("tls", *at);
         ehlo(client, record, at).await?;
     }
@@ -227,6 +278,14 @@ async fn smtp_dialogue(
         expect("auth", reply, &[235])?;
         *at = record.time("auth", *at);
     }
+    if record.abort == Some(Abort::CommandLine) {
+        client
+            .send_raw(format!("MAIL FROM:<{}>", ctx.sender).as_bytes())
+            .await
+            .map_err(|e| Failure::client("mail", e))?;
+        client.abort();
+        return Err(Failure::aborted(Abort::CommandLine));
+    }
     let pipelining = ctx.options.pipelining && client.has_capability("PIPELINING");
     let per_connection = entry.per_connection.unwrap_or(ctx.options.per_connection);
     let size = entry.size.map_or(ctx.options.size, |s| s.0);
@@ -237,6 +296,10 @@ async fn smtp_dialogue(
         }
         let recipient = ctx.recipient(account);
         let (id, message) = ctx.message(&recipient, size);
+        if record.abort == Some(Abort::Data) && n + 1 == per_connection {
+            record.cut_off.push((account.unwrap_or(usize::MAX), id));
+            return abort_in_data(ctx, client, &recipient, &message).await;
+        }
         // RFC 2920: message content may start a group, so QUIT can follow the last one.
         quit_sent = pipelining && n + 1 == per_connection;
         send_message(
@@ -267,6 +330,47 @@ async fn smtp_dialogue(
     // short connections do not use up this side's ports.
     let _ = client.read_until_closed(Duration::from_secs(1)).await;
     Ok(())
+}
+
+/// The TLS handshake of an SMTP session, or half of it when the session is to abort there.
+async fn tls_or_abort(ctx: &Ctx, client: &mut SmtpClient, record: &Record) -> Result<(), Failure> {
+    if record.abort == Some(Abort::TlsHandshake) {
+        client
+            .abort_in_tls_handshake(&ctx.tls)
+            .await
+            .map_err(|e| Failure::client("tls", e))?;
+        return Err(Failure::aborted(Abort::TlsHandshake));
+    }
+    client
+        .tls_handshake(&ctx.tls)
+        .await
+        .map_err(|e| Failure::client("tls", e))
+}
+
+/// MAIL, RCPT and DATA one at a time, then half the message and a reset.
+async fn abort_in_data(
+    ctx: &Ctx,
+    client: &mut SmtpClient,
+    recipient: &str,
+    message: &[u8],
+) -> Result<(), Failure> {
+    for (phase, line, code) in [
+        ("mail", format!("MAIL FROM:<{}>", ctx.sender), 250),
+        ("rcpt", format!("RCPT TO:<{recipient}>"), 250),
+        ("data", "DATA".to_owned(), 354),
+    ] {
+        let reply = client
+            .command(&line)
+            .await
+            .map_err(|e| Failure::client(phase, e))?;
+        expect(phase, reply, &[code])?;
+    }
+    client
+        .send_raw(&message[..message.len() / 2])
+        .await
+        .map_err(|e| Failure::client("data_end", e))?;
+    client.abort();
+    Err(Failure::aborted(Abort::Data))
 }
 
 /// Connects to the plaintext SMTP `port` without a transcript and goes as far as the 250 to
@@ -453,11 +557,22 @@ async fn pop3_dialogue(
     record: &mut Record,
     at: &mut Instant,
 ) -> Result<u32, Failure> {
-    if implicit {
+    let abort = record.abort;
+    let tls = async |client: &mut Pop3Client| {
+        if abort == Some(Abort::TlsHandshake) {
+            client
+                .abort_in_tls_handshake(&ctx.tls)
+                .await
+                .map_err(|e| Failure::client("tls", e))?;
+            return Err(Failure::aborted(Abort::TlsHandshake));
+        }
         client
             .tls_handshake(&ctx.tls)
             .await
-            .map_err(|e| Failure::client("tls", e))?;
+            .map_err(|e| Failure::client("tls", e))
+    };
+    if implicit {
+        tls(client).await?;
         *at = record.time("tls", *at);
     }
     pop3_check("greeting", client.greeting().await).await?;
@@ -465,11 +580,18 @@ async fn pop3_dialogue(
     if !implicit {
         pop3_check("starttls", client.command("STLS").await).await?;
         *at = record.time("starttls", *at);
-        client
-            .tls_handshake(&ctx.tls)
-            .await
-            .map_err(|e| Failure::client("tls", e))?;
+        tls(client).await?;
         *at = record.time("tls", *at);
+    }
+    if abort == Some(Abort::CommandLine) {
+        // Before login, so that no maildrop stays locked while the server notices.
+        let Account { address, .. } = &ctx.accounts[index];
+        client
+            .send_raw(format!("USER {address}").as_bytes())
+            .await
+            .map_err(|e| Failure::client("login", e))?;
+        client.abort();
+        return Err(Failure::aborted(Abort::CommandLine));
     }
     let Account { address, password } = &ctx.accounts[index];
     let login = client
@@ -568,7 +690,15 @@ pub(super) async fn imap_login(
         client.stop_transcript();
     }
     let mut at = record.time("connect", start);
+    let abort_in_tls = record.abort == Some(Abort::TlsHandshake);
     let result = async {
+        if implicit && abort_in_tls {
+            client
+                .abort_in_tls_handshake(&ctx.tls)
+                .await
+                .map_err(|e| Failure::client("tls", e))?;
+            return Err(Failure::aborted(Abort::TlsHandshake));
+        }
         if implicit {
             client
                 .tls_handshake(&ctx.tls)
@@ -588,6 +718,14 @@ pub(super) async fn imap_login(
             ));
         }
         at = record.time("greeting", at);
+        if !implicit && abort_in_tls {
+            imap_ok("starttls", client.command("STARTTLS").await)?;
+            client
+                .abort_in_tls_handshake(&ctx.tls)
+                .await
+                .map_err(|e| Failure::client("tls", e))?;
+            return Err(Failure::aborted(Abort::TlsHandshake));
+        }
         if !implicit {
             imap_ok("starttls", client.starttls(&ctx.tls).await)?;
             at = record.time("starttls", at);
@@ -633,7 +771,19 @@ async fn imap(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failu
         .fatal()
     })?;
     let (mut client, mut at) = imap_login(ctx, index, record).await?;
-    let result = imap_dialogue(ctx, entry, &mut client, record, &mut at).await;
+    let result = match record.abort {
+        Some(Abort::Literal) => abort_in_literal(ctx, &mut client, index, entry, record).await,
+        Some(Abort::CommandLine) => {
+            let tag = client.next_tag();
+            client
+                .send_raw(format!("{tag} FETCH 1:* (FLAGS").as_bytes())
+                .await
+                .map_err(|e| Failure::client("fetch", e))?;
+            client.abort();
+            Err(Failure::aborted(Abort::CommandLine))
+        }
+        _ => imap_dialogue(ctx, entry, &mut client, record, &mut at).await,
+    };
     result.map_err(|mut failure| {
         if record.keep_transcript {
             failure.transcript = Some(client.transcript().to_string());
@@ -642,6 +792,55 @@ async fn imap(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failu
     })?;
     record.completed += 1;
     Ok(())
+}
+
+/// APPEND to INBOX with a synchronising literal, and after the server's `+` half the message
+/// and a reset.
+async fn abort_in_literal(
+    ctx: &Ctx,
+    client: &mut ImapClient,
+    index: usize,
+    entry: &Entry,
+    record: &mut Record,
+) -> Result<(), Failure> {
+    let size = entry.size.map_or(ctx.options.size, |s| s.0);
+    let (id, mut message) = ctx.message(&ctx.accounts[index].address, size);
+    // An IMAP literal carries the message as it is: no dot-stuffing, no end-of-data line.
+    message.truncate(message.len() - b".\r\n".len());
+    let tag = client.next_tag();
+    client
+        .send_raw(format!("{tag} APPEND INBOX {{{}}}\r\n", message.len()).as_bytes())
+        .await
+        .map_err(|e| Failure::client("append", e))?;
+    loop {
+        match client
+            .read_incoming()
+            .await
+            .map_err(|e| Failure::client("append", e))?
+        {
+            Incoming::Continuation(_) => break,
+            // New mail and the like may come first.
+            Incoming::Untagged(_) => {}
+            Incoming::Tagged(tagged) => {
+                return Err(Failure::new(
+                    "append",
+                    tagged.status.kind.name(),
+                    format!(
+                        "append: expected \"+\" for the literal, got {} {}",
+                        tagged.status.kind.name(),
+                        tagged.status.text
+                    ),
+                ));
+            }
+        }
+    }
+    record.cut_off.push((index, id));
+    client
+        .send_raw(&message[..message.len() / 2])
+        .await
+        .map_err(|e| Failure::client("append", e))?;
+    client.abort();
+    Err(Failure::aborted(Abort::Literal))
 }
 
 async fn imap_dialogue(

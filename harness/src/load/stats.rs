@@ -128,6 +128,8 @@ pub struct Stats {
     pub errors: BTreeMap<&'static str, BTreeMap<String, u64>>,
     /// Messages acknowledged, sessions finished or notifications seen: what throughput counts.
     pub completed: u64,
+    /// Sessions the client ended half-way on purpose (`--client-faults`), by how: not errors.
+    pub aborts: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -146,8 +148,16 @@ impl Stats {
             .or_default() += 1;
     }
 
+    /// Counts one session the client ended on purpose.
+    pub fn abort(&mut self, kind: &'static str) {
+        *self.aborts.entry(kind).or_default() += 1;
+    }
+
     /// Adds another run's figures.
     pub fn merge(&mut self, other: &Stats) {
+        for (kind, count) in &other.aborts {
+            *self.aborts.entry(kind).or_default() += count;
+        }
         for (phase, latencies) in &other.phases {
             self.phases.entry(phase).or_default().merge(latencies);
         }
@@ -197,6 +207,90 @@ pub struct VerifySummary {
     /// Message-IDs of up to ten missing messages, for looking them up in the server's logs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_examples: Vec<String>,
+    /// Mailboxes read.
+    #[serde(default)]
+    pub mailboxes: u64,
+    /// Ways the store disagreed with itself: UIDs not unique and ascending, a FETCH 1:* that
+    /// does not return EXISTS messages, UIDNEXT not above the highest UID, POP3 and IMAP
+    /// counting differently.
+    #[serde(default)]
+    pub inconsistent: u64,
+    /// Up to ten of them, each naming the mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconsistent_examples: Vec<String>,
+    /// Messages the client cut off on purpose (mid-DATA, mid-literal).
+    #[serde(default)]
+    pub cut_off: u64,
+    /// Of those, how many the server filed all the same: it must not.
+    #[serde(default)]
+    pub cut_off_filed: u64,
+}
+
+impl VerifySummary {
+    /// Whether anything acknowledged was lost or doubled, or the store disagreed with itself.
+    pub fn failed(&self) -> bool {
+        self.missing > 0 || self.duplicated > 0 || self.inconsistent > 0 || self.cut_off_filed > 0
+    }
+}
+
+/// The server's resident memory over the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RssSummary {
+    /// Whose memory: `pid N`, or this process with the embedded server.
+    pub source: String,
+    /// `[seconds since the load started, KiB]`, the first at the start and the last at the end.
+    pub samples: Vec<[u64; 2]>,
+    /// The first sample, KiB.
+    pub first_kib: u64,
+    /// The last sample, KiB.
+    pub last_kib: u64,
+    /// The largest sample, KiB.
+    pub max_kib: u64,
+    /// Mean of the samples in the first half of the run, KiB.
+    pub first_half_mean_kib: u64,
+    /// Mean of the samples in the second half, KiB: flat memory keeps it near the first.
+    pub second_half_mean_kib: u64,
+}
+
+impl RssSummary {
+    /// Sums up `[seconds, KiB]` samples in time order.
+    pub fn new(source: String, samples: Vec<[u64; 2]>) -> RssSummary {
+        let kib = |sample: Option<&[u64; 2]>| sample.map_or(0, |s| s[1]);
+        let end = samples.last().map_or(0, |s| s[0]);
+        let mean = |half: &[[u64; 2]]| {
+            if half.is_empty() {
+                0
+            } else {
+                half.iter().map(|s| s[1]).sum::<u64>() / half.len() as u64
+            }
+        };
+        // Samples at or after half-time are the second half; with one sample both halves
+        // are it.
+        let split = samples
+            .iter()
+            .position(|s| s[0] * 2 >= end && s[0] > 0)
+            .unwrap_or(samples.len());
+        let (first, second) = samples.split_at(split);
+        let second = if second.is_empty() { first } else { second };
+        let first = if first.is_empty() { second } else { first };
+        RssSummary {
+            source,
+            first_kib: kib(samples.first()),
+            last_kib: kib(samples.last()),
+            max_kib: samples.iter().map(|s| s[1]).max().unwrap_or(0),
+            first_half_mean_kib: mean(first),
+            second_half_mean_kib: mean(second),
+            samples,
+        }
+    }
+
+    /// How much the second half's mean is above the first's, in percent.
+    pub fn growth_percent(&self) -> f64 {
+        if self.first_half_mean_kib == 0 {
+            return 0.0;
+        }
+        (self.second_half_mean_kib as f64 / self.first_half_mean_kib as f64 - 1.0) * 100.0
+    }
 }
 
 /// The JSON written by `--json` and read by `harness report merge`.
@@ -225,9 +319,16 @@ pub struct Summary {
     pub latency_ms: BTreeMap<String, PhaseSummary>,
     /// Failures per phase and reply.
     pub errors_by_phase: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Sessions the client ended half-way on purpose (`--client-faults`), by how; not errors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aborts: BTreeMap<String, u64>,
     /// `--verify` results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySummary>,
+    /// The server's resident memory over the run (`--server-pid`, or the embedded server);
+    /// not kept by a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss: Option<RssSummary>,
     /// Peak resident memory of the harness process in KiB (the embedded server included, when
     /// it ran in-process); the largest after a merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,7 +379,13 @@ impl Summary {
                 .iter()
                 .map(|(phase, kinds)| ((*phase).to_owned(), kinds.clone()))
                 .collect(),
+            aborts: stats
+                .aborts
+                .iter()
+                .map(|(kind, count)| ((*kind).to_owned(), *count))
+                .collect(),
             verify: None,
+            server_rss: None,
             peak_rss_kib: None,
             runs: 1,
             histograms: stats
@@ -307,7 +414,9 @@ impl Summary {
             throughput_per_s: 0.0,
             latency_ms: BTreeMap::new(),
             errors_by_phase: BTreeMap::new(),
+            aborts: BTreeMap::new(),
             verify: None,
+            server_rss: None,
             peak_rss_kib: None,
             runs: 0,
             histograms: BTreeMap::new(),
@@ -320,6 +429,9 @@ impl Summary {
             merged.throughput_per_s = round3(merged.throughput_per_s + run.throughput_per_s);
             merged.runs += run.runs.max(1);
             merged.peak_rss_kib = merged.peak_rss_kib.max(run.peak_rss_kib);
+            for (kind, count) in &run.aborts {
+                *merged.aborts.entry(kind.clone()).or_default() += count;
+            }
             for (phase, kinds) in &run.errors_by_phase {
                 let mine = merged.errors_by_phase.entry(phase.clone()).or_default();
                 for (kind, count) in kinds {
@@ -331,9 +443,18 @@ impl Summary {
                 mine.acknowledged += verify.acknowledged;
                 mine.missing += verify.missing;
                 mine.duplicated += verify.duplicated;
+                mine.mailboxes += verify.mailboxes;
+                mine.inconsistent += verify.inconsistent;
+                mine.cut_off += verify.cut_off;
+                mine.cut_off_filed += verify.cut_off_filed;
                 for example in &verify.missing_examples {
                     if mine.missing_examples.len() < 10 {
                         mine.missing_examples.push(example.clone());
+                    }
+                }
+                for example in &verify.inconsistent_examples {
+                    if mine.inconsistent_examples.len() < 10 {
+                        mine.inconsistent_examples.push(example.clone());
                     }
                 }
             }
@@ -395,6 +516,19 @@ impl Summary {
                 }
             }
         }
+        if !self.aborts.is_empty() {
+            let kinds: Vec<String> = self
+                .aborts
+                .iter()
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nclient aborts (on purpose, not errors): {} ({})",
+                self.aborts.values().sum::<u64>(),
+                kinds.join(", ")
+            );
+        }
         if let Some(verify) = &self.verify {
             let _ = writeln!(
                 out,
@@ -404,6 +538,42 @@ impl Summary {
             for example in &verify.missing_examples {
                 let _ = writeln!(out, "  missing {example}");
             }
+            let _ = writeln!(
+                out,
+                "store: {} mailboxes checked, {} inconsistencies",
+                verify.mailboxes, verify.inconsistent
+            );
+            for example in &verify.inconsistent_examples {
+                let _ = writeln!(out, "  inconsistent {example}");
+            }
+            if verify.cut_off > 0 {
+                let _ = writeln!(
+                    out,
+                    "cut off on purpose: {}, filed by the server all the same: {}",
+                    verify.cut_off, verify.cut_off_filed
+                );
+            }
+        }
+        if let Some(rss) = &self.server_rss {
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            let _ = writeln!(
+                out,
+                "\nserver RSS ({}): first {:.1} MiB, max {:.1} MiB, last {:.1} MiB; mean {:.1} MiB \
+                 in the first half, {:.1} MiB in the second ({:+.1}%)",
+                rss.source,
+                mib(rss.first_kib),
+                mib(rss.max_kib),
+                mib(rss.last_kib),
+                mib(rss.first_half_mean_kib),
+                mib(rss.second_half_mean_kib),
+                rss.growth_percent()
+            );
+            let samples: Vec<String> = rss
+                .samples
+                .iter()
+                .map(|[at, kib]| format!("{at}s {:.1}", mib(*kib)))
+                .collect();
+            let _ = writeln!(out, "  samples (MiB): {}", samples.join(", "));
         }
         if let Some(rss) = self.peak_rss_kib {
             let _ = writeln!(out, "peak RSS {:.1} MiB", rss as f64 / 1024.0);
@@ -518,6 +688,7 @@ mod tests {
             missing: 2,
             duplicated: 1,
             missing_examples: vec!["<x@y>".into()],
+            ..VerifySummary::default()
         });
         // Through JSON, as `harness report merge` reads them.
         let a: Summary = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
@@ -578,5 +749,22 @@ mod tests {
         assert!(at("connect") < at("mail"));
         assert!(at("mail") < at("rcpt"));
         assert!(at("rcpt") < at("session"));
+    }
+
+    #[test]
+    fn rss_halves_are_split_at_half_time() {
+        let rss = RssSummary::new(
+            "t".into(),
+            vec![[0, 100], [10, 110], [20, 120], [30, 130], [40, 140]],
+        );
+        assert_eq!((rss.first_kib, rss.last_kib, rss.max_kib), (100, 140, 140));
+        assert_eq!(rss.first_half_mean_kib, 105);
+        assert_eq!(rss.second_half_mean_kib, 130);
+        assert!((rss.growth_percent() - 23.8).abs() < 0.1);
+        let one = RssSummary::new("t".into(), vec![[0, 50]]);
+        assert_eq!(
+            (one.first_half_mean_kib, one.second_half_mean_kib),
+            (50, 50)
+        );
     }
 }
