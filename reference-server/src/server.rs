@@ -106,7 +106,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     for account in &config.accounts {
         store.ensure_account(&account.address)?;
     }
-    let identity = tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?;
+    let identity = if config.faults.has(Policy::WrongCertificateName) {
+        tls::load_or_generate_misnamed(config.tls.as_ref(), &data_dir, &config.hostname)?
+    } else {
+        tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?
+    };
     for fault in &config.faults.policy {
         tracing::warn!("FAULT `{}` is ON: {}", fault.name(), fault.description());
     }
@@ -452,7 +456,8 @@ impl Stream {
     }
 }
 
-/// The server side of a TLS handshake; `None` when the `legacy_tls` fault answered instead.
+/// The server side of a TLS handshake; `None` when the `legacy_tls` or `weak_ciphers` fault
+/// answered instead.
 /// Bounded by `limits.tls_handshake_timeout_secs`, not the idle timeout: a client that opens a
 /// handshake and stalls holds a connection slot only that long.
 async fn handshake(
@@ -462,6 +467,10 @@ async fn handshake(
     let limit = Duration::from_secs(shared.config.limits.tls_handshake_timeout_secs);
     tokio::time::timeout(limit, async {
         if shared.config.faults.has(Policy::LegacyTls) && tls::answer_legacy_hello(&mut tcp).await?
+        {
+            return Ok(None);
+        }
+        if shared.config.faults.has(Policy::WeakCiphers) && tls::answer_weak_hello(&mut tcp).await?
         {
             return Ok(None);
         }
