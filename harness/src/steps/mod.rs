@@ -4,6 +4,7 @@ mod imap;
 mod pop3;
 mod relay;
 mod smtp;
+mod tls_security;
 
 use std::fmt;
 use std::sync::Arc;
