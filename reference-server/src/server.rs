@@ -917,7 +917,11 @@ async fn serve_imap(
         framer.continue_non_sync();
     }
     let mut buf = vec![0u8; 16 * 1024];
-    stream.send(&session.greeting(), idle).await?;
+    let mut greeting = session.greeting();
+    if config.faults.has(Policy::ImapGreetingCapabilitiesStale) {
+        greeting = without_tls_capabilities(&greeting);
+    }
+    stream.send(&greeting, idle).await?;
     let mut awaiting_sasl = false;
     loop {
         if session.too_many_errors() {
@@ -1106,4 +1110,37 @@ async fn imap_authenticate(
     }
     let reply = session.login_result(verdict);
     stream.send(&reply, idle).await
+}
+
+/// The `imap_greeting_capabilities_stale` fault: the greeting without STARTTLS and
+/// LOGINDISABLED in its CAPABILITY code, which lists them before TLS.
+fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(greeting);
+    let (Some(open), Some(close)) = (text.find("[CAPABILITY "), text.find(']')) else {
+        return greeting.to_vec();
+    };
+    let words: Vec<&str> = text[open + 1..close]
+        .split(' ')
+        .filter(|word| !matches!(*word, "STARTTLS" | "LOGINDISABLED"))
+        .collect();
+    format!("{}[{}{}", &text[..open], words.join(" "), &text[close..]).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_tls_capabilities;
+
+    #[test]
+    fn stale_greeting_drops_only_the_pre_tls_capabilities() {
+        let greeting =
+            b"* OK [CAPABILITY IMAP4rev1 IDLE STARTTLS LOGINDISABLED] mail.test ready\r\n";
+        assert_eq!(
+            without_tls_capabilities(greeting),
+            b"* OK [CAPABILITY IMAP4rev1 IDLE] mail.test ready\r\n"
+        );
+        assert_eq!(
+            without_tls_capabilities(b"* OK ready\r\n"),
+            b"* OK ready\r\n"
+        );
+    }
 }
