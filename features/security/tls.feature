@@ -5,7 +5,8 @@ Feature: What every TLS port accepts and shows
   path can read the session. The certificate must name the server as its clients know it (RFC 7817
   section 3, RFC 9525), whether or not the client sends that name (SNI, RFC 6066 section 3): mail
   clients do, many MTAs on port 25 do not. STARTTLS ports are probed after a successful STARTTLS
-  (STLS on pop3); the others from the first byte.
+  (STLS on pop3); the others from the first byte. And before TLS on port 143, the capabilities in
+  the greeting must not tell a client less about STARTTLS and LOGINDISABLED than CAPABILITY does.
 
   @rfc9325-4.1 @fault-weak_ciphers
   Scenario Outline: The <role> port accepts no anonymous, export or NULL cipher suite
@@ -84,3 +85,7 @@ Feature: What every TLS port accepts and shows
     Examples:
       | role  |
       | imaps |
+
+  @port-imap @rfc3501-7.1 @rfc3501-6.2.3 @fault-imap_greeting_capabilities_stale
+  Scenario: Before TLS, the imap greeting and CAPABILITY agree about STARTTLS and LOGINDISABLED
+    Then the imap port's greeting agrees with CAPABILITY about STARTTLS and LOGINDISABLED

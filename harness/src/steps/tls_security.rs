@@ -203,3 +203,54 @@ async fn handshake(
         other => bail!("the step knows no TLS port called {other}"),
     }
 }
+
+#[then(
+    regex = r"^the imap port's greeting agrees with CAPABILITY about STARTTLS and LOGINDISABLED$"
+)]
+async fn greeting_capabilities_agree(world: &mut MailWorld) -> anyhow::Result<()> {
+    let target = world.target()?;
+    let addr = target.addr("imap")?;
+    let mut client = ImapClient::connect(&addr, target.timeout).await?;
+    let compared = async {
+        let greeting = client.greeting().await.context("reading the greeting")?;
+        let Some(announced) = greeting.capabilities().map(<[String]>::to_vec) else {
+            return Ok(false);
+        };
+        let result = client.capability().await?;
+        ensure!(
+            result.is_ok(),
+            "CAPABILITY failed: {} {}",
+            result.tag,
+            result.tagged
+        );
+        let listed = client.capabilities();
+        for name in ["STARTTLS", "LOGINDISABLED"] {
+            let has = |list: &[String]| list.iter().any(|own| own.eq_ignore_ascii_case(name));
+            let says = |yes: bool| if yes { "lists" } else { "does not list" };
+            ensure!(
+                has(&announced) == has(listed),
+                "the greeting's CAPABILITY code {} {name}, but the CAPABILITY command {} it: a \
+                 client that takes the greeting's word (RFC 3501 section 7.1 lets it) {}.\n\
+                 greeting:   {}\nCAPABILITY: {}",
+                says(has(&announced)),
+                says(has(listed)),
+                if name == "STARTTLS" {
+                    "does not know it can start TLS"
+                } else {
+                    "thinks LOGIN is allowed and sends the password in clear text"
+                },
+                announced.join(" "),
+                listed.join(" ")
+            );
+        }
+        Ok(true)
+    }
+    .await;
+    world
+        .other_transcripts
+        .push(client.transcript().to_string());
+    if !compared? {
+        world.note("the imap greeting carries no CAPABILITY code, so there is nothing to compare");
+    }
+    Ok(())
+}
