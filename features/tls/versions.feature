@@ -1,4 +1,4 @@
-@tls
+@security @tls
 Feature: TLS 1.2 or newer on every TLS port
   RFC 8996 deprecates TLS 1.0 and 1.1 and RFC 8314 section 4.1 asks for TLS 1.2 or later.
   STARTTLS ports are probed after a successful STARTTLS (STLS on 110); ports 465 and 995 from the

@@ -82,6 +82,9 @@ impl Embedded {
             domain: config.domains[0].clone(),
             tls: TlsSettings {
                 ca_pem: Some(self.server.cert_pem().to_owned()),
+                // A name, not the address, as a mail client has: it is sent as SNI, which the
+                // certificate checks need (see the wrong_certificate_name fault).
+                server_name: Some("localhost".into()),
                 ..TlsSettings::default()
             },
             ports: Ports {

@@ -1,8 +1,8 @@
 //! `harness ports`: the first look at a server. For each documented port role it finds out
 //! whether the port answers, how it does TLS (none, STARTTLS, from the first byte), which TLS
-//! versions it accepts, what certificate it shows, whether it lets a client log in before TLS,
-//! and whether all that is what the role requires (DESIGN.md, "Ports"). Each mismatch comes
-//! with the reply that shows it.
+//! versions it accepts, whether it takes anonymous, export or NULL cipher suites, what
+//! certificate it shows, whether it lets a client log in before TLS, and whether all that is what
+//! the role requires (DESIGN.md, "Ports"). Each mismatch comes with the reply that shows it.
 
 mod cert;
 mod client;
@@ -175,7 +175,8 @@ impl TlsMode {
     }
 }
 
-/// How a server answered a handshake offering one TLS version only.
+/// How a server answered a probe handshake: one offering a single TLS version, or one offering
+/// only weak cipher suites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionProbe {
     /// Whether it was accepted; `None` when the probe could not tell (it failed for another
@@ -224,10 +225,10 @@ pub struct AuthBeforeTls {
 /// One way a port differs from what its role requires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
-    /// A stable name of the check: `open`, `tls_mode`, `legacy_tls`, `certificate_untrusted`,
-    /// `certificate_expired`, `auth_offered_before_tls`, `auth_accepted_before_tls`,
-    /// `auth_offered`, `mail_requires_auth`, `local_delivery`, `relay_refused`, `greeting`,
-    /// `probe`.
+    /// A stable name of the check: `open`, `tls_mode`, `legacy_tls`, `weak_ciphers`,
+    /// `certificate_untrusted`, `certificate_expired`, `auth_offered_before_tls`,
+    /// `auth_accepted_before_tls`, `auth_offered`, `mail_requires_auth`, `local_delivery`,
+    /// `relay_refused`, `greeting`, `probe`.
     pub check: String,
     /// What is wrong.
     pub message: String,
@@ -252,6 +253,10 @@ pub struct PortReport {
     pub tls_mode: Option<TlsMode>,
     /// Per version (`"1.0"`, `"1.1"`, `"1.2"`, `"1.3"`): accepted or not. Empty without TLS.
     pub tls_versions: BTreeMap<String, VersionProbe>,
+    /// Whether a TLS 1.2 ClientHello offering only anonymous, export and NULL cipher suites was
+    /// accepted. `None` without TLS.
+    #[serde(default)]
+    pub weak_ciphers: Option<VersionProbe>,
     /// The certificate, when a handshake got that far.
     pub certificate: Option<Certificate>,
     /// Login before TLS; `None` on ports with TLS from the first byte, and closed ones.
@@ -276,6 +281,7 @@ impl PortReport {
             state_detail: None,
             tls_mode: None,
             tls_versions: BTreeMap::new(),
+            weak_ciphers: None,
             certificate: None,
             auth_before_tls: None,
             role_ok: None,

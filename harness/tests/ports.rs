@@ -88,6 +88,8 @@ async fn the_reference_server_matches_every_role() {
         assert_eq!(accepted("1.3"), Some(true), "{}: {text}", role.name());
         assert_eq!(accepted("1.0"), Some(false), "{}: {text}", role.name());
         assert_eq!(accepted("1.1"), Some(false), "{}: {text}", role.name());
+        let weak = port.weak_ciphers.as_ref().expect("a weak-suite probe");
+        assert_eq!(weak.accepted, Some(false), "{}: {text}", role.name());
         let certificate = port.certificate.as_ref().expect("a certificate");
         assert!(
             certificate
@@ -204,6 +206,31 @@ async fn legacy_tls_versions_are_reported_on_every_tls_port() {
         "{}",
         report.render()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_cipher_suites_are_reported_on_every_tls_port() {
+    let report = with_faults(&[Policy::WeakCiphers]).await;
+    let every: Vec<(&'static str, &str)> = PortRole::ALL
+        .iter()
+        .map(|role| (role.name(), "weak_ciphers"))
+        .collect();
+    expect_problems(&report, &every);
+    let imap = port(&report, PortRole::Imap);
+    assert_eq!(
+        imap.weak_ciphers.as_ref().and_then(|probe| probe.accepted),
+        Some(true)
+    );
+    // The fault chooses the first suite offered, an anonymous one, and the evidence names it.
+    assert!(
+        imap.problems[0]
+            .evidence
+            .contains("TLS_ECDH_anon_WITH_AES_128_CBC_SHA"),
+        "{}",
+        report.render()
+    );
+    // The versions are as without the fault.
+    assert_eq!(imap.tls_versions["1.0"].accepted, Some(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

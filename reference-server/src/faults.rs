@@ -131,6 +131,9 @@ policies! {
     RelayNoImplicitMx "relay_no_implicit_mx" "Relay: bounce mail for a domain that has an address record but no MX, instead of delivering to that address (RFC 5321 5.1).",
     RelayNoSenderCheck "relay_no_sender_check" "Inbound on port 25: skip the sender domain check even when it is configured.",
     RelayNoFcrdns "relay_no_fcrdns" "Inbound on port 25: skip the forward-confirmed reverse DNS check even when it is configured.",
+    WeakCiphers "weak_ciphers" "Answer a ClientHello that offers only anonymous, export or NULL suites with a ServerHello choosing one.",
+    WrongCertificateName "wrong_certificate_name" "Show clients that send no server name (SNI) a certificate for wrong.invalid, signed like the right one, so only the name is wrong.",
+    ImapGreetingCapabilitiesStale "imap_greeting_capabilities_stale" "Leave STARTTLS and LOGINDISABLED out of the CAPABILITY code of the IMAP greeting, as if TLS were on, while the CAPABILITY command lists them.",
 }
 
 impl std::str::FromStr for Policy {

@@ -107,7 +107,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     for account in &config.accounts {
         store.ensure_account(&account.address)?;
     }
-    let identity = tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?;
+    let identity = if config.faults.has(Policy::WrongCertificateName) {
+        tls::load_or_generate_misnamed(config.tls.as_ref(), &data_dir, &config.hostname)?
+    } else {
+        tls::load_or_generate(config.tls.as_ref(), &data_dir, &config.hostname)?
+    };
     for fault in &config.faults.policy {
         tracing::warn!("FAULT `{}` is ON: {}", fault.name(), fault.description());
     }
@@ -453,7 +457,8 @@ impl Stream {
     }
 }
 
-/// The server side of a TLS handshake; `None` when the `legacy_tls` fault answered instead.
+/// The server side of a TLS handshake; `None` when the `legacy_tls` or `weak_ciphers` fault
+/// answered instead.
 /// Bounded by `limits.tls_handshake_timeout_secs`, not the idle timeout: a client that opens a
 /// handshake and stalls holds a connection slot only that long.
 async fn handshake(
@@ -463,6 +468,10 @@ async fn handshake(
     let limit = Duration::from_secs(shared.config.limits.tls_handshake_timeout_secs);
     tokio::time::timeout(limit, async {
         if shared.config.faults.has(Policy::LegacyTls) && tls::answer_legacy_hello(&mut tcp).await?
+        {
+            return Ok(None);
+        }
+        if shared.config.faults.has(Policy::WeakCiphers) && tls::answer_weak_hello(&mut tcp).await?
         {
             return Ok(None);
         }
@@ -941,7 +950,11 @@ async fn serve_imap(
         framer.continue_non_sync();
     }
     let mut buf = vec![0u8; 16 * 1024];
-    stream.send(&session.greeting(), idle).await?;
+    let mut greeting = session.greeting();
+    if config.faults.has(Policy::ImapGreetingCapabilitiesStale) {
+        greeting = without_tls_capabilities(&greeting);
+    }
+    stream.send(&greeting, idle).await?;
     let mut clock = SessionClock::new(&config.limits);
     let mut awaiting_sasl = false;
     loop {
@@ -1141,4 +1154,37 @@ async fn imap_authenticate(
     }
     let reply = session.login_result(verdict);
     stream.send(&reply, idle).await
+}
+
+/// The `imap_greeting_capabilities_stale` fault: the greeting without STARTTLS and
+/// LOGINDISABLED in its CAPABILITY code, which lists them before TLS.
+fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(greeting);
+    let (Some(open), Some(close)) = (text.find("[CAPABILITY "), text.find(']')) else {
+        return greeting.to_vec();
+    };
+    let words: Vec<&str> = text[open + 1..close]
+        .split(' ')
+        .filter(|word| !matches!(*word, "STARTTLS" | "LOGINDISABLED"))
+        .collect();
+    format!("{}[{}{}", &text[..open], words.join(" "), &text[close..]).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_tls_capabilities;
+
+    #[test]
+    fn stale_greeting_drops_only_the_pre_tls_capabilities() {
+        let greeting =
+            b"* OK [CAPABILITY IMAP4rev1 IDLE STARTTLS LOGINDISABLED] mail.test ready\r\n";
+        assert_eq!(
+            without_tls_capabilities(greeting),
+            b"* OK [CAPABILITY IMAP4rev1 IDLE] mail.test ready\r\n"
+        );
+        assert_eq!(
+            without_tls_capabilities(b"* OK ready\r\n"),
+            b"* OK ready\r\n"
+        );
+    }
 }

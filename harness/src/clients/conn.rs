@@ -11,7 +11,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::client::TlsStream;
 
 use super::ClientError;
-use super::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls};
+use super::legacy_tls::{HelloOutcome, Offer, probe_hello};
 use super::tls::{TlsClient, version_name};
 use super::transcript::{Entry, Transcript, escape_bytes};
 
@@ -282,19 +282,19 @@ impl Connection {
         }
     }
 
-    /// After the server agreed to STARTTLS/STLS: sends a hand-built TLS 1.0/1.1 ClientHello on
+    /// After the server agreed to STARTTLS/STLS: sends a hand-built ClientHello with `offer` on
     /// the plaintext socket instead of a handshake, and notes the outcome in the transcript.
     /// The connection is used up.
-    pub(crate) async fn probe_legacy(
+    pub(crate) async fn probe_hello(
         &mut self,
-        version: LegacyVersion,
+        offer: Offer,
         sni: Option<&str>,
-    ) -> Result<LegacyOutcome, ClientError> {
+    ) -> Result<HelloOutcome, ClientError> {
         let mut stream = self.take_plain()?;
-        let outcome = probe_legacy_tls(&mut stream, version, sni, self.timeout).await;
+        let outcome = probe_hello(&mut stream, offer, sni, self.timeout).await;
         self.note(match &outcome {
-            Ok(outcome) => format!("{version} ClientHello probe: {outcome}"),
-            Err(error) => format!("{version} ClientHello probe failed: {error}"),
+            Ok(outcome) => format!("{offer} ClientHello probe: {outcome}"),
+            Err(error) => format!("{offer} ClientHello probe failed: {error}"),
         });
         outcome
     }

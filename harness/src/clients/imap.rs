@@ -26,7 +26,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion};
+use super::legacy_tls::{HelloOutcome, LegacyOutcome, LegacyVersion, Offer};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -2533,6 +2533,20 @@ impl ImapClient {
         version: LegacyVersion,
         sni: Option<&str>,
     ) -> Result<Result<LegacyOutcome, Status>, ClientError> {
+        let outcome = self
+            .starttls_then_probe(Offer::Legacy(version), sni)
+            .await?;
+        Ok(outcome.map(LegacyOutcome::from))
+    }
+
+    /// STARTTLS and, on OK, a ClientHello with `offer` instead of starting TLS (see
+    /// [`probe_hello`]). The connection is unusable afterwards. A refused STARTTLS comes back as
+    /// `Ok(Err(status))`.
+    pub async fn starttls_then_probe(
+        &mut self,
+        offer: Offer,
+        sni: Option<&str>,
+    ) -> Result<Result<HelloOutcome, Status>, ClientError> {
         if self.conn.is_tls() {
             return Err(ClientError::AlreadyTls);
         }
@@ -2540,7 +2554,7 @@ impl ImapClient {
         if !result.is_ok() {
             return Ok(Err(result.tagged));
         }
-        self.conn.probe_legacy(version, sni).await.map(Ok)
+        self.conn.probe_hello(offer, sni).await.map(Ok)
     }
 
     /// LOGIN, each argument quoted, or sent as a literal when it cannot be.

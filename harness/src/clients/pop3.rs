@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion};
+use super::legacy_tls::{HelloOutcome, LegacyOutcome, LegacyVersion, Offer};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -553,6 +553,18 @@ impl Pop3Client {
         version: LegacyVersion,
         sni: Option<&str>,
     ) -> Result<Outcome<LegacyOutcome>, ClientError> {
+        let outcome = self.stls_then_probe(Offer::Legacy(version), sni).await?;
+        Ok(outcome.map(LegacyOutcome::from))
+    }
+
+    /// Sends STLS and, on +OK, a ClientHello with `offer` instead of starting TLS (see
+    /// [`probe_hello`]). The connection is unusable afterwards. A refused STLS comes back as
+    /// `Ok(Err(response))`.
+    pub async fn stls_then_probe(
+        &mut self,
+        offer: Offer,
+        sni: Option<&str>,
+    ) -> Result<Outcome<HelloOutcome>, ClientError> {
         if self.conn.is_tls() {
             return Err(ClientError::AlreadyTls);
         }
@@ -560,7 +572,7 @@ impl Pop3Client {
         if !response.ok {
             return Ok(Err(response));
         }
-        self.conn.probe_legacy(version, sni).await.map(Ok)
+        self.conn.probe_hello(offer, sni).await.map(Ok)
     }
 
     /// USER, then PASS only if USER was accepted; returns the response to the last one sent.

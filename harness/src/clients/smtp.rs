@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ClientError;
 use super::conn::{Connection, Parsed};
-use super::legacy_tls::{LegacyOutcome, LegacyVersion};
+use super::legacy_tls::{HelloOutcome, LegacyOutcome, LegacyVersion, Offer};
 use super::tls::TlsClient;
 use super::transcript::Transcript;
 
@@ -356,6 +356,18 @@ impl SmtpClient {
         version: LegacyVersion,
         sni: Option<&str>,
     ) -> Result<LegacyOutcome, ClientError> {
+        self.starttls_then_probe(Offer::Legacy(version), sni)
+            .await
+            .map(LegacyOutcome::from)
+    }
+
+    /// Sends STARTTLS, expects 220, then sends a ClientHello with `offer` instead of starting
+    /// TLS (see [`probe_hello`]). The connection is unusable afterwards.
+    pub async fn starttls_then_probe(
+        &mut self,
+        offer: Offer,
+        sni: Option<&str>,
+    ) -> Result<HelloOutcome, ClientError> {
         if self.conn.is_tls() {
             return Err(ClientError::AlreadyTls);
         }
@@ -366,7 +378,7 @@ impl SmtpClient {
                 reply,
             });
         }
-        self.conn.probe_legacy(version, sni).await
+        self.conn.probe_hello(offer, sni).await
     }
 
     /// `AUTH PLAIN` with the credentials as initial response (RFC 4954), empty authorization

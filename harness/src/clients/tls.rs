@@ -100,6 +100,16 @@ impl TlsClient {
         Ok((Self::new(Arc::new(config), server_name), seen))
     }
 
+    /// The same client for a check on the certificate itself: it never resumes a session (a
+    /// resumed handshake shows no certificate) and sends the server name (SNI) only with `sni`.
+    /// The certificate is checked against the server name either way.
+    pub fn for_certificate_check(&self, sni: bool) -> Self {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        config.enable_sni = sni;
+        Self::new(Arc::new(config), self.server_name.clone())
+    }
+
     /// The name the certificate is checked against.
     pub fn server_name(&self) -> &ServerName<'static> {
         &self.server_name

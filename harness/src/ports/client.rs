@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::clients::ClientError;
 use crate::clients::imap::{ImapClient, StatusKind};
-use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion};
+use crate::clients::legacy_tls::{HelloOutcome, Offer};
 use crate::clients::pop3::Pop3Client;
 use crate::clients::smtp::SmtpClient;
 use crate::clients::tls::TlsClient;
@@ -198,26 +198,26 @@ impl Client {
         })
     }
 
-    /// STARTTLS (STLS), then a `version` ClientHello instead of a handshake; `Ok(Err(reply))`
+    /// STARTTLS (STLS), then a ClientHello with `offer` instead of a handshake; `Ok(Err(reply))`
     /// when the server refuses the command. The connection is unusable afterwards.
-    pub(super) async fn starttls_then_probe_legacy(
+    pub(super) async fn starttls_then_probe(
         &mut self,
-        version: LegacyVersion,
+        offer: Offer,
         sni: Option<&str>,
-    ) -> Result<Result<LegacyOutcome, String>, ClientError> {
+    ) -> Result<Result<HelloOutcome, String>, ClientError> {
         match self {
-            Self::Smtp(client) => match client.starttls_then_probe_legacy(version, sni).await {
+            Self::Smtp(client) => match client.starttls_then_probe(offer, sni).await {
                 Err(ClientError::UnexpectedReply { reply, .. }) => {
                     Ok(Err(first_line(&reply.to_string())))
                 }
                 outcome => outcome.map(Ok),
             },
             Self::Pop3(client) => Ok(client
-                .stls_then_probe_legacy(version, sni)
+                .stls_then_probe(offer, sni)
                 .await?
                 .map_err(|response| response.to_string())),
             Self::Imap(client) => Ok(client
-                .starttls_then_probe_legacy(version, sni)
+                .starttls_then_probe(offer, sni)
                 .await?
                 .map_err(|status| status.to_string())),
         }

@@ -12,7 +12,9 @@ use super::{
     AuthBeforeTls, Certificate, PortReport, PortRole, PortState, TlsMode, VersionProbe, cert,
 };
 use crate::clients::ClientError;
-use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_at};
+use crate::clients::legacy_tls::{
+    HelloOutcome, LegacyOutcome, LegacyVersion, Offer, probe_hello_at,
+};
 use crate::clients::tls::{Seen, TlsClient};
 use crate::target::TargetProfile;
 
@@ -462,7 +464,7 @@ impl Probe<'_> {
             report.tls_versions.insert(name.into(), probe);
         }
         for (name, version) in [("1.0", LegacyVersion::Tls10), ("1.1", LegacyVersion::Tls11)] {
-            let probe = self.legacy(mode, version).await;
+            let probe = self.hand_built(mode, Offer::Legacy(version)).await;
             if probe.accepted == Some(true) {
                 report.problem(
                     "legacy_tls",
@@ -472,6 +474,22 @@ impl Probe<'_> {
             }
             report.tls_versions.insert(name.into(), probe);
         }
+        let weak = self.hand_built(mode, Offer::WeakSuites).await;
+        match weak.accepted {
+            Some(true) => report.problem(
+                "weak_ciphers",
+                "a ClientHello offering only anonymous, export and NULL cipher suites is \
+                 accepted; BCP 195 (RFC 9325 section 4.1) forbids NULL and export suites, and an \
+                 anonymous one authenticates no server",
+                format!("{} ClientHello {}", Offer::WeakSuites, weak.detail),
+            ),
+            Some(false) => {}
+            None => report.note(format!(
+                "could not tell whether anonymous, export or NULL cipher suites are accepted: {}",
+                weak.detail
+            )),
+        }
+        report.weak_ciphers = Some(weak);
     }
 
     /// Connects and, on a STARTTLS port, gets as far as the STARTTLS command.
@@ -526,30 +544,31 @@ impl Probe<'_> {
         }
     }
 
-    async fn legacy(&self, mode: TlsMode, version: LegacyVersion) -> VersionProbe {
+    /// A hand-built ClientHello with `offer`, from the first byte or after STARTTLS (STLS).
+    async fn hand_built(&self, mode: TlsMode, offer: Offer) -> VersionProbe {
         let sni = self
             .inspecting(&[&TLS13])
             .ok()
             .and_then(|(tls, _)| tls.sni().map(str::to_owned));
         let attempt = async {
             if mode == TlsMode::Implicit {
-                return probe_legacy_tls_at(&self.addr, version, sni.as_deref(), self.timeout)
+                return probe_hello_at(&self.addr, offer, sni.as_deref(), self.timeout)
                     .await
                     .map(Ok);
             }
             match self.before_handshake(mode).await? {
-                Ok(mut client) => {
-                    client
-                        .starttls_then_probe_legacy(version, sni.as_deref())
-                        .await
-                }
+                Ok(mut client) => client.starttls_then_probe(offer, sni.as_deref()).await,
                 Err(refusal) => Ok(Err(refusal)),
             }
         };
         match attempt.await {
             Ok(Ok(outcome)) => VersionProbe {
-                accepted: Some(matches!(outcome, LegacyOutcome::Accepted { .. })),
-                detail: outcome.to_string(),
+                accepted: Some(matches!(outcome, HelloOutcome::Accepted { .. })),
+                detail: match offer {
+                    // The suite a legacy version was accepted with says nothing more.
+                    Offer::Legacy(_) => LegacyOutcome::from(outcome).to_string(),
+                    Offer::WeakSuites => outcome.to_string(),
+                },
             },
             Ok(Err(refusal)) => VersionProbe {
                 accepted: None,

@@ -5,6 +5,7 @@ mod pop3;
 mod relay;
 mod security;
 mod smtp;
+mod tls_security;
 
 use std::fmt;
 use std::sync::Arc;
