@@ -1,5 +1,6 @@
 //! SMTP command lines: no panic; an accepted command written back in canonical form parses to
-//! the same command; an error's text, which the reply quotes, holds no line end.
+//! the same command; an error's text, which the reply quotes, holds no line end and leaves
+//! the reply within 512 octets (RFC 5321 4.5.3.1.5), as does the EHLO reply greeting a name.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +9,9 @@ use reference_server::smtp::command::{Command, Param, ParseError, parse};
 fuzz_target!(|line: &[u8]| {
     match parse(line) {
         Ok(command) => {
+            if let Command::Ehlo(name) | Command::Helo(name) = &command {
+                assert!(name.len() <= 255, "{name}");
+            }
             let canonical = format(&command);
             assert_eq!(
                 parse(canonical.as_bytes()),
@@ -24,6 +28,8 @@ fuzz_target!(|line: &[u8]| {
                 | ParseError::PathTooLong(text) => text,
             };
             assert!(!text.contains(['\r', '\n']), "{error:?}");
+            // The longest reply prefix is "501 5.1.3 Bad address syntax: ".
+            assert!(text.len() <= 512 - 2 - 31, "{error:?}");
             if let ParseError::UnknownCommand(verb) = &error {
                 assert!(verb.chars().count() <= 32, "{error:?}");
             }

@@ -253,12 +253,15 @@ const SMTP_VOCABULARY: &[&str] = &[
     "\r\n",
 ];
 
-/// Session input: protocol words, raw bytes and the odd over-long line.
+/// Session input: protocol words, raw bytes, the odd over-long line, and lines just within
+/// the limit whose long argument an error reply might quote.
 fn session_chunk(vocabulary: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         12 => proptest::sample::select(vocabulary).prop_map(|s| s.as_bytes().to_vec()),
         4 => proptest::collection::vec(any::<u8>(), 0..64),
         1 => Just(vec![b'x'; 600]),
+        1 => "(EHLO|MAIL FROM:<a@b.test>|RCPT TO:<a@b.test>|BDAT 1|a LOGIN) [!-~]{400,490}\r\n"
+            .prop_map(String::into_bytes),
     ]
 }
 
