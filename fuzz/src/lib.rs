@@ -170,3 +170,45 @@ fn opens_pop3_block(line: &str) -> bool {
             .strip_suffix(" octets")
             .is_some_and(|size| size.parse::<u64>().is_ok())
 }
+
+/// IMAP server output (RFC 3501 section 7): CRLF lines that are untagged (`* `), continuation
+/// requests (`+ `), or tagged `OK`, `NO` or `BAD` with a tag the client sent; a line ending in
+/// `{n}` is followed by `n` octets of literal data and the rest of the response.
+pub fn check_imap_output(out: &[u8], input: &[u8]) -> Result<(), String> {
+    let mut rest = out;
+    let next_line = |rest: &mut &[u8]| -> Result<String, String> {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("output does not end with CRLF")?;
+        let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+        *rest = &rest[end + 2..];
+        if line.contains(['\r', '\n']) {
+            return Err(format!("bare line end in {line:?}"));
+        }
+        Ok(line)
+    };
+    while !rest.is_empty() {
+        let mut line = next_line(&mut rest)?;
+        if !(line.starts_with("* ") || line.starts_with("+ ") || line == "+") {
+            let mut words = line.splitn(3, ' ');
+            let tag = words.next().unwrap_or_default();
+            let status = words.next();
+            let tag_ok = !tag.is_empty()
+                && tag.bytes().all(|b| b > b' ' && b < 0x7f && b != b'+')
+                && input.windows(tag.len()).any(|w| w == tag.as_bytes());
+            if !tag_ok || !matches!(status, Some("OK" | "NO" | "BAD")) {
+                return Err(format!("not a response line: {line:?}"));
+            }
+        }
+        while let Some(size) = line
+            .strip_suffix('}')
+            .and_then(|l| l.rsplit_once('{'))
+            .and_then(|(_, n)| n.parse::<usize>().ok())
+        {
+            rest = rest.get(size..).ok_or("literal runs past the output")?;
+            line = next_line(&mut rest)?;
+        }
+    }
+    Ok(())
+}
