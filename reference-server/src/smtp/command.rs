@@ -145,6 +145,9 @@ const MAX_LOCAL: usize = 64;
 const MAX_DOMAIN: usize = 255;
 /// Longest path including the angle brackets (RFC 5321 4.5.3.1.3).
 const MAX_PATH: usize = 256;
+/// Most characters of the client's text an error quotes: enough to show what was wrong, and
+/// the reply line stays within 512 octets (RFC 5321 4.5.3.1.5) however long the command was.
+const MAX_QUOTED: usize = 64;
 
 /// Parses one command line without its CRLF.
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
@@ -239,10 +242,26 @@ fn parse_domain_arg(rest: &str) -> Result<String, ParseError> {
     }
     if !(is_domain(arg) || is_address_literal(arg)) {
         return Err(ParseError::Syntax(format!(
-            "`{arg}` is not a domain or address literal"
+            "`{}` is not a domain or address literal",
+            quoted(arg)
+        )));
+    }
+    // The EHLO reply greets the client by this name.
+    if arg.len() > MAX_DOMAIN {
+        return Err(ParseError::Syntax(format!(
+            "the domain is {} octets, the limit is {MAX_DOMAIN}",
+            arg.len()
         )));
     }
     Ok(arg.to_owned())
+}
+
+/// The client's `text` as an error quotes it: cut after [`MAX_QUOTED`] characters.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// Splits `FROM:<path> params` into the path (with brackets) and the parameter text.
@@ -425,7 +444,10 @@ fn parse_params(text: &str) -> Result<Vec<Param>, ParseError> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-');
             if !valid_keyword || value.as_deref().is_some_and(str::is_empty) {
-                return Err(ParseError::Syntax(format!("malformed parameter `{word}`")));
+                return Err(ParseError::Syntax(format!(
+                    "malformed parameter `{}`",
+                    quoted(word)
+                )));
             }
             Ok(Param {
                 keyword: keyword.to_ascii_uppercase(),
@@ -447,7 +469,8 @@ fn parse_bdat(rest: &str) -> Result<Command, ParseError> {
         Some(word) if word.eq_ignore_ascii_case("LAST") => true,
         Some(word) => {
             return Err(ParseError::Syntax(format!(
-                "unexpected `{word}` after BDAT size"
+                "unexpected `{}` after BDAT size",
+                quoted(word)
             )));
         }
     };
@@ -622,6 +645,41 @@ mod tests {
             })
         );
         assert!(parse(b"AUTH").is_err());
+    }
+
+    #[test]
+    fn errors_quote_little_enough_for_a_reply_line() {
+        // Found by the smtp_session fuzz target's reply check: `EHLO` with 500 octets of junk
+        // came back quoted whole in a 563-octet reply line; RFC 5321 4.5.3.1.5 allows 512.
+        for line in [
+            format!("EHLO {}", "!".repeat(500)),
+            format!("MAIL FROM:<a@b.test> ={}", "x".repeat(480)),
+            format!("BDAT 1 {}", "y".repeat(500)),
+        ] {
+            let Err(ParseError::Syntax(text)) = parse(line.as_bytes()) else {
+                panic!("{line} was accepted");
+            };
+            assert!(text.len() < 120, "{text}");
+        }
+        // Nor may a valid-looking name over 255 octets be greeted in a 518-octet EHLO reply.
+        let long = vec!["a".repeat(60); 5].join(".");
+        assert_eq!(
+            parse(format!("EHLO {long}").as_bytes()),
+            Err(ParseError::Syntax(
+                "the domain is 304 octets, the limit is 255".into()
+            ))
+        );
+        let longest = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
+        assert_eq!(
+            parse(format!("HELO {longest}").as_bytes()),
+            Ok(Command::Helo(longest))
+        );
     }
 
     #[test]
