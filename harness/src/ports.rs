@@ -266,6 +266,10 @@ pub struct PortReport {
     pub role_ok: Option<bool>,
     /// The mismatches, each with its evidence.
     pub problems: Vec<Problem>,
+    /// Mismatches the profile lists as known findings (`scenario: "ports <role>: <check>"`),
+    /// with its reason: shown, but they do not fail the port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_problems: Vec<(Problem, String)>,
     /// Choices the RFCs leave to the server that the probe saw this port make.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -286,6 +290,7 @@ impl PortReport {
             auth_before_tls: None,
             role_ok: None,
             problems: Vec::new(),
+            known_problems: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -416,6 +421,28 @@ impl PortsReport {
                     problem.check,
                     problem.message,
                     problem.evidence
+                );
+            }
+        }
+        let known: Vec<&PortReport> = self
+            .ports
+            .iter()
+            .filter(|port| !port.known_problems.is_empty())
+            .collect();
+        if !known.is_empty() {
+            out += "\nKnown findings (listed in the profile; they do not fail the run):\n";
+        }
+        for port in known {
+            for (problem, reason) in &port.known_problems {
+                let _ = writeln!(
+                    out,
+                    "  {} {} [{}] {}\n      evidence: {}\n      why known: {}",
+                    port.role.name(),
+                    port.port.map(|p| p.to_string()).unwrap_or_default(),
+                    problem.check,
+                    problem.message,
+                    problem.evidence,
+                    reason
                 );
             }
         }
@@ -596,6 +623,29 @@ pub fn documented_ports() -> Ports {
     }
 }
 
+/// Moves the problems the profile lists as known findings (`scenario: "ports smtp:
+/// weak_ciphers"`) out of the port's problems; a port whose only problems are known does what
+/// its role requires as far as the run's verdict goes.
+fn set_known_problems_aside(port: &mut PortReport, known: &[crate::target::KnownFinding]) {
+    let role = port.role.name();
+    let label = |problem: &Problem| format!("ports {role}: {}", problem.check);
+    let (listed, unlisted): (Vec<Problem>, Vec<Problem>) = std::mem::take(&mut port.problems)
+        .into_iter()
+        .partition(|problem| known.iter().any(|k| k.scenario == label(problem)));
+    port.problems = unlisted;
+    for problem in listed {
+        let reason = known
+            .iter()
+            .find(|k| k.scenario == label(&problem))
+            .map(|k| k.reason.clone())
+            .unwrap_or_default();
+        port.known_problems.push((problem, reason));
+    }
+    if port.state == PortState::Open && !port.known_problems.is_empty() {
+        port.role_ok = Some(port.problems.is_empty());
+    }
+}
+
 /// `offered`: whether the ports are the profile's (a closed one is then a problem) or merely
 /// the documented numbers (a closed one is not offered).
 async fn probe_all(
@@ -611,7 +661,10 @@ async fn probe_all(
             Some(port) => probe::probe_port(profile, role, port, offered, options.timeout).await,
         }
     });
-    let ports = futures::future::join_all(probes).await;
+    let mut ports = futures::future::join_all(probes).await;
+    for port in &mut ports {
+        set_known_problems_aside(port, &profile.known_findings);
+    }
     let ok = ports.iter().all(|port| port.role_ok != Some(false))
         && ports.iter().any(|port| port.state == PortState::Open);
     Ok(PortsReport {
@@ -620,4 +673,35 @@ async fn probe_all(
         ports,
         ok,
     })
+}
+
+#[cfg(test)]
+mod known_tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_problem_is_set_aside_and_no_longer_fails_the_port() {
+        let mut port = PortReport::new(PortRole::Smtp, Some(25), PortState::Open);
+        port.problem("weak_ciphers", "accepted an anonymous suite", "ServerHello");
+        port.problem("legacy_tls", "accepted TLS 1.0", "ServerHello 0x0301");
+        port.role_ok = Some(false);
+        let known = [crate::target::KnownFinding {
+            scenario: "ports smtp: weak_ciphers".into(),
+            reason: "on purpose".into(),
+        }];
+        set_known_problems_aside(&mut port, &known);
+        assert_eq!(port.problems.len(), 1);
+        assert_eq!(port.known_problems[0].0.check, "weak_ciphers");
+        assert_eq!(port.known_problems[0].1, "on purpose");
+        assert_eq!(port.role_ok, Some(false), "legacy_tls is still a problem");
+        port.problems.clear();
+        port.known_problems.clear();
+        port.problem("weak_ciphers", "accepted an anonymous suite", "ServerHello");
+        set_known_problems_aside(&mut port, &known);
+        assert_eq!(port.role_ok, Some(true));
+        let mut other = PortReport::new(PortRole::Submission, Some(587), PortState::Open);
+        other.problem("weak_ciphers", "accepted an anonymous suite", "ServerHello");
+        set_known_problems_aside(&mut other, &known);
+        assert_eq!(other.problems.len(), 1, "listed for smtp only");
+    }
 }
