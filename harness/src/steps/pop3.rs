@@ -1153,10 +1153,18 @@ async fn pop3_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
 
 #[then(regex = r"^USER answers (\{\w+\}) and (\{\w+\}) alike$")]
 async fn user_alike(world: &mut MailWorld, known: String, unknown: String) -> anyhow::Result<()> {
+    // One session per name: after a USER that succeeded, RFC 1939 allows only PASS or QUIT.
+    let target = world.target()?;
     let mut responses = Vec::new();
     for who in [&known, &unknown] {
         let name = world.expand(who)?;
-        responses.push(world.pop3()?.command(&format!("USER {name}")).await?);
+        let mut client = ready(&target).await?;
+        let response = client.command(&format!("USER {name}")).await;
+        let _ = client.quit().await;
+        world
+            .other_transcripts
+            .push(client.transcript().to_string());
+        responses.push(response?);
     }
     let describe = |r: &Pop3Response| format!("{} {}", if r.ok { "+OK" } else { "-ERR" }, r.text);
     ensure!(
