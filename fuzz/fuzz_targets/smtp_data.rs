@@ -49,6 +49,7 @@ fuzz_target!(|bytes: &[u8]| {
         Ok(body) => assert_eq!(body, expected),
         // A CR not before a LF stays bare through dot_stuff, and is refused.
         Err(Violation::BareCr(_)) => assert!(has_bare_cr(&expected), "{expected:?}"),
+        Err(Violation::Nul(_)) => assert!(expected.contains(&0), "{expected:?}"),
         Err(other) => panic!("{other:?} for {wire:?}"),
     }
 });
@@ -101,6 +102,8 @@ fn check_strict(
     let mut body = Vec::new();
     let mut bare = false;
     let mut long = false;
+    // A NUL anywhere in the message makes it refused too (RFC 6152 section 3).
+    let nul = wire.contains(&0);
     for line in &lines {
         long |= line.len() > line_limit;
         // A line whose LF has no CR before it does not end there for the receiver, but any
@@ -114,12 +117,13 @@ fn check_strict(
     }
     match result {
         Ok(got) => {
-            assert!(!bare && !long && body.len() as u64 <= max_size, "{data:?}");
+            assert!(!bare && !long && !nul && body.len() as u64 <= max_size, "{data:?}");
             assert_eq!(got, &body);
         }
         // Size wins over the other violations. Around a bare line end the receiver's idea of
         // where lines start differs from the model's, so sizes are compared only without one.
         Err(Violation::TooLarge) => assert!(bare || body.len() as u64 > max_size, "{data:?}"),
+        Err(Violation::Nul(_)) => assert!(nul, "{data:?}: {result:?}"),
         Err(_) => {
             assert!(bare || long, "{data:?}: {result:?}");
             assert!(
