@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use cucumber::gherkin::Step;
 use cucumber::{given, then, when};
 
-use super::security::Attempts;
+use super::security::{Answer, Attempts};
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
 use crate::clients::imap::{
@@ -1485,40 +1485,20 @@ async fn imap_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
     let account = world.expand(&who)?;
     let wrong = format!("{}-wrong", world.password_of(&account)?);
     let timeout = world.target()?.timeout;
-    let mut attempts = Attempts::new("wrong password");
     let client = world.imap(0)?;
     client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
-    let outcome = loop {
-        let started = tokio::time::Instant::now();
-        match client.login(&account, &wrong).await {
-            Ok(result) if result.tagged.is_ok() => {
-                break Err(anyhow!(
-                    "the wrong password was accepted: {}",
-                    result.tagged
-                ));
-            }
-            Ok(result) if result.tagged.kind == StatusKind::No => {
-                if attempts.refused(started.elapsed()) {
-                    break Ok(());
-                }
-            }
-            Ok(result) => {
-                attempts.stopped(&format!(
-                    "the server answered {}",
-                    result.tagged.kind.name()
-                ));
-                break Ok(());
-            }
-            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
-                attempts.stopped("the server closed the connection");
-                break Ok(());
-            }
-            Err(error) => break Err(error.into()),
-        }
-    };
+    let attempts = Attempts::run("wrong password", async || {
+        let status = client.login(&account, &wrong).await?.tagged;
+        Ok(match status.kind {
+            StatusKind::Ok => Answer::Granted(format!("the wrong password was accepted: {status}")),
+            StatusKind::No => Answer::Refused,
+            other => Answer::Stopped(format!("the server answered {}", other.name())),
+        })
+    })
+    .await;
     client.set_timeout(timeout);
-    world.attempts = Some(attempts);
-    outcome
+    world.attempts = Some(attempts?);
+    Ok(())
 }
 
 #[then("the IMAP client got nothing in clear text between the STARTTLS reply and the handshake")]

@@ -14,7 +14,7 @@ use cucumber::{given, then, when};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
-use super::security::Attempts;
+use super::security::{Answer, Attempts};
 use super::smtp::DATE_FIELD;
 use super::{MailWorld, Target, docstring_to_crlf, unique_token};
 use crate::clients::ClientError;
@@ -1116,39 +1116,27 @@ async fn pop3_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
     let account = world.expand(&who)?;
     let wrong = format!("{}-wrong", world.password_of(&account)?);
     let timeout = world.target()?.timeout;
-    let mut attempts = Attempts::new("wrong password");
     let client = world.pop3()?;
     client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
-    let outcome = loop {
-        let started = tokio::time::Instant::now();
-        match client.user_pass(&account, &wrong).await {
-            Ok(response) if response.ok => {
-                break Err(anyhow!(
-                    "the wrong password was accepted: +OK {}",
-                    response.text
-                ));
-            }
+    let attempts = Attempts::run("wrong password", async || {
+        let response = client.user_pass(&account, &wrong).await?;
+        Ok(if response.ok {
+            Answer::Granted(format!(
+                "the wrong password was accepted: +OK {}",
+                response.text
+            ))
+        } else if response.code.is_none() || response.has_code("AUTH") {
             // -ERR [AUTH] (RFC 3206) or no code: the ordinary refusal of a password.
-            Ok(response) if response.code.is_none() || response.has_code("AUTH") => {
-                if attempts.refused(started.elapsed()) {
-                    break Ok(());
-                }
-            }
-            Ok(response) => {
-                let code = response.code.unwrap_or_default();
-                attempts.stopped(&format!("the server answered -ERR [{code}]"));
-                break Ok(());
-            }
-            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
-                attempts.stopped("the server closed the connection");
-                break Ok(());
-            }
-            Err(error) => break Err(error.into()),
-        }
-    };
+            Answer::Refused
+        } else {
+            let code = response.code.unwrap_or_default();
+            Answer::Stopped(format!("the server answered -ERR [{code}]"))
+        })
+    })
+    .await;
     client.set_timeout(timeout);
-    world.attempts = Some(attempts);
-    outcome
+    world.attempts = Some(attempts?);
+    Ok(())
 }
 
 #[then(regex = r"^USER answers (\{\w+\}) and (\{\w+\}) alike$")]

@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use cucumber::then;
 
 use super::MailWorld;
+use crate::clients::ClientError;
 
 /// Attempts made before concluding that nothing stops them. Postfix disconnects after 20
 /// errors (`smtpd_hard_error_limit`), so a server with a limit that loose still passes.
@@ -23,6 +24,16 @@ const DELIBERATE_DELAY: Duration = Duration::from_secs(1);
 const DELIBERATE_MEAN: Duration = Duration::from_millis(250);
 const AVERAGED: u32 = 3;
 
+/// How the server answered one attempt.
+pub(super) enum Answer {
+    /// The ordinary refusal (535, `-ERR [AUTH]`, `NO`, 550): the run goes on.
+    Refused,
+    /// What was tried was granted, so the run proves nothing; why, for the failure.
+    Granted(String),
+    /// Any other answer: the server stopped the run; how, for the note.
+    Stopped(String),
+}
+
 /// A run of attempts that each failed, and what the server did about them.
 #[derive(Debug)]
 pub(super) struct Attempts {
@@ -36,7 +47,43 @@ pub(super) struct Attempts {
 }
 
 impl Attempts {
-    pub(super) fn new(what: &'static str) -> Attempts {
+    /// Makes `attempt` again and again until the server stops or slows the run, or
+    /// [`ATTEMPTS`] were made. `what` names one attempt in messages ("wrong password"). A
+    /// connection the server closed ends the run as stopped; an attempt that was granted fails
+    /// the step.
+    pub(super) async fn run(
+        what: &'static str,
+        mut attempt: impl AsyncFnMut() -> anyhow::Result<Answer>,
+    ) -> anyhow::Result<Attempts> {
+        let mut attempts = Attempts::new(what);
+        loop {
+            let started = tokio::time::Instant::now();
+            match attempt().await {
+                Ok(Answer::Refused) => {
+                    if attempts.refused(started.elapsed()) {
+                        return Ok(attempts);
+                    }
+                }
+                Ok(Answer::Granted(why)) => bail!("{why}"),
+                Ok(Answer::Stopped(how)) => {
+                    attempts.stopped(&how);
+                    return Ok(attempts);
+                }
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<ClientError>(),
+                        Some(ClientError::Closed { .. } | ClientError::Io { .. })
+                    ) =>
+                {
+                    attempts.stopped("the server closed the connection");
+                    return Ok(attempts);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn new(what: &'static str) -> Attempts {
         Attempts {
             what,
             made: 0,
@@ -47,7 +94,7 @@ impl Attempts {
     }
 
     /// Records an attempt refused the ordinary way after `took`; true when the run is over.
-    pub(super) fn refused(&mut self, took: Duration) -> bool {
+    fn refused(&mut self, took: Duration) -> bool {
         self.made += 1;
         self.slowest = self.slowest.max(took);
         self.total += took;
@@ -63,7 +110,7 @@ impl Attempts {
     }
 
     /// Records that the server ended the run at the next attempt: `how` says with what.
-    pub(super) fn stopped(&mut self, how: &str) {
+    fn stopped(&mut self, how: &str) {
         self.verdict = Some(format!("cut off after {} {}s: {how}", self.made, self.what));
     }
 }

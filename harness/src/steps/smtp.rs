@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use cucumber::gherkin::Step;
 use cucumber::{given, then, when};
 
-use super::security::Attempts;
+use super::security::{Answer, Attempts};
 use super::{MailWorld, SentMessage, Target, docstring_to_crlf, unescape, unique_token};
 use crate::clients::ClientError;
 use crate::clients::legacy_tls::{LegacyOutcome, LegacyVersion, probe_legacy_tls_at};
@@ -480,71 +480,41 @@ async fn keeps_guessing(world: &mut MailWorld, which: String) -> anyhow::Result<
     let (user, password) = world.account(usize::from(which == "second"))?;
     let wrong = format!("{password}-wrong");
     let timeout = world.target()?.timeout;
-    let mut attempts = Attempts::new("wrong password");
     let client = world.client()?;
     client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
-    let outcome = loop {
-        let started = tokio::time::Instant::now();
-        match client.auth_plain(&user, &wrong).await {
-            Ok(reply) if reply.code == 535 => {
-                if attempts.refused(started.elapsed()) {
-                    break Ok(());
-                }
-            }
-            Ok(reply) if reply.code == 235 => {
-                break Err(anyhow!("the wrong password was accepted: {reply}"));
-            }
-            Ok(reply) => {
-                attempts.stopped(&format!("the server answered {}", reply.code));
-                break Ok(());
-            }
-            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
-                attempts.stopped("the server closed the connection");
-                break Ok(());
-            }
-            Err(error) => break Err(error.into()),
-        }
-    };
+    let attempts = Attempts::run("wrong password", async || {
+        let reply = client.auth_plain(&user, &wrong).await?;
+        Ok(match reply.code {
+            535 => Answer::Refused,
+            235 => Answer::Granted(format!("the wrong password was accepted: {reply}")),
+            code => Answer::Stopped(format!("the server answered {code}")),
+        })
+    })
+    .await;
     client.set_timeout(timeout);
-    world.attempts = Some(attempts);
-    outcome
+    world.attempts = Some(attempts?);
+    Ok(())
 }
 
 #[when("the client probes unknown recipients")]
 async fn probes_recipients(world: &mut MailWorld) -> anyhow::Result<()> {
-    let mut attempts = Attempts::new("unknown recipient");
-    let outcome = loop {
+    let attempts = Attempts::run("unknown recipient", async || {
         let line = world.expand("RCPT TO:<{unknown}>")?;
         let client = world.client()?;
-        let started = tokio::time::Instant::now();
-        let reply = match client.send_line(&line).await {
-            Ok(()) => client.read_reply().await,
-            Err(error) => Err(error),
-        };
-        match reply {
-            Ok(reply) if reply.code == 550 || reply.code == 553 => {
-                if attempts.refused(started.elapsed()) {
-                    break Ok(());
-                }
-            }
-            Ok(reply) if reply.code / 100 == 2 => {
-                break Err(anyhow!(
-                    "an unknown recipient was accepted ({reply}): probing cannot be judged on a                      server that accepts every name"
-                ));
-            }
-            Ok(reply) => {
-                attempts.stopped(&format!("the server answered {}", reply.code));
-                break Ok(());
-            }
-            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
-                attempts.stopped("the server closed the connection");
-                break Ok(());
-            }
-            Err(error) => break Err(error.into()),
-        }
-    };
+        client.send_line(&line).await?;
+        let reply = client.read_reply().await?;
+        Ok(match reply.code {
+            550 | 553 => Answer::Refused,
+            200..=299 => Answer::Granted(format!(
+                "an unknown recipient was accepted ({reply}): probing cannot be judged on a \
+                 server that accepts every name"
+            )),
+            code => Answer::Stopped(format!("the server answered {code}")),
+        })
+    })
+    .await?;
     world.attempts = Some(attempts);
-    outcome
+    Ok(())
 }
 
 #[then(regex = r"^(VRFY|EXPN) does not tell (\{\w+\}) from (\{\w+\})$")]

@@ -232,11 +232,11 @@ impl Session {
                 self.reply(235, "2.7.0", "Authentication successful");
                 self.user = Some(account);
             }
-            // Failed logins count as errors, so a guesser is disconnected after
-            // `limits.max_errors` of them.
             None if self.fault(Policy::NoAuthThrottle) => {
                 self.reply(535, "5.7.8", "Authentication credentials invalid")
             }
+            // Failed logins count as errors, so a guesser is disconnected after
+            // `limits.max_errors` of them.
             None => self.error(535, "5.7.8", "Authentication credentials invalid"),
         }
     }
@@ -663,14 +663,12 @@ impl Session {
     }
 
     fn starttls(&mut self) -> Option<Event> {
-        if self.conn.tls_mode != TlsMode::Starttls && self.fault(Policy::StarttlsInsideTls) {
+        let inside_tls = self.tls || self.conn.tls_mode != TlsMode::Starttls;
+        if inside_tls && self.fault(Policy::StarttlsInsideTls) {
             tracing::warn!("FAULT starttls_inside_tls: answering STARTTLS inside TLS");
             self.reply(220, "2.0.0", "Ready to start TLS");
         } else if self.conn.tls_mode != TlsMode::Starttls {
             self.error(502, "5.5.1", "STARTTLS not available on this port");
-        } else if self.tls && self.fault(Policy::StarttlsInsideTls) {
-            tracing::warn!("FAULT starttls_inside_tls: answering STARTTLS inside TLS");
-            self.reply(220, "2.0.0", "Ready to start TLS");
         } else if self.tls {
             self.error(503, "5.5.1", "TLS already active");
         } else if self.tx.is_some() {
