@@ -233,6 +233,15 @@ pub struct Limits {
     pub session_timeout_secs: u64,
     /// Error replies a session may provoke before it is disconnected with 421.
     pub max_errors: u32,
+    /// Commands one session may send, whatever they are; the next is answered with 421
+    /// (SMTP), `-ERR` (POP3) or `BYE` (IMAP) and the session closed.
+    pub max_commands: u64,
+    /// Commands that carry no mail one session may send in a row (SMTP HELO, EHLO, NOOP, RSET,
+    /// VRFY, EXPN, HELP, STARTTLS; POP3 CAPA, NOOP, RSET, STAT, LIST, UIDL, STLS; IMAP
+    /// CAPABILITY, NOOP, CHECK, ID, NAMESPACE), like Postfix's `smtpd_junk_command_limit`.
+    /// Mail work starts the count again: SMTP accepting a message, POP3 RETR, TOP or DELE, any
+    /// other IMAP command.
+    pub max_nonmail_commands: u32,
     /// Delay before answering a failed login, in milliseconds; it doubles with each further
     /// failure for the same account or from the same client address, up to 16 times this.
     pub auth_failure_delay_ms: u64,
@@ -252,6 +261,8 @@ impl Default for Limits {
             data_timeout_secs: 600,
             session_timeout_secs: 4 * 3600,
             max_errors: 10,
+            max_commands: 100_000,
+            max_nonmail_commands: 20,
             auth_failure_delay_ms: 1000,
         }
     }
@@ -567,6 +578,8 @@ impl Config {
             || limits.connections == 0
             || limits.connections_per_address == 0
             || limits.max_errors == 0
+            || limits.max_commands == 0
+            || limits.max_nonmail_commands == 0
             || limits.idle_timeout_secs == 0
             || limits.tls_handshake_timeout_secs == 0
             || limits.command_timeout_secs == 0
@@ -575,7 +588,8 @@ impl Config {
         {
             return Err(invalid(
                 "limits: line_length must be at least 80; recipients, connections, \
-                 connections_per_address, max_errors and every *_timeout_secs at least 1"
+                 connections_per_address, max_errors, max_commands, max_nonmail_commands and \
+                 every *_timeout_secs at least 1"
                     .into(),
             ));
         }

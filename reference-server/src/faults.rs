@@ -64,6 +64,7 @@ policies! {
     NestedMail "nested_mail" "Accept a second MAIL inside a transaction.",
     NoLineLimit "no_line_limit" "Accept command lines of any length up to 12288 octets.",
     NoErrorLimit "no_error_limit" "Never disconnect a client for making errors.",
+    NoCommandLimit "no_command_limit" "Never disconnect a client for sending too many commands, with or without mail.",
     NoSizeLimit "no_size_limit" "Advertise SIZE but enforce no limit.",
     Strip8bit "strip_8bit" "Clear the high bit of every octet of stored messages.",
     Utf8WithoutSmtputf8 "utf8_without_smtputf8" "Accept non-ASCII addresses without the SMTPUTF8 parameter.",

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod auth;
+mod budget;
 mod clock;
 pub mod config;
 pub mod faults;

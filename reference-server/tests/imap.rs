@@ -673,3 +673,32 @@ async fn examine_peeks_at_recent_and_new_keywords_are_announced() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn commands_carrying_no_mail_are_limited_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let limit = Config::defaults().limits.max_nonmail_commands;
+    let mut client = logged_in(&server, "alice@example.test", "alice-secret").await;
+    for round in 0..2 {
+        for n in 0..limit {
+            let verb = ["NOOP", "CAPABILITY", "NAMESPACE", "ID NIL"][n as usize % 4];
+            let reply = client.command(&format!("n{round}.{n}"), verb).await;
+            assert!(reply.last().unwrap().contains(" OK "), "{verb}: {reply:?}");
+        }
+        // Reading a mailbox is mail work: the count starts again.
+        if round == 0 {
+            let select = client.command("s", "SELECT INBOX").await;
+            assert!(select.last().unwrap().starts_with("s OK"), "{select:?}");
+        }
+    }
+    client.send("over NOOP\r\n").await;
+    let bye = client.line().await;
+    assert_eq!(
+        bye,
+        format!(
+            "* BYE Too many commands that carry no mail (limit {limit} in a row); closing connection\r\n"
+        )
+    );
+    assert_eq!(client.line().await, "", "the server closes the connection");
+}

@@ -1491,7 +1491,7 @@ async fn imap_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
         let status = client.login(&account, &wrong).await?.tagged;
         Ok(match status.kind {
             StatusKind::Ok => Answer::Granted(format!("the wrong password was accepted: {status}")),
-            StatusKind::No => Answer::Refused,
+            StatusKind::No => Answer::Ordinary,
             other => Answer::Stopped(format!("the server answered {}", other.name())),
         })
     })

@@ -1127,7 +1127,7 @@ async fn pop3_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
             ))
         } else if response.code.is_none() || response.has_code("AUTH") {
             // -ERR [AUTH] (RFC 3206) or no code: the ordinary refusal of a password.
-            Answer::Refused
+            Answer::Ordinary
         } else {
             let code = response.code.unwrap_or_default();
             Answer::Stopped(format!("the server answered -ERR [{code}]"))

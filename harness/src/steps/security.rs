@@ -1,5 +1,6 @@
 //! What the steps of `features/security` share: repeated attempts (password guesses, recipient
-//! probes) and the verdict on whether the server stopped or slowed them.
+//! probes, commands that carry no mail) and the verdict on whether the server stopped or slowed
+//! them.
 
 use std::time::Duration;
 
@@ -26,8 +27,9 @@ const AVERAGED: u32 = 3;
 
 /// How the server answered one attempt.
 pub(super) enum Answer {
-    /// The ordinary refusal (535, `-ERR [AUTH]`, `NO`, 550): the run goes on.
-    Refused,
+    /// The ordinary answer (535, `-ERR [AUTH]`, `NO` or 550 to a guess, 250 to a NOOP): the run
+    /// goes on.
+    Ordinary,
     /// What was tried was granted, so the run proves nothing; why, for the failure.
     Granted(String),
     /// Any other answer: the server stopped the run; how, for the note.
@@ -40,6 +42,8 @@ pub(super) struct Attempts {
     /// What one attempt is, for messages: "wrong password", "unknown recipient".
     what: &'static str,
     made: u32,
+    /// Attempts to make before concluding that nothing stops them.
+    limit: u32,
     slowest: Duration,
     total: Duration,
     /// How the server stopped or slowed the run; `None` while it has not.
@@ -53,14 +57,23 @@ impl Attempts {
     /// the step.
     pub(super) async fn run(
         what: &'static str,
+        attempt: impl AsyncFnMut() -> anyhow::Result<Answer>,
+    ) -> anyhow::Result<Attempts> {
+        Attempts::run_up_to(what, ATTEMPTS, attempt).await
+    }
+
+    /// [`Attempts::run`] with `limit` attempts instead of [`ATTEMPTS`].
+    pub(super) async fn run_up_to(
+        what: &'static str,
+        limit: u32,
         mut attempt: impl AsyncFnMut() -> anyhow::Result<Answer>,
     ) -> anyhow::Result<Attempts> {
-        let mut attempts = Attempts::new(what);
+        let mut attempts = Attempts::new(what, limit);
         loop {
             let started = tokio::time::Instant::now();
             match attempt().await {
-                Ok(Answer::Refused) => {
-                    if attempts.refused(started.elapsed()) {
+                Ok(Answer::Ordinary) => {
+                    if attempts.ordinary(started.elapsed()) {
                         return Ok(attempts);
                     }
                 }
@@ -83,18 +96,19 @@ impl Attempts {
         }
     }
 
-    fn new(what: &'static str) -> Attempts {
+    fn new(what: &'static str, limit: u32) -> Attempts {
         Attempts {
             what,
             made: 0,
+            limit,
             slowest: Duration::ZERO,
             total: Duration::ZERO,
             verdict: None,
         }
     }
 
-    /// Records an attempt refused the ordinary way after `took`; true when the run is over.
-    fn refused(&mut self, took: Duration) -> bool {
+    /// Records an attempt answered the ordinary way after `took`; true when the run is over.
+    fn ordinary(&mut self, took: Duration) -> bool {
         self.made += 1;
         self.slowest = self.slowest.max(took);
         self.total += took;
@@ -106,7 +120,7 @@ impl Attempts {
                 self.what
             ));
         }
-        self.verdict.is_some() || self.made >= ATTEMPTS
+        self.verdict.is_some() || self.made >= self.limit
     }
 
     /// Records that the server ended the run at the next attempt: `how` says with what.

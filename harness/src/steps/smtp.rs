@@ -485,7 +485,7 @@ async fn keeps_guessing(world: &mut MailWorld, which: String) -> anyhow::Result<
     let attempts = Attempts::run("wrong password", async || {
         let reply = client.auth_plain(&user, &wrong).await?;
         Ok(match reply.code {
-            535 => Answer::Refused,
+            535 => Answer::Ordinary,
             235 => Answer::Granted(format!("the wrong password was accepted: {reply}")),
             code => Answer::Stopped(format!("the server answered {code}")),
         })
@@ -504,11 +504,31 @@ async fn probes_recipients(world: &mut MailWorld) -> anyhow::Result<()> {
         client.send_line(&line).await?;
         let reply = client.read_reply().await?;
         Ok(match reply.code {
-            550 | 553 => Answer::Refused,
+            550 | 553 => Answer::Ordinary,
             200..=299 => Answer::Granted(format!(
                 "an unknown recipient was accepted ({reply}): probing cannot be judged on a \
                  server that accepts every name"
             )),
+            code => Answer::Stopped(format!("the server answered {code}")),
+        })
+    })
+    .await?;
+    world.attempts = Some(attempts);
+    Ok(())
+}
+
+/// NOOPs sent before concluding that nothing limits them: Postfix starts counting its junk
+/// commands as errors after 100 (`smtpd_junk_command_limit`) and disconnects 20 errors later.
+const NOOP_RUN: u32 = 200;
+
+#[when("the client sends NOOP again and again")]
+async fn sends_noops(world: &mut MailWorld) -> anyhow::Result<()> {
+    let client = world.client()?;
+    let attempts = Attempts::run_up_to("NOOP", NOOP_RUN, async || {
+        client.send_line("NOOP").await?;
+        let reply = client.read_reply().await?;
+        Ok(match reply.code {
+            250 => Answer::Ordinary,
             code => Answer::Stopped(format!("the server answered {code}")),
         })
     })

@@ -12,6 +12,7 @@ use imap_codec::imap_types::core::AString;
 
 use super::mailboxes::Selected;
 use crate::auth;
+use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::smtp::session::Connection;
@@ -68,6 +69,7 @@ pub struct Session {
     pending: Option<String>,
     credentials: Option<Credentials>,
     errors: u32,
+    commands: CommandBudget,
     /// CONDSTORE is enabled (RFC 7162 3.1): FETCH responses carry MODSEQ.
     pub(super) condstore: bool,
     /// The tag of a running IDLE.
@@ -91,6 +93,7 @@ impl Session {
             pending: None,
             credentials: None,
             errors: 0,
+            commands: CommandBudget::default(),
             condstore: false,
             idle_tag: None,
             closing: false,
@@ -179,6 +182,9 @@ impl Session {
     /// sessions made to the selected mailbox are reported before the tagged reply, where RFC
     /// 3501 section 7 allows them.
     pub async fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
+        if let Err(refusal) = self.spend(&command.body) {
+            return (self.bye(&refusal), Next::Close);
+        }
         let tag = command.tag.as_ref().to_owned();
         let mut out = Vec::new();
         // EXPUNGE responses are not allowed during FETCH, STORE and SEARCH by sequence number
@@ -199,6 +205,27 @@ impl Session {
             return (out, next);
         }
         (out, next)
+    }
+
+    /// Counts a command against `limits.max_commands` and `limits.max_nonmail_commands`; any
+    /// command but the few that carry no mail starts the count of those again.
+    fn spend(&mut self, body: &CommandBody<'_>) -> Result<(), String> {
+        if matches!(body, CommandBody::Logout) || self.config.faults.has(Policy::NoCommandLimit) {
+            return Ok(());
+        }
+        let nonmail = matches!(
+            body,
+            CommandBody::Capability
+                | CommandBody::Noop
+                | CommandBody::Check
+                | CommandBody::Id { .. }
+                | CommandBody::Namespace
+        );
+        self.commands.spend(&self.config.limits, nonmail)?;
+        if !nonmail {
+            self.commands.mail_done();
+        }
+        Ok(())
     }
 
     /// Ends a command's output: other sessions' changes, then the tagged reply, which every

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{self, SaslError};
+use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::pop3::command::{self, Command, Verb};
@@ -223,6 +224,7 @@ pub struct Session {
     /// The APOP timestamp of the greeting, when APOP is on.
     timestamp: Option<String>,
     errors: u32,
+    commands: CommandBudget,
     discarding_long_line: bool,
 }
 
@@ -262,6 +264,7 @@ impl Session {
             user: None,
             timestamp,
             errors: 0,
+            commands: CommandBudget::default(),
             discarding_long_line: false,
         }
     }
@@ -580,12 +583,44 @@ impl Session {
             return None;
         }
         match command::parse(verb, args) {
-            Ok(command) => self.execute(command, user),
+            Ok(command) => {
+                if let Err(refusal) = self.spend(&command) {
+                    self.err(&refusal);
+                    self.phase = Phase::Closed;
+                    return None;
+                }
+                self.execute(command, user)
+            }
             Err(usage) => {
                 self.error(&format!("Syntax: {usage}"));
                 None
             }
         }
+    }
+
+    /// Counts a command against `limits.max_commands` and `limits.max_nonmail_commands`.
+    fn spend(&mut self, command: &Command) -> Result<(), String> {
+        if matches!(command, Command::Quit) || self.fault(Policy::NoCommandLimit) {
+            return Ok(());
+        }
+        let nonmail = matches!(
+            command,
+            Command::Capa
+                | Command::Noop
+                | Command::Rset
+                | Command::Stat
+                | Command::List(_)
+                | Command::Uidl(_)
+                | Command::Stls
+        );
+        self.commands.spend(&self.config.limits, nonmail)?;
+        if matches!(
+            command,
+            Command::Retr(_) | Command::Top { .. } | Command::Dele(_)
+        ) {
+            self.commands.mail_done();
+        }
+        Ok(())
     }
 
     /// The `pop3_no_state_check` fault: a TRANSACTION command before login runs against an
@@ -1609,6 +1644,43 @@ mod tests {
             h.send(b"AAAA\r\nCAPA\r\n").lines().next(),
             Some("+OK Capability list follows")
         );
+    }
+
+    #[test]
+    fn commands_carrying_no_mail_are_limited_until_mail_is_read_or_deleted() {
+        let mut config = Config::defaults();
+        config.limits.max_nonmail_commands = 3;
+        let mut h = Harness::logged_in_with(config.clone());
+        let before = h.send(b"STAT\r\nNOOP\r\nUIDL 1\r\nRETR 1\r\nLIST\r\nRSET\r\nCAPA\r\n");
+        assert!(!before.contains("Too many"), "{before}");
+        assert!(!h.closed);
+        let over = h.send(b"NOOP\r\nNOOP\r\n");
+        assert_eq!(
+            over,
+            "-ERR Too many commands that carry no mail (limit 3 in a row); closing connection\r\n"
+        );
+        assert!(h.closed);
+
+        let mut config = with_policy(Policy::NoCommandLimit);
+        config.limits.max_nonmail_commands = 3;
+        let mut h = Harness::logged_in_with(config);
+        h.send(&b"NOOP\r\n".repeat(10));
+        assert!(!h.closed);
+    }
+
+    #[test]
+    fn a_session_has_a_limit_on_all_its_commands() {
+        let mut config = Config::defaults();
+        config.limits.max_commands = 5; // USER and PASS count too
+        let mut h = Harness::logged_in_with(config);
+        let replies = h.send(b"RETR 1\r\nRETR 1\r\nRETR 1\r\nRETR 1\r\n");
+        assert!(
+            replies.ends_with(
+                "-ERR Too many commands in one session (limit 5); closing connection\r\n"
+            ),
+            "{replies}"
+        );
+        assert!(h.closed);
     }
 
     #[test]

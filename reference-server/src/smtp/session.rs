@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{self, SaslError};
+use crate::budget::CommandBudget;
 use crate::config::{Config, Role, TlsMode};
 use crate::faults::{InjectedOutcome, Policy};
 use crate::relay::dns::Verdict;
@@ -130,6 +131,7 @@ pub struct Session {
     user: Option<String>,
     tx: Option<Transaction>,
     errors: u32,
+    commands: CommandBudget,
     discarding_long_line: bool,
     refuse_all: bool,
     /// A command held back by an injected delay.
@@ -154,6 +156,7 @@ impl Session {
             user: None,
             tx: None,
             errors: 0,
+            commands: CommandBudget::default(),
             discarding_long_line: false,
             refuse_all: false,
             delayed: None,
@@ -277,6 +280,7 @@ impl Session {
                 // Like Postfix's hard error limit: errors count between deliveries, so a
                 // long-lived relay connection is not cut off for occasional bad recipients.
                 self.errors = 0;
+                self.commands.mail_done();
                 self.reply(250, "2.0.0", &format!("Ok: queued as {id}"));
             }
             Err(why) => {
@@ -483,6 +487,15 @@ impl Session {
             );
             return None;
         }
+        if command != Command::Quit
+            && !self.fault(Policy::NoCommandLimit)
+            && let Err(refusal) = self
+                .commands
+                .spend(&self.config.limits, Self::nonmail(&command))
+        {
+            self.abort("4.7.0", &refusal);
+            return None;
+        }
         let injection = self.config.faults.inject(command.verb());
         match injection.outcome {
             Some(InjectedOutcome::Disconnect) => self.phase = Phase::Closed,
@@ -500,6 +513,21 @@ impl Session {
             None => self.delayed = Some(command),
         }
         Some(Event::Delay(injection.delay))
+    }
+
+    /// Whether a command is one of those carrying no mail that `limits.max_nonmail_commands`
+    /// counts (the list of Postfix's junk commands and Exim's non-mail ones).
+    fn nonmail(command: &Command) -> bool {
+        matches!(
+            command,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::Noop
+                | Command::Rset
+                | Command::Vrfy(_)
+                | Command::Help
+                | Command::StartTls
+        )
     }
 
     /// The reply to a command line that did not parse.
@@ -1549,6 +1577,50 @@ mod tests {
         assert!(h.send(long.as_bytes()).starts_with("500 5.5.2"));
         let last = h.send(b"FROB\r\n");
         assert_eq!(codes(&last), ["500", "421"], "{last}");
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn commands_carrying_no_mail_are_limited_until_a_message_is_accepted() {
+        let mut config = Config::defaults();
+        config.limits.max_nonmail_commands = 3;
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config.clone());
+        // EHLO, NOOP, RSET: three; MAIL and RCPT do not count, nor start the count again.
+        let replies = h.send(b"EHLO c\r\nNOOP\r\nMAIL FROM:<a@b.test>\r\nRSET\r\n");
+        assert_eq!(codes(&replies), ["250", "250", "250", "250"], "{replies}");
+        let replies = h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+        assert_eq!(codes(&replies), ["250", "250", "354"], "{replies}");
+        // An accepted message does.
+        let replies = h.send(b"Subject: x\r\n\r\nbody\r\n.\r\nNOOP\r\nVRFY bob\r\nHELP\r\n");
+        assert_eq!(codes(&replies), ["250", "250", "252", "214"], "{replies}");
+        assert!(!h.closed);
+        let replies = h.send(b"NOOP\r\nNOOP\r\n");
+        assert_eq!(codes(&replies), ["421"], "{replies}");
+        assert!(
+            replies.contains("carry no mail (limit 3 in a row)"),
+            "{replies}"
+        );
+        assert!(h.closed);
+
+        // The fault turns the limit off.
+        config.faults.policy.insert(Policy::NoCommandLimit);
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        let replies = h.send(&b"NOOP\r\n".repeat(10));
+        assert_eq!(codes(&replies), ["250"; 10], "{replies}");
+    }
+
+    #[test]
+    fn a_session_has_a_limit_on_all_its_commands() {
+        let mut config = Config::defaults();
+        config.limits.max_commands = 4;
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        let replies = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\nRSET\r\nMAIL FROM:<a@b.test>\r\n");
+        assert_eq!(
+            codes(&replies),
+            ["250", "250", "250", "250", "421"],
+            "{replies}"
+        );
+        assert!(replies.contains("in one session (limit 4)"), "{replies}");
         assert!(h.closed);
     }
 
