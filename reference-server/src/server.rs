@@ -1052,6 +1052,7 @@ async fn serve_imap(
                             &mut stream,
                             &mut buf,
                             &mut shutdown,
+                            &mut clock,
                         );
                         if !idling.await? {
                             return Ok(());
@@ -1094,23 +1095,37 @@ async fn imap_idle(
     stream: &mut Stream,
     buf: &mut [u8],
     shutdown: &mut watch::Receiver<bool>,
+    clock: &mut SessionClock,
 ) -> std::io::Result<bool> {
     let send_limit = Duration::from_secs(60);
+    // One IDLE may last 31 minutes; the session's own limits (its total time, a DONE line sent
+    // a byte at a time) still hold, or renewing IDLE would keep a session forever.
+    let idle_ends = tokio::time::Instant::now() + IMAP_IDLE_LIMIT;
     loop {
         if let Some(line) = framer.next_line() {
+            clock.answered();
             let reply = session.idle_end(&line).await;
             stream.send(&reply, send_limit).await?;
             return Ok(true);
         }
+        let (deadline, expiry) = clock.deadline(IMAP_IDLE_LIMIT, false);
+        let (deadline, reason) = if idle_ends <= deadline {
+            (idle_ends, "IDLE for too long, closing connection")
+        } else {
+            (deadline, expiry.reason())
+        };
         tokio::select! {
-            read = tokio::time::timeout(IMAP_IDLE_LIMIT, stream.read(buf)) => match read {
+            read = tokio::time::timeout_at(deadline, stream.read(buf)) => match read {
                 Err(_) => {
-                    let bye = session.bye("IDLE for too long, closing connection");
+                    let bye = session.bye(reason);
                     stream.send(&bye, send_limit).await?;
                     return Ok(false);
                 }
                 Ok(Ok(0)) => return Ok(false),
-                Ok(Ok(n)) => framer.push(&buf[..n]),
+                Ok(Ok(n)) => {
+                    clock.received();
+                    framer.push(&buf[..n]);
+                }
                 Ok(Err(error)) => return Err(error),
             },
             () = session.wait_for_change() => {

@@ -64,6 +64,11 @@ async fn connect(addr: SocketAddr) -> Client<TcpStream> {
 
 /// The defaults plus IMAP listeners: STARTTLS, implicit TLS, and one without TLS.
 async fn server(dir: &std::path::Path) -> RunningServer {
+    server_with(dir, |_| {}).await
+}
+
+/// [`server`] with changes to its configuration.
+async fn server_with(dir: &std::path::Path, configure: impl FnOnce(&mut Config)) -> RunningServer {
     let mut config = Config::ephemeral(dir.to_owned());
     for (role, tls) in [
         (Role::Imap, None),
@@ -77,6 +82,7 @@ async fn server(dir: &std::path::Path) -> RunningServer {
         });
     }
     config.limits.auth_failure_delay_ms = 10;
+    configure(&mut config);
     reference_server::start(config).await.unwrap()
 }
 
@@ -701,4 +707,50 @@ async fn commands_carrying_no_mail_are_limited_in_a_row() {
         )
     );
     assert_eq!(client.line().await, "", "the server closes the connection");
+}
+
+#[tokio::test]
+async fn idle_does_not_outlive_the_session_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| c.limits.session_timeout_secs = 2).await;
+    let mut client = logged_in(&server, "alice@example.test", "alice-secret").await;
+    let select = client.command("s", "SELECT INBOX").await;
+    assert!(select.last().unwrap().starts_with("s OK"), "{select:?}");
+    client.send("i IDLE\r\n").await;
+    assert!(client.line().await.starts_with("+ "));
+    // Within the limit the session is all IDLE, and the limit still ends it.
+    let bye = client.line().await;
+    assert_eq!(
+        bye,
+        "* BYE Session time limit reached, closing connection\r\n"
+    );
+    assert_eq!(client.line().await, "", "the server closes the connection");
+}
+
+#[tokio::test]
+async fn an_append_literal_with_nul_or_in_literal8_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut client = logged_in(&server, "alice@example.test", "alice-secret").await;
+    let before = client.command("s1", "STATUS INBOX (MESSAGES)").await;
+    let message = "Subject: x\r\n\r\na\0b\r\n";
+    let nul = client
+        .command(
+            "a1",
+            &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
+        )
+        .await;
+    assert!(nul.last().unwrap().starts_with("a1 BAD "), "{nul:?}");
+    let binary = client
+        .command("a2", "APPEND INBOX ~{14+}\r\nSubject: y\r\n\r\n")
+        .await;
+    assert!(
+        binary
+            .last()
+            .unwrap()
+            .starts_with("a2 BAD BINARY is not offered"),
+        "{binary:?}"
+    );
+    let after = client.command("s2", "STATUS INBOX (MESSAGES)").await;
+    assert_eq!(before[0], after[0], "nothing was stored");
 }
