@@ -740,7 +740,9 @@ async fn an_append_literal_with_nul_or_in_literal8_is_refused() {
             &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()),
         )
         .await;
+    // The parser refuses NUL in a literal (RFC 3501 CHAR8).
     assert!(nul.last().unwrap().starts_with("a1 BAD "), "{nul:?}");
+    // A literal8 may carry NUL; without BINARY it is refused whatever it holds.
     let binary = client
         .command("a2", "APPEND INBOX ~{14+}\r\nSubject: y\r\n\r\n")
         .await;

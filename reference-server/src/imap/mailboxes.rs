@@ -317,17 +317,13 @@ impl Session {
             } => {
                 let octets = match &message {
                     LiteralOrLiteral8::Literal(literal) => literal.as_ref(),
+                    // A literal8 may carry NUL (RFC 3516), which a message served back in an
+                    // ordinary literal cannot (RFC 3501 CHAR8; the parser refuses NUL there).
                     LiteralOrLiteral8::Literal8(_) => {
                         self.refuse(out, tag, "BAD", "BINARY is not offered by this server");
                         return Ok(Next::Continue);
                     }
                 };
-                if octets.contains(&0) {
-                    // RFC 3501 section 9: a literal is CHAR8, which excludes NUL; stored, the
-                    // message could not be served back in a literal.
-                    self.refuse(out, tag, "BAD", "A literal cannot contain a NUL octet");
-                    return Ok(Next::Continue);
-                }
                 let flags = flags.iter().map(ToString::to_string).collect();
                 let date = date
                     .map(|d| d.as_ref().timestamp())
