@@ -389,6 +389,20 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Whether `name` is a DNS host name (RFC 1123 section 2.1), as the greeting, `Received:` and
+/// the certificate need.
+fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn default_hostname() -> String {
     DEFAULT_HOSTNAME.to_owned()
 }
@@ -513,6 +527,13 @@ impl Config {
         };
         if self.domains.is_empty() {
             return Err(invalid("`domains` must name at least one domain".into()));
+        }
+        if !is_host_name(&self.hostname) {
+            return Err(invalid(format!(
+                "hostname {:?} is not a host name: dot-separated labels of letters, digits and \
+                 hyphens, each 1 to 63 octets, 253 in all",
+                self.hostname
+            )));
         }
         if self.listeners.is_empty() {
             return Err(invalid(
@@ -680,6 +701,20 @@ limits:
             .to_string();
         assert!(error.contains("accounts[0]"), "{error}");
         assert!(error.contains("hosted domain"), "{error}");
+    }
+
+    #[test]
+    fn a_hostname_that_is_no_host_name_is_refused() {
+        let long = vec!["a".repeat(63); 4].join(".");
+        for bad in ["", "mail..test", "-mail.test", "mail_1.test", &long] {
+            let text = format!("hostname: {bad:?}\n{GOOD}");
+            let error = Config::parse(&text, Path::new("x.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("is not a host name"), "{bad:?}: {error}");
+        }
+        let text = format!("hostname: {}\n{GOOD}", vec!["a".repeat(63); 3].join("."));
+        Config::parse(&text, Path::new("x.yaml")).unwrap();
     }
 
     #[test]

@@ -665,8 +665,16 @@ impl Session {
             self.raw_reply(250, &hostname);
             return;
         }
+        // The greeting names the client when that fits a reply line (RFC 5321 4.5.3.1.5: 512
+        // octets): a 253-octet hostname and a 255-octet EHLO name would not.
+        let greeting = format!("{hostname} greets {name}");
+        let greeting = if greeting.len() + 6 <= 512 {
+            greeting
+        } else {
+            hostname
+        };
         let mut lines = vec![
-            format!("{hostname} greets {name}"),
+            greeting,
             "PIPELINING".into(),
             format!("SIZE {}", self.config.limits.message_size),
             "8BITMIME".into(),
@@ -1622,6 +1630,25 @@ mod tests {
         );
         assert!(replies.contains("in one session (limit 4)"), "{replies}");
         assert!(h.closed);
+    }
+
+    #[test]
+    fn the_longest_names_still_give_ehlo_lines_of_512_octets_at_most() {
+        let mut config = Config::defaults();
+        config.hostname = format!("{}.{}", vec!["h".repeat(63); 3].join("."), "h".repeat(61));
+        assert_eq!(config.hostname.len(), 253);
+        let client = format!("{}.{}", vec!["c".repeat(63); 3].join("."), "c".repeat(63));
+        assert_eq!(client.len(), 255);
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config.clone());
+        let replies = h.send(format!("EHLO {client}\r\n").as_bytes());
+        assert!(
+            replies.starts_with(&format!("250-{}\r\n", config.hostname)),
+            "{replies}"
+        );
+        assert!(replies.lines().all(|l| l.len() + 2 <= 512), "{replies}");
+        // A shorter name is greeted.
+        let replies = h.send(b"EHLO client.test\r\n");
+        assert!(replies.contains(" greets client.test\r\n"), "{replies}");
     }
 
     #[test]
