@@ -237,7 +237,7 @@ pub struct Limits {
     /// (SMTP), `-ERR` (POP3) or `BYE` (IMAP) and the session closed.
     pub max_commands: u64,
     /// Commands that carry no mail one session may send in a row (SMTP HELO, EHLO, NOOP, RSET,
-    /// VRFY, EXPN, HELP, STARTTLS; POP3 CAPA, NOOP, RSET, STAT, LIST, UIDL, STLS; IMAP
+    /// VRFY, HELP, STARTTLS; POP3 CAPA, NOOP, RSET, STAT, LIST, UIDL, STLS; IMAP
     /// CAPABILITY, NOOP, CHECK, ID, NAMESPACE), like Postfix's `smtpd_junk_command_limit`.
     /// Mail work starts the count again: SMTP accepting a message, POP3 RETR, TOP or DELE, any
     /// other IMAP command.
@@ -390,17 +390,15 @@ pub struct Config {
 }
 
 /// Whether `name` is a DNS host name (RFC 1123 section 2.1), as the greeting, `Received:` and
-/// the certificate need.
+/// the certificate need: a domain by the SMTP parser's label rules, but of letters, digits and
+/// hyphens only, without a final dot, and 253 octets at most.
 fn is_host_name(name: &str) -> bool {
     name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        && !name.ends_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && crate::smtp::command::is_domain(name)
 }
 
 fn default_hostname() -> String {
