@@ -515,6 +515,7 @@ fn record(
         tags: all_tags(feature, rule, scenario),
         outcome,
         notes: Vec::new(),
+        measurements: Vec::new(),
         key: Key::default(),
     }
 }
@@ -577,6 +578,10 @@ async fn execute(
                 .as_mut()
                 .map(|w| std::mem::take(&mut w.notes))
                 .unwrap_or_default();
+            let measurements = world
+                .as_mut()
+                .map(|w| std::mem::take(&mut w.measurements))
+                .unwrap_or_default();
             let outcome = match finished {
                 ScenarioFinished::StepPassed => match unverified {
                     Some(reason) => Outcome::Skipped { reason },
@@ -603,6 +608,7 @@ async fn execute(
             let mut done = record(feature, rule, scenario, &dir, outcome);
             done.key = key(feature, scenario);
             done.notes = notes;
+            done.measurements = measurements;
             lock(&records).push(done);
             Box::pin(async move {
                 if let Some(world) = world {
@@ -641,6 +647,7 @@ async fn execute(
             line: 0,
             tags: Vec::new(),
             notes: Vec::new(),
+            measurements: Vec::new(),
             key: Key::default(),
             outcome: Outcome::Failed {
                 step: String::new(),
@@ -843,6 +850,7 @@ mod tests {
             tags: Vec::new(),
             outcome,
             notes: Vec::new(),
+            measurements: Vec::new(),
             key: Key::default(),
         };
         let failed = || Outcome::Failed {

@@ -74,12 +74,19 @@ impl Embedded {
         let config = self.server.config();
         let port = |role| self.server.addr(role).map(|addr| addr.port());
         TargetProfile {
-            // A run with faults is named by them, so its column in a matrix says what it is.
-            name: if config.faults.policy.is_empty() {
-                "embedded reference-server".into()
-            } else {
+            // A run with faults or variants is named by them, so its column in a matrix says
+            // what it is.
+            name: {
+                let mut name = String::from("embedded reference-server");
                 let faults: Vec<&str> = config.faults.policy.iter().map(|p| p.name()).collect();
-                format!("embedded reference-server (faults: {})", faults.join(", "))
+                if !faults.is_empty() {
+                    name.push_str(&format!(" (faults: {})", faults.join(", ")));
+                }
+                let variants: Vec<&str> = config.variants.iter().map(|v| v.name()).collect();
+                if !variants.is_empty() {
+                    name.push_str(&format!(" (variants: {})", variants.join(", ")));
+                }
+                name
             },
             host: "127.0.0.1".into(),
             domain: config.domains[0].clone(),

@@ -622,6 +622,7 @@ mod tests {
             tags: vec!["smtp".into(), "rfc5321-4.5.2".into()],
             outcome,
             notes: Vec::new(),
+            measurements: Vec::new(),
             key: Default::default(),
         }
     }

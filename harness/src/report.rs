@@ -96,10 +96,27 @@ pub struct Record {
     /// which command a policy refusal came), for the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Quality figures the scenario measured (a notification latency, say): reported, never
+    /// a reason to fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
     /// The runner's identity for the scenario (feature path, line); not reported.
     #[serde(skip)]
     pub key: (std::path::PathBuf, usize),
 }
+
+/// A quality figure a scenario measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// What was measured, e.g. "new mail reported during IDLE".
+    pub name: String,
+    /// The figure.
+    pub value: f64,
+    /// Its unit, e.g. "ms".
+    pub unit: String,
+}
+
+impl Eq for Measurement {}
 
 /// Counts by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +243,13 @@ impl Report {
                 }
                 for note in &record.notes {
                     let _ = writeln!(out, "    note {}: {note}", record.scenario);
+                }
+                for m in &record.measurements {
+                    let _ = writeln!(
+                        out,
+                        "    measured {}: {} {} {}",
+                        record.scenario, m.name, m.value, m.unit
+                    );
                 }
             }
         }
@@ -382,6 +406,7 @@ mod tests {
             tags: vec!["smtp".into()],
             outcome,
             notes: Vec::new(),
+            measurements: Vec::new(),
             key: Default::default(),
         }
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::faults::Faults;
+use crate::variants::Variants;
 
 /// The primary hosted domain of the defaults in DESIGN.md.
 pub const DEFAULT_DOMAIN: &str = "example.test";
@@ -384,6 +385,9 @@ pub struct Config {
     /// Misbehaviour on purpose, for testing clients and the harness.
     #[serde(default)]
     pub faults: Faults,
+    /// Legal behaviours other than the defaults, for the harness's self-test.
+    #[serde(default)]
+    pub variants: Variants,
     /// Where the store and generated certificate live; the `--data-dir` flag overrides it.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -463,6 +467,7 @@ impl Config {
             pop3: Pop3Settings::default(),
             relay: RelaySettings::default(),
             faults: Faults::default(),
+            variants: Variants::default(),
             data_dir: None,
         }
     }

@@ -15,7 +15,9 @@ pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub mod variants;
 
 pub use config::{Config, Role, TlsMode};
 pub use faults::Faults;
 pub use server::{BoundListener, RunningServer, ServerError, start};
+pub use variants::{Variant, Variants};

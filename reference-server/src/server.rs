@@ -23,6 +23,7 @@ use crate::relay::{self, dns::Dns};
 use crate::smtp::session::{Connection, Event, Session};
 use crate::store::{INBOX, Incoming, Store};
 use crate::tls::{self, Identity};
+use crate::variants::Variant;
 
 /// How long a shutdown waits for a message that is being received.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -97,7 +98,8 @@ struct Shared {
 
 /// Opens the store, loads or generates the certificate, binds every listener and starts
 /// serving. Returns once all sockets are bound.
-pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+pub async fn start(mut config: Config) -> Result<RunningServer, ServerError> {
+    config.variants.clone().apply(&mut config);
     let data_dir = config
         .data_dir
         .clone()
@@ -107,6 +109,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     for account in &config.accounts {
         store.ensure_account(&account.address)?;
     }
+    if config.variants.has(Variant::MailboxesPreloaded) {
+        preload(&store, &config)?;
+    }
     let identity = if config.faults.has(Policy::WrongCertificateName) {
         tls::load_or_generate_misnamed(config.tls.as_ref(), &data_dir, &config.hostname)?
     } else {
@@ -114,6 +119,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     for fault in &config.faults.policy {
         tracing::warn!("FAULT `{}` is ON: {}", fault.name(), fault.description());
+    }
+    for variant in config.variants.iter() {
+        tracing::info!(
+            "variant `{}` is on: {} ({})",
+            variant.name(),
+            variant.description(),
+            variant.allowed_by()
+        );
     }
     if !config.faults.commands.is_empty() {
         tracing::warn!(
@@ -250,6 +263,20 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// Puts the other mail of [`Variant::MailboxesPreloaded`] into every empty INBOX.
+fn preload(store: &Store, config: &Config) -> Result<(), ServerError> {
+    let messages = crate::variants::preloaded_messages();
+    for account in &config.accounts {
+        if !store.messages(&account.address, INBOX)?.is_empty() {
+            continue;
+        }
+        for (octets, flags) in &messages {
+            store.append(&account.address, INBOX, octets, flags, None)?;
+        }
+    }
+    Ok(())
 }
 
 async fn accept_loop(

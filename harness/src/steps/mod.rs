@@ -132,6 +132,8 @@ pub struct MailWorld {
     /// Choices the RFCs leave to the server that this scenario saw the target make, for the
     /// report (see [`MailWorld::note`]).
     pub(crate) notes: Vec<String>,
+    /// Quality figures this scenario measured (see [`MailWorld::measure`]).
+    pub(crate) measurements: Vec<crate::report::Measurement>,
     /// Transcripts of connections the scenario opened besides the current client.
     pub(crate) other_transcripts: Vec<String>,
     /// The POP3 side of the scenario.
@@ -168,6 +170,16 @@ impl MailWorld {
         if !self.notes.contains(&text) {
             self.notes.push(text);
         }
+    }
+
+    /// Records a quality figure for the report: measured and shown, never a reason to fail (a
+    /// notification latency, say, which no RFC bounds).
+    pub fn measure(&mut self, name: impl Into<String>, value: f64, unit: &str) {
+        self.measurements.push(crate::report::Measurement {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+        });
     }
 
     /// Everything sent and received in this scenario, for a failure report.
