@@ -4,7 +4,8 @@
 //! Which scenarios can run is decided before any step runs, from tags: `@port-<service>` needs
 //! that port in the target (else "not applicable"), `@needs-<EXTENSION>` needs the extension in
 //! the EHLO reply of every port the scenario uses (else "skipped"), and the profile's
-//! `skip_tags` skip on purpose. Everything else runs and passes or fails.
+//! `skip_tags` skip on purpose. Everything else runs and passes or fails; a failed `@should`
+//! scenario is then a warning, unless the profile says `strict: true`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
 use crate::mailbox::ImapMailboxes;
 use crate::relay_env::RelayEnv;
-use crate::report::{Outcome, Record, Report};
+use crate::report::{Outcome, Record, Report, Severity};
 use crate::steps::{MailWorld, Target};
 use crate::target::{KnownFinding, TargetProfile};
 
@@ -131,6 +132,8 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
     let target = Arc::new(target);
     let capabilities = discover(&target).await;
     let mut records = execute(target.clone(), capabilities, tags, options).await;
+    let strict = target.profile.strict;
+    apply_severity(&mut records, strict);
     apply_known_findings(&mut records, &target.profile.known_findings);
     let name = target.profile.name.clone();
     if let Some(embedded) = embedded {
@@ -142,11 +145,22 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
     {
         relay.shutdown().await;
     }
-    Ok(Report::new(name, records))
+    let mut report = Report::new(name, records);
+    report.strict = strict;
+    Ok(report)
+}
+
+/// Turns the failures of `@should` scenarios into warnings, unless the profile is strict.
+fn apply_severity(records: &mut [Record], strict: bool) {
+    for record in records {
+        let outcome = std::mem::replace(&mut record.outcome, Outcome::Passed);
+        record.outcome = outcome.judged(record.severity, strict);
+    }
 }
 
 /// Turns the failures a profile lists as known findings into [`Outcome::KnownFinding`], and
-/// notes a listed scenario that passed (the finding no longer reproduces: the profile is stale).
+/// notes a listed scenario that passed (the finding no longer reproduces: the profile is stale)
+/// or only warned (a SHOULD is a warning without being listed).
 fn apply_known_findings(records: &mut [Record], findings: &[KnownFinding]) {
     for record in records {
         let Some(known) = findings.iter().find(|f| f.scenario == record.scenario) else {
@@ -169,6 +183,14 @@ fn apply_known_findings(records: &mut [Record], findings: &[KnownFinding]) {
                 record.notes.push(
                     "the profile lists a known finding for this scenario, but it passed: \
                      the finding no longer reproduces"
+                        .into(),
+                );
+            }
+            warning @ Outcome::Warning { .. } => {
+                record.outcome = warning;
+                record.notes.push(
+                    "the profile lists a known finding for this scenario, but it is a SHOULD \
+                     check: its failure is a warning, not a failure, without the entry"
                         .into(),
                 );
             }
@@ -497,6 +519,7 @@ fn record(
     features_dir: &Path,
     outcome: Outcome,
 ) -> Record {
+    let tags = all_tags(feature, rule, scenario);
     let file = feature
         .path
         .as_ref()
@@ -512,7 +535,8 @@ fn record(
         file,
         scenario: scenario.name.clone(),
         line: scenario.position.line,
-        tags: all_tags(feature, rule, scenario),
+        severity: Severity::of(&tags),
+        tags,
         outcome,
         notes: Vec::new(),
         measurements: Vec::new(),
@@ -646,6 +670,7 @@ async fn execute(
             scenario: String::new(),
             line: 0,
             tags: Vec::new(),
+            severity: Severity::Must,
             notes: Vec::new(),
             measurements: Vec::new(),
             key: Key::default(),
@@ -781,6 +806,7 @@ mod tests {
             relay: None,
             skip_tags: vec!["@bare-line-ends".into()],
             known_findings: Vec::new(),
+            strict: false,
         }
     }
 
@@ -848,6 +874,7 @@ mod tests {
             scenario: name.into(),
             line: 1,
             tags: Vec::new(),
+            severity: Severity::Must,
             outcome,
             notes: Vec::new(),
             measurements: Vec::new(),
@@ -885,5 +912,66 @@ mod tests {
         let report = Report::new("t".into(), records);
         assert_eq!(report.counts().known_findings, 1);
         assert!(!report.success(), "an unlisted failure still fails the run");
+    }
+
+    #[test]
+    fn should_failures_warn_unless_strict_and_known_findings_apply_after() {
+        let record = |name: &str, severity: Severity| Record {
+            feature: "f".into(),
+            file: "smtp/f.feature".into(),
+            scenario: name.into(),
+            line: 1,
+            tags: vec![severity.tag().to_owned()],
+            severity,
+            outcome: Outcome::Failed {
+                step: "Then x".into(),
+                message: "expected 500, got 502".into(),
+                transcript: "C: x".into(),
+            },
+            notes: Vec::new(),
+            measurements: Vec::new(),
+            key: Key::default(),
+        };
+        let records = || {
+            vec![
+                record("a must", Severity::Must),
+                record("a should", Severity::Should),
+                record("a quality figure", Severity::Quality),
+                record("a listed should", Severity::Should),
+            ]
+        };
+        let findings = [KnownFinding {
+            scenario: "a listed should".into(),
+            reason: "recommended, not required".into(),
+        }];
+
+        let mut lenient = records();
+        apply_severity(&mut lenient, false);
+        apply_known_findings(&mut lenient, &findings);
+        assert!(matches!(lenient[0].outcome, Outcome::Failed { .. }));
+        assert!(matches!(lenient[1].outcome, Outcome::Warning { .. }));
+        assert!(matches!(lenient[2].outcome, Outcome::Failed { .. }));
+        // A SHOULD listed as a known finding stays a warning, and the report says the entry
+        // is not needed.
+        assert!(matches!(lenient[3].outcome, Outcome::Warning { .. }));
+        assert!(
+            lenient[3].notes[0].contains("SHOULD"),
+            "{:?}",
+            lenient[3].notes
+        );
+        let counts = Report::new("t".into(), lenient).counts();
+        assert_eq!((counts.failed, counts.warnings), (2, 2));
+
+        let mut strict = records();
+        apply_severity(&mut strict, true);
+        apply_known_findings(&mut strict, &findings);
+        assert!(matches!(strict[1].outcome, Outcome::Failed { .. }));
+        // Under strict: true a listed SHOULD is a known finding like any listed failure.
+        assert!(matches!(strict[3].outcome, Outcome::KnownFinding { .. }));
+        let counts = Report::new("t".into(), strict).counts();
+        assert_eq!(
+            (counts.failed, counts.warnings, counts.known_findings),
+            (3, 0, 1)
+        );
     }
 }

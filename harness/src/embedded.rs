@@ -125,6 +125,7 @@ impl Embedded {
                 Vec::new()
             },
             known_findings: Vec::new(),
+            strict: false,
         }
     }
 

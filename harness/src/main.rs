@@ -22,7 +22,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Gherkin conformance scenarios against a target (default: the reference server,
-    /// started in-process). Exits 0 only when every selected scenario passed.
+    /// started in-process). Exits 0 when a scenario ran and none failed: a warning (a SHOULD the
+    /// target does not follow) is reported but does not fail the run, unless the target profile
+    /// says `strict: true`. Exits 1 when a scenario failed, 2 when the run could not be done.
     Conform(Box<ConformArgs>),
     /// Drive load against a target (default: the reference server, in-process) and report
     /// throughput, latency percentiles per phase and errors. Exits 1 when any operation failed
@@ -61,8 +63,8 @@ enum ReportCommand {
         /// Write the matrix here: HTML for `.html`, Markdown for `.md` (repeatable).
         #[arg(long, value_name = "FILE")]
         out: Vec<PathBuf>,
-        /// Print only the per-area summary table and the scenarios that did not pass in every
-        /// run (Markdown), as the README shows them.
+        /// Print only the per-area summary table, the scenarios that did not pass in every run
+        /// and the quality figures measured (Markdown), as the README shows them.
         #[arg(long)]
         summary: bool,
     },
@@ -564,6 +566,10 @@ fn matrix_command(files: &[PathBuf], out: &[PathBuf], summary: bool) -> ExitCode
             matrix.markdown_summary(),
             matrix.markdown_differences()
         );
+        let measured = matrix.markdown_measurements();
+        if !measured.is_empty() {
+            print!("\n{measured}");
+        }
     } else if out.is_empty() {
         print!("{}", matrix.markdown());
     }

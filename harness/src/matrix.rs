@@ -1,6 +1,8 @@
 //! The conformance matrix: one row per scenario, grouped by area, one column per target run,
-//! written as a self-contained HTML page or as Markdown. Failing cells link to the failure's
-//! step, message and transcript further down the same document.
+//! written as a self-contained HTML page or as Markdown. Each row says whether the scenario is a
+//! MUST, a SHOULD or a quality figure; failures, warnings and known findings link to their step,
+//! message and transcript further down the same document, and measured figures stand in their
+//! cells.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::report::{Counts, Outcome, Record, Report};
+use crate::report::{Counts, Outcome, Record, Report, Severity, format_value};
 
 /// Areas in the order the matrix shows them, with their titles. A feature folder not listed
 /// here comes after these, titled by its folder name.
@@ -72,6 +74,8 @@ struct Row<'a> {
     line: usize,
     scenario: &'a str,
     rfc_tags: Vec<&'a str>,
+    /// What the scenario checks (from the first run that has it).
+    severity: Severity,
     /// One cell per run; `None` when that run did not select the scenario.
     cells: Vec<Option<&'a Record>>,
 }
@@ -123,6 +127,7 @@ impl<'a> Matrix<'a> {
                             .filter(|t| t.starts_with("rfc"))
                             .map(String::as_str)
                             .collect(),
+                        severity: record.severity,
                         cells: vec![None; reports.len()],
                     });
                 row.cells[column] = Some(record);
@@ -166,7 +171,7 @@ impl<'a> Matrix<'a> {
                 for row in rows {
                     for (column, cell) in row.cells.iter().enumerate() {
                         if let Some(record) = cell {
-                            add(&mut counts[column], &record.outcome);
+                            counts[column].add(&record.outcome);
                         }
                     }
                 }
@@ -190,11 +195,14 @@ impl<'a> Matrix<'a> {
         out.push_str(
             "<p class=\"legend\"><span class=\"passed\">passed</span> \
              <span class=\"failed\">failed</span> \
+             <span class=\"warning\">warning (a SHOULD not met)</span> \
              <span class=\"known\">known finding</span> \
              <span class=\"skipped\">skipped</span> \
              <span class=\"na\">not applicable</span> \
              <span class=\"absent\">not run</span> \
-             &mdash; a failed cell links to its step, message and transcript.</p>\n",
+             &mdash; a failed, warning or known-finding cell links to its step, message and \
+             transcript. Each scenario is a MUST (its failure fails the run), a SHOULD (a \
+             warning) or a quality figure (measured, never failed).</p>\n",
         );
         // Summary: totals per run, then per area.
         out.push_str("<h2>Summary</h2>\n<table class=\"summary\">\n<thead><tr><th>area</th>");
@@ -235,8 +243,11 @@ impl<'a> Matrix<'a> {
             for row in rows {
                 let _ = write!(
                     out,
-                    "<tr><td class=\"scenario\">{}<div class=\"where\">{}:{}{}</div></td>",
+                    "<tr><td class=\"scenario\">{} <span class=\"sev sev-{}\">{}</span>\
+                     <div class=\"where\">{}:{}{}</div></td>",
                     html(row.scenario),
+                    row.severity.tag(),
+                    row.severity.label(),
                     html(row.file),
                     row.line,
                     if row.rfc_tags.is_empty() {
@@ -252,7 +263,7 @@ impl<'a> Matrix<'a> {
                     };
                     let (class, label) = class_and_label(&record.outcome);
                     let _ = write!(out, "<td class=\"{class}\">");
-                    if record.outcome.failure().is_some() {
+                    if record.outcome.details().is_some() {
                         let anchor = anchor(column, row);
                         let _ = write!(out, "<a href=\"#{anchor}\">{label}</a>");
                         failures.push((anchor, row, column, record));
@@ -265,6 +276,15 @@ impl<'a> Matrix<'a> {
                     for note in &record.notes {
                         let _ = write!(out, "<div class=\"note\">{}</div>", html(note));
                     }
+                    for m in &record.measurements {
+                        let _ = write!(
+                            out,
+                            "<div class=\"measured\">measured: {} {} {}</div>",
+                            html(&m.name),
+                            format_value(m.value),
+                            html(&m.unit)
+                        );
+                    }
                     out.push_str("</td>");
                 }
                 out.push_str("</tr>\n");
@@ -272,20 +292,21 @@ impl<'a> Matrix<'a> {
             out.push_str("</tbody>\n</table>\n");
         }
         if !failures.is_empty() {
-            out.push_str("<h2 id=\"failures\">Failures</h2>\n");
+            out.push_str("<h2 id=\"failures\">Failures, warnings and known findings</h2>\n");
             for (anchor, row, column, record) in failures {
-                let Some((step, message, transcript)) = record.outcome.failure() else {
+                let Some((step, message, transcript)) = record.outcome.details() else {
                     continue;
                 };
                 let (class, label) = class_and_label(&record.outcome);
                 let _ = write!(
                     out,
                     "<section class=\"failure\" id=\"{anchor}\">\n<h3><span class=\"{class}\">{label}</span> {} &mdash; {}</h3>\n\
-                     <p class=\"where\">{}:{}</p>\n",
+                     <p class=\"where\">{}:{} &middot; {}</p>\n",
                     html(&self.columns[column]),
                     html(row.scenario),
                     html(row.file),
-                    row.line
+                    row.line,
+                    row.severity.label()
                 );
                 if let Outcome::KnownFinding { finding, .. } = &record.outcome {
                     let _ = writeln!(out, "<p class=\"finding\">{}</p>", html(finding));
@@ -320,7 +341,8 @@ impl<'a> Matrix<'a> {
     }
 
     /// The scenarios that did not pass in every run, as a Markdown table: what a reader of a
-    /// comparison wants first. Failures are named by their message's first line.
+    /// comparison wants first. Failures and warnings are named by their message's first line;
+    /// each row says whether the scenario is a MUST, a SHOULD or a quality figure.
     pub fn markdown_differences(&self) -> String {
         let mut out = String::new();
         let headers: Vec<String> = self.columns.iter().map(|c| md(c)).collect();
@@ -363,7 +385,9 @@ impl<'a> Matrix<'a> {
                             let _ = write!(text, " [{number}]");
                             None
                         }
-                        Outcome::Failed { message, .. } => message.lines().next(),
+                        Outcome::Failed { message, .. } | Outcome::Warning { message, .. } => {
+                            message.lines().next()
+                        }
                         Outcome::Passed => None,
                     };
                     if let Some(detail) = detail {
@@ -377,11 +401,12 @@ impl<'a> Matrix<'a> {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} <sub>{}:{}</sub> | {} |",
+                "| {} | {} <sub>{}:{} {}</sub> | {} |",
                 area_title(&row.area),
                 md(row.scenario),
                 md(row.file),
                 row.line,
+                row.severity.label(),
                 cells.join(" | ")
             );
         }
@@ -401,8 +426,56 @@ impl<'a> Matrix<'a> {
         out
     }
 
-    /// The whole matrix as Markdown: the summary, a table per area, then the failures with
-    /// their transcripts.
+    /// The quality figures every run measured, as a Markdown table (one row per scenario and
+    /// figure, one column per run); empty when no run measured anything.
+    pub fn markdown_measurements(&self) -> String {
+        let mut figures: Vec<(&Row<'a>, &str)> = Vec::new();
+        for row in &self.rows {
+            for record in row.cells.iter().flatten() {
+                for m in &record.measurements {
+                    if !figures
+                        .iter()
+                        .any(|(r, n)| std::ptr::eq(*r, row) && *n == m.name)
+                    {
+                        figures.push((row, &m.name));
+                    }
+                }
+            }
+        }
+        if figures.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("Quality figures (measured and reported, never a failure):\n\n");
+        let headers: Vec<String> = self.columns.iter().map(|c| md(c)).collect();
+        let _ = writeln!(out, "| scenario | figure | {} |", headers.join(" | "));
+        let _ = writeln!(out, "| --- | --- |{}", " --- |".repeat(self.columns.len()));
+        for (row, name) in figures {
+            let cells: Vec<String> = row
+                .cells
+                .iter()
+                .map(|cell| {
+                    cell.and_then(|r| r.measurements.iter().find(|m| m.name == name))
+                        .map_or_else(
+                            || "-".to_owned(),
+                            |m| format!("{} {}", format_value(m.value), md(&m.unit)),
+                        )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} <sub>{}:{}</sub> | {} | {} |",
+                md(row.scenario),
+                md(row.file),
+                row.line,
+                md(name),
+                cells.join(" | ")
+            );
+        }
+        out
+    }
+
+    /// The whole matrix as Markdown: the summary, a table per area, then the failures,
+    /// warnings and known findings with their transcripts.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -411,6 +484,10 @@ impl<'a> Matrix<'a> {
             md(&self.columns.join(" vs ")),
             self.markdown_summary()
         );
+        let measured = self.markdown_measurements();
+        if !measured.is_empty() {
+            let _ = writeln!(out, "{measured}");
+        }
         let mut failures: Vec<(String, &Row<'a>, usize, &Record)> = Vec::new();
         for (area, rows) in self.areas() {
             let _ = writeln!(out, "## {}\n", area_title(area));
@@ -425,7 +502,7 @@ impl<'a> Matrix<'a> {
                         continue;
                     };
                     let (_, label) = class_and_label(&record.outcome);
-                    let mut cell = if record.outcome.failure().is_some() {
+                    let mut cell = if record.outcome.details().is_some() {
                         let anchor = anchor(column, row);
                         failures.push((anchor.clone(), row, column, record));
                         format!("**[{label}](#{anchor})**")
@@ -438,33 +515,44 @@ impl<'a> Matrix<'a> {
                     for note in &record.notes {
                         let _ = write!(cell, "<br>_{}_", md(note));
                     }
+                    for m in &record.measurements {
+                        let _ = write!(
+                            cell,
+                            "<br>measured: {} {} {}",
+                            md(&m.name),
+                            format_value(m.value),
+                            md(&m.unit)
+                        );
+                    }
                     cells.push(cell);
                 }
                 let _ = writeln!(
                     out,
-                    "| {} <br><sub>{}:{}</sub> | {} |",
+                    "| {} <br><sub>{}:{} {}</sub> | {} |",
                     md(row.scenario),
                     md(row.file),
                     row.line,
+                    row.severity.label(),
                     cells.join(" | ")
                 );
             }
             out.push('\n');
         }
         if !failures.is_empty() {
-            out.push_str("## Failures\n\n");
+            out.push_str("## Failures, warnings and known findings\n\n");
             for (anchor, row, column, record) in failures {
-                let Some((step, message, transcript)) = record.outcome.failure() else {
+                let Some((step, message, transcript)) = record.outcome.details() else {
                     continue;
                 };
                 let (_, label) = class_and_label(&record.outcome);
                 let _ = writeln!(
                     out,
-                    "<a id=\"{anchor}\"></a>\n### {label}: {} / {}\n\n`{}:{}`\n",
+                    "<a id=\"{anchor}\"></a>\n### {label}: {} / {}\n\n`{}:{}` {}\n",
                     md(&self.columns[column]),
                     md(row.scenario),
                     row.file,
-                    row.line
+                    row.line,
+                    row.severity.label()
                 );
                 if let Outcome::KnownFinding { finding, .. } = &record.outcome {
                     let _ = writeln!(out, "> {}\n", finding.replace('\n', " "));
@@ -501,6 +589,10 @@ td.scenario { max-width: 34em; }
 .why, .note { font-size: 0.8em; margin-top: 0.2em; max-width: 30em; }
 .note { font-style: italic; color: #334; }
 .passed { background: #dff3e2; } .failed { background: #f9d6d5; } .known { background: #fde8c8; }
+.warning { background: #ffe48a; }
+.sev { font-size: 0.7em; font-weight: bold; padding: 0 0.35em; border-radius: 0.3em; vertical-align: middle; }
+.sev-must { background: #e8e8ee; color: #333; } .sev-should { background: #fff3c4; color: #6a5200; } .sev-quality { background: #dcecff; color: #1d4f91; }
+.measured { font-size: 0.8em; margin-top: 0.2em; font-family: ui-monospace, monospace; }
 .skipped { background: #f4f1d8; } .na { background: #ececec; color: #555; } .absent { background: #fff; color: #999; }
 .legend span { padding: 0.1em 0.5em; border: 1px solid #c8c8cc; }
 tr.total td { font-weight: bold; }
@@ -510,20 +602,14 @@ tr.total td { font-weight: bold; }
 pre { background: #f7f7f9; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; font-size: 0.85em; }
 ";
 
-fn add(counts: &mut Counts, outcome: &Outcome) {
-    match outcome {
-        Outcome::Passed => counts.passed += 1,
-        Outcome::Failed { .. } => counts.failed += 1,
-        Outcome::Skipped { .. } => counts.skipped += 1,
-        Outcome::NotApplicable { .. } => counts.not_applicable += 1,
-        Outcome::KnownFinding { .. } => counts.known_findings += 1,
-    }
-}
-
 fn short_counts(c: &Counts) -> String {
     let mut parts = vec![format!("{} passed", c.passed)];
     if c.failed > 0 {
         parts.push(format!("{} failed", c.failed));
+    }
+    if c.warnings > 0 {
+        let plural = if c.warnings == 1 { "" } else { "s" };
+        parts.push(format!("{} warning{plural}", c.warnings));
     }
     if c.known_findings > 0 {
         let plural = if c.known_findings == 1 { "" } else { "s" };
@@ -549,6 +635,7 @@ fn class_and_label(outcome: &Outcome) -> (&'static str, &'static str) {
     match outcome {
         Outcome::Passed => ("passed", "passed"),
         Outcome::Failed { .. } => ("failed", "failed"),
+        Outcome::Warning { .. } => ("warning", "warning"),
         Outcome::Skipped { .. } => ("skipped", "skipped"),
         Outcome::NotApplicable { .. } => ("na", "not applicable"),
         Outcome::KnownFinding { .. } => ("known", "known finding"),
@@ -613,6 +700,8 @@ fn fence_for(texts: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    use crate::report::Measurement;
+
     fn record(file: &str, scenario: &str, line: usize, outcome: Outcome) -> Record {
         Record {
             feature: "F".into(),
@@ -620,6 +709,7 @@ mod tests {
             scenario: scenario.into(),
             line,
             tags: vec!["smtp".into(), "rfc5321-4.5.2".into()],
+            severity: Severity::Must,
             outcome,
             notes: Vec::new(),
             measurements: Vec::new(),
@@ -643,6 +733,25 @@ mod tests {
             Outcome::Passed,
         );
         noted.notes.push("refused at RCPT, not at MAIL".into());
+        let warned = |outcome: Outcome| Record {
+            severity: Severity::Should,
+            ..record("smtp/commands.feature", "unknown <command>", 30, outcome)
+        };
+        let idle = |ms: f64| {
+            let mut idle = record(
+                "imap/sync.feature",
+                "IDLE hears new mail",
+                40,
+                Outcome::Passed,
+            );
+            idle.severity = Severity::Quality;
+            idle.measurements.push(Measurement {
+                name: "new mail reported during IDLE".into(),
+                value: ms,
+                unit: "ms".into(),
+            });
+            idle
+        };
         vec![
             Report::new(
                 "reference".into(),
@@ -655,6 +764,8 @@ mod tests {
                         7,
                         Outcome::Passed,
                     ),
+                    warned(Outcome::Passed),
+                    idle(3.0),
                 ],
             ),
             Report::new(
@@ -686,6 +797,12 @@ mod tests {
                             transcript: "C: x".into(),
                         },
                     ),
+                    warned(Outcome::Warning {
+                        step: "Then the reply code is 500".into(),
+                        message: "expected 500, got 502".into(),
+                        transcript: "C: FROB\nS: 502 <no>".into(),
+                    }),
+                    idle(61250.5),
                 ],
             ),
         ]
@@ -703,15 +820,18 @@ mod tests {
         assert_eq!(
             order,
             [
+                ("smtp", "unknown <command>"),
                 ("smtp", "dot <stuffing>"),
                 ("smtp", "bare LF"),
                 ("submission", "MAIL before AUTH"),
                 ("pop3", "USER before STLS"),
+                ("imap", "IDLE hears new mail"),
             ]
         );
         // "bare LF" is only in the second run.
-        assert!(matrix.rows[1].cells[0].is_none());
-        assert!(matrix.rows[1].cells[1].is_some());
+        assert!(matrix.rows[2].cells[0].is_none());
+        assert!(matrix.rows[2].cells[1].is_some());
+        assert_eq!(matrix.rows[0].severity, Severity::Should);
     }
 
     #[test]
@@ -730,7 +850,21 @@ mod tests {
         assert!(page.contains("Postfix 3.7 accepts &lt;LF&gt;.&lt;LF&gt;"));
         assert!(page.contains("<td class=\"absent\">not run</td>"));
         assert!(
-            page.contains("1 passed, 1 failed, 1 known finding, 1 n/a"),
+            page.contains("2 passed, 1 failed, 1 warning, 1 known finding, 1 n/a"),
+            "{page}"
+        );
+        // A warning has a cell of its own class, linked to its details like a failure.
+        let warning =
+            "<td class=\"warning\"><a href=\"#f1-smtp-commands-feature-30\">warning</a></td>";
+        assert!(page.contains(warning), "{page}");
+        assert!(page.contains("<section class=\"failure\" id=\"f1-smtp-commands-feature-30\">"));
+        assert!(page.contains("S: 502 &lt;no&gt;"));
+        assert!(page.contains("<span class=\"sev sev-should\">SHOULD</span>"));
+        assert!(page.contains("<span class=\"sev sev-quality\">quality</span>"));
+        assert!(
+            page.contains(
+                "<div class=\"measured\">measured: new mail reported during IDLE 61250.5 ms</div>"
+            ),
             "{page}"
         );
     }
@@ -744,7 +878,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| SMTP | 1 passed | 0 passed, 1 failed, 1 known finding |"),
+            text.contains("| SMTP | 2 passed | 0 passed, 1 failed, 1 warning, 1 known finding |"),
             "{text}"
         );
         assert!(
@@ -755,6 +889,13 @@ mod tests {
         assert!(text.contains("not applicable: no pop3 port"));
         assert!(text.contains("<br>_refused at RCPT, not at MAIL_"));
         assert!(text.contains("dot &lt;stuffing&gt;"));
+        assert!(
+            text.contains("**[warning](#f1-smtp-commands-feature-30)**"),
+            "{text}"
+        );
+        assert!(text.contains("### warning: postfix & dovecot / unknown &lt;command&gt;"));
+        assert!(text.contains("<br>measured: new mail reported during IDLE 3 ms"));
+        assert!(text.contains("Quality figures (measured and reported, never a failure)"));
     }
 
     #[test]
@@ -763,13 +904,13 @@ mod tests {
         let text = Matrix::new(&reports).markdown_differences();
         assert!(
             text.contains(
-                "| SMTP | dot &lt;stuffing&gt; <sub>smtp/data.feature:9</sub> | passed | failed: expected 554, got 250 |"
+                "| SMTP | dot &lt;stuffing&gt; <sub>smtp/data.feature:9 MUST</sub> | passed | failed: expected 554, got 250 |"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "| SMTP | bare LF <sub>smtp/data.feature:20</sub> | not run | known finding [1] |"
+                "| SMTP | bare LF <sub>smtp/data.feature:20 MUST</sub> | not run | known finding [1] |"
             ),
             "{text}"
         );
@@ -781,7 +922,15 @@ mod tests {
             text.contains("passed<br>_refused at RCPT, not at MAIL_"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 2 + 4 + 2, "{text}");
+        assert!(
+            text.contains(
+                "| SMTP | unknown &lt;command&gt; <sub>smtp/commands.feature:30 SHOULD</sub> | passed | warning: expected 500, got 502 |"
+            ),
+            "{text}"
+        );
+        // The measured IDLE scenario passed in both runs: not a difference.
+        assert!(!text.contains("IDLE"), "{text}");
+        assert_eq!(text.lines().count(), 2 + 5 + 2, "{text}");
         let clean = vec![Report::new(
             "t".into(),
             vec![record("smtp/a.feature", "a", 1, Outcome::Passed)],
@@ -791,6 +940,23 @@ mod tests {
                 .markdown_differences()
                 .contains("every scenario passed")
         );
+    }
+
+    #[test]
+    fn measurements_get_a_table_with_a_column_per_run() {
+        let reports = two_runs();
+        let text = Matrix::new(&reports).markdown_measurements();
+        assert!(
+            text.contains(
+                "| IDLE hears new mail <sub>imap/sync.feature:40</sub> | new mail reported during IDLE | 3 ms | 61250.5 ms |"
+            ),
+            "{text}"
+        );
+        let none = vec![Report::new(
+            "t".into(),
+            vec![record("smtp/a.feature", "a", 1, Outcome::Passed)],
+        )];
+        assert_eq!(Matrix::new(&none).markdown_measurements(), "");
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct TargetProfile {
     /// kept and explained in the report instead of failing the run.
     #[serde(default)]
     pub known_findings: Vec<KnownFinding>,
+    /// Count a failed `@should` scenario (a recommendation the server does not follow) as a
+    /// failure instead of a warning.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// A scenario that is known to fail on a target, and why.
@@ -319,6 +323,12 @@ skip_tags: [\"@pop-before-smtp\"]
         assert_eq!(profile.accounts[1].password, "secret-bob");
         assert_eq!(profile.relay.unwrap().remote_domain, "remote.test");
         assert_eq!(profile.skip_tags, ["@pop-before-smtp"]);
+        assert!(
+            !profile.strict,
+            "warnings stay warnings unless the profile says otherwise"
+        );
+        let (_dir, path) = write_profile(&format!("{GOOD}strict: true\n"));
+        assert!(load(&path).unwrap().strict);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `harness conform --report` and `harness report matrix` from the command line, against the
-//! embedded reference server with and without a fault.
+//! embedded reference server with and without a fault, and what a failed SHOULD check (a
+//! warning) does to the output and the exit status.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -106,6 +107,65 @@ fn one_run_writes_html_and_markdown_matrices_and_runs_combine() {
     // The JUnit file of the failing run counts its failures.
     let junit = std::fs::read_to_string(dir.path().join("bad.xml")).unwrap();
     assert!(junit.contains("<failure message="), "{junit}");
+}
+
+#[test]
+fn a_should_check_that_fails_warns_and_exits_zero() {
+    // unknown_command_502 breaks only "An unrecognized command gets 500", a SHOULD of RFC 5321
+    // section 4.2.4: the run reports a warning, apart from failures, and still exits 0.
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit, page) = (
+        dir.path().join("w.json"),
+        dir.path().join("w.xml"),
+        dir.path().join("w.html"),
+    );
+    let output = harness()
+        .args([
+            "conform",
+            "--tags",
+            "@fault-unknown_command_502",
+            "--fault",
+            "unknown_command_502",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--report")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("WARNING [SHOULD] Each SMTP command and its error replies :: An unrecognized command gets 500"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("Total: 0 passed, 0 failed, 1 warning, 0 skipped, 0 not applicable"),
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["counts"]["warnings"], 1);
+    assert_eq!(report["counts"]["failed"], 0);
+    assert_eq!(report["scenarios"][0]["status"], "warning");
+    assert_eq!(report["scenarios"][0]["severity"], "should");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("<property name=\"warning\" value=\"expected reply code 500"),
+        "{xml}"
+    );
+    assert!(xml.contains("<system-out>WARNING (a SHOULD check"), "{xml}");
+
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<td class=\"warning\"><a href=\"#"), "{html}");
+    assert!(html.contains("1 warning"), "{html}");
 }
 
 #[test]
