@@ -64,6 +64,13 @@ pub const WEAK_SUITES: [(u16, &str); 24] = [
 /// TLS_EMPTY_RENEGOTIATION_INFO_SCSV: secure renegotiation without the extension.
 const RENEGOTIATION_SCSV: u16 = 0x00ff;
 
+/// Whether a suite of [`WEAK_SUITES`] is one BCP 195 forbids (RFC 9325 section 4.1: NULL
+/// encryption, RC4, export grade: MUST NOT), by its IANA name; the others are anonymous suites
+/// with real encryption, which no RFC forbids outright.
+pub fn is_forbidden_suite(name: &str) -> bool {
+    name.contains("_NULL_") || name.contains("EXPORT") || name.contains("RC4")
+}
+
 /// The IANA name of a suite in [`WEAK_SUITES`].
 pub fn weak_suite_name(suite: u16) -> Option<&'static str> {
     WEAK_SUITES
@@ -80,21 +87,31 @@ pub enum Offer {
     /// TLS 1.2 with only the anonymous, export and NULL suites of [`WEAK_SUITES`]. TLS 1.2 and
     /// not older: what a server accepts at TLS 1.0 and 1.1 is already wrong by version.
     WeakSuites,
+    /// TLS 1.2 with only the suites of [`WEAK_SUITES`] that BCP 195 forbids (NULL, export,
+    /// RC4: [`is_forbidden_suite`]).
+    ForbiddenSuites,
+    /// TLS 1.2 with only the anonymous suites of [`WEAK_SUITES`] that are not forbidden too.
+    AnonymousSuites,
 }
 
 impl Offer {
     fn wire_version(self) -> u16 {
         match self {
             Self::Legacy(version) => version.wire(),
-            Self::WeakSuites => 0x0303,
+            Self::WeakSuites | Self::ForbiddenSuites | Self::AnonymousSuites => 0x0303,
         }
     }
 
     fn suites(self) -> Vec<u16> {
         match self {
             Self::Legacy(_) => LEGACY_SUITES.to_vec(),
-            Self::WeakSuites => WEAK_SUITES
+            Self::WeakSuites | Self::ForbiddenSuites | Self::AnonymousSuites => WEAK_SUITES
                 .iter()
+                .filter(|(_, name)| match self {
+                    Self::ForbiddenSuites => is_forbidden_suite(name),
+                    Self::AnonymousSuites => !is_forbidden_suite(name),
+                    _ => true,
+                })
                 .map(|(code, _)| *code)
                 .chain([RENEGOTIATION_SCSV])
                 .collect(),
@@ -107,6 +124,8 @@ impl fmt::Display for Offer {
         match self {
             Self::Legacy(version) => write!(f, "{version}"),
             Self::WeakSuites => f.write_str("TLS 1.2 anonymous/export/NULL-only"),
+            Self::ForbiddenSuites => f.write_str("TLS 1.2 NULL/export/RC4-only"),
+            Self::AnonymousSuites => f.write_str("TLS 1.2 anonymous-only"),
         }
     }
 }
@@ -345,7 +364,7 @@ fn client_hello(offer: Offer, sni: Option<&str>, random: &[u8; 32]) -> Vec<u8> {
         &[0, 6, 0x00, 0x1d, 0x00, 0x17, 0x00, 0x18],
     );
     put_extension(&mut extensions, 0x000b, &[1, 0]);
-    if offer == Offer::WeakSuites {
+    if !matches!(offer, Offer::Legacy(_)) {
         // signature_algorithms, which TLS 1.2 has (RFC 5246 7.4.1.4.1): RSA PKCS#1 and PSS,
         // ECDSA, SHA-256 to SHA-1, so that no server refuses for want of one.
         let schemes: [u16; 8] = [
@@ -581,6 +600,20 @@ mod tests {
         }));
         // signature_algorithms (13) is there.
         assert!(hello.windows(2).any(|window| window == [0, 13]));
+        // The two halves split the weak suites between them: BCP 195's MUST NOT, and the
+        // anonymous suites with real encryption.
+        let forbidden = offered_suites(&client_hello(Offer::ForbiddenSuites, None, &[7; 32]));
+        let anonymous = offered_suites(&client_hello(Offer::AnonymousSuites, None, &[7; 32]));
+        assert_eq!(forbidden.len() + anonymous.len(), WEAK_SUITES.len() + 2);
+        for (suites, forbidden) in [(&forbidden, true), (&anonymous, false)] {
+            assert_eq!(suites.last(), Some(&RENEGOTIATION_SCSV));
+            for &suite in &suites[..suites.len() - 1] {
+                let name = weak_suite_name(suite).unwrap();
+                assert_eq!(is_forbidden_suite(name), forbidden, "{name}");
+                assert!(forbidden || name.contains("_anon_"), "{name}");
+            }
+        }
+        assert!(anonymous.contains(&0xc018) && forbidden.contains(&0x0018));
         assert_eq!(
             offered_suites(&client_hello(
                 Offer::Legacy(LegacyVersion::Tls10),

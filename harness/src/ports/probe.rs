@@ -567,7 +567,9 @@ impl Probe<'_> {
                 detail: match offer {
                     // The suite a legacy version was accepted with says nothing more.
                     Offer::Legacy(_) => LegacyOutcome::from(outcome).to_string(),
-                    Offer::WeakSuites => outcome.to_string(),
+                    Offer::WeakSuites | Offer::ForbiddenSuites | Offer::AnonymousSuites => {
+                        outcome.to_string()
+                    }
                 },
             },
             Ok(Err(refusal)) => VersionProbe {

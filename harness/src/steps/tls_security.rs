@@ -13,33 +13,55 @@ use crate::clients::pop3::Pop3Client;
 use crate::clients::smtp::SmtpClient;
 use crate::clients::tls::TlsClient;
 
-#[then(regex = r"^the (\w+) port accepts no anonymous, export or NULL cipher suite$")]
-async fn no_weak_suites(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
-    let target = world.target()?;
-    let sni = target.tls.sni().map(str::to_owned);
-    let outcome = if Target::is_implicit_tls(&role) {
-        let addr = target.addr(&role)?;
-        probe_hello_at(&addr, Offer::WeakSuites, sni.as_deref(), target.timeout).await?
-    } else {
-        starttls_then_probe(world, &target, &role, sni.as_deref()).await?
-    };
-    match outcome {
+#[then(regex = r"^the (\w+) port accepts no NULL, export or RC4 cipher suite$")]
+async fn no_forbidden_suites(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    match weak_hello(world, &role, Offer::ForbiddenSuites).await? {
         HelloOutcome::Refused { .. } => Ok(()),
         accepted @ HelloOutcome::Accepted { .. } => bail!(
-            "the {role} port {accepted}, in answer to a ClientHello that offered only anonymous, \
-             export and NULL cipher suites: BCP 195 (RFC 9325 section 4.1) forbids NULL and \
-             export suites, and an anonymous one authenticates no server, so anyone in the path \
-             can read the session"
+            "the {role} port {accepted}, in answer to a ClientHello that offered only NULL, \
+             export and RC4 cipher suites: BCP 195 (RFC 9325 section 4.1) says implementations \
+             MUST NOT negotiate them"
         ),
     }
 }
 
-/// STARTTLS (STLS on pop3) on a plaintext port, then the weak ClientHello instead of a
-/// handshake.
+#[then(regex = r"^the (\w+) port accepts no anonymous cipher suite$")]
+async fn no_anonymous_suites(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
+    match weak_hello(world, &role, Offer::AnonymousSuites).await? {
+        HelloOutcome::Refused { .. } => Ok(()),
+        accepted @ HelloOutcome::Accepted { .. } => bail!(
+            "the {role} port {accepted}, in answer to a ClientHello that offered only anonymous \
+             cipher suites: an anonymous suite authenticates no server, so anyone in the path \
+             can read the session (RFC 5246 appendix A.5 allows one only where the application \
+             asks for it, as opportunistic TLS between MTAs may)"
+        ),
+    }
+}
+
+/// How the `role` port answers a ClientHello with only the weak suites of `offer`: from the
+/// first byte on an implicit-TLS port, after STARTTLS (STLS) on the others.
+async fn weak_hello(
+    world: &mut MailWorld,
+    role: &str,
+    offer: Offer,
+) -> anyhow::Result<HelloOutcome> {
+    let target = world.target()?;
+    let sni = target.tls.sni().map(str::to_owned);
+    if Target::is_implicit_tls(role) {
+        let addr = target.addr(role)?;
+        Ok(probe_hello_at(&addr, offer, sni.as_deref(), target.timeout).await?)
+    } else {
+        starttls_then_probe(world, &target, role, offer, sni.as_deref()).await
+    }
+}
+
+/// STARTTLS (STLS on pop3) on a plaintext port, then the weak ClientHello of `offer` instead
+/// of a handshake.
 async fn starttls_then_probe(
     world: &mut MailWorld,
     target: &Target,
     role: &str,
+    offer: Offer,
     sni: Option<&str>,
 ) -> anyhow::Result<HelloOutcome> {
     let addr = target.addr(role)?;
@@ -50,7 +72,7 @@ async fn starttls_then_probe(
             let outcome = async {
                 client.read_reply().await.context("reading the greeting")?;
                 client.ehlo(EHLO_NAME).await?;
-                Ok(client.starttls_then_probe(Offer::WeakSuites, sni).await?)
+                Ok(client.starttls_then_probe(offer, sni).await?)
             }
             .await;
             world
@@ -64,7 +86,7 @@ async fn starttls_then_probe(
                 let greeting = client.greeting().await.context("reading the greeting")?;
                 ensure!(greeting.ok, "the POP3 greeting was not +OK: {greeting}");
                 client
-                    .stls_then_probe(Offer::WeakSuites, sni)
+                    .stls_then_probe(offer, sni)
                     .await?
                     .map_err(|response| anyhow!("STLS was refused: {response}"))
             }
@@ -79,7 +101,7 @@ async fn starttls_then_probe(
             let outcome = async {
                 client.greeting().await.context("reading the greeting")?;
                 client
-                    .starttls_then_probe(Offer::WeakSuites, sni)
+                    .starttls_then_probe(offer, sni)
                     .await?
                     .map_err(|status| anyhow!("STARTTLS was refused: {status}"))
             }
