@@ -6,13 +6,13 @@ Feature: A receiving server may check its client in the DNS
   127.0.0.66 none. Likewise a receiving server may refuse a sender whose domain could not take
   a reply: one with neither MX nor address records (relay.checks_sender_domain).
 
-  @port-smtp @fcrdns @rfc8601-3 @fault-relay_no_fcrdns
+  @port-smtp @fcrdns @rfc8601-3 @fault-relay_no_fcrdns @should
   Scenario: A client without reverse DNS is refused on port 25
     Given a client connected to the smtp port from an address without reverse DNS
     When the client says EHLO
     Then mail from {sender} to {first} is refused before DATA
 
-  @port-smtp @sender-domain @rfc5321-3.6.2 @fault-relay_no_sender_check
+  @port-smtp @sender-domain @rfc5321-3.6.2 @fault-relay_no_sender_check @should
   Scenario: A sender in a domain that does not exist is refused on port 25
     Given a client connected to the smtp port
     When the client says EHLO

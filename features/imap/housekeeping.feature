@@ -3,7 +3,7 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
   RFC 3501 sections 6.3.10 (STATUS) and 6.4.2 (CLOSE), RFC 3691 (UNSELECT), RFC 4315 (UID EXPUNGE,
   APPENDUID, COPYUID) and RFC 7162 section 3.1.3 (STORE UNCHANGEDSINCE).
 
-  @rfc3501-6.4.2 @rfc3691 @needs-imap-UNSELECT @fault-imap_close_keeps_deleted
+  @rfc3501-6.4.2 @rfc3691 @needs-imap-UNSELECT @fault-imap_close_keeps_deleted @must
   Scenario: CLOSE removes the messages marked \Deleted, UNSELECT leaves them
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -19,7 +19,7 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
     When the IMAP client sends "STATUS {box} (MESSAGES)"
     Then STATUS says MESSAGES 2
 
-  @rfc4315-2.1 @needs-imap-UIDPLUS @fault-imap_uid_expunge_all
+  @rfc4315-2.1 @needs-imap-UIDPLUS @fault-imap_uid_expunge_all @must
   Scenario: UID EXPUNGE removes only the given messages of those marked \Deleted
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -32,7 +32,7 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
     When the IMAP client sends "STATUS {box} (MESSAGES)"
     Then STATUS says MESSAGES 2
 
-  @rfc4315-3 @needs-imap-UIDPLUS @fault-imap_no_uidplus_codes
+  @rfc4315-3 @needs-imap-UIDPLUS @fault-imap_no_uidplus_codes @must
   Scenario: APPEND and COPY say which UIDs the new messages got
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -44,7 +44,7 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
     Then the IMAP response is OK
     And the IMAP response has the code COPYUID
 
-  @rfc3501-6.3.10 @fault-imap_status_unseen_all
+  @rfc3501-6.3.10 @fault-imap_status_unseen_all @must
   Scenario: STATUS counts the messages and the unseen ones
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -56,7 +56,7 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
     Then STATUS says MESSAGES 3
     And STATUS says UNSEEN 2
 
-  @rfc7162-3.1.3 @needs-imap-CONDSTORE @fault-imap_condstore_ignored
+  @rfc7162-3.1.3 @needs-imap-CONDSTORE @fault-imap_condstore_ignored @must
   Scenario: A conditional STORE leaves alone a message changed since the given mod-sequence
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox

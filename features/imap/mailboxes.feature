@@ -3,7 +3,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
   RFC 3501 sections 6.3 (CREATE, DELETE, RENAME, LIST wildcards), RFC 6154 (SPECIAL-USE), RFC 3348
   (CHILDREN) and RFC 4315 / RFC 5530 (response codes). Each scenario works in a mailbox of its own.
 
-  @rfc6154-2 @fault-imap_no_special_use
+  @rfc6154-2 @fault-imap_no_special_use @should
   Scenario: LIST marks the Sent, Drafts, Trash and Junk mailboxes with their special use
     Given an IMAP client logged in as {first}
     When the IMAP client sends "LIST "" *"
@@ -13,7 +13,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     And LIST shows a mailbox with the attribute \Trash
     And LIST shows a mailbox with the attribute \Junk
 
-  @rfc3501-6.3.8 @rfc3348 @fault-imap_list_no_hierarchy
+  @rfc3501-6.3.8 @rfc3348 @fault-imap_list_no_hierarchy @must
   Scenario: CREATE makes the hierarchy, and LIST with % does not descend into it
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -26,7 +26,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     And the IMAP client sends "LIST "" {box}/*"
     Then LIST shows exactly {box}/c, {box}/c/b
 
-  @rfc3501-6.3 @rfc4315-3 @fault-imap_errors_as_ok
+  @rfc3501-6.3 @rfc4315-3 @fault-imap_errors_as_ok @must
   Scenario Outline: A command that cannot be carried out is refused
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -47,7 +47,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
       | LOGIN {first} {first-password}   | NO or BAD |
       | UID FETCH 1:* (FLAGS)            | BAD    |
 
-  @rfc3501-6.3.11 @rfc4315-3 @fault-imap_errors_as_ok
+  @rfc3501-6.3.11 @rfc4315-3 @fault-imap_errors_as_ok @must
   Scenario: APPEND to a mailbox that does not exist says TRYCREATE
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -55,7 +55,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     Then the IMAP response is NO
     And the IMAP response has the code TRYCREATE
 
-  @rfc3501-7.5 @rfc7888-4 @fault-imap_no_literal_limit
+  @rfc3501-7.5 @rfc7888-4 @fault-imap_no_literal_limit @should
   Scenario: A literal larger than the server accepts is refused before it is sent, and the session goes on
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -64,7 +64,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     When the IMAP client sends "NOOP"
     Then the IMAP response is OK
 
-  @rfc3501-6.3.4 @fault-imap_delete_keeps_mailbox
+  @rfc3501-6.3.4 @fault-imap_delete_keeps_mailbox @must
   Scenario: DELETE removes a mailbox
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -75,7 +75,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     When the IMAP client sends "LIST "" {box}/*"
     Then LIST shows exactly {box}/stays
 
-  @rfc3501-6.4.7 @rfc3501-6.4.4 @rfc3501-6.4.1 @rfc4315-3 @fault-imap_errors_as_ok
+  @rfc3501-6.4.7 @rfc3501-6.4.4 @rfc3501-6.4.1 @rfc4315-3 @fault-imap_errors_as_ok @must
   Scenario: COPY to a missing mailbox says TRYCREATE, SEARCH in an unknown charset says BADCHARSET, CHECK is OK
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox

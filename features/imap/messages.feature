@@ -3,7 +3,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
   RFC 3501 sections 6.3.11 (APPEND), 6.4.4 (SEARCH), 6.4.5 (FETCH), 6.4.6 (STORE), 2.3.1.1 (UIDs),
   RFC 6851 (MOVE) and RFC 4315 (UIDPLUS).
 
-  @rfc3501-6.4.5 @rfc4315-3 @fault-imap_size_without_cr @fault-imap_no_uidplus_codes
+  @rfc3501-6.4.5 @rfc4315-3 @fault-imap_size_without_cr @fault-imap_no_uidplus_codes @must
   Scenario: APPEND then FETCH gives back the same octets, with RFC822.SIZE their exact length
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -13,7 +13,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     When the IMAP client selects the new mailbox
     Then FETCH of message 1 returns the round-trip test message with its exact size
 
-  @rfc3501-6.4.5 @fault-imap_peek_sets_seen
+  @rfc3501-6.4.5 @fault-imap_peek_sets_seen @must
   Scenario: BODY.PEEK[] leaves \Seen alone, BODY[] sets it
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -25,7 +25,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     Then message 1 does not have the flag \Seen
     And message 2 has the flag \Seen
 
-  @rfc3501-6.4.6 @rfc3501-7.1 @fault-imap_store_read_only
+  @rfc3501-6.4.6 @rfc3501-7.1 @fault-imap_store_read_only @must
   Scenario: STORE changes flags and reports them, and a read-only mailbox keeps them
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -41,7 +41,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     And the IMAP client sends "STORE 1 +FLAGS (\Deleted)"
     Then the STORE was refused with NO, or ignored as PERMANENTFLAGS () allows
 
-  @rfc6851-3 @rfc4315-3 @needs-imap-MOVE @fault-imap_move_keeps_source
+  @rfc6851-3 @rfc4315-3 @needs-imap-MOVE @fault-imap_move_keeps_source @must
   Scenario: MOVE puts the message in the other mailbox and expunges it here
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -56,7 +56,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     When the IMAP client sends "STATUS {box}/to (MESSAGES)"
     Then STATUS says MESSAGES 2
 
-  @rfc3501-6.4.4 @fault-imap_search_case_sensitive
+  @rfc3501-6.4.4 @fault-imap_search_case_sensitive @must
   Scenario Outline: SEARCH keys find exactly the right messages
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -73,7 +73,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
       | OR SUBJECT "lunch" TEXT "ZÜRICH"       | 2, 3  |
       | HEADER "X-Priority" "" SUBJECT "Report" | 3    |
 
-  @rfc3501-2.3.1.1 @fault-imap_uid_reuse
+  @rfc3501-2.3.1.1 @fault-imap_uid_reuse @must
   Scenario: UIDs ascend, survive a reconnect, and are never given out again
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -89,7 +89,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     And messages 1 and 2 have their UIDs from before
     And message 3 has a UID above every UID from before
 
-  @rfc3501-7.4.2 @fault-imap_bodystructure_flat
+  @rfc3501-7.4.2 @fault-imap_bodystructure_flat @must
   Scenario: ENVELOPE and BODYSTRUCTURE describe a multipart message with an attachment
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -99,7 +99,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     Then the ENVELOPE has the encoded subject and the sender's address
     And the BODYSTRUCTURE is multipart/mixed of text/plain and an application/pdf attachment
 
-  @rfc3501-6.3.11 @fault-imap_append_ignores_date
+  @rfc3501-6.3.11 @fault-imap_append_ignores_date @should
   Scenario: APPEND keeps the flags and the date it is given
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -109,7 +109,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     Then message 1 has the flag \Flagged
     And message 1 has the INTERNALDATE "14-Jul-2025 08:30:00 +0000"
 
-  @rfc3501-6.4.5 @fault-imap_partial_ignored
+  @rfc3501-6.4.5 @fault-imap_partial_ignored @must
   Scenario: FETCH of chosen header fields and of part of the text
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox

@@ -4,7 +4,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
   as EXPUNGE, at the points where the client's message numbers may change (never during FETCH,
   STORE or SEARCH by number). RFC 2177: IDLE reports them as they happen.
 
-  @rfc3501-7.4.2 @fault-imap_no_untagged_updates
+  @rfc3501-7.4.2 @fault-imap_no_untagged_updates @should
   Scenario: A flag change in one session is reported to the other
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -16,7 +16,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     And the second IMAP client sends "NOOP"
     Then the second IMAP client was told message 2 has the flag \Flagged
 
-  @rfc3501-7.4.1 @fault-imap_no_untagged_updates
+  @rfc3501-7.4.1 @fault-imap_no_untagged_updates @must
   Scenario: An expunge and a new message in one session are reported to the other
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -31,7 +31,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     Then the second IMAP client was told message 1 was expunged
     And the second IMAP client was told the mailbox has 2 messages
 
-  @rfc3501-7.4.1 @fault-imap_expunge_during_fetch @fault-imap_no_untagged_updates
+  @rfc3501-7.4.1 @fault-imap_expunge_during_fetch @fault-imap_no_untagged_updates @must
   Scenario: No EXPUNGE while a FETCH by message number runs; it follows at NOOP
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -46,7 +46,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     When the second IMAP client sends "NOOP"
     Then the second IMAP client was told message 1 was expunged
 
-  @rfc2177 @needs-imap-IDLE @port-submission @fault-imap_no_untagged_updates
+  @rfc2177 @needs-imap-IDLE @port-submission @fault-imap_no_untagged_updates @quality
   Scenario: IDLE hears of a message submitted on port 587 at once
     Given an IMAP client logged in as {first}
     When the IMAP client sends "SELECT INBOX"

@@ -3,14 +3,14 @@ Feature: POP3 commands in the TRANSACTION state
   RFC 1939 sections 5 and 7: STAT, LIST, UIDL, RETR, TOP, DELE, NOOP, RSET and their -ERR cases.
   Each scenario adds its own messages and looks only at those: the maildrop may hold others.
 
-  @rfc1939-5 @fault-pop3_sizes_without_cr
+  @rfc1939-5 @fault-pop3_sizes_without_cr @must
   Scenario: LIST gives each message's exact size and RETR returns that many octets
     Given {first} has 2 new messages
     And a POP3 client logged in as {first}
     Then LIST and RETR agree on the size of every new message
     And RETR returns every new message as it was sent
 
-  @rfc1939-5 @fault-pop3_deleted_visible
+  @rfc1939-5 @fault-pop3_deleted_visible @must
   Scenario: STAT and LIST agree, and a message marked with DELE leaves both
     Given {first} has 2 new messages
     And a POP3 client logged in as {first}
@@ -21,7 +21,7 @@ Feature: POP3 commands in the TRANSACTION state
     And new message 1 is not listed
     And RETR of new message 1 is refused
 
-  @rfc1939-5 @fault-pop3_msgnum_unchecked
+  @rfc1939-5 @fault-pop3_msgnum_unchecked @must
   Scenario Outline: Commands naming a message that does not exist are refused
     Given a POP3 client logged in as {first}
     When the POP3 client sends "<command>"
@@ -36,7 +36,7 @@ Feature: POP3 commands in the TRANSACTION state
       | DELE {beyond-last}    |
       | UIDL {beyond-last}    |
 
-  @rfc1939-5 @fault-pop3_msgnum_unchecked
+  @rfc1939-5 @fault-pop3_msgnum_unchecked @must
   Scenario: DELE of a message already marked is refused
     Given {first} has 1 new message
     And a POP3 client logged in as {first}
@@ -45,7 +45,7 @@ Feature: POP3 commands in the TRANSACTION state
     When the POP3 client deletes new message 1
     Then the POP3 response is -ERR
 
-  @rfc1939-5 @fault-pop3_rset_ignored
+  @rfc1939-5 @fault-pop3_rset_ignored @must
   Scenario: RSET removes the deletion marks
     Given {first} has 1 new message
     And a POP3 client logged in as {first}
@@ -56,7 +56,7 @@ Feature: POP3 commands in the TRANSACTION state
     When the POP3 client quits
     Then all new messages are in {first}'s maildrop
 
-  @rfc1939-7 @needs-pop3-TOP @fault-pop3_top_ignores_lines
+  @rfc1939-7 @needs-pop3-TOP @fault-pop3_top_ignores_lines @must
   Scenario: TOP returns the header, the blank line and the requested number of body lines
     Given {first} has a new message with the body:
       """
@@ -68,7 +68,7 @@ Feature: POP3 commands in the TRANSACTION state
     Then TOP of new message 1 with 2 lines returns its header and "line one", "line two"
     And TOP of new message 1 with 0 lines returns its header only
 
-  @rfc1939-3 @fault-pop3_no_dot_stuffing
+  @rfc1939-3 @fault-pop3_no_dot_stuffing @must
   Scenario: Lines that begin with a dot come back intact
     Given {first} has a new message with the body:
       """
@@ -79,14 +79,14 @@ Feature: POP3 commands in the TRANSACTION state
     And a POP3 client logged in as {first}
     Then RETR returns every new message as it was sent
 
-  @rfc1939-3 @fault-pop3_unknown_command_ok
+  @rfc1939-3 @fault-pop3_unknown_command_ok @must
   Scenario: An unknown command is refused and the session goes on
     Given a POP3 client logged in as {first}
     When the POP3 client sends "XYZZY"
     Then the POP3 response is -ERR
     And the POP3 client session continues
 
-  @rfc2449-6.6 @needs-pop3-PIPELINING @fault-pop3_pipelining_lost
+  @rfc2449-6.6 @needs-pop3-PIPELINING @fault-pop3_pipelining_lost @must
   Scenario: Pipelined commands are all answered, in order
     Given {first} has 1 new message
     And a POP3 client logged in as {first}

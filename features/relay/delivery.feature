@@ -4,7 +4,7 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
   (RFC 5321 6.1): it retries temporary failures, returns permanent ones to the sender as a
   delivery status notification (RFC 3464), and traces its hop in a Received header.
 
-  @port-submission @rfc5321-4.4 @fault-no_trace_headers
+  @port-submission @rfc5321-4.4 @fault-no_trace_headers @must
   Scenario: The relayed message carries the submission's Received header and no Return-Path
     Given a remote domain whose MX is the harness
     And an authenticated client on the submission port
@@ -13,7 +13,7 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
     And the harness's MX receives the message within 15 seconds
     And the relayed message starts with the target's Received header for the submission and has no Return-Path
 
-  @port-submission @rfc5321-4.5.4.1 @fault-relay_no_retry
+  @port-submission @rfc5321-4.5.4.1 @fault-relay_no_retry @must
   Scenario: A 4xx reply is retried and the message delivered later
     Given a remote domain whose MX is the harness
     And the harness's MX answers "451 4.3.0 try again later" to the first RCPT for the remote recipient
@@ -23,7 +23,7 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
     And the harness's MX receives the message within 30 seconds
     And the message was accepted on attempt 2 or later
 
-  @port-submission @rfc6647-2.1 @fault-relay_no_retry
+  @port-submission @rfc6647-2.1 @fault-relay_no_retry @must
   Scenario: A greylisting MX gets the message on a later attempt
     Given a remote domain whose MX is the harness
     And the harness's MX greylists the remote recipient for 2 seconds
@@ -33,7 +33,7 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
     And the harness's MX receives the message within 30 seconds
     And the message was accepted on attempt 2 or later
 
-  @port-submission @rfc5321-6.1 @fault-relay_no_retry
+  @port-submission @rfc5321-6.1 @fault-relay_no_retry @must
   Scenario: A connection lost before the reply to the data is retried
     Given a remote domain whose MX is the harness
     And the harness's MX drops the first connection after the message data
@@ -43,7 +43,7 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
     And the harness's MX receives the message within 30 seconds
     And the message was accepted on attempt 2 or later
 
-  @port-submission @rfc3464-2 @rfc5321-6.1 @fault-relay_no_bounce
+  @port-submission @rfc3464-2 @rfc5321-6.1 @fault-relay_no_bounce @must
   Scenario: A 5xx reply from the MX comes back to the sender as a delivery status notification
     Given a remote domain whose MX is the harness
     And the harness's MX answers "550 5.1.1 no such user here" to every RCPT for the remote recipient

@@ -9,7 +9,7 @@ Feature: A client cannot keep a connection busy with commands that carry no mail
   disconnects, answers something other than 250, or slows down (an answer delayed by a second,
   or 250 ms on average) within 200 NOOPs.
 
-  @port-smtp @fault-no_command_limit
+  @port-smtp @fault-no_command_limit @should
   Scenario: NOOP after NOOP on the smtp port is cut off or slowed down
     Given a client connected to the smtp port
     When the client says EHLO

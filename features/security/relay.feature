@@ -8,7 +8,7 @@ Feature: No open relay, whatever the port, the TLS state or the way the address 
   its domains (a catch-all) fails the tricks that look like a local part: from outside, an
   accepted address that routes elsewhere cannot be told from one delivered locally.
 
-  @port-smtp @rfc2505-2.6.1 @rfc5321-3.6.2
+  @port-smtp @rfc2505-2.6.1 @rfc5321-3.6.2 @must
   Scenario Outline: Port 25 without AUTH refuses the foreign recipient written as <form>
     Given a client connected to the smtp port
     When the client says EHLO
@@ -38,7 +38,7 @@ Feature: No open relay, whatever the port, the TLS state or the way the address 
       | form           |
       | a source route |
 
-  @port-smtp @rfc3207-4.2 @rfc5321-3.6.2 @fault-open_relay @fault-smtp_without_tls
+  @port-smtp @rfc3207-4.2 @rfc5321-3.6.2 @fault-open_relay @fault-smtp_without_tls @must
   Scenario: Port 25 after STARTTLS, without AUTH, still refuses a foreign recipient
     Given a client connected to the smtp port
     When the client says EHLO
@@ -48,7 +48,7 @@ Feature: No open relay, whatever the port, the TLS state or the way the address 
     And the client sends "RCPT TO:<{foreign}>"
     Then the reply is a refusal
 
-  @port-submission @rfc6409-4.3 @fault-mail_without_auth
+  @port-submission @rfc6409-4.3 @fault-mail_without_auth @must
   Scenario: Port 587 before STARTTLS takes no mail at all
     Given a client connected to the submission port
     When the client says EHLO

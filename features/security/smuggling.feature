@@ -7,7 +7,7 @@ Feature: SMTP smuggling: only <CRLF>.<CRLF> ends the message data
   whole message once and the command never, whether it keeps the odd octets or refuses the
   message.
 
-  @port-smtp @rfc5321-2.3.8 @rfc5321-4.1.1.4
+  @port-smtp @rfc5321-2.3.8 @rfc5321-4.1.1.4 @must
   Scenario Outline: The smuggling vector <vector> does not end the message
     Given a client connected to the smtp port
     When the client says EHLO

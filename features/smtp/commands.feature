@@ -3,14 +3,14 @@ Feature: Each SMTP command and its error replies
   RFC 5321 section 4.1 commands, the reply codes of section 4.2 and the command sequence rules
   of section 4.1.4, with RFC 3463 enhanced status codes (RFC 2034).
 
-  @port-smtp @rfc5321-4.1.1.8 @optional @fault-help_unimplemented
+  @port-smtp @rfc5321-4.1.1.8 @optional @fault-help_unimplemented @should
   Scenario: HELP is answered
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "HELP"
     Then the reply code is one of 211, 214
 
-  @port-smtp @rfc5321-4.1.1.9 @fault-rset_refused
+  @port-smtp @rfc5321-4.1.1.9 @fault-rset_refused @must
   Scenario: NOOP and RSET get 250
     Given a client connected to the smtp port
     When the client says EHLO
@@ -19,14 +19,14 @@ Feature: Each SMTP command and its error replies
     When the client sends "RSET"
     Then the reply code is 250
 
-  @port-smtp @rfc5321-3.5.3 @fault-vrfy_refused @fault-vrfy_discloses_users
+  @port-smtp @rfc5321-3.5.3 @fault-vrfy_refused @fault-vrfy_discloses_users @must
   Scenario: VRFY gets 252 when the server will not disclose users
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "VRFY {first}"
     Then the reply code is 252
 
-  @port-smtp @rfc5321-4.1.1.10 @fault-quit_refused
+  @port-smtp @rfc5321-4.1.1.10 @fault-quit_refused @must
   Scenario: QUIT gets 221 and the server closes the connection
     Given a client connected to the smtp port
     When the client says EHLO
@@ -34,14 +34,14 @@ Feature: Each SMTP command and its error replies
     Then the reply code is 221
     And the connection is closed
 
-  @port-smtp @rfc5321-4.2.4 @should @fault-unknown_command_502
+  @port-smtp @rfc5321-4.2.4 @fault-unknown_command_502 @should
   Scenario: An unrecognized command gets 500
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "FROBNICATE now"
     Then the reply code is 500
 
-  @port-smtp @rfc5321-4.1.2 @strict-syntax @fault-lenient_paths
+  @port-smtp @rfc5321-4.1.2 @strict-syntax @fault-lenient_paths @should
   # 501 (syntax error in parameters) or 553 (mailbox name not allowed, e.g. mailbox syntax
   # incorrect: RFC 5321 4.2.2 and 4.3.2, OpenSMTPD's answer); the report notes which came.
   Scenario: MAIL without angle brackets is refused as bad syntax
@@ -50,14 +50,14 @@ Feature: Each SMTP command and its error replies
     And the client sends "MAIL FROM:{sender}"
     Then the reply code is one of 501, 553
 
-  @port-smtp @rfc5321-4.1.4 @fault-rcpt_without_mail
+  @port-smtp @rfc5321-4.1.4 @fault-rcpt_without_mail @must
   Scenario: RCPT before MAIL is a bad sequence of commands
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "RCPT TO:<{first}>"
     Then the reply code is 503
 
-  @port-smtp @rfc5321-4.1.4 @fault-data_without_rcpt
+  @port-smtp @rfc5321-4.1.4 @fault-data_without_rcpt @must
   Scenario: DATA without a recipient is refused
     Given a client connected to the smtp port
     When the client says EHLO
@@ -65,7 +65,7 @@ Feature: Each SMTP command and its error replies
     And the client sends "DATA"
     Then the reply is a permanent failure
 
-  @port-smtp @rfc5321-4.1.4 @fault-nested_mail
+  @port-smtp @rfc5321-4.1.4 @fault-nested_mail @must
   Scenario: A second MAIL inside a transaction is refused
     Given a client connected to the smtp port
     When the client says EHLO
@@ -73,7 +73,7 @@ Feature: Each SMTP command and its error replies
     And the client sends "MAIL FROM:<{sender}>"
     Then the reply code is 503
 
-  @port-smtp @rfc5321-4.5.3.1.4 @policy-line-length @fault-no_line_limit
+  @port-smtp @rfc5321-4.5.3.1.4 @policy-line-length @fault-no_line_limit @should
   Scenario: A command line over 512 octets is refused with 500
     Given a client connected to the smtp port
     When the client says EHLO
@@ -82,14 +82,14 @@ Feature: Each SMTP command and its error replies
     When the client sends "NOOP"
     Then the reply code is 250
 
-  @port-smtp @policy-error-limit @fault-no_error_limit
+  @port-smtp @policy-error-limit @fault-no_error_limit @should
   Scenario: A client that keeps sending bad commands is disconnected with 421
     Given a client connected to the smtp port
     When the client says EHLO
     And the client keeps sending "FROBNICATE" until the server hangs up
     Then the last reply code is 421
 
-  @port-smtp @needs-ENHANCEDSTATUSCODES @rfc2034-4 @fault-vrfy_refused
+  @port-smtp @needs-ENHANCEDSTATUSCODES @rfc2034-4 @fault-vrfy_refused @must
   Scenario: Every reply after EHLO carries an enhanced status code of its class
     Given a client connected to the smtp port
     When the client says EHLO

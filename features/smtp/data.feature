@@ -5,7 +5,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
   features/security/smuggling.feature). This suite also expects messages with bare line ends to
   be refused rather than guessed at.
 
-  @port-smtp @rfc5321-4.5.2 @fault-no_dot_unstuffing @fault-discard_mail
+  @port-smtp @rfc5321-4.5.2 @fault-no_dot_unstuffing @fault-discard_mail @must
   Scenario: Lines that begin with a dot survive the round trip
     Given a client connected to the smtp port
     When the client says EHLO
@@ -25,7 +25,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
     Then the reply code is 250
     And {first} receives the message exactly as sent
 
-  @port-smtp @rfc5321-4.4 @fault-no_trace_headers @fault-discard_mail
+  @port-smtp @rfc5321-4.4 @fault-no_trace_headers @fault-discard_mail @must
   Scenario: Delivery adds Return-Path and a Received trace header
     Given a client connected to the smtp port
     When the client says EHLO
@@ -33,7 +33,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
     Then the reply code is 250
     And {first} receives the message with Return-Path <{sender}> and a Received header
 
-  @port-smtp @rfc5321-2.3.8 @bare-line-ends @fault-bare_lf_end_of_data
+  @port-smtp @rfc5321-2.3.8 @bare-line-ends @fault-bare_lf_end_of_data @should
   Scenario: A message with a bare LF is refused
     Given a client connected to the smtp port
     When the client says EHLO
@@ -44,7 +44,7 @@ Feature: Message data: dot-stuffing, trace headers, and CRLF-only line ends
     Then the reply is a permanent failure
     And {first} does not receive the message
 
-  @port-smtp @rfc5321-2.3.8 @bare-line-ends @fault-bare_lf_end_of_data
+  @port-smtp @rfc5321-2.3.8 @bare-line-ends @fault-bare_lf_end_of_data @should
   Scenario: A message with a bare CR is refused
     Given a client connected to the smtp port
     When the client says EHLO

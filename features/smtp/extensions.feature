@@ -2,7 +2,7 @@
 Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
   Each extension is checked only when the target advertises it in EHLO.
 
-  @port-smtp @needs-PIPELINING @rfc2920-3.1 @fault-accept_unknown_users @fault-discard_mail
+  @port-smtp @needs-PIPELINING @rfc2920-3.1 @fault-accept_unknown_users @fault-discard_mail @must
   Scenario: A pipelined transaction gets one reply per command, in order
     Given a client connected to the smtp port
     When the client says EHLO
@@ -25,14 +25,14 @@ Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
     And {first} receives the message
     And {second} receives the message
 
-  @port-smtp @needs-SIZE-limit @rfc1870-6.1 @fault-no_size_limit
+  @port-smtp @needs-SIZE-limit @rfc1870-6.1 @fault-no_size_limit @must
   Scenario: MAIL with a declared SIZE over the limit is refused with 552
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "MAIL FROM:<{sender}> SIZE={over_size}"
     Then the reply is 552 5.3.4
 
-  @port-smtp @needs-SIZE-limit @rfc1870-6.3 @fault-no_size_limit
+  @port-smtp @needs-SIZE-limit @rfc1870-6.3 @fault-no_size_limit @must
   Scenario: A message larger than the advertised SIZE is refused and not delivered
     Given a client connected to the smtp port
     When the client says EHLO
@@ -44,7 +44,7 @@ Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
     Then the reply code is 552
     And {first} does not receive the message
 
-  @port-smtp @needs-8BITMIME @rfc6152-3 @fault-strip_8bit @fault-discard_mail
+  @port-smtp @needs-8BITMIME @rfc6152-3 @fault-strip_8bit @fault-discard_mail @must
   Scenario: An 8-bit message sent with BODY=8BITMIME arrives byte for byte
     Given a client connected to the smtp port
     When the client says EHLO
@@ -63,7 +63,7 @@ Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
     Then the reply code is 250
     And {first} receives the message exactly as sent
 
-  @port-smtp @needs-SMTPUTF8 @rfc6531-3.4 @fault-strip_8bit @fault-discard_mail
+  @port-smtp @needs-SMTPUTF8 @rfc6531-3.4 @fault-strip_8bit @fault-discard_mail @must
   Scenario: An internationalized sender is accepted with SMTPUTF8
     Given a client connected to the smtp port
     When the client says EHLO
@@ -81,14 +81,14 @@ Feature: ESMTP extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and CHUNKING
     Then the reply code is 250
     And {first} receives the message exactly as sent
 
-  @port-smtp @needs-SMTPUTF8 @rfc6531-3.6.1 @fault-utf8_without_smtputf8
+  @port-smtp @needs-SMTPUTF8 @rfc6531-3.6.1 @fault-utf8_without_smtputf8 @must
   Scenario: An internationalized sender without SMTPUTF8 is refused
     Given a client connected to the smtp port
     When the client says EHLO
     And the client sends "MAIL FROM:<jörg@bücher.test>"
     Then the reply is a permanent failure
 
-  @port-smtp @needs-CHUNKING @rfc3030-2 @fault-discard_mail
+  @port-smtp @needs-CHUNKING @rfc3030-2 @fault-discard_mail @must
   Scenario: A message sent in BDAT chunks arrives byte for byte
     Given a client connected to the smtp port
     When the client says EHLO

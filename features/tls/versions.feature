@@ -4,7 +4,7 @@ Feature: TLS 1.2 or newer on every TLS port
   STARTTLS ports are probed after a successful STARTTLS (STLS on 110); ports 465 and 995 from the
   first byte.
 
-  @rfc8996-2 @rfc8996-3 @fault-legacy_tls
+  @rfc8996-2 @rfc8996-3 @fault-legacy_tls @must
   Scenario Outline: The <role> port refuses TLS <version>
     Then the <role> port refuses a TLS <version> handshake
 
@@ -38,7 +38,7 @@ Feature: TLS 1.2 or newer on every TLS port
       | pop3s | 1.0     |
       | pop3s | 1.1     |
 
-  @rfc8314-4.1
+  @rfc8314-4.1 @must
   Scenario Outline: The <role> port negotiates TLS 1.2 or newer with a certificate the client trusts
     Then the <role> port completes a TLS handshake at version 1.2 or newer
 
