@@ -1,9 +1,11 @@
 //! The self-test of the verdicts, in both directions. Runs every feature against the embedded
 //! reference server; then with each fault switched on, checking that exactly the scenarios
-//! tagged `@fault-<name>` fail (every check must be able to fail, and a fault must not break
-//! unrelated checks); then with each legal variant switched on, checking that nothing fails (a
-//! check must not fail a server that behaves as the RFCs allow). The runs go on side by side
-//! (`BDD_JOBS`, default 4); `BDD_ONLY=name,name` picks some of them.
+//! tagged `@fault-<name>` fail or, for a `@should` scenario, warn (every check must be able to
+//! fail, and a fault must not break unrelated checks); then with each legal variant switched
+//! on, checking that nothing fails or warns (a check must not fault a server that behaves as
+//! the RFCs allow). Every scenario carries one severity tag (`@must`, `@should`, `@quality`).
+//! The runs go on side by side (`BDD_JOBS`, default 4); `BDD_ONLY=name,name` picks some of
+//! them.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -13,7 +15,7 @@ use std::rc::Rc;
 use futures::StreamExt as _;
 use futures::future::LocalBoxFuture;
 use harness::conform::{self, RunOptions, TargetSpec};
-use harness::report::{Outcome, Report};
+use harness::report::{Outcome, Report, Severity};
 use reference_server::config::PopBeforeSmtp;
 use reference_server::faults::{CommandFault, FaultAction, Policy};
 use reference_server::{Config, Role, TlsMode, Variant};
@@ -113,11 +115,19 @@ fn inject(config: &mut Config, at: &str, code: u16, text: &str) {
     });
 }
 
-fn failed(report: &Report) -> BTreeSet<String> {
+/// The scenarios a fault was caught by: those that failed, and the `@should` ones that warned
+/// (a SHOULD check shows it can fail by warning).
+fn caught(report: &Report) -> BTreeSet<String> {
     report
         .failures()
+        .chain(report.warnings())
         .map(|r| format!("{}:{} {}", r.file, r.line, r.scenario))
         .collect()
+}
+
+/// The counts of a run as a log line.
+fn count_line(report: &Report) -> String {
+    harness::report::format_counts(&report.counts())
 }
 
 fn tagged(report: &Report, tag: &str) -> BTreeSet<String> {
@@ -330,33 +340,55 @@ async fn baseline(keep: Rc<RefCell<Option<Report>>>) -> Result<String, String> {
 fn judge_baseline(baseline: &Report) -> Result<String, String> {
     let counts = baseline.counts();
     let line = format!(
-        "{} scenarios, {} passed, {} failed, {} skipped, {} not applicable",
+        "{} scenarios, {}",
         baseline.scenarios.len(),
-        counts.passed,
-        counts.failed,
-        counts.skipped,
-        counts.not_applicable
+        count_line(baseline)
     );
     let off_by_default = baseline
         .scenarios
         .iter()
         .filter(|r| r.tags.iter().any(|t| OFF_BY_DEFAULT.contains(&t.as_str())))
         .count();
-    if baseline.success() && counts.skipped == off_by_default && counts.not_applicable == 0 {
+    if baseline.success()
+        && counts.warnings == 0
+        && counts.skipped == off_by_default
+        && counts.not_applicable == 0
+    {
         Ok(line)
     } else {
         Err(format!(
-            "every scenario but {OFF_BY_DEFAULT:?} must pass against the embedded default ({line})\n{}",
+            "every scenario but {OFF_BY_DEFAULT:?} must pass, without a warning, against the embedded default ({line})\n{}",
             baseline.render()
         ))
     }
 }
 
-/// Every scenario names a fault that makes it fail, and only faults the self-test runs. Read
-/// from the baseline run, which has every scenario.
+/// Every scenario names a fault that makes it fail, and only faults the self-test runs, and
+/// says what it checks with exactly one severity tag. Read from the baseline run, which has
+/// every scenario.
 fn tag_problems(report: &Report, known_faults: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     for record in &report.scenarios {
+        match Severity::tagged(&record.tags)[..] {
+            [_] => {}
+            [] => problems.push(format!(
+                "{}:{} {}: no severity tag (@must, @should or @quality), so no one can tell a \
+                 failure from a warning",
+                record.file, record.line, record.scenario
+            )),
+            ref several => problems.push(format!(
+                "{}:{} {}: {} severity tags ({}); a scenario checks one kind of requirement",
+                record.file,
+                record.line,
+                record.scenario,
+                several.len(),
+                several
+                    .iter()
+                    .map(|s| format!("@{}", s.tag()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
         if !record.tags.iter().any(|t| t.starts_with("fault-")) {
             problems.push(format!(
                 "{}:{} {}: no @fault- tag, so nothing shows this check can fail",
@@ -375,7 +407,7 @@ fn tag_problems(report: &Report, known_faults: &BTreeSet<String>) -> Vec<String>
     problems
 }
 
-/// With a fault switched on, exactly the scenarios tagged `@fault-<name>` fail (with
+/// With a fault switched on, exactly the scenarios tagged `@fault-<name>` fail or warn (with
 /// [`Scope::Broad`], at least those).
 async fn fault_fails(
     name: &'static str,
@@ -383,32 +415,44 @@ async fn fault_fails(
     configure: Box<dyn FnOnce(&mut Config) + Send>,
 ) -> Result<String, String> {
     let report = run(configure).await;
-    let got = failed(&report);
+    let got = caught(&report);
     let expected = tagged(&report, &format!("fault-{name}"));
     if expected.is_empty() {
         Err(format!("no scenario is tagged @fault-{name}"))
     } else if scope == Scope::Broad && got.is_superset(&expected) {
         Ok(format!(
-            "the {} covering scenario(s) fail ({} in all: it breaks every session)",
+            "the {} covering scenario(s) fail or warn ({} in all: it breaks every session)",
             expected.len(),
             got.len()
         ))
     } else if got == expected {
+        let warned = report.warnings().count();
         Ok(format!(
-            "the {} covering scenario(s) fail, nothing else",
-            got.len()
+            "the {} covering scenario(s) fail{}, nothing else",
+            got.len(),
+            if warned > 0 {
+                format!(" ({warned} of them SHOULD checks, as warnings)")
+            } else {
+                String::new()
+            }
         ))
     } else {
         let missing: Vec<_> = expected.difference(&got).collect();
         let extra: Vec<_> = got.difference(&expected).collect();
         let mut why = format!(
-            "covering scenarios that still passed: {missing:?}; unrelated scenarios that failed: {extra:?}"
+            "covering scenarios that still passed: {missing:?}; unrelated scenarios that failed or warned: {extra:?}"
         );
-        for record in report.failures() {
-            if let Outcome::Failed { message, .. } = &record.outcome {
+        for record in report.failures().chain(report.warnings()) {
+            if let Some((_, message, _)) = record.outcome.details() {
                 why.push_str(&format!(
-                    "\n  {}:{} failed: {message}",
-                    record.file, record.line
+                    "\n  {}:{} {}: {message}",
+                    record.file,
+                    record.line,
+                    if matches!(record.outcome, Outcome::Warning { .. }) {
+                        "warned"
+                    } else {
+                        "failed"
+                    }
                 ));
             }
         }
@@ -416,8 +460,9 @@ async fn fault_fails(
     }
 }
 
-/// With legal variants switched on, nothing fails, and whatever does not run is tagged with
-/// one of `may_skip` (or is off by default, or, through a profile, on a port it leaves out).
+/// With legal variants switched on, nothing fails or warns, and whatever does not run is
+/// tagged with one of `may_skip` (or is off by default, or, through a profile, on a port it
+/// leaves out).
 async fn variant_passes(variant: &'static VariantRun) -> Result<String, String> {
     let VariantRun {
         name,
@@ -436,11 +481,8 @@ async fn variant_passes(variant: &'static VariantRun) -> Result<String, String> 
         run(configure).await
     };
     let counts = report.counts();
-    let line = format!(
-        "{} passed, {} failed, {} skipped, {} not applicable",
-        counts.passed, counts.failed, counts.skipped, counts.not_applicable
-    );
-    if counts.failed > 0 {
+    let line = count_line(&report);
+    if counts.failed > 0 || counts.warnings > 0 {
         return Err(format!(
             "a legal server was judged wrong ({line}); fix the harness, not the variant\n{}",
             report.render()
@@ -500,11 +542,8 @@ const LEFT_OUT_OF_PROFILE: [&str; 3] = ["port-submissions", "port-pop3", "port-i
 async fn through_a_profile() -> Result<String, String> {
     let report = through_profile(|_| {}).await?;
     let counts = report.counts();
-    let line = format!(
-        "{} passed, {} failed, {} skipped, {} not applicable",
-        counts.passed, counts.failed, counts.skipped, counts.not_applicable
-    );
-    if counts.failed > 0 {
+    let line = count_line(&report);
+    if counts.failed > 0 || counts.warnings > 0 {
         return Err(report.render());
     }
     for record in &report.scenarios {
