@@ -893,7 +893,7 @@ mod tests {
             text.contains("**[warning](#f1-smtp-commands-feature-30)**"),
             "{text}"
         );
-        assert!(text.contains("### warning: postfix & dovecot / unknown &lt;command&gt;"));
+        assert!(text.contains("### warning: postfix &amp; dovecot / unknown &lt;command&gt;"));
         assert!(text.contains("<br>measured: new mail reported during IDLE 3 ms"));
         assert!(text.contains("Quality figures (measured and reported, never a failure)"));
     }
