@@ -67,6 +67,9 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The handlers are in place before "ready": a script that signals the server as soon as it
+    // reads that line must get a clean shutdown, not the default action of SIGTERM.
+    let signalled = shutdown_signal();
     // Stable, parseable lines: tests and scripts read the bound addresses from here.
     for listener in server.listeners() {
         println!(
@@ -77,23 +80,39 @@ async fn run(config: Config) -> ExitCode {
     println!("certificate {}", server.cert_path().display());
     println!("data-dir {}", server.data_dir().display());
     println!("ready");
-    wait_for_signal().await;
+    signalled.await;
     eprintln!("reference-server: shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// Registers for SIGINT and SIGTERM now (registration is synchronous); the returned future ends
+/// at the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            return;
+            // Without signal handlers (an exhausted resource), Ctrl-C is still worth waiting for.
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Ctrl-C elsewhere.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
