@@ -193,7 +193,7 @@ mod tests {
     use super::*;
 
     fn extensions(variants: &[Variant]) -> Extensions {
-        let mut config = Config::default();
+        let mut config = Config::defaults();
         for variant in variants {
             config.variants.insert(*variant);
         }
@@ -201,8 +201,9 @@ mod tests {
     }
 
     fn refusal(extensions: &Extensions, line: &str) -> Option<String> {
+        let wire = format!("{line}\r\n");
         let (_, command) = CommandCodec::default()
-            .decode(format!("{line}\r\n").as_bytes())
+            .decode(wire.as_bytes())
             .unwrap_or_else(|e| panic!("{line}: {e:?}"));
         extensions.refusal(&command.body)
     }

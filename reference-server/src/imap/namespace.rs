@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     fn namespace(inbox: bool) -> Namespace {
-        let mut config = Config::default();
+        let mut config = Config::defaults();
         if inbox {
             config.variants.insert(Variant::ImapNamespaceInbox);
         }

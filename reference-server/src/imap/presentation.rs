@@ -136,7 +136,7 @@ mod tests {
     use super::*;
 
     fn presentation(variants: &[Variant]) -> Presentation {
-        let mut config = Config::default();
+        let mut config = Config::defaults();
         for variant in variants {
             config.variants.insert(*variant);
         }
@@ -164,7 +164,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "* OK [UIDNEXT 5] NO problem, that went fine\r\n* 1 EXISTS\r\n\
              a1 NO [TRYCREATE] Sorry, not possible\r\na2 BAD OK? That made no sense\r\n\
-             * BYE OK, goodbye\r\n* OK BAD news avoided: success\r\n"
+             * BYE Logging you out now\r\n* OK NO problem, that went fine\r\n"
         );
     }
 
