@@ -66,7 +66,9 @@ impl Presentation {
             return None;
         }
         self.replies += 1;
-        (self.replies % 3 == 0).then(|| CHATTER[(self.replies / 3) % CHATTER.len()])
+        self.replies
+            .is_multiple_of(3)
+            .then(|| CHATTER[(self.replies / 3) % CHATTER.len()])
     }
 
     /// Gives the status responses in `out` other texts, when asked to. `out` holds whole
