@@ -47,7 +47,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     When the second IMAP client sends "NOOP"
     Then the second IMAP client was told message 1 was expunged
 
-  @rfc2177 @rfc3501-7.3.1 @needs-imap-IDLE @port-submission @quality @fault-imap_no_untagged_updates
+  @rfc2177 @rfc3501-7.3.1 @needs-imap-IDLE @port-submission @quality @fault-imap_no_untagged_updates @fault-discard_mail
   Scenario: IDLE hears of a message submitted on port 587, and how soon is measured
     Given an IMAP client logged in as {first}
     When the IMAP client sends "SELECT INBOX"
