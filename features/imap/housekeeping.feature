@@ -3,21 +3,29 @@ Feature: IMAP housekeeping: CLOSE and UNSELECT, UID EXPUNGE, UIDPLUS codes, STAT
   RFC 3501 sections 6.3.10 (STATUS) and 6.4.2 (CLOSE), RFC 3691 (UNSELECT), RFC 4315 (UID EXPUNGE,
   APPENDUID, COPYUID) and RFC 7162 section 3.1.3 (STORE UNCHANGEDSINCE).
 
-  @rfc3501-6.4.2 @rfc3691 @needs-imap-UNSELECT @fault-imap_close_keeps_deleted @must
-  Scenario: CLOSE removes the messages marked \Deleted, UNSELECT leaves them
+  @rfc3501-6.4.2 @fault-imap_close_keeps_deleted @must
+  Scenario: CLOSE removes the messages marked \Deleted
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 3 messages
+    When the IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 1 +FLAGS.SILENT (\Deleted)"
+    And the IMAP client sends "CLOSE"
+    Then the IMAP response is OK
+    When the IMAP client sends "STATUS {box} (MESSAGES)"
+    Then STATUS says MESSAGES 2
+
+  @rfc3691-2 @needs-imap-UNSELECT @must @fault-imap_unselect_expunges
+  Scenario: UNSELECT leaves the messages marked \Deleted
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
     And the new mailbox has 3 messages
     When the IMAP client selects the new mailbox
     And the IMAP client sends "STORE 1 +FLAGS.SILENT (\Deleted)"
     And the IMAP client sends "UNSELECT"
-    And the IMAP client sends "STATUS {box} (MESSAGES)"
-    Then STATUS says MESSAGES 3
-    When the IMAP client selects the new mailbox
-    And the IMAP client sends "CLOSE"
     Then the IMAP response is OK
     When the IMAP client sends "STATUS {box} (MESSAGES)"
-    Then STATUS says MESSAGES 2
+    Then STATUS says MESSAGES 3
 
   @rfc4315-2.1 @needs-imap-UIDPLUS @fault-imap_uid_expunge_all @must
   Scenario: UID EXPUNGE removes only the given messages of those marked \Deleted

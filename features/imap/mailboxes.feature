@@ -3,7 +3,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
   RFC 3501 sections 6.3 (CREATE, DELETE, RENAME, LIST wildcards), RFC 6154 (SPECIAL-USE), RFC 3348
   (CHILDREN) and RFC 4315 / RFC 5530 (response codes). Each scenario works in a mailbox of its own.
 
-  @rfc6154-2 @fault-imap_no_special_use @should
+  @rfc6154-2 @needs-imap-SPECIAL-USE @fault-imap_no_special_use @should
   Scenario: LIST marks the Sent, Drafts, Trash and Junk mailboxes with their special use
     Given an IMAP client logged in as {first}
     When the IMAP client sends "LIST "" *"
@@ -13,7 +13,7 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     And LIST shows a mailbox with the attribute \Trash
     And LIST shows a mailbox with the attribute \Junk
 
-  @rfc3501-6.3.8 @rfc3348 @fault-imap_list_no_hierarchy @must
+  @rfc3501-6.3.8 @rfc3501-6.3.5 @fault-imap_list_no_hierarchy @must
   Scenario: CREATE makes the hierarchy, and LIST with % does not descend into it
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -21,10 +21,18 @@ Feature: IMAP mailboxes: hierarchy, special use, and the errors a client relies 
     Then the IMAP response is OK
     When the IMAP client sends "LIST "" {box}/%"
     Then LIST shows exactly {box}/a
-    And LIST shows {box}/a with the attribute \HasChildren
     When the IMAP client sends "RENAME {box}/a {box}/c"
     And the IMAP client sends "LIST "" {box}/*"
     Then LIST shows exactly {box}/c, {box}/c/b
+
+  @rfc3348-3 @needs-imap-CHILDREN @must @fault-imap_children_wrong
+  Scenario: LIST does not call a mailbox with children \HasNoChildren, nor one without \HasChildren
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    When the IMAP client sends "CREATE {box}/a/b"
+    And the IMAP client sends "LIST "" {box}/*"
+    Then LIST shows {box}/a without the attribute \HasNoChildren
+    And LIST shows {box}/a/b without the attribute \HasChildren
 
   @rfc3501-6.3 @rfc4315-3 @fault-imap_errors_as_ok @must
   Scenario Outline: A command that cannot be carried out is refused

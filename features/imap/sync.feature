@@ -2,7 +2,8 @@
 Feature: Several IMAP sessions on one mailbox see each other's changes
   RFC 3501 sections 5.2 and 7: new messages are reported as EXISTS, flag changes as FETCH, expunges
   as EXPUNGE, at the points where the client's message numbers may change (never during FETCH,
-  STORE or SEARCH by number). RFC 2177: IDLE reports them as they happen.
+  STORE or SEARCH by number). RFC 2177: IDLE reports them while the client waits, with no latency
+  set: how soon is measured, and the MUST is that the session is told by the command after DONE.
 
   @rfc3501-7.4.2 @fault-imap_no_untagged_updates @should
   Scenario: A flag change in one session is reported to the other
@@ -46,11 +47,10 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     When the second IMAP client sends "NOOP"
     Then the second IMAP client was told message 1 was expunged
 
-  @rfc2177 @needs-imap-IDLE @port-submission @fault-imap_no_untagged_updates @quality
-  Scenario: IDLE hears of a message submitted on port 587 at once
+  @rfc2177 @rfc3501-7.3.1 @needs-imap-IDLE @port-submission @quality @fault-imap_no_untagged_updates @fault-discard_mail
+  Scenario: IDLE hears of a message submitted on port 587, and how soon is measured
     Given an IMAP client logged in as {first}
     When the IMAP client sends "SELECT INBOX"
     And the IMAP client starts IDLE
     And {second} submits a message to {first} on the submission port
-    Then the IDLE client hears of a new message within 10 seconds
-    And the IMAP client ends IDLE with OK
+    Then the IMAP client is told of the new message in IDLE or by the command after DONE, waiting at most 20 seconds

@@ -1,8 +1,8 @@
 @security @tls
 Feature: TLS 1.2 or newer on every TLS port
   RFC 8996 deprecates TLS 1.0 and 1.1 and RFC 8314 section 4.1 asks for TLS 1.2 or later.
-  STARTTLS ports are probed after a successful STARTTLS (STLS on 110); ports 465 and 995 from the
-  first byte.
+  STARTTLS ports are probed after a successful STARTTLS (STLS on 110); ports 465, 995 and 993
+  from the first byte.
 
   @rfc8996-2 @rfc8996-3 @fault-legacy_tls @must
   Scenario Outline: The <role> port refuses TLS <version>
@@ -38,6 +38,18 @@ Feature: TLS 1.2 or newer on every TLS port
       | pop3s | 1.0     |
       | pop3s | 1.1     |
 
+    @port-imap @fault-imap_without_tls
+    Examples:
+      | role | version |
+      | imap | 1.0     |
+      | imap | 1.1     |
+
+    @port-imaps @fault-imaps_plaintext
+    Examples:
+      | role  | version |
+      | imaps | 1.0     |
+      | imaps | 1.1     |
+
   @rfc8314-4.1 @must
   Scenario Outline: The <role> port negotiates TLS 1.2 or newer with a certificate the client trusts
     Then the <role> port completes a TLS handshake at version 1.2 or newer
@@ -66,3 +78,13 @@ Feature: TLS 1.2 or newer on every TLS port
     Examples:
       | role  |
       | pop3s |
+
+    @port-imap @fault-imap_without_tls
+    Examples:
+      | role |
+      | imap |
+
+    @port-imaps @fault-imaps_plaintext
+    Examples:
+      | role  |
+      | imaps |

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use reference_server::imap::framing::{Framed, Framer, Rejection};
+use reference_server::imap::framing::{Framed, Framer};
 use reference_server::imap::session::{Next, Session};
 use reference_server::smtp::session::Connection;
 use reference_server::store::Store;
@@ -99,11 +99,7 @@ async fn run(config: Arc<Config>, conn: Connection, store: Store, chunks: Vec<&[
             },
             Framed::Continue => out.extend_from_slice(b"+ Ready for literal data\r\n"),
             Framed::Reject { tag, reason } => {
-                let (status, text) = match reason {
-                    Rejection::Syntax => ("BAD", "Syntax error"),
-                    Rejection::LiteralTooBig => ("NO", "[TOOBIG] Literal too large"),
-                    Rejection::TooLong => ("BAD", "Command line too long"),
-                };
+                let (status, text) = reason.reply();
                 out.extend(session.rejected(tag.as_deref(), status, text));
             }
             Framed::Command(command) => {

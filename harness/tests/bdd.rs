@@ -178,9 +178,96 @@ const VARIANT_RUNS: &[VariantRun] = &[
     // ---- smtp ----
     // ---- pop3 ----
     // ---- imap ----
+    direct("imap_namespace_inbox", &[Variant::ImapNamespaceInbox], &[]),
+    direct(
+        "imap_without_special_use",
+        &[Variant::ImapWithoutSpecialUse],
+        &["needs-imap-SPECIAL-USE"],
+    ),
+    direct(
+        "imap_no_sasl_ir",
+        &[Variant::ImapNoSaslIr],
+        &["needs-imap-SASL-IR"],
+    ),
+    direct(
+        "imap_no_literal_plus",
+        &[Variant::ImapNoLiteralPlus],
+        &["needs-imap-LITERAL+"],
+    ),
+    direct(
+        "imap_no_unselect",
+        &[Variant::ImapNoUnselect],
+        &["needs-imap-UNSELECT"],
+    ),
+    direct("imap_no_move", &[Variant::ImapNoMove], &["needs-imap-MOVE"]),
+    direct(
+        "imap_no_condstore",
+        &[Variant::ImapNoCondstore],
+        &["needs-imap-CONDSTORE"],
+    ),
+    direct("imap_no_idle", &[Variant::ImapNoIdle], &["needs-imap-IDLE"]),
+    direct(
+        "imap_no_uidplus",
+        &[Variant::ImapNoUidplus],
+        &["needs-imap-UIDPLUS"],
+    ),
+    direct(
+        "imap_no_children",
+        &[Variant::ImapNoChildren],
+        &["needs-imap-CHILDREN"],
+    ),
+    direct(
+        "imap_no_namespace",
+        &[Variant::ImapNoNamespace],
+        &["needs-imap-NAMESPACE"],
+    ),
+    direct("imap_idle_polling", &[Variant::ImapIdlePolling], &[]),
+    direct("imap_chatter", &[Variant::ImapChatter], &[]),
+    direct("imap_other_texts", &[Variant::ImapOtherTexts], &[]),
     // ---- mailboxes ----
     direct("mailboxes_preloaded", &[Variant::MailboxesPreloaded], &[]),
     // ---- combinations ----
+    // A Cyrus- or Courier-like IMAP server: another namespace, no special use, polling IDLE,
+    // talkative, in its own words.
+    direct(
+        "imap_quirks_together",
+        &[
+            Variant::ImapNamespaceInbox,
+            Variant::ImapWithoutSpecialUse,
+            Variant::ImapIdlePolling,
+            Variant::ImapChatter,
+            Variant::ImapOtherTexts,
+        ],
+        &["needs-imap-SPECIAL-USE"],
+    ),
+    // A bare IMAP4rev1 server: none of the optional extensions a variant can leave out.
+    direct(
+        "imap_bare_imap4rev1",
+        &[
+            Variant::ImapNoNamespace,
+            Variant::ImapWithoutSpecialUse,
+            Variant::ImapNoSaslIr,
+            Variant::ImapNoLiteralPlus,
+            Variant::ImapNoUnselect,
+            Variant::ImapNoMove,
+            Variant::ImapNoCondstore,
+            Variant::ImapNoIdle,
+            Variant::ImapNoUidplus,
+            Variant::ImapNoChildren,
+        ],
+        &[
+            "needs-imap-NAMESPACE",
+            "needs-imap-SPECIAL-USE",
+            "needs-imap-SASL-IR",
+            "needs-imap-LITERAL+",
+            "needs-imap-UNSELECT",
+            "needs-imap-MOVE",
+            "needs-imap-CONDSTORE",
+            "needs-imap-IDLE",
+            "needs-imap-UIDPLUS",
+            "needs-imap-CHILDREN",
+        ],
+    ),
 ];
 
 /// Scenarios the embedded default skips: policies that are off in the server's defaults and

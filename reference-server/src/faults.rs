@@ -116,6 +116,8 @@ policies! {
     ImapDeleteKeepsMailbox "imap_delete_keeps_mailbox" "Answer OK to DELETE of a mailbox without children but keep it.",
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     ImapStoreReadOnly "imap_store_read_only" "Carry out STORE in a mailbox opened with EXAMINE, as if it were read-write.",
+    ImapUnselectExpunges "imap_unselect_expunges" "Answer UNSELECT like CLOSE, expunging the messages marked \\Deleted.",
+    ImapChildrenWrong "imap_children_wrong" "Advertise CHILDREN but mark every mailbox \\HasNoChildren in LIST.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",
     StripNul "strip_nul" "Drop NUL octets from message data before looking for its end, so <CRLF>.<NUL><CRLF> ends the message (SMTP smuggling).",

@@ -952,7 +952,7 @@ async fn serve_imap(
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use crate::imap::framing::{Framed, Framer, Rejection};
+    use crate::imap::framing::{Framed, Framer};
     use crate::imap::session::{Next, Session};
 
     let config = &shared.config;
@@ -975,6 +975,9 @@ async fn serve_imap(
     let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
     if config.faults.has(Policy::ImapLiteralPlusIgnored) {
         framer.continue_non_sync();
+    }
+    if config.variants.has(Variant::ImapNoLiteralPlus) {
+        framer.refuse_non_sync();
     }
     let mut buf = vec![0u8; 16 * 1024];
     let mut greeting = session.greeting();
@@ -1049,15 +1052,8 @@ async fn serve_imap(
             }
             Framed::Reject { tag, reason } => {
                 clock.answered();
-                let reply = match reason {
-                    Rejection::Syntax => session.rejected(tag.as_deref(), "BAD", "Syntax error"),
-                    Rejection::LiteralTooBig => {
-                        session.rejected(tag.as_deref(), "NO", "[TOOBIG] Literal too large")
-                    }
-                    Rejection::TooLong => {
-                        session.rejected(tag.as_deref(), "BAD", "Command line too long")
-                    }
-                };
+                let (status, text) = reason.reply();
+                let reply = session.rejected(tag.as_deref(), status, text);
                 stream.send(&reply, idle).await?;
             }
             Framed::Command(command) => {

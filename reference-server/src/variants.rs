@@ -53,6 +53,48 @@ variants! {
     // ---- smtp ----
     // ---- pop3 ----
     // ---- imap ----
+    ImapNamespaceInbox "imap_namespace_inbox"
+        "RFC 2342 sections 4 and 5 (the server chooses its namespaces, prefix and delimiter; personal prefix \"INBOX.\" is the RFC's own example), RFC 3501 5.1 and 6.3.3 (names are the server's to interpret; CREATE may fail), RFC 5530 3 (CANNOT)"
+        "The personal namespace is \"INBOX.\" with \".\" as hierarchy delimiter: every mailbox but INBOX, the special-use ones included, lives below INBOX (INBOX.Sent, INBOX.a.b), and CREATE or RENAME to a name outside it is refused with NO [CANNOT].",
+    ImapWithoutSpecialUse "imap_without_special_use"
+        "RFC 6154 is an optional extension (RFC 3501 7.2.1: a client must not assume what CAPABILITY does not list)"
+        "No SPECIAL-USE capability and no special-use attributes in LIST.",
+    ImapNoSaslIr "imap_no_sasl_ir"
+        "RFC 4959 is an optional extension; without it RFC 3501 6.2.2's AUTHENTICATE takes no initial response (a syntax error, BAD per 7.1.3)"
+        "No SASL-IR capability; AUTHENTICATE with an initial response is refused with BAD.",
+    ImapNoLiteralPlus "imap_no_literal_plus"
+        "RFC 7888 is an optional extension; RFC 3501 4.3 and 9 know only synchronising literals, so {n+} is a syntax error (BAD, 7.1.3)"
+        "No LITERAL+ capability; a command with a non-synchronising literal is refused with BAD (its octets are stepped over).",
+    ImapNoUnselect "imap_no_unselect"
+        "RFC 3691 is an optional extension; RFC 3501 7.1.3 answers an unknown command with BAD"
+        "No UNSELECT capability; UNSELECT is an unknown command (BAD).",
+    ImapNoMove "imap_no_move"
+        "RFC 6851 is an optional extension; RFC 3501 7.1.3 answers an unknown command with BAD"
+        "No MOVE capability; MOVE and UID MOVE are unknown commands (BAD).",
+    ImapNoCondstore "imap_no_condstore"
+        "RFC 7162 is an optional extension; RFC 3501 7.1.3 answers syntax it does not know with BAD, and RFC 5161 3.1 leaves what the server lacks out of ENABLED"
+        "No CONDSTORE capability and no HIGHESTMODSEQ code; the CONDSTORE SELECT parameter, STORE UNCHANGEDSINCE, FETCH MODSEQ and CHANGEDSINCE, STATUS HIGHESTMODSEQ and SEARCH MODSEQ are refused with BAD; ENABLE CONDSTORE enables nothing.",
+    ImapNoIdle "imap_no_idle"
+        "RFC 2177 is an optional extension; RFC 3501 7.1.3 answers an unknown command with BAD"
+        "No IDLE capability; IDLE is an unknown command (BAD).",
+    ImapIdlePolling "imap_idle_polling"
+        "RFC 2177 section 3 (the server sends updates while idling, with no latency set; a client must expect them late)"
+        "IDLE is offered, but a running IDLE looks for other sessions' changes only every 15 seconds (DONE and every other command still report them at once).",
+    ImapChatter "imap_chatter"
+        "RFC 3501 section 7 and 5.3 (a client must accept any response at any time, and untagged responses the server sends unasked), 7.1.1 and 7.1.2 (untagged OK and NO as information and warnings), 7.1 ([ALERT]), 7.2.1 (CAPABILITY)"
+        "Extra untagged responses: an `* OK [ALERT]` and an unsolicited `* CAPABILITY` after a login, an untagged OK or NO [ALERT] warning before every third tagged reply, and `* OK Still here` when IDLE starts.",
+    ImapOtherTexts "imap_other_texts"
+        "RFC 3501 7.1 (the human-readable text of a status response is free; only the condition and the response code are defined)"
+        "Other texts in every status response, tagged and untagged, greeting and BYE included, some of them misleading on purpose (\"NO problem\" in an OK, \"OK, so that did not work\" in a NO).",
+    ImapNoNamespace "imap_no_namespace"
+        "RFC 2342 is an optional extension to IMAP4rev1; RFC 3501 6.3.8 (LIST \"\" \"\" gives the hierarchy delimiter) and 7.1.3 (BAD for an unknown command)"
+        "No NAMESPACE capability; NAMESPACE is an unknown command (BAD).",
+    ImapNoUidplus "imap_no_uidplus"
+        "RFC 4315 is an optional extension; RFC 3501 6.4.8 knows no UID EXPUNGE (a syntax error, BAD per 7.1.3)"
+        "No UIDPLUS capability: no APPENDUID or COPYUID codes, and UID EXPUNGE is refused with BAD.",
+    ImapNoChildren "imap_no_children"
+        "RFC 3348 is an optional extension; RFC 3501 7.2.2 lists no \\HasChildren or \\HasNoChildren"
+        "No CHILDREN capability and neither \\HasChildren nor \\HasNoChildren in LIST.",
     // ---- mailboxes ----
     MailboxesPreloaded "mailboxes_preloaded"
         "RFC 3501 2.3 and RFC 1939 5 (a mailbox holds whatever mail it holds), RFC 5322 and RFC 2045 to 2049 (which a message delivered long ago, or by another route, need not follow)"

@@ -634,11 +634,7 @@ fn imap_session(tls_mode: TlsMode, chunks: &[Vec<u8>]) -> Vec<u8> {
                 },
                 Framed::Continue => out.extend_from_slice(b"+ Ready for literal data\r\n"),
                 Framed::Reject { tag, reason } => {
-                    let (status, text) = match reason {
-                        Rejection::Syntax => ("BAD", "Syntax error"),
-                        Rejection::LiteralTooBig => ("NO", "[TOOBIG] Literal too large"),
-                        Rejection::TooLong => ("BAD", "Command line too long"),
-                    };
+                    let (status, text) = reason.reply();
                     out.extend(session.rejected(tag.as_deref(), status, text));
                 }
                 Framed::Command(command) => {

@@ -3659,6 +3659,60 @@ mod tests {
         .await
     }
 
+    /// Untagged responses a server may send at any time (RFC 3501 section 7) go with whichever
+    /// command is running when they come, and never pass for its answer.
+    #[tokio::test]
+    async fn chatter_anywhere_is_kept_apart_from_the_answers() {
+        let (addr, server) = scripted(
+            "* OK ready\r\n",
+            vec![
+                // LOGIN: the tagged OK, then unsolicited responses after it.
+                "{tag} OK Logged in\r\n* OK [ALERT] Maintenance tonight\r\n\
+                 * CAPABILITY IMAP4rev1 NAMESPACE IDLE\r\n",
+                // NAMESPACE: a warning and a stray BAD around the answer.
+                "* NO [ALERT] Mailbox 91 percent full\r\n\
+                 * NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n* BAD stray\r\n\
+                 {tag} OK NO problem, that went fine\r\n",
+                // APPEND: chatter before the continuation, and after the literal.
+                "* OK Still here\r\n+ go ahead\r\n",
+                "* OK Still here\r\na3 NO OK, so that did not work\r\n",
+                // IDLE: chatter with the continuation.
+                "+ idling\r\n* OK Still here\r\n",
+                "* 4 EXISTS\r\na4 OK BAD news avoided: success\r\n",
+            ],
+        )
+        .await;
+        let mut client = ImapClient::connect(&addr, TIMEOUT).await.unwrap();
+        client.greeting().await.unwrap();
+        let login = client.login("u", "p").await.unwrap();
+        assert!(login.is_ok() && login.untagged.is_empty(), "{login:?}");
+        let namespace = client.namespace().await.unwrap();
+        assert!(namespace.is_ok(), "{namespace:?}");
+        assert_eq!(namespace.untagged.len(), 5, "{namespace:?}");
+        let personal = &namespace.namespaces().unwrap().personal[0];
+        assert_eq!(
+            (personal.prefix.as_str(), personal.delimiter),
+            ("INBOX.", Some('.'))
+        );
+        assert!(client.has_capability("NAMESPACE"));
+        assert!(namespace.codes().all(|c| *c == Code::Alert));
+        let appended = client
+            .append("INBOX", &[], None, b"hi", false)
+            .await
+            .unwrap();
+        assert_eq!(appended.tagged.kind, StatusKind::No);
+        assert_eq!(appended.untagged.len(), 2);
+        client.idle_start().await.unwrap().unwrap();
+        let short = Duration::from_millis(100);
+        assert!(matches!(
+            client.idle_wait(short).await.unwrap(),
+            Some(Response::Status(_))
+        ));
+        let done = client.idle_done().await.unwrap();
+        assert!(done.is_ok() && done.exists() == Some(4), "{done:?}");
+        server.await.unwrap();
+    }
+
     #[tokio::test]
     async fn full_session() {
         let (addr, server) = serve_once(|mut stream| async move {

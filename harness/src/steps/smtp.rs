@@ -1034,6 +1034,8 @@ async fn refuses_legacy(
         .await?
     } else if role == "pop3" {
         super::pop3::stls_then_probe_legacy(world, version, sni.as_deref()).await?
+    } else if role == "imap" {
+        super::imap::starttls_then_probe_legacy(world, version, sni.as_deref()).await?
     } else {
         let mut client = target.connect(&role).await?;
         client.read_reply().await.context("reading the greeting")?;
@@ -1058,6 +1060,9 @@ async fn refuses_legacy(
 async fn modern_tls(world: &mut MailWorld, role: String) -> anyhow::Result<()> {
     if role == "pop3" || role == "pop3s" {
         return super::pop3::modern_tls(world, &role).await;
+    }
+    if role == "imap" || role == "imaps" {
+        return super::imap::modern_tls(world, &role).await;
     }
     let target = world.target()?;
     let mut client = target.connect(&role).await?;

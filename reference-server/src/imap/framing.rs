@@ -39,6 +39,23 @@ pub enum Rejection {
     LiteralTooBig,
     /// The command (line and literals) exceeded the size limit (BAD).
     TooLong,
+    /// A non-synchronising literal (`{n+}`) where LITERAL+ is not offered (BAD).
+    NonSyncLiteral,
+}
+
+impl Rejection {
+    /// The status and text of the reply.
+    pub fn reply(self) -> (&'static str, &'static str) {
+        match self {
+            Rejection::Syntax => ("BAD", "Syntax error"),
+            Rejection::LiteralTooBig => ("NO", "[TOOBIG] Literal too large"),
+            Rejection::TooLong => ("BAD", "Command line too long"),
+            Rejection::NonSyncLiteral => (
+                "BAD",
+                "Syntax error: {n+} literals need LITERAL+, which is not offered",
+            ),
+        }
+    }
 }
 
 /// Turns received bytes into commands.
@@ -47,11 +64,13 @@ pub struct Framer {
     fragmentizer: Fragmentizer,
     max_command: u32,
     max_literal: u32,
-    /// A literal too big was announced in the current command: once the command is complete it
-    /// is rejected, not decoded.
-    refused: bool,
+    /// The current command announced a literal it may not have: once the command is complete
+    /// it is rejected for this reason, not decoded.
+    refused: Option<Rejection>,
     /// The `imap_literal_plus_ignored` fault: ask for non-synchronising literals too.
     continue_non_sync: bool,
+    /// LITERAL+ is not offered (`imap_no_literal_plus`): a `{n+}` literal is an error.
+    refuse_non_sync: bool,
 }
 
 impl Framer {
@@ -61,8 +80,9 @@ impl Framer {
             fragmentizer: Fragmentizer::new(max_command),
             max_command,
             max_literal,
-            refused: false,
+            refused: None,
             continue_non_sync: false,
+            refuse_non_sync: false,
         }
     }
 
@@ -70,6 +90,13 @@ impl Framer {
     /// with a continuation request, as a server that does not know LITERAL+ would.
     pub fn continue_non_sync(&mut self) {
         self.continue_non_sync = true;
+    }
+
+    /// Refuses non-synchronising literals with BAD, as a server without LITERAL+ (RFC 7888) sees
+    /// a syntax error in them. The octets that follow are still stepped over, so none is taken
+    /// for a command.
+    pub fn refuse_non_sync(&mut self) {
+        self.refuse_non_sync = true;
     }
 
     /// Adds received bytes.
@@ -101,11 +128,16 @@ impl Framer {
                     }
                     // A non-synchronising literal arrives anyway (RFC 7888): its bytes are
                     // consumed (and, over the size limit, dropped) and the command refused.
-                    self.refused = true;
+                    self.refused = Some(Rejection::LiteralTooBig);
                     self.fragmentizer.poison_message();
                     continue;
                 }
-                if (mode == LiteralMode::Sync || self.continue_non_sync) && !self.refused {
+                if mode == LiteralMode::NonSync && self.refuse_non_sync {
+                    self.refused.get_or_insert(Rejection::NonSyncLiteral);
+                    self.fragmentizer.poison_message();
+                    continue;
+                }
+                if (mode == LiteralMode::Sync || self.continue_non_sync) && self.refused.is_none() {
                     return Framed::Continue;
                 }
                 continue;
@@ -114,12 +146,18 @@ impl Framer {
                 continue;
             }
             let tag = self.tag();
-            let refused = std::mem::take(&mut self.refused);
+            let refused = self.refused.take();
             return match self.fragmentizer.decode_message(&CommandCodec::default()) {
-                Ok(command) => Framed::Command(Box::new(command.into_static())),
-                Err(_) if refused => Framed::Reject {
+                Ok(command) if refused.is_none() => {
+                    Framed::Command(Box::new(command.into_static()))
+                }
+                Ok(_) => Framed::Reject {
                     tag,
-                    reason: Rejection::LiteralTooBig,
+                    reason: refused.unwrap_or(Rejection::Syntax),
+                },
+                Err(_) if refused.is_some() => Framed::Reject {
+                    tag,
+                    reason: refused.unwrap_or(Rejection::Syntax),
                 },
                 Err(DecodeMessageError::MessageTooLong { .. }) => Framed::Reject {
                     tag,
@@ -165,8 +203,9 @@ impl Framer {
             fragmentizer: Fragmentizer::new(self.max_command),
             max_literal,
             max_command: self.max_command,
-            refused: false,
+            refused: None,
             continue_non_sync: self.continue_non_sync,
+            refuse_non_sync: self.refuse_non_sync,
         };
     }
 
@@ -260,6 +299,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(command(f.next_command()).tag.as_ref(), "b");
+    }
+
+    #[test]
+    fn without_literal_plus_a_non_synchronising_literal_is_refused_and_stepped_over() {
+        let mut f = framer();
+        f.refuse_non_sync();
+        f.push(b"a APPEND INBOX {10+}\r\nx LOGOUT\r\n\r\nb APPEND INBOX {3}\r\n");
+        match f.next_command() {
+            Framed::Reject { tag, reason } => {
+                assert_eq!(tag.as_deref(), Some("a"));
+                assert_eq!(reason, Rejection::NonSyncLiteral);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Synchronising literals still work.
+        assert!(matches!(f.next_command(), Framed::Continue));
+        f.push(b"abc\r\n");
         assert_eq!(command(f.next_command()).tag.as_ref(), "b");
     }
 

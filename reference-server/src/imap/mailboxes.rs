@@ -8,7 +8,7 @@
 //! been told. Notifications may be lost (a slow client) or repeated (our own changes) without
 //! harm.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use imap_codec::imap_types::command::{CommandBody, SelectParameter};
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
@@ -18,9 +18,20 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use super::extensions::Extension;
+use super::namespace::Unnamed;
 use super::session::{Next, Session, line, ok};
 use crate::faults::Policy;
 use crate::store::{Change, DELIMITER, Store, StoreError};
+use crate::variants::Variant;
+
+/// How often a running IDLE looks for changes under [`Variant::ImapIdlePolling`]. RFC 2177 sets
+/// no latency; servers that poll do it every 30 s or so, Dovecot's default among them.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The refusal of a CREATE or RENAME to a name outside the personal namespace.
+const OUTSIDE: &str =
+    "[CANNOT] Mailboxes can only be made in the personal namespace (see NAMESPACE)";
 
 /// The selected mailbox as this session's client knows it.
 #[derive(Debug)]
@@ -95,28 +106,18 @@ pub(super) async fn db<T: Send + 'static>(
         })
 }
 
-/// The name a client gave, as the store keeps it. Names are modified UTF-7 on the wire (RFC 3501
-/// 5.1.3), so anything that is not UTF-8 is refused; a trailing delimiter is dropped (CREATE
-/// "a/" creates "a").
-pub(super) fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
-    match mailbox {
-        Mailbox::Inbox => Some("INBOX".to_owned()),
-        Mailbox::Other(other) => {
-            let name = std::str::from_utf8(other.as_ref()).ok()?;
-            if !is_modified_utf7(name) {
-                return None;
-            }
-            let name = name.strip_suffix(DELIMITER).unwrap_or(name);
-            if name.eq_ignore_ascii_case("INBOX") {
-                Some("INBOX".to_owned())
-            } else if name.len() > 6
-                && name.is_char_boundary(6)
-                && name[..6].eq_ignore_ascii_case("INBOX/")
-            {
-                // INBOX is case-insensitive, also as the parent of other mailboxes.
-                Some(format!("INBOX/{}", &name[6..]))
-            } else {
-                Some(name.to_owned())
+impl Session {
+    /// The name a client gave, as the store keeps it (see [`super::namespace`]). Names are
+    /// modified UTF-7 on the wire (RFC 3501 5.1.3), so anything that is not is refused.
+    pub(super) fn store_name(&self, mailbox: &Mailbox<'_>) -> Result<String, Unnamed> {
+        match mailbox {
+            Mailbox::Inbox => Ok("INBOX".to_owned()),
+            Mailbox::Other(other) => {
+                let name = std::str::from_utf8(other.as_ref()).map_err(|_| Unnamed::Invalid)?;
+                if !is_modified_utf7(name) {
+                    return Err(Unnamed::Invalid);
+                }
+                self.namespace.to_store(name)
             }
         }
     }
@@ -165,10 +166,14 @@ pub(super) fn quote(name: &str) -> String {
 }
 
 /// Whether a LIST pattern matches a name: `*` matches anything, `%` anything but the hierarchy
-/// delimiter (RFC 3501 6.3.8). Dynamic programming over the name, so a pattern full of wildcards
-/// costs pattern length times name length, never more.
-pub(super) fn wildcard_match(pattern: &[u8], name: &[u8], ignore_case: bool) -> bool {
-    let delimiter = DELIMITER as u8;
+/// `delimiter` (RFC 3501 6.3.8). Dynamic programming over the name, so a pattern full of
+/// wildcards costs pattern length times name length, never more.
+pub(super) fn wildcard_match(
+    pattern: &[u8],
+    name: &[u8],
+    delimiter: u8,
+    ignore_case: bool,
+) -> bool {
     let mut matched = vec![false; name.len() + 1];
     matched[0] = true;
     let mut next = vec![false; name.len() + 1];
@@ -201,12 +206,17 @@ pub(super) fn wildcard_match(pattern: &[u8], name: &[u8], ignore_case: bool) -> 
     matched[name.len()]
 }
 
-/// Whether a name matches a LIST pattern. INBOX is case-insensitive (RFC 3501 5.1), so names
-/// in it are matched without regard to case (a little generous below INBOX, never for others).
-fn name_matches(pattern: &[u8], name: &str) -> bool {
-    let inbox = name == "INBOX" || name.starts_with("INBOX/");
-    wildcard_match(pattern, name.as_bytes(), false)
-        || (inbox && wildcard_match(pattern, name.as_bytes(), true))
+/// Whether a name as the client sees it matches a LIST pattern. INBOX is case-insensitive (RFC
+/// 3501 5.1), so names in it are matched without regard to case (a little generous below INBOX,
+/// never for others).
+fn name_matches(pattern: &[u8], name: &str, delimiter: char) -> bool {
+    let inbox = name == "INBOX"
+        || name
+            .strip_prefix("INBOX")
+            .is_some_and(|rest| rest.starts_with(delimiter));
+    let delimiter = delimiter as u8;
+    wildcard_match(pattern, name.as_bytes(), delimiter, false)
+        || (inbox && wildcard_match(pattern, name.as_bytes(), delimiter, true))
 }
 
 /// Adds the keywords (flags without a backslash) among `flags` to `keywords`; says whether
@@ -334,7 +344,10 @@ impl Session {
             CommandBody::Enable { capabilities } => {
                 let mut enabled = Vec::new();
                 for capability in capabilities.as_ref() {
-                    if matches!(capability, CapabilityEnable::CondStore) {
+                    // RFC 5161 3.1: what the server does not offer is left out of ENABLED.
+                    if matches!(capability, CapabilityEnable::CondStore)
+                        && self.extensions.offers(Extension::Condstore)
+                    {
                         self.condstore = true;
                         enabled.push("CONDSTORE");
                     }
@@ -349,6 +362,12 @@ impl Session {
             }
             CommandBody::Idle => {
                 line(out, "+ idling");
+                if self.presentation.chatters() {
+                    line(out, "* OK Still here");
+                }
+                if self.config.variants.has(Variant::ImapIdlePolling) {
+                    self.idle_poll = Some(tokio::time::Instant::now() + IDLE_POLL);
+                }
                 self.idle_tag = Some(tag.to_owned());
                 return Ok(Next::Idle);
             }
@@ -409,7 +428,7 @@ impl Session {
     ) {
         // A SELECT deselects first, even when it fails (RFC 3501 6.3.1).
         self.selected = None;
-        let Some(name) = mailbox_name(mailbox) else {
+        let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
         for parameter in parameters {
@@ -470,13 +489,15 @@ impl Session {
             out,
             &format!("* OK [UIDNEXT {}] Predicted next UID", status.uidnext),
         );
-        line(
-            out,
-            &format!(
-                "* OK [HIGHESTMODSEQ {}] Highest",
-                status.highest_modseq.max(1)
-            ),
-        );
+        if self.extensions.offers(Extension::Condstore) {
+            line(
+                out,
+                &format!(
+                    "* OK [HIGHESTMODSEQ {}] Highest",
+                    status.highest_modseq.max(1)
+                ),
+            );
+        }
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
         ok(out, tag, &format!("[{mode}] {verb} completed"));
@@ -500,8 +521,12 @@ impl Session {
     }
 
     async fn create(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
-        let Some(name) = mailbox_name(mailbox) else {
-            return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+        let name = match self.store_name(mailbox) {
+            Ok(name) => name,
+            Err(Unnamed::Outside) => return self.refuse(out, tag, "NO", OUTSIDE),
+            Err(Unnamed::Invalid) => {
+                return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+            }
         };
         if name == "INBOX" {
             return self.refuse(out, tag, "NO", "[ALREADYEXISTS] INBOX always exists");
@@ -518,7 +543,7 @@ impl Session {
     }
 
     async fn delete(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
-        let Some(name) = mailbox_name(mailbox) else {
+        let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
         let acct = account.to_owned();
@@ -556,8 +581,21 @@ impl Session {
         to: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) {
-        let (Some(from), Some(to)) = (mailbox_name(from), mailbox_name(to)) else {
-            return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+        let from = match self.store_name(from) {
+            Ok(name) => name,
+            Err(Unnamed::Outside) => {
+                return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
+            }
+            Err(Unnamed::Invalid) => {
+                return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+            }
+        };
+        let to = match self.store_name(to) {
+            Ok(name) => name,
+            Err(Unnamed::Outside) => return self.refuse(out, tag, "NO", OUTSIDE),
+            Err(Unnamed::Invalid) => {
+                return self.refuse(out, tag, "NO", "[CANNOT] Invalid mailbox name");
+            }
         };
         if to == "INBOX" {
             return self.refuse(out, tag, "NO", "[ALREADYEXISTS] INBOX always exists");
@@ -598,7 +636,7 @@ impl Session {
         subscribe: bool,
         out: &mut Vec<u8>,
     ) {
-        let Some(name) = mailbox_name(mailbox) else {
+        let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
         let acct = account.to_owned();
@@ -631,9 +669,10 @@ impl Session {
             ListMailbox::Token(token) => token.as_ref(),
             ListMailbox::String(string) => string.as_ref(),
         };
+        let delimiter = self.namespace.delimiter();
         if pattern.is_empty() && !lsub {
             // The hierarchy delimiter and root (RFC 3501 6.3.8).
-            line(out, &format!("* LIST (\\Noselect) \"{DELIMITER}\" \"\""));
+            line(out, &format!("* LIST (\\Noselect) \"{delimiter}\" \"\""));
             return ok(out, tag, "LIST completed");
         }
         let reference: Vec<u8> = match reference {
@@ -649,7 +688,10 @@ impl Session {
                 }
             }
         }
-        let special_use = !self.config.faults.has(Policy::ImapNoSpecialUse);
+        let special_use = !self.config.faults.has(Policy::ImapNoSpecialUse)
+            && self.extensions.offers(Extension::SpecialUse);
+        let children = self.extensions.offers(Extension::Children);
+        let children_wrong = self.config.faults.has(Policy::ImapChildrenWrong);
         let acct = account.to_owned();
         let read = db(&self.store, move |s| {
             Ok((s.list_mailboxes(&acct)?, s.subscriptions(&acct)?))
@@ -662,21 +704,29 @@ impl Session {
         if self.config.faults.has(Policy::ImapLsubIgnoresSubscriptions) {
             subscriptions = mailboxes.iter().map(|m| m.name.clone()).collect();
         }
+        // Matched and listed as the client names them.
+        let namespace = self.namespace;
+        let wire: Vec<String> = mailboxes
+            .iter()
+            .map(|m| namespace.to_wire(&m.name))
+            .collect();
+        let matches = |name: &str| name_matches(&full, name, delimiter);
         if lsub {
-            let existing: HashMap<&str, _> =
-                mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+            let existing: HashSet<&str> = wire.iter().map(String::as_str).collect();
+            let subscriptions: Vec<String> =
+                subscriptions.iter().map(|s| namespace.to_wire(s)).collect();
             let mut listed: HashSet<String> = HashSet::new();
             for name in &subscriptions {
-                if name_matches(&full, name) {
+                if matches(name) {
                     if listed.insert(name.clone()) {
-                        let attributes = if existing.contains_key(name.as_str()) {
+                        let attributes = if existing.contains(name.as_str()) {
                             ""
                         } else {
                             "\\Noselect"
                         };
                         line(
                             out,
-                            &format!("* LSUB ({attributes}) \"{DELIMITER}\" {}", quote(name)),
+                            &format!("* LSUB ({attributes}) \"{delimiter}\" {}", quote(name)),
                         );
                     }
                     continue;
@@ -684,39 +734,49 @@ impl Session {
                 // With `%`, an unsubscribed parent of a subscribed name is listed \Noselect
                 // (RFC 3501 6.3.9).
                 let mut end = 0;
-                while let Some(at) = name[end..].find(DELIMITER) {
+                while let Some(at) = name[end..].find(delimiter) {
                     let parent = &name[..end + at];
                     end += at + 1;
-                    if name_matches(&full, parent)
+                    if matches(parent)
                         && !subscriptions.iter().any(|s| s == parent)
                         && listed.insert(parent.to_owned())
                     {
                         line(
                             out,
-                            &format!("* LSUB (\\Noselect) \"{DELIMITER}\" {}", quote(parent)),
+                            &format!("* LSUB (\\Noselect) \"{delimiter}\" {}", quote(parent)),
                         );
                     }
                 }
             }
         } else {
-            for mailbox in &mailboxes {
-                if !name_matches(&full, &mailbox.name) {
+            for (mailbox, name) in mailboxes.iter().zip(&wire) {
+                if !matches(name) {
                     continue;
                 }
-                let mut attributes = vec![if mailbox.has_children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                }];
+                let mut attributes = Vec::new();
+                if children {
+                    // From the names as listed: below INBOX., INBOX has every other mailbox
+                    // as a child.
+                    let has_children = wire.iter().any(|other| {
+                        other
+                            .strip_prefix(name.as_str())
+                            .is_some_and(|rest| rest.starts_with(delimiter))
+                    });
+                    attributes.push(if has_children && !children_wrong {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
+                }
                 if let Some(special) = mailbox.special_use.filter(|_| special_use) {
                     attributes.push(special.as_str());
                 }
                 line(
                     out,
                     &format!(
-                        "* LIST ({}) \"{DELIMITER}\" {}",
+                        "* LIST ({}) \"{delimiter}\" {}",
                         attributes.join(" "),
-                        quote(&mailbox.name)
+                        quote(name)
                     ),
                 );
             }
@@ -732,7 +792,7 @@ impl Session {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) {
-        let Some(name) = mailbox_name(mailbox) else {
+        let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
         let (acct, mbox) = (account.to_owned(), name.clone());
@@ -773,7 +833,11 @@ impl Session {
         }
         line(
             out,
-            &format!("* STATUS {} ({})", quote(&name), values.join(" ")),
+            &format!(
+                "* STATUS {} ({})",
+                quote(&self.namespace.to_wire(&name)),
+                values.join(" ")
+            ),
         );
         ok(out, tag, "STATUS completed");
     }
@@ -789,7 +853,7 @@ impl Session {
         octets: &[u8],
         out: &mut Vec<u8>,
     ) {
-        let Some(name) = mailbox_name(mailbox) else {
+        let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
         };
         if octets.is_empty() {
@@ -801,7 +865,10 @@ impl Session {
         })
         .await
         {
-            Ok(_) if self.config.faults.has(Policy::ImapNoUidplusCodes) => {
+            Ok(_)
+                if self.config.faults.has(Policy::ImapNoUidplusCodes)
+                    || !self.extensions.offers(Extension::Uidplus) =>
+            {
                 ok(out, tag, "APPEND completed");
             }
             Ok(done) => ok(
@@ -820,8 +887,17 @@ impl Session {
     }
 
     /// Waits until the store reports a change to the selected mailbox (for IDLE); never returns
-    /// when none is selected. Cancel-safe.
+    /// when none is selected. Under [`Variant::ImapIdlePolling`], waits for the next poll
+    /// instead, changed or not. Cancel-safe.
     pub async fn wait_for_change(&mut self) {
+        if let Some(poll) = self.idle_poll {
+            tokio::time::sleep_until(poll).await;
+            self.idle_poll = Some(poll + IDLE_POLL);
+            if let Some(selected) = self.selected.as_mut() {
+                selected.dirty = true;
+            }
+            return;
+        }
         match self.selected.as_mut() {
             Some(selected)
                 if !selected.gone && !selected.dirty && selected.pending_expunges.is_empty() =>
@@ -840,12 +916,13 @@ impl Session {
     pub async fn idle_updates(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         self.report_changes(&mut out, true).await;
-        out
+        self.presentation.retext(out)
     }
 
     /// The line that ends IDLE: `DONE`, answered with the tagged OK; anything else is BAD.
     pub async fn idle_end(&mut self, input: &[u8]) -> Vec<u8> {
         let tag = self.idle_tag.take().unwrap_or_else(|| "*".to_owned());
+        self.idle_poll = None;
         let mut out = Vec::new();
         self.report_changes(&mut out, true).await;
         let text = input.strip_suffix(b"\n").unwrap_or(input);
@@ -855,7 +932,7 @@ impl Session {
         } else {
             self.refuse(&mut out, &tag, "BAD", "Expected DONE to end IDLE");
         }
-        out
+        self.presentation.retext(out)
     }
 
     /// Reports what changed in the selected mailbox since the client was last told: EXPUNGE
@@ -998,22 +1075,22 @@ mod tests {
 
     #[test]
     fn wildcards() {
-        assert!(wildcard_match(b"*", b"a/b/c", false));
-        assert!(wildcard_match(b"%", b"abc", false));
-        assert!(!wildcard_match(b"%", b"a/b", false));
-        assert!(wildcard_match(b"a/%", b"a/b", false));
-        assert!(!wildcard_match(b"a/%", b"a/b/c", false));
-        assert!(wildcard_match(b"a/*", b"a/b/c", false));
-        assert!(wildcard_match(b"%/%", b"a/b", false));
-        assert!(!wildcard_match(b"%/%", b"ab", false));
-        assert!(wildcard_match(b"S*t", b"Sent", false));
-        assert!(!wildcard_match(b"s*t", b"Sent", false));
-        assert!(wildcard_match(b"s*t", b"Sent", true));
-        assert!(!wildcard_match(b"", b"a", false));
-        assert!(wildcard_match(b"", b"", false));
+        assert!(wildcard_match(b"*", b"a/b/c", b'/', false));
+        assert!(wildcard_match(b"%", b"abc", b'/', false));
+        assert!(!wildcard_match(b"%", b"a/b", b'/', false));
+        assert!(wildcard_match(b"a/%", b"a/b", b'/', false));
+        assert!(!wildcard_match(b"a/%", b"a/b/c", b'/', false));
+        assert!(wildcard_match(b"a/*", b"a/b/c", b'/', false));
+        assert!(wildcard_match(b"%/%", b"a/b", b'/', false));
+        assert!(!wildcard_match(b"%/%", b"ab", b'/', false));
+        assert!(wildcard_match(b"S*t", b"Sent", b'/', false));
+        assert!(!wildcard_match(b"s*t", b"Sent", b'/', false));
+        assert!(wildcard_match(b"s*t", b"Sent", b'/', true));
+        assert!(!wildcard_match(b"", b"a", b'/', false));
+        assert!(wildcard_match(b"", b"", b'/', false));
         // Many wildcards stay cheap.
         let pattern = b"*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%*%x".repeat(10);
-        assert!(!wildcard_match(&pattern, &[b'a'; 500], false));
+        assert!(!wildcard_match(&pattern, &[b'a'; 500], b'/', false));
     }
 
     #[test]
@@ -1029,11 +1106,14 @@ mod tests {
 
     #[test]
     fn inbox_matches_in_any_case() {
-        assert!(name_matches(b"inbox", "INBOX"));
-        assert!(name_matches(b"InBoX", "INBOX"));
-        assert!(name_matches(b"in*", "INBOX"));
-        assert!(!name_matches(b"sent", "Sent"));
-        assert!(name_matches(b"inbox/%", "INBOX/a"));
+        assert!(name_matches(b"inbox", "INBOX", '/'));
+        assert!(name_matches(b"InBoX", "INBOX", '/'));
+        assert!(name_matches(b"in*", "INBOX", '/'));
+        assert!(!name_matches(b"sent", "Sent", '/'));
+        assert!(name_matches(b"inbox/%", "INBOX/a", '/'));
+        assert!(name_matches(b"inbox.%", "INBOX.a", '.'));
+        assert!(!name_matches(b"INBOX.%", "INBOX.a.b", '.'));
+        assert!(name_matches(b"INBOX.%", "INBOX.a/b", '.'));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use imap_codec::imap_types::IntoStatic;
 
-use super::mailboxes::{db, flag_list, flags_responses, mailbox_name, note_keywords};
+use super::extensions::Extension;
+use super::mailboxes::{db, flag_list, flags_responses, note_keywords};
 use super::message;
 use super::search::{self, SearchMessage};
 use super::session::{Next, Session, line, ok};
@@ -318,11 +319,16 @@ impl Session {
                     .await
             }
             CommandBody::Check => ok(out, tag, "CHECK completed"),
-            CommandBody::Close => {
-                let keeps = self.config.faults.has(Policy::ImapCloseKeepsDeleted);
+            CommandBody::Close | CommandBody::Unselect => {
+                let close = matches!(body, CommandBody::Close);
+                let expunges = if close {
+                    !self.config.faults.has(Policy::ImapCloseKeepsDeleted)
+                } else {
+                    self.config.faults.has(Policy::ImapUnselectExpunges)
+                };
                 if let Some(selected) = self.selected.take()
                     && !selected.read_only
-                    && !keeps
+                    && expunges
                 {
                     // Silently (RFC 3501 6.4.2): no EXPUNGE responses.
                     let (acct, mbox) = (account.to_owned(), selected.name.clone());
@@ -335,11 +341,7 @@ impl Session {
                         });
                     }
                 }
-                ok(out, tag, "CLOSE completed");
-            }
-            CommandBody::Unselect => {
-                self.selected = None;
-                ok(out, tag, "UNSELECT completed");
+                ok(out, tag, &format!("{} completed", body.name()));
             }
             other => return Err(other),
         }
@@ -832,7 +834,7 @@ impl Session {
         if moving && self.selected.as_ref().is_some_and(|s| s.read_only) {
             return self.refuse(out, tag, "NO", "[READ-ONLY] The mailbox is read-only");
         }
-        let Some(destination) = mailbox_name(mailbox) else {
+        let Ok(destination) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[TRYCREATE] No such mailbox");
         };
         let Some(targets) = self.targets(tag, set, uid, out) else {
@@ -862,7 +864,10 @@ impl Session {
             }
             Err(error) => return self.store_failed(out, tag, &error),
         };
-        let code = if done.pairs.is_empty() || self.config.faults.has(Policy::ImapNoUidplusCodes) {
+        let code = if done.pairs.is_empty()
+            || self.config.faults.has(Policy::ImapNoUidplusCodes)
+            || !self.extensions.offers(Extension::Uidplus)
+        {
             String::new()
         } else {
             let sources: Vec<u32> = done.pairs.iter().map(|p| p.0).collect();
@@ -1094,7 +1099,7 @@ fn exact_case(key: &SearchKey<'_>, octets: Option<&[u8]>) -> bool {
 }
 
 /// Whether a search uses the CONDSTORE MODSEQ key, anywhere inside it.
-fn mentions_modseq(key: &SearchKey<'_>) -> bool {
+pub(super) fn mentions_modseq(key: &SearchKey<'_>) -> bool {
     match key {
         SearchKey::ModSequence { .. } => true,
         SearchKey::And(keys) => keys.as_ref().iter().any(mentions_modseq),

@@ -10,7 +10,10 @@ use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::AString;
 
+use super::extensions::{Extension, Extensions};
 use super::mailboxes::Selected;
+use super::namespace::Namespace;
+use super::presentation::Presentation;
 use crate::auth;
 use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
@@ -78,6 +81,14 @@ pub struct Session {
     pub(super) closing: bool,
     /// A FETCH waiting for its output to be sent.
     pub(super) fetch_job: Option<super::selected::FetchJob>,
+    /// The extensions on offer (all but those a variant leaves out).
+    pub(super) extensions: Extensions,
+    /// How mailbox names look to the client.
+    pub(super) namespace: Namespace,
+    /// Response texts and untagged chatter.
+    pub(super) presentation: Presentation,
+    /// Under `imap_idle_polling`, when a running IDLE next looks for changes.
+    pub(super) idle_poll: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -85,7 +96,6 @@ impl Session {
     pub fn new(config: Arc<Config>, conn: Connection, store: Store) -> Session {
         Session {
             tls: conn.tls_mode == TlsMode::Implicit,
-            config,
             conn,
             store,
             state: State::NotAuthenticated,
@@ -98,18 +108,23 @@ impl Session {
             idle_tag: None,
             closing: false,
             fetch_job: None,
+            extensions: Extensions::of(&config),
+            namespace: Namespace::of(&config),
+            presentation: Presentation::of(&config),
+            idle_poll: None,
+            config,
         }
     }
 
     /// The greeting, with the capabilities as a response code (RFC 3501 7.1) so that clients
     /// need not ask.
-    pub fn greeting(&self) -> Vec<u8> {
-        format!(
+    pub fn greeting(&mut self) -> Vec<u8> {
+        let greeting = format!(
             "* OK [CAPABILITY {}] {} IMAP4rev1 reference-server ready\r\n",
             self.capabilities().join(" "),
             self.config.hostname
-        )
-        .into_bytes()
+        );
+        self.presentation.retext(greeting.into_bytes())
     }
 
     /// Whether the client may send a password now: over TLS, or on a listener without TLS at all
@@ -125,22 +140,10 @@ impl Session {
         self.conn.peer
     }
 
-    /// The capabilities for the current state. Only what is built is listed.
+    /// The capabilities for the current state. Only what is built and on offer is listed.
     pub fn capabilities(&self) -> Vec<&'static str> {
-        let mut caps = vec![
-            "IMAP4rev1",
-            "LITERAL+",
-            "ID",
-            "NAMESPACE",
-            "ENABLE",
-            "UIDPLUS",
-            "MOVE",
-            "UNSELECT",
-            "CHILDREN",
-            "SPECIAL-USE",
-            "IDLE",
-            "CONDSTORE",
-        ];
+        let mut caps = vec!["IMAP4rev1"];
+        caps.extend(self.extensions.listed());
         if self.state == State::NotAuthenticated {
             if (self.conn.tls_mode == TlsMode::Starttls && !self.tls)
                 || (self.tls && self.config.faults.has(Policy::StarttlsAfterTls))
@@ -148,7 +151,10 @@ impl Session {
                 caps.push("STARTTLS");
             }
             if self.login_allowed() {
-                caps.extend(["AUTH=PLAIN", "SASL-IR"]);
+                caps.push("AUTH=PLAIN");
+                if self.extensions.offers(Extension::SaslIr) {
+                    caps.push(Extension::SaslIr.capability());
+                }
             } else {
                 caps.push("LOGINDISABLED");
             }
@@ -175,7 +181,8 @@ impl Session {
     /// A reply the framer decided on (a malformed or oversized command); counts as an error.
     pub fn rejected(&mut self, tag: Option<&str>, status: &str, text: &str) -> Vec<u8> {
         self.errors += 1;
-        format!("{} {status} {text}\r\n", tag.unwrap_or("*")).into_bytes()
+        let reply = format!("{} {status} {text}\r\n", tag.unwrap_or("*"));
+        self.presentation.retext(reply.into_bytes())
     }
 
     /// Handles one command: its reply bytes and what the driver does next. Changes other
@@ -196,15 +203,21 @@ impl Session {
                     | CommandBody::Store { uid: false, .. }
                     | CommandBody::Search { uid: false, .. }
             );
-        let next = match self.mailbox_command(&tag, command.body, &mut out).await {
-            Ok(next) => next,
-            Err(body) => self.dispatch(&tag, body, &mut out),
+        let next = if let Some(why) = self.extensions.refusal(&command.body) {
+            self.bad(&mut out, &tag, &why);
+            Next::Continue
+        } else {
+            match self.mailbox_command(&tag, command.body, &mut out).await {
+                Ok(next) => next,
+                Err(body) => self.dispatch(&tag, body, &mut out),
+            }
         };
-        if next == Next::Continue {
-            let next = self.finish(&mut out, expunges_allowed).await;
-            return (out, next);
-        }
-        (out, next)
+        let next = if next == Next::Continue {
+            self.finish(&mut out, expunges_allowed).await
+        } else {
+            next
+        };
+        (self.presentation.retext(out), next)
     }
 
     /// Counts a command against `limits.max_commands` and `limits.max_nonmail_commands`; any
@@ -233,6 +246,10 @@ impl Session {
     pub(super) async fn finish(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) -> Next {
         let tagged = split_tagged(out);
         self.report_changes(out, expunges_allowed).await;
+        // Nothing but the tagged reply follows a BYE.
+        if let Some(chatter) = self.presentation.before_tagged().filter(|_| !self.closing) {
+            line(out, chatter);
+        }
         out.extend_from_slice(&self.faulty_status(tagged));
         if self.closing {
             // The command was carried out; its tagged reply goes with the BYE.
@@ -289,12 +306,9 @@ impl Session {
             }
             // Authenticated.
             CommandBody::Namespace if self.account().is_some() => {
-                // One personal namespace with "/" as the hierarchy delimiter (RFC 2342).
-                if self.config.faults.has(Policy::ImapNamespaceDelimiterWrong) {
-                    line(out, "* NAMESPACE ((\"\" \".\")) NIL NIL");
-                } else {
-                    line(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL");
-                }
+                // One personal namespace (RFC 2342).
+                let wrong = self.config.faults.has(Policy::ImapNamespaceDelimiterWrong);
+                line(out, &self.namespace.response(wrong));
                 ok(out, tag, "NAMESPACE completed");
             }
             _ if self.account().is_none() => {
@@ -425,7 +439,7 @@ impl Session {
         let text = text.trim_end_matches(['\r', '\n']);
         if text == "*" {
             self.bad(&mut out, &tag, "Authentication cancelled");
-            return (out, Next::Continue);
+            return (self.presentation.retext(out), Next::Continue);
         }
         let next = match auth::decode_response(text) {
             Ok(payload) => self.plain_payload(&tag, &payload, &mut out),
@@ -434,7 +448,7 @@ impl Session {
                 Next::Continue
             }
         };
-        (out, next)
+        (self.presentation.retext(out), next)
     }
 
     fn plain_payload(&mut self, tag: &str, payload: &[u8], out: &mut Vec<u8>) -> Next {
@@ -459,11 +473,18 @@ impl Session {
             Some(account) => {
                 tracing::info!(peer = %self.conn.peer, account, "IMAP login");
                 self.state = State::Authenticated { account };
+                let capabilities = self.capabilities().join(" ");
                 ok(
                     &mut out,
                     &tag,
-                    &format!("[CAPABILITY {}] Logged in", self.capabilities().join(" ")),
+                    &format!("[CAPABILITY {capabilities}] Logged in"),
                 );
+                if self.presentation.chatters() {
+                    // Unsolicited, after the tagged reply: the client meets them among the
+                    // responses to its next command.
+                    line(&mut out, "* OK [ALERT] Welcome back; this server chatters");
+                    line(&mut out, &format!("* CAPABILITY {capabilities}"));
+                }
             }
             None if self.config.faults.has(Policy::NoAuthThrottle) => line(
                 &mut out,
@@ -472,7 +493,7 @@ impl Session {
             // Counted, so a guesser is disconnected after `limits.max_errors`.
             None => self.no(&mut out, &tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
         }
-        out
+        self.presentation.retext(out)
     }
 
     /// Whether the session has said BYE and must end (its selected mailbox went away).
@@ -488,7 +509,8 @@ impl Session {
     /// A `* BYE` for an idle timeout or a shutdown.
     pub fn bye(&mut self, text: &str) -> Vec<u8> {
         self.state = State::Logout;
-        format!("* BYE {text}\r\n").into_bytes()
+        let bye = format!("* BYE {text}\r\n");
+        self.presentation.retext(bye.into_bytes())
     }
 
     fn no(&mut self, out: &mut Vec<u8>, tag: &str, text: &str) {
