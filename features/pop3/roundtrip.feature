@@ -4,7 +4,7 @@ Feature: What goes in over SMTP comes out of POP3 octet for octet
   with a dot and a 5 MB attachment is retrieved over POP3 with the same SHA-256 (after the trace
   header fields the receiving server prepends).
 
-  @port-submission @rfc1939-7 @rfc5321-4.5.2 @fault-pop3_no_dot_stuffing @fault-no_dot_unstuffing @fault-strip_8bit @fault-discard_mail @must
+  @port-submission @needs-8BITMIME @rfc1939-7 @rfc5321-4.5.2 @fault-pop3_no_dot_stuffing @fault-no_dot_unstuffing @fault-strip_8bit @fault-discard_mail @must
   Scenario: A large 8-bit message with dot lines survives SMTP submission and POP3 retrieval
     Given an authenticated client on the submission port
     When the client sends the round-trip test message to {first}

@@ -6,7 +6,9 @@ Feature: Guessing passwords and collecting user names is not made easy
   VRFY and EXPN), and its answers must not tell a valid name from an invalid one where a
   client has no business knowing. A run of attempts passes when the server disconnects, answers
   something other than the ordinary refusal, or slows down: an answer delayed by a second, or
-  answers taking 250 ms on average, within 20 attempts.
+  answers taking 250 ms on average, within 20 attempts. A run of recipient probes also passes
+  when the server then refuses a valid recipient too: a defence that answers every RCPT after a
+  few bad ones with the same code and another text (RFC 5321 7.8).
 
   @port-submission @needs-STARTTLS @rfc4954-4 @fault-no_auth_throttle @fault-no_error_limit @fault-any_password @should
   Scenario: Wrong passwords one after another on the submission port are cut off or slowed down

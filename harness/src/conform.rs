@@ -342,11 +342,10 @@ const MAX_TESTED_SIZE: u64 = 64 * 1024 * 1024;
 /// small enough to exceed in a test).
 fn unmet(what: &str, caps: &Capabilities) -> Option<String> {
     if what == "SIZE-limit" {
-        let limit = caps
-            .get("SIZE")?
-            .iter()
-            .find_map(|p| p.parse::<u64>().ok())
-            .unwrap_or(0);
+        let Some(size) = caps.get("SIZE") else {
+            return Some("does not advertise SIZE".into());
+        };
+        let limit = size.iter().find_map(|p| p.parse::<u64>().ok()).unwrap_or(0);
         return match limit {
             0 => Some("advertises no fixed SIZE limit".into()),
             l if l > MAX_TESTED_SIZE => Some(format!(
@@ -855,6 +854,12 @@ mod tests {
             gate(&tags(&["port-smtp", "needs-AUTH-PLAIN"]), &profile, &caps),
             None
         );
+        // A server without the SIZE extension has no limit to exceed (RFC 1870 is optional).
+        caps.get_mut("smtp").unwrap().remove("SIZE");
+        assert!(matches!(
+            gate(&tags(&["port-smtp", "needs-SIZE-limit"]), &profile, &caps),
+            Some(Outcome::Skipped { reason }) if reason.contains("does not advertise SIZE")
+        ));
         // Capabilities that could not be discovered never turn a scenario into a skip.
         assert_eq!(
             gate(

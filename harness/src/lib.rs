@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod load;
 pub mod mailbox;
 pub mod matrix;
+pub mod message;
 pub mod ports;
 pub mod relay_env;
 pub mod report;

@@ -172,10 +172,85 @@ const fn direct(
     }
 }
 
+/// Every SMTP variant: they all go together.
+const SMTP_ALL: &[Variant] = &[
+    Variant::SmtpCompletesMessages,
+    Variant::SmtpTraceLayout,
+    Variant::SmtpHeaderCase,
+    Variant::SmtpErrorLimit5yz,
+    Variant::SmtpProbeDefence,
+    Variant::SmtpNoEnhancedStatusCodes,
+    Variant::SmtpNoPipelining,
+    Variant::SmtpNoChunking,
+    Variant::SmtpNo8bitmime,
+    Variant::SmtpNoSmtputf8,
+    Variant::SmtpNoSize,
+    Variant::SmtpOtherTexts,
+];
+
+/// What [`SMTP_ALL`] leaves a scenario without.
+const SMTP_ALL_MAY_SKIP: &[&str] = &[
+    "needs-ENHANCEDSTATUSCODES",
+    "needs-PIPELINING",
+    "needs-CHUNKING",
+    "needs-8BITMIME",
+    "needs-SMTPUTF8",
+    "needs-SIZE-limit",
+];
+
 /// Every variant of the reference server is in at least one run.
 const VARIANT_RUNS: &[VariantRun] = &[
     // ---- connections ----
     // ---- smtp ----
+    direct(
+        "smtp_completes_messages",
+        &[Variant::SmtpCompletesMessages],
+        &[],
+    ),
+    direct("smtp_trace_layout", &[Variant::SmtpTraceLayout], &[]),
+    direct("smtp_header_case", &[Variant::SmtpHeaderCase], &[]),
+    direct("smtp_error_limit_5yz", &[Variant::SmtpErrorLimit5yz], &[]),
+    direct("smtp_probe_defence", &[Variant::SmtpProbeDefence], &[]),
+    direct(
+        "smtp_no_enhancedstatuscodes",
+        &[Variant::SmtpNoEnhancedStatusCodes],
+        &["needs-ENHANCEDSTATUSCODES"],
+    ),
+    direct(
+        "smtp_no_pipelining",
+        &[Variant::SmtpNoPipelining],
+        &["needs-PIPELINING"],
+    ),
+    direct(
+        "smtp_no_chunking",
+        &[Variant::SmtpNoChunking],
+        &["needs-CHUNKING"],
+    ),
+    direct(
+        "smtp_no_8bitmime",
+        &[Variant::SmtpNo8bitmime],
+        &["needs-8BITMIME"],
+    ),
+    direct(
+        "smtp_no_smtputf8",
+        &[Variant::SmtpNoSmtputf8],
+        &["needs-SMTPUTF8"],
+    ),
+    direct(
+        "smtp_no_size",
+        &[Variant::SmtpNoSize],
+        &["needs-SIZE-limit"],
+    ),
+    direct("smtp_other_texts", &[Variant::SmtpOtherTexts], &[]),
+    // Every SMTP variant at once, on the embedded server and through a profile (delivery
+    // checks then read the mailboxes over IMAP).
+    direct("smtp_all", SMTP_ALL, SMTP_ALL_MAY_SKIP),
+    VariantRun {
+        name: "smtp_all_via_profile",
+        variants: SMTP_ALL,
+        may_skip: SMTP_ALL_MAY_SKIP,
+        via_profile: true,
+    },
     // ---- pop3 ----
     // ---- imap ----
     direct("imap_namespace_inbox", &[Variant::ImapNamespaceInbox], &[]),
@@ -226,6 +301,12 @@ const VARIANT_RUNS: &[VariantRun] = &[
     direct("imap_other_texts", &[Variant::ImapOtherTexts], &[]),
     // ---- mailboxes ----
     direct("mailboxes_preloaded", &[Variant::MailboxesPreloaded], &[]),
+    VariantRun {
+        name: "mailboxes_preloaded_via_profile",
+        variants: &[Variant::MailboxesPreloaded],
+        may_skip: &[],
+        via_profile: true,
+    },
     // ---- combinations ----
     // A Cyrus- or Courier-like IMAP server: another namespace, no special use, polling IDLE,
     // talkative, in its own words.

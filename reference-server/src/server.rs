@@ -619,6 +619,8 @@ async fn serve_smtp(
                 session.step()
             }
             Event::Deliver(envelope) => {
+                // Shared with the blocking task that stores it, without copying the message.
+                let envelope = Arc::new(envelope);
                 for foreign in &envelope.discarded {
                     tracing::warn!(
                         id = envelope.id,
@@ -627,9 +629,7 @@ async fn serve_smtp(
                 }
                 let store = shared.store.clone();
                 let size = envelope.message.len();
-                let (id, sender) = (envelope.id.clone(), envelope.sender.clone());
-                let (local, remote) = (envelope.local.clone(), envelope.remote.clone());
-                let result = if local.is_empty() && remote.is_empty() {
+                let result = if envelope.local.is_empty() && envelope.remote.is_empty() {
                     Ok(())
                 } else if shared.config.faults.has(Policy::DropAfterAck)
                     && shared
@@ -643,18 +643,21 @@ async fn serve_smtp(
                     );
                     Ok(())
                 } else {
+                    let envelope = envelope.clone();
                     tokio::task::spawn_blocking(move || {
-                        let local: Vec<&str> = local.iter().map(String::as_str).collect();
-                        let remote: Vec<&str> = remote.iter().map(String::as_str).collect();
-                        store
-                            .accept(&Incoming {
-                                sender: &sender,
-                                local: &local,
-                                remote: &remote,
-                                message: &envelope.message,
-                                queue_id: &id,
-                            })
-                            .map(drop)
+                        // Usually one copy; with per-recipient trace fields, one per such
+                        // recipient, stored one after the other.
+                        envelope.copies().iter().try_for_each(|copy| {
+                            store
+                                .accept(&Incoming {
+                                    sender: &envelope.sender,
+                                    local: &copy.local,
+                                    remote: &copy.remote,
+                                    message: &copy.message,
+                                    queue_id: &envelope.id,
+                                })
+                                .map(drop)
+                        })
                     })
                     .await
                     .map_err(|e| e.to_string())

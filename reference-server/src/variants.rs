@@ -51,6 +51,42 @@ macro_rules! variants {
 variants! {
     // ---- connections ----
     // ---- smtp ----
+    SmtpCompletesMessages "smtp_completes_messages"
+        "RFC 6409 8 (sites MAY modify submissions to comply with the standards: RFC 5322 3.6 requires From and Date), 8.2 (MAY add Date), 8.3 (SHOULD add Message-ID); RFC 5321 6.4 (a submission server may add Message-ID and Date)"
+        "On the submission ports, add the header fields a message lacks: From (the authenticated address), Date and Message-ID, at the end of its header section.",
+    SmtpTraceLayout "smtp_trace_layout"
+        "RFC 5321 4.4 (the Received syntax has optional clauses, comments and folding; final delivery adds Return-Path) and RFC 9228 (Delivered-To added at delivery)"
+        "Write Received in another layout, folded over several lines with a comment after `from`, `(envelope-from ...)`, `id ...` and `for <...>`, and give each local copy `X-Original-To:` and `Delivered-To:` right below Return-Path.",
+    SmtpHeaderCase "smtp_header_case"
+        "RFC 5322 1.2.2 and RFC 5234 2.3 (header field names are case-insensitive)"
+        "Write the names of the header fields the server adds in another case: `Return-path:`, `received:`, `delivered-to:`, `FROM:`, `date:`, `Message-Id:`.",
+    SmtpErrorLimit5yz "smtp_error_limit_5yz"
+        "RFC 5321 7.8 (for a client sending mostly invalid commands \"it would be reasonable for the server to close the connection after generating an appropriate number of 5yz (normally 550) replies\") and 3.8 (closing only after QUIT, a 421 or a timeout is the rule under normal circumstances, \"see Section 7.8\")"
+        "When a session reaches the error limit, close the connection right after the 5yz reply to the last error, without a 421.",
+    SmtpProbeDefence "smtp_probe_defence"
+        "RFC 5321 7.8 (a server may detect a run of invalid RCPT commands and defend itself) and 4.2 (the reply text is not significant)"
+        "After three unknown recipients in a session, answer every further RCPT, valid recipients too, with `550 5.7.1 Too many invalid recipients`; the session stays open and these replies do not count as errors.",
+    SmtpNoEnhancedStatusCodes "smtp_no_enhancedstatuscodes"
+        "RFC 2034 (ENHANCEDSTATUSCODES is an optional extension; without it replies carry no status codes)"
+        "Leave ENHANCEDSTATUSCODES out of EHLO and the x.y.z status codes out of every reply.",
+    SmtpNoPipelining "smtp_no_pipelining"
+        "RFC 2920 1 (a client uses pipelining only when the server declares it can handle it) and RFC 5321 4.3.1 (otherwise the dialogue alternates: each command waits for its reply)"
+        "Leave PIPELINING out of EHLO and, as Exim's smtp_enforce_sync does, answer a command that arrives before the reply to the one before it with `554 SMTP synchronization error` and close.",
+    SmtpNoChunking "smtp_no_chunking"
+        "RFC 3030 (CHUNKING is an optional extension) and RFC 5321 4.2.4 (an unknown command gets 500)"
+        "Leave CHUNKING out of EHLO and answer BDAT as an unknown command (500), reading what follows it as commands.",
+    SmtpNo8bitmime "smtp_no_8bitmime"
+        "RFC 6152 (8BITMIME is an optional extension) and RFC 5321 4.1.1.11 (an unknown MAIL parameter gets 555)"
+        "Leave 8BITMIME out of EHLO and refuse the BODY parameter of MAIL with 555.",
+    SmtpNoSmtputf8 "smtp_no_smtputf8"
+        "RFC 6531 (SMTPUTF8 is an optional extension) and RFC 5321 4.1.1.11 (an unknown MAIL parameter gets 555)"
+        "Leave SMTPUTF8 out of EHLO, refuse the SMTPUTF8 parameter of MAIL with 555, and so every non-ASCII address.",
+    SmtpNoSize "smtp_no_size"
+        "RFC 1870 (SIZE is an optional extension) and RFC 5321 4.1.1.11 (an unknown MAIL parameter gets 555)"
+        "Leave SIZE out of EHLO and refuse the SIZE parameter of MAIL with 555; a message over the size limit is still refused after its data.",
+    SmtpOtherTexts "smtp_other_texts"
+        "RFC 5321 4.2 (the text of a reply is not significant; a reply may span several lines) and 4.1.1.1 (the EHLO keywords come in no set order)"
+        "Use other texts in every reply (those of RFC 5321 4.2.3), a greeting of two lines, and the EHLO keywords in reverse order.",
     // ---- pop3 ----
     // ---- imap ----
     ImapNamespaceInbox "imap_namespace_inbox"

@@ -11,6 +11,7 @@ use cucumber::{given, then};
 use fake_dns::Record;
 
 use super::MailWorld;
+use crate::message::{self, Field};
 use crate::relay_env::{RelayEnv, UNNAMED_CLIENT};
 use crate::sink::{Behaviour, Match, Received, Stage};
 
@@ -48,15 +49,13 @@ impl MailWorld {
         ))
     }
 
-    /// Makes the scenario's remote domain: a fresh subdomain of the profile's remote domain.
+    /// Makes the scenario's remote domain: a fresh subdomain of the profile's remote domain,
+    /// unique across runs too, since a bounce from an earlier run may still be in a mailbox.
     fn new_remote_domain(&mut self) -> anyhow::Result<(Arc<RelayEnv>, String)> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let env = self.relay_env()?;
         let domain = format!(
-            "s{}-{}.{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
+            "s{}.{}",
+            super::unique_token().replace('.', "-"),
             env.settings.remote_domain
         );
         self.relay.domain = Some(domain.clone());
@@ -190,10 +189,10 @@ async fn drops_first(world: &mut MailWorld) -> anyhow::Result<()> {
 async fn mx_receives(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
     let (recipient, env) = world.recipient_and_env()?;
     let wait = Duration::from_secs(wait);
-    let token = world
+    let id = world
         .message
         .as_ref()
-        .map(|m| m.token.clone())
+        .map(|m| super::smtp::message_id(&m.token))
         .context("the scenario sent no message")?;
     let Some(received) = env.sink.wait_for_message(&recipient, wait).await else {
         let attempts = env.sink.attempts_for(&recipient);
@@ -205,13 +204,9 @@ async fn mx_receives(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
             "the harness's MX received nothing for {recipient} within {wait:?}; sessions that named it: {tried:?}"
         );
     };
-    let needle = format!("<{token}@harness.test>");
     ensure!(
-        received
-            .data
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes()),
-        "the harness's MX received a message for {recipient}, but not the one sent (no Message-ID {needle})"
+        message::has_message_id(&received.data, &id),
+        "the harness's MX received a message for {recipient}, but not the one sent (no Message-ID {id})"
     );
     world.relay.received = Some(received);
     Ok(())
@@ -252,51 +247,37 @@ async fn accepted_on_attempt(world: &mut MailWorld, attempt: usize) -> anyhow::R
 )]
 async fn received_chain(world: &mut MailWorld) -> anyhow::Result<()> {
     let data = received(world)?.data.clone();
-    let text = String::from_utf8_lossy(&data);
-    let header_end = text.find("\r\n\r\n").unwrap_or(text.len());
-    let headers = &text[..header_end];
+    let fields = message::fields(&data);
     ensure!(
-        !headers
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("return-path:")),
+        !fields.iter().any(|f| f.is("Return-Path")),
         "the relayed message carries a Return-Path header, which only final delivery adds (RFC 5321 4.4)"
     );
-    ensure!(
-        headers.starts_with("Received:") || headers.starts_with("received:"),
-        "the relayed message does not start with a Received header (RFC 5321 4.4): {}",
-        headers.lines().next().unwrap_or("")
-    );
-    // The field naming the harness's submission: `from harness.test` or its address.
-    let first = unfolded_first(headers);
+    let first = fields
+        .first()
+        .filter(|f| f.is("Received"))
+        .map(Field::show)
+        .with_context(|| {
+            format!(
+                "the relayed message does not start with a Received header (RFC 5321 4.4): {}",
+                fields.first().map(Field::show).unwrap_or_default()
+            )
+        })?;
+    // The field naming the harness's submission: `from harness.test` or its address, in
+    // whichever clause or comment the server puts them.
     ensure!(
         first.contains(super::smtp::EHLO_NAME) || first.contains("127.0.0.1"),
         "the top Received header does not name the submitting client ({} / 127.0.0.1): {first}",
         super::smtp::EHLO_NAME
     );
-    let received_at = headers.find("Received:").unwrap_or(0);
-    let message_id = headers
-        .find("Message-ID:")
+    let message_id = fields
+        .iter()
+        .position(|f| f.is("Message-ID"))
         .context("the relayed message lost its Message-ID")?;
     ensure!(
-        received_at < message_id,
+        message_id > 0,
         "the Received header is not above the message's own header fields"
     );
     Ok(())
-}
-
-/// The first header field with its continuation lines joined.
-fn unfolded_first(headers: &str) -> String {
-    let mut lines = headers.split("\r\n");
-    let mut field = lines.next().unwrap_or("").to_owned();
-    for line in lines {
-        if line.starts_with([' ', '\t']) {
-            field.push(' ');
-            field.push_str(line.trim());
-        } else {
-            break;
-        }
-    }
-    field
 }
 
 #[then(
@@ -312,28 +293,32 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
         ));
         return Ok(());
     };
-    let needle = format!("Final-Recipient: rfc822; {recipient}").to_ascii_lowercase();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
-        let inbox = mailboxes
-            .inbox(&account)
+        // The scenario's remote domain is unique, so mail that names the recipient is about it;
+        // the mailbox's other mail is never read.
+        let mentioning = mailboxes
+            .messages_mentioning(&account, &recipient)
             .await
-            .map_err(|e| anyhow!("reading the inbox of {account}: {e}"))?;
-        let dsn = inbox.into_iter().find_map(|m| {
+            .map_err(|e| anyhow!("looking for a bounce in the inbox of {account}: {e}"))?;
+        let dsn = mentioning.into_iter().find_map(|m| {
             let text = String::from_utf8_lossy(&m).to_ascii_lowercase();
-            text.contains(&needle).then_some(text)
+            dsn_field(&text, "final-recipient")
+                .is_some_and(|v| v.contains(&recipient.to_ascii_lowercase()))
+                .then_some(text)
         });
         if let Some(dsn) = dsn {
             ensure!(
-                dsn.contains("multipart/report") && dsn.contains("report-type=delivery-status"),
+                dsn.contains("multipart/report") && dsn.contains("delivery-status"),
                 "the bounce for {recipient} is not an RFC 3464 multipart/report"
             );
             ensure!(
-                dsn.contains("action: failed"),
+                dsn_field(&dsn, "action").is_some_and(|v| v.starts_with("failed")),
                 "the bounce for {recipient} does not say `Action: failed`"
             );
             ensure!(
-                dsn.contains("status: 5.") || dsn.contains("status: 4.4.7"),
+                dsn_field(&dsn, "status")
+                    .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.4.7")),
                 "the bounce for {recipient} gives no permanent status"
             );
             return Ok(());
@@ -346,6 +331,14 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
         }
         tokio::time::sleep(mailboxes.poll_interval().max(Duration::from_millis(100))).await;
     }
+}
+
+/// The value of the first `name:` line of a delivery-status part (`text` lower-cased), trimmed.
+fn dsn_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        (field.trim_end() == name).then(|| value.trim())
+    })
 }
 
 #[then(

@@ -123,9 +123,15 @@ impl Attempts {
         self.verdict.is_some() || self.made >= self.limit
     }
 
-    /// Records that the server ended the run at the next attempt: `how` says with what.
-    fn stopped(&mut self, how: &str) {
+    /// Records that the server ended the run at the next attempt, or showed after it that it
+    /// had: `how` says with what.
+    pub(super) fn stopped(&mut self, how: &str) {
         self.verdict = Some(format!("cut off after {} {}s: {how}", self.made, self.what));
+    }
+
+    /// Whether the run ended with no sign that the server stopped or slowed it.
+    pub(super) fn undecided(&self) -> bool {
+        self.verdict.is_none()
     }
 }
 

@@ -366,7 +366,11 @@ impl Worker {
             // Filing in a local mailbox is final delivery, which records the (null) reverse
             // path (RFC 5321 4.4); a bounce relayed elsewhere gets it from the final server.
             let bounce = bounce.map(|message| match local_sender {
-                Some(_) => [b"Return-Path: <>\r\n".as_slice(), &message].concat(),
+                Some(_) => [
+                    crate::smtp::trace::return_path(&config.variants, "").as_bytes(),
+                    &message,
+                ]
+                .concat(),
                 None => message,
             });
             let incoming = bounce.as_ref().map(|message| Incoming {

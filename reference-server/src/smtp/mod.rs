@@ -3,3 +3,5 @@
 pub mod command;
 pub mod data;
 pub mod session;
+mod texts;
+pub(crate) mod trace;

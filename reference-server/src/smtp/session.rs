@@ -13,11 +13,15 @@ use crate::faults::{InjectedOutcome, Policy};
 use crate::relay::dns::Verdict;
 use crate::smtp::command::{self, Address, Command, Param, ParseError};
 use crate::smtp::data::{DataReceiver, Progress, Violation};
+use crate::smtp::{texts, trace};
+use crate::variants::Variant;
 
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 512;
 /// Longest AUTH command or SASL response line (RFC 4954 section 4).
 const MAX_AUTH_LINE: usize = 12288;
+/// Unknown recipients after which [`Variant::SmtpProbeDefence`] refuses every RCPT.
+const PROBES_TOLERATED: u32 = 3;
 
 /// What the session needs from its driver before it can go on.
 #[derive(Debug)]
@@ -59,6 +63,53 @@ pub struct Envelope {
     pub message: Vec<u8>,
     /// The queue id quoted in the 250 reply and the `Received:` header.
     pub id: String,
+    /// Header fields that only one local recipient's copy gets, below its Return-Path, by
+    /// account (Delivered-To and X-Original-To under [`Variant::SmtpTraceLayout`]); empty when
+    /// every copy is [`Envelope::message`] as it is.
+    pub per_recipient: Vec<(String, String)>,
+}
+
+/// One copy of an accepted message to store: for these local accounts and remote recipients.
+#[derive(Debug)]
+pub struct Copy<'a> {
+    /// Local accounts that get this copy.
+    pub local: Vec<&'a str>,
+    /// Remote recipients to queue this copy for.
+    pub remote: Vec<&'a str>,
+    /// The octets.
+    pub message: std::borrow::Cow<'a, [u8]>,
+}
+
+impl Envelope {
+    /// The copies to store: one for everybody, or, when some recipients get fields of their
+    /// own, one per such local account and one (as accepted) for the rest.
+    pub fn copies(&self) -> Vec<Copy<'_>> {
+        let own = |account: &String| self.per_recipient.iter().any(|(a, _)| a == account);
+        let shared = Copy {
+            local: self
+                .local
+                .iter()
+                .filter(|a| !own(a))
+                .map(String::as_str)
+                .collect(),
+            remote: self.remote.iter().map(String::as_str).collect(),
+            message: std::borrow::Cow::Borrowed(&self.message),
+        };
+        let mut copies: Vec<Copy<'_>> = self
+            .per_recipient
+            .iter()
+            .filter(|(account, _)| self.local.contains(account))
+            .map(|(account, fields)| Copy {
+                local: vec![account.as_str()],
+                remote: Vec::new(),
+                message: trace::below_return_path(&self.message, fields),
+            })
+            .collect();
+        if !shared.local.is_empty() || !shared.remote.is_empty() || copies.is_empty() {
+            copies.insert(0, shared);
+        }
+        copies
+    }
 }
 
 /// Facts about the connection the session runs on.
@@ -103,6 +154,8 @@ struct Transaction {
     /// RCPT commands accepted, duplicates included: what the recipient limit counts.
     accepted: usize,
     local: Vec<String>,
+    /// Each local account with the recipient address that reached it, as the client wrote it.
+    written: Vec<(String, String)>,
     remote: Vec<String>,
     discarded: Vec<String>,
     /// BDAT chunks so far, or `None` while no BDAT was used.
@@ -138,6 +191,8 @@ pub struct Session {
     delayed: Option<Command>,
     /// A MAIL waiting for the DNS check of its domain: (reverse path, SMTPUTF8).
     pending_mail: Option<(String, bool)>,
+    /// RCPTs refused in this session because no such user exists.
+    unknown_recipients: u32,
 }
 
 impl Session {
@@ -161,6 +216,7 @@ impl Session {
             refuse_all: false,
             delayed: None,
             pending_mail: None,
+            unknown_recipients: 0,
         }
     }
 
@@ -178,8 +234,8 @@ impl Session {
                 }
             }
             None => {
-                let line = format!("{} ESMTP reference-server ready", self.config.hostname);
-                self.raw_reply(220, &line);
+                let lines = texts::greeting(&self.config.variants, &self.config.hostname);
+                self.lines_reply(220, &lines);
             }
         }
         if !injection.delay.is_zero() {
@@ -302,7 +358,12 @@ impl Session {
                 && !matches!(self.phase, Phase::Closed)
                 && !self.fault(Policy::NoErrorLimit)
             {
-                self.abort("4.7.0", "Too many errors; closing connection");
+                if self.variant(Variant::SmtpErrorLimit5yz) {
+                    // The 5yz reply to the last error was the last word (RFC 5321 7.8).
+                    self.phase = Phase::Closed;
+                } else {
+                    self.abort("4.7.0", "Too many errors; closing connection");
+                }
             }
             let limit = self.size_limit();
             if matches!(self.phase, Phase::Data(_)) && self.fault(Policy::StripNul) {
@@ -429,6 +490,16 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) -> Option<Event> {
+        if self.variant(Variant::SmtpNoChunking)
+            && line
+                .split(|&b| b == b' ')
+                .next()
+                .is_some_and(|verb| verb.eq_ignore_ascii_case(b"BDAT"))
+        {
+            // A server without CHUNKING does not know BDAT; what follows is read as commands.
+            self.error(500, "5.5.1", "Command unrecognized: BDAT");
+            return None;
+        }
         if self.fault(Policy::RelayAddressTricks) && self.tx.is_some() && self.relay_trick(line) {
             let path = String::from_utf8_lossy(&line[8..]).trim().to_owned();
             tracing::warn!(%path, "FAULT relay_address_tricks: accepting mail that will be discarded");
@@ -474,6 +545,17 @@ impl Session {
                 return None;
             }
         };
+        if self.variant(Variant::SmtpNoPipelining)
+            && !self.input.is_empty()
+            && !matches!(command, Command::Bdat { .. })
+        {
+            // Input that came before the reply to this command: a client pipelining where
+            // PIPELINING was not offered (Exim's smtp_enforce_sync).
+            self.input.clear();
+            self.reply(554, "5.5.0", "SMTP synchronization error");
+            self.phase = Phase::Closed;
+            return None;
+        }
         if let (true, Command::Bdat { size, last }) = (self.refuse_all, &command) {
             let text = "5.5.1 Bad sequence of commands: this server refused the session";
             self.start_chunk(*size, *last, Some((503, text.into())));
@@ -660,42 +742,64 @@ impl Session {
         self.tx = None;
         self.esmtp = esmtp;
         let hostname = self.config.hostname.clone();
-        if !esmtp {
-            self.helo = Some(name);
-            self.raw_reply(250, &hostname);
-            return;
-        }
         // The greeting names the client when that fits a reply line (RFC 5321 4.5.3.1.5: 512
         // octets): a 253-octet hostname and a 255-octet EHLO name would not.
-        let greeting = format!("{hostname} greets {name}");
+        let greeting = format!(
+            "{hostname} {}",
+            texts::ehlo_greet(&self.config.variants, &name)
+        );
         let greeting = if greeting.len() + 6 <= 512 {
             greeting
         } else {
             hostname
         };
-        let mut lines = vec![
-            greeting,
-            "PIPELINING".into(),
-            format!("SIZE {}", self.config.limits.message_size),
-            "8BITMIME".into(),
-            "ENHANCEDSTATUSCODES".into(),
+        if !esmtp {
+            self.helo = Some(name);
+            let helo_line = if self.variant(Variant::SmtpOtherTexts) {
+                greeting
+            } else {
+                self.config.hostname.clone()
+            };
+            self.lines_reply(250, &[helo_line]);
+            return;
+        }
+        let mut keywords: Vec<(Option<Variant>, String)> = vec![
+            (Some(Variant::SmtpNoPipelining), "PIPELINING".into()),
+            (
+                Some(Variant::SmtpNoSize),
+                format!("SIZE {}", self.config.limits.message_size),
+            ),
+            (Some(Variant::SmtpNo8bitmime), "8BITMIME".into()),
+            (
+                Some(Variant::SmtpNoEnhancedStatusCodes),
+                "ENHANCEDSTATUSCODES".into(),
+            ),
         ];
         if self.conn.tls_mode == TlsMode::Starttls
             && (!self.tls || self.fault(Policy::StarttlsAfterTls))
         {
-            lines.push("STARTTLS".into());
+            keywords.push((None, "STARTTLS".into()));
         }
         if self.auth_offered() && self.user.is_none() && !self.fault(Policy::AuthNotAdvertised) {
-            lines.push("AUTH PLAIN LOGIN".into());
+            keywords.push((None, "AUTH PLAIN LOGIN".into()));
         }
-        lines.extend(["SMTPUTF8".into(), "CHUNKING".into(), "HELP".into()]);
+        keywords.extend([
+            (Some(Variant::SmtpNoSmtputf8), "SMTPUTF8".into()),
+            (Some(Variant::SmtpNoChunking), "CHUNKING".into()),
+            (None, "HELP".into()),
+        ]);
+        let mut keywords: Vec<String> = keywords
+            .into_iter()
+            .filter(|(left_out_by, _)| left_out_by.is_none_or(|v| !self.variant(v)))
+            .map(|(_, keyword)| keyword)
+            .collect();
+        if self.variant(Variant::SmtpOtherTexts) {
+            keywords.reverse();
+        }
         self.helo = Some(name);
-        let count = lines.len();
-        for (index, line) in lines.iter().enumerate() {
-            let sep = if index + 1 == count { ' ' } else { '-' };
-            self.output
-                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
-        }
+        let mut lines = vec![greeting];
+        lines.extend(keywords);
+        self.lines_reply(250, &lines);
     }
 
     fn starttls(&mut self) -> Option<Event> {
@@ -826,6 +930,20 @@ impl Session {
                 return self.fail(555, "5.5.4", "MAIL parameters need EHLO, not HELO");
             }
             let value = param.value.as_deref();
+            let unknown = match param.keyword.as_str() {
+                "SIZE" => self.variant(Variant::SmtpNoSize),
+                "BODY" => self.variant(Variant::SmtpNo8bitmime),
+                "SMTPUTF8" => self.variant(Variant::SmtpNoSmtputf8),
+                _ => false,
+            };
+            if unknown {
+                // The parameter of an extension this server does not have (RFC 5321 4.1.1.11).
+                return self.fail(
+                    555,
+                    "5.5.4",
+                    &format!("MAIL parameter {} not recognized", param.keyword),
+                );
+            }
             match (param.keyword.as_str(), value) {
                 ("SIZE", Some(size)) => match size.parse::<u64>() {
                     Ok(size) if size > self.size_limit() => {
@@ -937,6 +1055,10 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.error(503, "5.5.1", "Need MAIL before RCPT");
         };
+        if self.variant(Variant::SmtpProbeDefence) && self.unknown_recipients >= PROBES_TOLERATED {
+            // Not counted as an error: the defence answers, the session goes on.
+            return self.reply(550, "5.7.1", "Too many invalid recipients");
+        }
         if let Some(param) = params.first() {
             return self.error(
                 555,
@@ -976,7 +1098,10 @@ impl Session {
             }
             (true, None) => match discard(Policy::AcceptUnknownUsers) {
                 (true, _) => Err((250, "", "")),
-                _ => Err((550, "5.1.1", "Recipient address rejected: no such user")),
+                _ => {
+                    self.unknown_recipients += 1;
+                    Err((550, "5.1.1", "Recipient address rejected: no such user"))
+                }
             },
             (false, _) if self.authorised() => {
                 let remote = to.to_string();
@@ -994,6 +1119,7 @@ impl Session {
         match destination {
             Ok(account) => {
                 if !tx.local.contains(&account) {
+                    tx.written.push((account.clone(), to.to_string()));
                     tx.local.push(account);
                 }
             }
@@ -1182,10 +1308,30 @@ impl Session {
         }
         let mut tx = self.tx.take().unwrap_or_default();
         let id = queue_id();
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        let body = if self.conn.role.requires_auth() && self.variant(Variant::SmtpCompletesMessages)
+        {
+            let author = self.user.as_deref().unwrap_or(&tx.sender).to_owned();
+            trace::complete(
+                &self.config.variants,
+                &body,
+                &trace::Completion {
+                    author: &author,
+                    date: &date,
+                    id: &id,
+                    hostname: &self.config.hostname,
+                },
+            )
+        } else {
+            body
+        };
         let mut message = Vec::with_capacity(body.len() + 512);
         if !self.fault(Policy::NoTraceHeaders) {
-            message.extend_from_slice(format!("Return-Path: <{}>\r\n", tx.sender).as_bytes());
-            message.extend_from_slice(self.received_header(&tx, &id).as_bytes());
+            let variants = &self.config.variants;
+            message.extend_from_slice(trace::return_path(variants, &tx.sender).as_bytes());
+            message.extend_from_slice(self.received_header(&tx, &id, &date).as_bytes());
         }
         if self.fault(Policy::Strip8bit) {
             message.extend(body.iter().map(|b| b & 0x7f));
@@ -1196,6 +1342,16 @@ impl Session {
             tx.discarded.append(&mut tx.local);
             tx.discarded.append(&mut tx.remote);
         }
+        let per_recipient = tx
+            .written
+            .iter()
+            .filter(|(account, _)| tx.local.contains(account))
+            .map(|(account, written)| {
+                let fields = trace::delivery_fields(&self.config.variants, written, account);
+                (account.clone(), fields)
+            })
+            .filter(|(_, fields)| !fields.is_empty())
+            .collect();
         self.phase = Phase::Waiting;
         Some(Event::Deliver(Envelope {
             sender: tx.sender,
@@ -1204,6 +1360,7 @@ impl Session {
             discarded: tx.discarded,
             message,
             id,
+            per_recipient,
         }))
     }
 
@@ -1217,7 +1374,7 @@ impl Session {
     }
 
     /// The RFC 5321 4.4 trace header, with the RFC 3848 / RFC 6531 protocol keyword.
-    fn received_header(&self, tx: &Transaction, id: &str) -> String {
+    fn received_header(&self, tx: &Transaction, id: &str, date: &str) -> String {
         let mut protocol = String::from(match (self.esmtp, tx.smtputf8) {
             (false, _) => "SMTP",
             (true, false) => "ESMTP",
@@ -1231,24 +1388,22 @@ impl Session {
                 protocol.push('A');
             }
         }
-        let helo = self.helo.as_deref().unwrap_or("unknown");
-        let ip = self.conn.peer.ip();
-        let literal = match ip {
-            std::net::IpAddr::V4(v4) => format!("[{v4}]"),
-            std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+        let recipient = match (tx.local.as_slice(), tx.remote.as_slice()) {
+            ([single], []) | ([], [single]) if tx.discarded.is_empty() => Some(single.as_str()),
+            _ => None,
         };
-        let for_clause = match (tx.local.as_slice(), tx.remote.as_slice()) {
-            ([single], []) | ([], [single]) if tx.discarded.is_empty() => {
-                format!("\r\n\tfor <{single}>")
-            }
-            _ => String::new(),
-        };
-        let date = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc2822)
-            .unwrap_or_default();
-        format!(
-            "Received: from {helo} ({literal})\r\n\tby {} (reference-server) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
-            self.config.hostname
+        trace::received(
+            &self.config.variants,
+            &trace::Hop {
+                helo: self.helo.as_deref().unwrap_or("unknown"),
+                peer: self.conn.peer.ip(),
+                hostname: &self.config.hostname,
+                protocol: &protocol,
+                id,
+                sender: &tx.sender,
+                recipient,
+                date,
+            },
         )
     }
 
@@ -1261,9 +1416,24 @@ impl Session {
         self.raw_reply(code, &line);
     }
 
+    /// A one-line reply, its text as the variants on say (see [`texts::reply_text`]).
     fn raw_reply(&mut self, code: u16, text: &str) {
+        let text = texts::reply_text(&self.config.variants, code, text);
         self.output
             .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+    }
+
+    /// A reply of one or more lines written as given (a greeting, EHLO keywords).
+    fn lines_reply(&mut self, code: u16, lines: &[String]) {
+        for (index, line) in lines.iter().enumerate() {
+            let sep = if index + 1 == lines.len() { ' ' } else { '-' };
+            self.output
+                .extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
+        }
+    }
+
+    fn variant(&self, variant: Variant) -> bool {
+        self.config.variants.has(variant)
     }
 
     /// An error reply; counts toward the limit after which the client is disconnected.
@@ -1750,5 +1920,269 @@ mod tests {
             assert_eq!(&line[..1], &enhanced[..1], "class mismatch: {line}");
         }
         assert!(h.closed);
+    }
+
+    fn with_variants(role: Role, tls_mode: TlsMode, variants: &[Variant]) -> Harness {
+        let mut config = Config::defaults();
+        for variant in variants {
+            config.variants.insert(*variant);
+        }
+        Harness::new(role, tls_mode, config)
+    }
+
+    /// Sends one command at a time, as a client that waits for each reply.
+    fn lockstep(h: &mut Harness, commands: &[&str]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|c| h.send(format!("{c}\r\n").as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn extensions_left_out_are_not_advertised_and_their_parameters_refused() {
+        for (variant, keyword, command, code) in [
+            (
+                Variant::SmtpNoSize,
+                "SIZE",
+                "MAIL FROM:<a@b.test> SIZE=10",
+                "555",
+            ),
+            (
+                Variant::SmtpNo8bitmime,
+                "8BITMIME",
+                "MAIL FROM:<a@b.test> BODY=8BITMIME",
+                "555",
+            ),
+            (
+                Variant::SmtpNo8bitmime,
+                "8BITMIME",
+                "MAIL FROM:<a@b.test> BODY=7BIT",
+                "555",
+            ),
+            (
+                Variant::SmtpNoSmtputf8,
+                "SMTPUTF8",
+                "MAIL FROM:<a@b.test> SMTPUTF8",
+                "555",
+            ),
+            (Variant::SmtpNoChunking, "CHUNKING", "BDAT 3 LAST", "500"),
+            (Variant::SmtpNoPipelining, "PIPELINING", "NOOP", "250"),
+            (
+                Variant::SmtpNoEnhancedStatusCodes,
+                "ENHANCEDSTATUSCODES",
+                "NOOP",
+                "250",
+            ),
+        ] {
+            let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[variant]);
+            let ehlo = h.send(b"EHLO c\r\n");
+            assert!(!ehlo.contains(keyword), "{variant:?}: {ehlo}");
+            assert!(ehlo.contains("HELP"), "{variant:?}: {ehlo}");
+            let reply = h.send(format!("{command}\r\n").as_bytes());
+            assert!(reply.starts_with(code), "{variant:?}: {command}: {reply}");
+        }
+        // Without CHUNKING, what follows BDAT is taken for commands.
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpNoChunking]);
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        let replies = h.send(b"BDAT 6 LAST\r\nNOOP\r\n");
+        assert_eq!(codes(&replies), ["500", "250"], "{replies}");
+        assert!(h.delivered.is_empty());
+    }
+
+    #[test]
+    fn without_enhanced_status_codes_no_reply_has_one() {
+        let mut h = with_variants(
+            Role::Smtp,
+            TlsMode::Starttls,
+            &[Variant::SmtpNoEnhancedStatusCodes],
+        );
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(b"NOOP\r\nVRFY bob\r\nFROB\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n");
+        assert_eq!(
+            codes(&replies),
+            [
+                "250", "252", "500", "250", "550", "250", "354", "250", "221"
+            ]
+        );
+        for line in replies.lines() {
+            let word = line[4..].split(' ').next().unwrap_or_default();
+            assert!(!word.contains('.') || word.contains('@'), "{line}");
+        }
+    }
+
+    #[test]
+    fn without_pipelining_early_commands_end_the_session() {
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpNoPipelining]);
+        let replies = lockstep(
+            &mut h,
+            &[
+                "EHLO c",
+                "MAIL FROM:<a@b.test>",
+                "RCPT TO:<bob@example.test>",
+                "DATA",
+            ],
+        );
+        assert!(replies[3].starts_with("354"), "{replies:?}");
+        assert!(h.send(b"Subject: x\r\n\r\nhi\r\n.\r\n").starts_with("250"));
+        assert_eq!(h.delivered.len(), 1);
+        let early = h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        assert_eq!(codes(&early), ["554"], "{early}");
+        assert!(early.contains("synchronization"), "{early}");
+        assert!(h.closed);
+        // BDAT's chunk follows its command line by design.
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpNoPipelining]);
+        lockstep(
+            &mut h,
+            &[
+                "EHLO c",
+                "MAIL FROM:<a@b.test>",
+                "RCPT TO:<bob@example.test>",
+            ],
+        );
+        assert!(h.send(b"BDAT 3 LAST\r\nx\r\n").starts_with("250"));
+        assert!(!h.closed);
+    }
+
+    #[test]
+    fn error_limit_5yz_closes_after_the_last_error_reply() {
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpErrorLimit5yz]);
+        h.send(b"EHLO c\r\n");
+        let limit = h.session.config.limits.max_errors as usize;
+        let replies: Vec<String> = (0..limit).map(|_| h.send(b"FROB\r\n")).collect();
+        assert!(replies.iter().all(|r| r.starts_with("500 ")), "{replies:?}");
+        assert!(!h.output.contains("421"), "{}", h.output);
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn probe_defence_refuses_every_rcpt_after_three_unknown() {
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpProbeDefence]);
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+        assert!(h.send(b"RCPT TO:<bob@example.test>\r\n").starts_with("250"));
+        for n in 0..3 {
+            let reply = h.send(format!("RCPT TO:<no{n}@example.test>\r\n").as_bytes());
+            assert!(reply.starts_with("550 5.1.1"), "{reply}");
+        }
+        for _ in 0..30 {
+            let reply = h.send(b"RCPT TO:<alice@example.test>\r\n");
+            assert_eq!(reply, "550 5.7.1 Too many invalid recipients\r\n");
+        }
+        assert!(!h.closed, "the defence keeps the session open");
+        assert!(
+            h.send(b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+                .starts_with("354")
+        );
+        assert_eq!(h.delivered[0].local, ["bob@example.test"]);
+    }
+
+    #[test]
+    fn trace_layout_gives_each_local_copy_its_own_delivery_fields() {
+        let mut h = with_variants(
+            Role::Smtp,
+            TlsMode::Starttls,
+            &[Variant::SmtpTraceLayout, Variant::SmtpHeaderCase],
+        );
+        h.send(b"EHLO c\r\nMAIL FROM:<x@sender.test>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(b"DATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\n");
+        let envelope = &h.delivered[0];
+        let message = String::from_utf8(envelope.message.clone()).unwrap();
+        assert!(
+            message.starts_with(
+                "Return-path: <x@sender.test>\r\nreceived: from [127.0.0.9] (helo=c)\r\n"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("(envelope-from <x@sender.test>)"),
+            "{message}"
+        );
+        let copies = envelope.copies();
+        assert_eq!(copies.len(), 2);
+        let alice = String::from_utf8(copies[0].message.to_vec()).unwrap();
+        assert_eq!(copies[0].local, ["alice@example.test"]);
+        assert!(
+            alice.starts_with("Return-path: <x@sender.test>\r\nX-ORIGINAL-TO: postmaster\r\ndelivered-to: alice@example.test\r\nreceived: "),
+            "{alice}"
+        );
+        assert!(
+            alice.ends_with("\r\nSubject: hi\r\n\r\nbody\r\n"),
+            "{alice}"
+        );
+        assert_eq!(copies[1].local, ["bob@example.test"]);
+        assert!(
+            String::from_utf8_lossy(&copies[1].message)
+                .contains("delivered-to: bob@example.test\r\n")
+        );
+        assert!(copies.iter().all(|c| c.remote.is_empty()));
+    }
+
+    #[test]
+    fn without_per_recipient_fields_there_is_one_copy_for_all() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\nMAIL FROM:<x@sender.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(b"DATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\n");
+        let copies = h.delivered[0].copies();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].local, ["alice@example.test", "bob@example.test"]);
+        assert_eq!(&*copies[0].message, h.delivered[0].message.as_slice());
+    }
+
+    #[test]
+    fn submission_completes_messages_port_25_does_not() {
+        let message = b"DATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\n";
+        let mut h = with_variants(
+            Role::Submission,
+            TlsMode::Starttls,
+            &[Variant::SmtpCompletesMessages],
+        );
+        h.send(b"EHLO c\r\nSTARTTLS\r\n");
+        h.send(b"EHLO c\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n");
+        h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(message);
+        let stored = String::from_utf8(h.delivered[0].message.clone()).unwrap();
+        let (_, own) = stored.split_once("Subject: hi\r\n").expect(&stored);
+        assert!(
+            own.starts_with("From: <alice@example.test>\r\nDate: "),
+            "{stored}"
+        );
+        assert!(own.contains("\r\nMessage-ID: <"), "{stored}");
+        assert!(own.ends_with("\r\n\r\nbody\r\n"), "{stored}");
+
+        let mut h = with_variants(
+            Role::Smtp,
+            TlsMode::Starttls,
+            &[Variant::SmtpCompletesMessages],
+        );
+        h.send(b"EHLO c\r\nMAIL FROM:<x@b.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(message);
+        assert!(
+            h.delivered[0]
+                .message
+                .ends_with(b"\r\nSubject: hi\r\n\r\nbody\r\n")
+        );
+    }
+
+    #[test]
+    fn other_texts_change_words_not_codes() {
+        let mut h = with_variants(Role::Smtp, TlsMode::Starttls, &[Variant::SmtpOtherTexts]);
+        assert!(
+            h.output
+                .starts_with("220-mail.example.test Service ready\r\n220 "),
+            "{}",
+            h.output
+        );
+        let ehlo = h.send(b"EHLO c\r\n");
+        let lines: Vec<&str> = ehlo.lines().collect();
+        assert_eq!(
+            lines[0],
+            "250-mail.example.test Hello c, pleased to meet you"
+        );
+        assert_eq!(lines[1], "250-HELP");
+        assert_eq!(*lines.last().unwrap(), "250 PIPELINING");
+        let replies = h.send(b"NOOP\r\nQUIT\r\n");
+        assert_eq!(
+            replies,
+            "250 2.0.0 Requested mail action okay, completed\r\n221 2.0.0 Service closing transmission channel\r\n"
+        );
     }
 }
