@@ -50,8 +50,32 @@ macro_rules! variants {
 // Grouped by area; each group keeps to its own lines.
 variants! {
     // ---- connections ----
+    ConnectionLimit4 "connection_limit_4"
+        "RFC 5321 3.8 and 4.2.3 (a 421 greeting: service not available), RFC 3206 4 (-ERR [SYS/TEMP]: a temporary problem), RFC 3501 7.1.5 (a BYE greeting: the server will not take the connection); no RFC obliges a server to take any number of connections from one address"
+        "At most 4 connections at once from one client address, over all ports together; a fifth is greeted with 421 (SMTP), -ERR [SYS/TEMP] (POP3) or * BYE (IMAP) and closed.",
     // ---- smtp ----
     // ---- pop3 ----
+    Pop3NoSasl "pop3_no_sasl"
+        "RFC 2449 6.3 (SASL is a capability a server may leave out) and RFC 5034 1 (AUTH is an extension of RFC 1939)"
+        "POP3: no SASL line in CAPA, and AUTH is answered -ERR as an unknown command; USER and PASS still work.",
+    Pop3NoTop "pop3_no_top"
+        "RFC 1939 7 (TOP is an optional command) and RFC 2449 6.1"
+        "POP3: TOP is not in CAPA and is answered -ERR as an unknown command.",
+    Pop3NoUidl "pop3_no_uidl"
+        "RFC 1939 7 (UIDL is an optional command) and RFC 2449 6.8"
+        "POP3: UIDL is not in CAPA and is answered -ERR as an unknown command.",
+    Pop3NoRespCodes "pop3_no_resp_codes"
+        "RFC 2449 6.4 and 8 (response codes are a capability a server may leave out) and RFC 3206 6 (AUTH-RESP-CODE likewise)"
+        "POP3: neither RESP-CODES nor AUTH-RESP-CODE in CAPA, and no [CODE] in any response: a locked maildrop, a failed login and a busy server all get a plain -ERR.",
+    Pop3NoPipelining "pop3_no_pipelining"
+        "RFC 2449 6.6 (PIPELINING is a capability a server may leave out) and RFC 1939 3 (without it a client waits for each response, so what the server does with commands sent early is its own choice)"
+        "POP3: PIPELINING is not in CAPA, and commands that arrive together with an earlier one are discarded unanswered.",
+    Pop3OtherTexts "pop3_other_texts"
+        "RFC 1939 3 (the text after +OK and -ERR is the server's to choose) and 5 (nothing is required after the numbers of STAT and LIST answers)"
+        "POP3: other texts after every +OK and -ERR than the reference ones (response codes kept), and words after the numbers of STAT and LIST answers.",
+    Pop3NoCapa "pop3_no_capa"
+        "RFC 2449 5 (CAPA is itself an extension of RFC 1939, which a server need not implement)"
+        "POP3: CAPA is answered -ERR as an unknown command, so a client learns no capability; STLS, USER and PASS, TOP and UIDL still work.",
     // ---- imap ----
     // ---- mailboxes ----
     MailboxesPreloaded "mailboxes_preloaded"
@@ -103,8 +127,9 @@ impl Variants {
     /// Applies the variants that are settings of the config rather than behaviours of a
     /// session (a connection limit, say). Called once, before the server starts.
     pub fn apply(&self, config: &mut Config) {
-        // None yet: each variant so far is a behaviour of the sessions or the store.
-        let _ = config;
+        if self.has(Variant::ConnectionLimit4) {
+            config.limits.connections_per_address = 4;
+        }
     }
 }
 
@@ -178,6 +203,14 @@ mod tests {
         }
         let error = "no_such_variant".parse::<Variant>().unwrap_err();
         assert!(error.contains("mailboxes_preloaded"), "{error}");
+    }
+
+    #[test]
+    fn the_connection_limit_is_a_setting_of_the_config() {
+        let mut config = Config::defaults();
+        let variants: Variants = [Variant::ConnectionLimit4].into_iter().collect();
+        variants.apply(&mut config);
+        assert_eq!(config.limits.connections_per_address, 4);
     }
 
     #[test]
