@@ -19,10 +19,11 @@ macro_rules! variants {
     ($($variant:ident $name:literal $allowed_by:literal $doc:literal,)*) => {
         /// A legal behaviour that differs from the reference defaults.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-        #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum Variant {
-            $(#[doc = $doc] $variant,)*
+            // Named in config files exactly as on command lines: snake_case would make
+            // `ConnectionLimit4` "connection_limit4".
+            $(#[doc = $doc] #[serde(rename = $name)] $variant,)*
         }
 
         impl Variant {
@@ -203,6 +204,14 @@ mod tests {
         }
         let error = "no_such_variant".parse::<Variant>().unwrap_err();
         assert!(error.contains("mailboxes_preloaded"), "{error}");
+    }
+
+    #[test]
+    fn a_config_names_variants_as_the_command_line_does() {
+        let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        let yaml = format!("[{}]\n", names.join(", "));
+        let variants: Variants = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(variants.iter().collect::<Vec<_>>(), Variant::ALL);
     }
 
     #[test]
