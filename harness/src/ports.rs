@@ -603,6 +603,7 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
                 relay: None,
                 skip_tags: Vec::new(),
                 known_findings: Vec::new(),
+                max_connections: crate::target::DEFAULT_MAX_CONNECTIONS,
             };
             probe_all(&profile, false, options).await
         }
