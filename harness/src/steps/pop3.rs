@@ -255,11 +255,11 @@ fn has_token(message: &[u8], token: &str) -> bool {
 /// The header section of message `number`, with TOP when the server offers it, else the whole
 /// message with RETR.
 async fn read_header(client: &mut Pop3Client, number: u32) -> anyhow::Result<Vec<u8>> {
-    if client.has_capability("TOP") {
-        if let Ok(header) = client.top(number, 0).await? {
-            return Ok(header);
-        }
-        // Advertised but refused: the whole message says the same.
+    // TOP advertised but refused: the whole message says the same.
+    if client.has_capability("TOP")
+        && let Ok(header) = client.top(number, 0).await?
+    {
+        return Ok(header);
     }
     client
         .retr(number)
