@@ -32,8 +32,16 @@ Feature: POP3 commands in the TRANSACTION state
       | command               |
       | LIST {beyond-last}    |
       | RETR {beyond-last}    |
-      | TOP {beyond-last} 0   |
       | DELE {beyond-last}    |
+
+    @needs-pop3-TOP
+    Examples: TOP is optional (RFC 1939 section 7)
+      | command               |
+      | TOP {beyond-last} 0   |
+
+    @needs-pop3-UIDL
+    Examples: UIDL is optional (RFC 1939 section 7)
+      | command               |
       | UIDL {beyond-last}    |
 
   @rfc1939-5 @fault-pop3_msgnum_unchecked @must

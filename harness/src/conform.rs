@@ -6,6 +6,9 @@
 //! the EHLO reply of every port the scenario uses (else "skipped"), and the profile's
 //! `skip_tags` skip on purpose. Everything else runs and passes or fails; a failed `@should`
 //! scenario is then a warning, unless the profile says `strict: true`.
+//!
+//! Every connection to the target counts against the profile's `max_connections`, and
+//! scenarios run side by side only as far as that leaves each the connections it may need.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use cucumber::tag::Ext as _;
 use cucumber::{Event, World as _, WriterExt as _, gherkin, parser};
 use futures::future::LocalBoxFuture;
 
+use crate::clients::limit_connections;
 use crate::clients::pop3::Pop3Client;
 use crate::clients::tls::TlsClient;
 use crate::embedded::Embedded;
@@ -29,6 +33,23 @@ use crate::target::{KnownFinding, TargetProfile};
 
 /// SMTP services whose capabilities are discovered with EHLO.
 const SMTP_SERVICES: [&str; 3] = ["smtp", "submission", "submissions"];
+
+/// Connections one scenario may hold at once: an SMTP client, two IMAP sessions on one
+/// mailbox, and a delivery check or the cleanup of its mailbox.
+const CONNECTIONS_PER_SCENARIO: usize = 4;
+
+/// How many scenarios run side by side: as many as wanted, but only as far as the target's
+/// connection limit leaves [`CONNECTIONS_PER_SCENARIO`] to each, so that no scenario waits for a
+/// slot that another waiting scenario holds; one at least, which may then use the whole limit.
+fn scenario_concurrency(wanted: usize, max_connections: usize) -> usize {
+    wanted
+        .min(max_connections / CONNECTIONS_PER_SCENARIO)
+        .max(1)
+}
+
+/// Keyword standing in discovered capabilities for "CAPA was answered", so that scenarios
+/// that send CAPA can need it (`@needs-pop3-CAPA`): CAPA is an extension too (RFC 2449).
+const CAPA_ANSWERED: &str = "CAPA";
 
 /// What `harness conform` runs against.
 pub enum TargetSpec {
@@ -130,8 +151,26 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
         }
     };
     let target = Arc::new(target);
+    // Every connection to the target counts against its limit, discovery's included. A
+    // connection waits for a slot at most three replies' time: with scenarios run only as far
+    // as the limit allows, a longer wait means a scenario needs more than the whole limit.
+    let limit = limit_connections(
+        target
+            .profile
+            .ports
+            .offered()
+            .map(|(_, port)| target.profile.addr(port)),
+        target.profile.max_connections,
+        options.timeout * 3,
+    );
     let capabilities = discover(&target).await;
     let mut records = execute(target.clone(), capabilities, tags, options).await;
+    tracing::debug!(
+        "at most {} of the {} connections allowed to the target were open at once",
+        limit.peak(),
+        target.profile.max_connections
+    );
+    drop(limit);
     let strict = target.profile.strict;
     apply_severity(&mut records, strict);
     apply_known_findings(&mut records, &target.profile.known_findings);
@@ -240,7 +279,8 @@ async fn discover(target: &Target) -> HashMap<String, Capabilities> {
 }
 
 /// POP3 CAPA keywords with their parameters, upper-cased, after STLS when offered: what a
-/// client may use once it can log in. A server without CAPA has none.
+/// client may use once it can log in, and [`CAPA_ANSWERED`] when CAPA was answered. A server
+/// without CAPA has none.
 async fn capa_keywords(target: &Target, service: &str) -> anyhow::Result<Capabilities> {
     let addr = target.addr(service)?;
     let mut client = if Target::is_implicit_tls(service) {
@@ -249,11 +289,11 @@ async fn capa_keywords(target: &Target, service: &str) -> anyhow::Result<Capabil
         Pop3Client::connect(&addr, target.timeout).await?
     };
     client.greeting().await?;
-    client.capa().await?;
+    let mut answered = client.capa().await?.is_some();
     if !client.is_tls() && client.has_capability("STLS") && client.stls(&target.tls).await?.ok {
-        client.capa().await?;
+        answered = client.capa().await?.is_some();
     }
-    let found = client
+    let mut found: Capabilities = client
         .capabilities()
         .iter()
         .map(|(keyword, params)| {
@@ -261,6 +301,9 @@ async fn capa_keywords(target: &Target, service: &str) -> anyhow::Result<Capabil
             (keyword.clone(), params)
         })
         .collect();
+    if answered {
+        found.insert(CAPA_ANSWERED.to_owned(), BTreeSet::new());
+    }
     let _ = client.quit().await;
     Ok(found)
 }
@@ -368,6 +411,29 @@ fn unmet(what: &str, caps: &Capabilities) -> Option<String> {
     }
 }
 
+/// Why `needs-pop3-<what>` is not met by a POP3 port's CAPA listing, if it is not. `what` is a
+/// CAPA keyword, which may hold '-' (`RESP-CODES`), or `SASL-<mechanism>`; `CAPA` needs CAPA to
+/// be answered at all. A server without CAPA advertises nothing, so it meets nothing else.
+fn unmet_pop3(what: &str, caps: &Capabilities) -> Option<String> {
+    let wanted = what.to_ascii_uppercase();
+    let shown = match wanted.split_once('-') {
+        Some(("SASL", mechanism)) => format!("SASL {mechanism}"),
+        _ => wanted.clone(),
+    };
+    if !caps.contains_key(CAPA_ANSWERED) {
+        return Some(if wanted == CAPA_ANSWERED {
+            "does not answer CAPA (RFC 2449 5)".to_owned()
+        } else {
+            format!("does not answer CAPA, so it advertises no {shown} (RFC 2449 5)")
+        });
+    }
+    let met = caps.contains_key(&wanted)
+        || wanted
+            .split_once('-')
+            .is_some_and(|(keyword, param)| caps.get(keyword).is_some_and(|p| p.contains(param)));
+    (!met).then(|| format!("does not advertise {shown} in CAPA"))
+}
+
 /// Why a scenario will not run, if it will not.
 fn gate(
     tags: &[String],
@@ -435,10 +501,10 @@ fn gate(
         let Some(service) = pop3_service else { break };
         if let Some(why) = capabilities
             .get(service)
-            .and_then(|caps| unmet(needed, caps))
+            .and_then(|caps| unmet_pop3(needed, caps))
         {
             return Some(Outcome::Skipped {
-                reason: format!("the {service} port {why} in CAPA"),
+                reason: format!("the {service} port {why}"),
             });
         }
     }
@@ -647,7 +713,10 @@ async fn execute(
     MailWorld::cucumber()
         .with_writer(FailedSteps(failed_steps.clone(), parse_errors.clone()).normalized())
         .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
-        .max_concurrent_scenarios(options.concurrency.max(1))
+        .max_concurrent_scenarios(scenario_concurrency(
+            options.concurrency,
+            target.profile.max_connections,
+        ))
         .before(before)
         .after(after)
         .filter_run(&options.features, filter)
@@ -806,6 +875,7 @@ mod tests {
             skip_tags: vec!["@bare-line-ends".into()],
             known_findings: Vec::new(),
             strict: false,
+            max_connections: crate::target::DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -869,6 +939,80 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn pop3_capabilities_with_dashes_sasl_mechanisms_and_no_capa() {
+        let mut profile = profile();
+        profile.ports.pop3s = Some(995);
+        let listed = |keywords: &[(&str, &[&str])]| {
+            let caps: Capabilities = keywords
+                .iter()
+                .map(|(keyword, params)| {
+                    let params = params.iter().map(|p| (*p).to_owned()).collect();
+                    ((*keyword).to_owned(), params)
+                })
+                .collect();
+            HashMap::from([("pop3s".to_owned(), caps)])
+        };
+        let caps = listed(&[
+            (CAPA_ANSWERED, &[]),
+            ("RESP-CODES", &[]),
+            ("USER", &[]),
+            ("SASL", &["PLAIN"]),
+        ]);
+        for met in [
+            "needs-pop3-RESP-CODES",
+            "needs-pop3-SASL-PLAIN",
+            "needs-pop3-CAPA",
+        ] {
+            assert_eq!(gate(&tags(&["pop3", met]), &profile, &caps), None, "{met}");
+        }
+        for (unmet, why) in [
+            (
+                "needs-pop3-PIPELINING",
+                "does not advertise PIPELINING in CAPA",
+            ),
+            (
+                "needs-pop3-SASL-CRAM-MD5",
+                "does not advertise SASL CRAM-MD5 in CAPA",
+            ),
+            (
+                "needs-pop3-AUTH-RESP-CODE",
+                "does not advertise AUTH-RESP-CODE in CAPA",
+            ),
+        ] {
+            assert!(matches!(
+                gate(&tags(&["pop3", unmet]), &profile, &caps),
+                Some(Outcome::Skipped { reason }) if reason == format!("the pop3s port {why}")
+            ));
+        }
+        // A server that refuses CAPA advertises nothing: no capability is assumed.
+        let caps = listed(&[]);
+        for (unmet, why) in [
+            (
+                "needs-pop3-USER",
+                "does not answer CAPA, so it advertises no USER",
+            ),
+            ("needs-pop3-CAPA", "does not answer CAPA (RFC 2449 5)"),
+        ] {
+            assert!(matches!(
+                gate(&tags(&["pop3", unmet]), &profile, &caps),
+                Some(Outcome::Skipped { reason }) if reason.contains(why)
+            ));
+        }
+    }
+
+    #[test]
+    fn scenarios_run_side_by_side_only_as_far_as_the_connection_limit_allows() {
+        assert_eq!(scenario_concurrency(8, 64), 8);
+        assert_eq!(scenario_concurrency(8, 10), 2);
+        assert_eq!(
+            scenario_concurrency(8, crate::target::DEFAULT_MAX_CONNECTIONS),
+            1
+        );
+        assert_eq!(scenario_concurrency(8, 1), 1);
+        assert_eq!(scenario_concurrency(0, 64), 1);
     }
 
     #[test]

@@ -604,6 +604,7 @@ pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<
                 skip_tags: Vec::new(),
                 known_findings: Vec::new(),
                 strict: false,
+                max_connections: crate::target::DEFAULT_MAX_CONNECTIONS,
             };
             probe_all(&profile, false, options).await
         }

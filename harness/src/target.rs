@@ -41,6 +41,24 @@ pub struct TargetProfile {
     /// failure instead of a warning.
     #[serde(default)]
     pub strict: bool,
+    /// Most connections the harness keeps open to the target at once, over all its ports
+    /// together: the server's limit per client address, when it has one. Scenarios run side by
+    /// side only as far as this allows.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// [`TargetProfile::max_connections`] for a target that does not say.
+///
+/// Courier's POP3 and IMAP servers take 4 connections per client address by default
+/// (`MAXPERIP`), the fewest among common servers' defaults (Dovecot takes 10 per user and
+/// address, Postfix 50 per client). No scenario needs more than 4 at once, so every scenario
+/// still runs, at the price of running them one at a time; a profile that gives the server's
+/// real limit buys the parallelism back.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }
 
 /// A scenario that is known to fail on a target, and why.
@@ -247,6 +265,9 @@ impl TargetProfile {
         if self.ports.offered().next().is_none() {
             return Err("`ports` lists no service; give at least one port".into());
         }
+        if self.max_connections == 0 {
+            return Err("`max_connections` is 0; the harness needs at least one connection".into());
+        }
         if let Some((key, _)) = self.ports.offered().find(|&(_, port)| port == 0) {
             return Err(format!(
                 "`ports.{key}` is 0; give the port the target listens on"
@@ -329,6 +350,9 @@ skip_tags: [\"@pop-before-smtp\"]
         );
         let (_dir, path) = write_profile(&format!("{GOOD}strict: true\n"));
         assert!(load(&path).unwrap().strict);
+        assert_eq!(profile.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let (_dir, path) = write_profile(&format!("{GOOD}max_connections: 10\n"));
+        assert_eq!(load(&path).unwrap().max_connections, 10);
     }
 
     #[test]
@@ -374,6 +398,11 @@ skip_tags: [\"@pop-before-smtp\"]
             ("certs/peer.pem", "certs/absent.pem", "tls.ca_file"),
             ("bob@peer.test", "bob", "accounts[1].address"),
             ("smtp: 25,", "smtp: 0,", "ports.smtp"),
+            (
+                "name: postfix-dovecot",
+                "name: n\nmax_connections: 0",
+                "max_connections",
+            ),
         ] {
             let (_dir, path) = write_profile(&GOOD.replace(from, to));
             let error = load(&path).unwrap_err();

@@ -201,6 +201,15 @@ const SMTP_ALL_MAY_SKIP: &[&str] = &[
 /// Every variant of the reference server is in at least one run.
 const VARIANT_RUNS: &[VariantRun] = &[
     // ---- connections ----
+    // The embedded target does not tell the harness this limit: the profile's default copes.
+    direct("connection_limit_4", &[Variant::ConnectionLimit4], &[]),
+    // Through a profile that says nothing of it, delivery checks read mailboxes over IMAP.
+    VariantRun {
+        name: "connection_limit_4_via_profile",
+        variants: &[Variant::ConnectionLimit4],
+        may_skip: &[],
+        via_profile: true,
+    },
     // ---- smtp ----
     direct(
         "smtp_completes_messages",
@@ -252,6 +261,57 @@ const VARIANT_RUNS: &[VariantRun] = &[
         via_profile: true,
     },
     // ---- pop3 ----
+    direct(
+        "pop3_no_sasl",
+        &[Variant::Pop3NoSasl],
+        &["needs-pop3-SASL-PLAIN"],
+    ),
+    direct("pop3_no_top", &[Variant::Pop3NoTop], &["needs-pop3-TOP"]),
+    direct("pop3_no_uidl", &[Variant::Pop3NoUidl], &["needs-pop3-UIDL"]),
+    direct("pop3_no_resp_codes", &[Variant::Pop3NoRespCodes], &[]),
+    direct(
+        "pop3_no_pipelining",
+        &[Variant::Pop3NoPipelining],
+        &["needs-pop3-PIPELINING"],
+    ),
+    direct("pop3_other_texts", &[Variant::Pop3OtherTexts], &[]),
+    direct("pop3_no_capa", &[Variant::Pop3NoCapa], POP3_EXTENSIONS),
+    // Other mail, a 20 MiB message and NUL octets among it, found past without UIDL or TOP.
+    direct(
+        "pop3_preloaded_no_uidl_no_top",
+        &[
+            Variant::MailboxesPreloaded,
+            Variant::Pop3NoUidl,
+            Variant::Pop3NoTop,
+        ],
+        &["needs-pop3-UIDL", "needs-pop3-TOP"],
+    ),
+    // Every POP3 variant that keeps CAPA, as a third-party server is reached: messages added
+    // over SMTP and found with RETR alone.
+    VariantRun {
+        name: "pop3_minimal_via_profile",
+        variants: &[
+            Variant::Pop3NoSasl,
+            Variant::Pop3NoTop,
+            Variant::Pop3NoUidl,
+            Variant::Pop3NoRespCodes,
+            Variant::Pop3NoPipelining,
+            Variant::Pop3OtherTexts,
+        ],
+        may_skip: &[
+            "needs-pop3-SASL-PLAIN",
+            "needs-pop3-TOP",
+            "needs-pop3-UIDL",
+            "needs-pop3-PIPELINING",
+        ],
+        via_profile: true,
+    },
+    // The busy refusal without a response code: a plain -ERR greeting.
+    direct(
+        "connection_limit_4_pop3_no_resp_codes",
+        &[Variant::ConnectionLimit4, Variant::Pop3NoRespCodes],
+        &[],
+    ),
     // ---- imap ----
     direct("imap_namespace_inbox", &[Variant::ImapNamespaceInbox], &[]),
     direct(
@@ -349,6 +409,16 @@ const VARIANT_RUNS: &[VariantRun] = &[
             "needs-imap-CHILDREN",
         ],
     ),
+];
+
+/// Every `@needs-pop3-` tag: a server that answers no CAPA advertises none of them.
+const POP3_EXTENSIONS: &[&str] = &[
+    "needs-pop3-CAPA",
+    "needs-pop3-USER",
+    "needs-pop3-SASL-PLAIN",
+    "needs-pop3-TOP",
+    "needs-pop3-UIDL",
+    "needs-pop3-PIPELINING",
 ];
 
 /// Scenarios the embedded default skips: policies that are off in the server's defaults and

@@ -402,16 +402,23 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Turns a client away over a connection limit, with the protocol's "try again later".
-async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared, why: &str) {
-    let line = match bound.role.protocol() {
-        Protocol::Smtp => format!(
-            "421 4.7.0 {} {why}, try again later\r\n",
-            shared.config.hostname
-        ),
+/// The greeting that turns a client away over a connection limit: the protocol's "try again
+/// later" (RFC 5321 3.8, RFC 3206 4, RFC 3501 7.1.5).
+fn busy_greeting(protocol: Protocol, config: &Config, why: &str) -> String {
+    match protocol {
+        Protocol::Smtp => format!("421 4.7.0 {} {why}, try again later\r\n", config.hostname),
+        // Without RESP-CODES a server writes no code (RFC 2449 section 8).
+        Protocol::Pop3 if config.variants.has(Variant::Pop3NoRespCodes) => {
+            format!("-ERR {why}, try again later\r\n")
+        }
         Protocol::Pop3 => format!("-ERR [SYS/TEMP] {why}, try again later\r\n"),
         Protocol::Imap => format!("* BYE [UNAVAILABLE] {why}, try again later\r\n"),
-    };
+    }
+}
+
+/// Turns a client away over a connection limit, with the protocol's "try again later".
+async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared, why: &str) {
+    let line = busy_greeting(bound.role.protocol(), &shared.config, why);
     let mut stream = Stream::Plain(tcp);
     // Over the limit a client gets a few seconds, not a connection slot's worth of patience.
     let patience = Duration::from_secs(5);
@@ -1213,7 +1220,30 @@ fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_tls_capabilities;
+    use super::{Config, Protocol, Variant, busy_greeting, without_tls_capabilities};
+
+    #[test]
+    fn a_busy_server_says_try_later_in_each_protocol() {
+        let mut config = Config::defaults();
+        let why = "Too many connections from your address";
+        assert_eq!(
+            busy_greeting(Protocol::Smtp, &config, why),
+            format!("421 4.7.0 mail.example.test {why}, try again later\r\n")
+        );
+        assert_eq!(
+            busy_greeting(Protocol::Pop3, &config, why),
+            format!("-ERR [SYS/TEMP] {why}, try again later\r\n")
+        );
+        assert_eq!(
+            busy_greeting(Protocol::Imap, &config, why),
+            format!("* BYE [UNAVAILABLE] {why}, try again later\r\n")
+        );
+        config.variants.insert(Variant::Pop3NoRespCodes);
+        assert_eq!(
+            busy_greeting(Protocol::Pop3, &config, why),
+            format!("-ERR {why}, try again later\r\n")
+        );
+    }
 
     #[test]
     fn stale_greeting_drops_only_the_pre_tls_capabilities() {

@@ -19,10 +19,11 @@ macro_rules! variants {
     ($($variant:ident $name:literal $allowed_by:literal $doc:literal,)*) => {
         /// A legal behaviour that differs from the reference defaults.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-        #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum Variant {
-            $(#[doc = $doc] $variant,)*
+            // Named in config files exactly as on command lines: snake_case would make
+            // `ConnectionLimit4` "connection_limit4".
+            $(#[doc = $doc] #[serde(rename = $name)] $variant,)*
         }
 
         impl Variant {
@@ -50,6 +51,9 @@ macro_rules! variants {
 // Grouped by area; each group keeps to its own lines.
 variants! {
     // ---- connections ----
+    ConnectionLimit4 "connection_limit_4"
+        "RFC 5321 3.8 and 4.2.3 (a 421 greeting: service not available), RFC 3206 4 (-ERR [SYS/TEMP]: a temporary problem), RFC 3501 7.1.5 (a BYE greeting: the server will not take the connection); no RFC obliges a server to take any number of connections from one address"
+        "At most 4 connections at once from one client address, over all ports together; a fifth is greeted with 421 (SMTP), -ERR [SYS/TEMP] (POP3) or * BYE (IMAP) and closed.",
     // ---- smtp ----
     SmtpCompletesMessages "smtp_completes_messages"
         "RFC 6409 8 (sites MAY modify submissions to comply with the standards: RFC 5322 3.6 requires From and Date), 8.2 (MAY add Date), 8.3 (SHOULD add Message-ID); RFC 5321 6.4 (a submission server may add Message-ID and Date)"
@@ -88,6 +92,27 @@ variants! {
         "RFC 5321 4.2 (the text of a reply is not significant; a reply may span several lines) and 4.1.1.1 (the EHLO keywords come in no set order)"
         "Use other texts in every reply (those of RFC 5321 4.2.3), a greeting of two lines, and the EHLO keywords in reverse order.",
     // ---- pop3 ----
+    Pop3NoSasl "pop3_no_sasl"
+        "RFC 2449 6.3 (SASL is a capability a server may leave out) and RFC 5034 1 (AUTH is an extension of RFC 1939)"
+        "POP3: no SASL line in CAPA, and AUTH is answered -ERR as an unknown command; USER and PASS still work.",
+    Pop3NoTop "pop3_no_top"
+        "RFC 1939 7 (TOP is an optional command) and RFC 2449 6.1"
+        "POP3: TOP is not in CAPA and is answered -ERR as an unknown command.",
+    Pop3NoUidl "pop3_no_uidl"
+        "RFC 1939 7 (UIDL is an optional command) and RFC 2449 6.8"
+        "POP3: UIDL is not in CAPA and is answered -ERR as an unknown command.",
+    Pop3NoRespCodes "pop3_no_resp_codes"
+        "RFC 2449 6.4 and 8 (response codes are a capability a server may leave out) and RFC 3206 6 (AUTH-RESP-CODE likewise)"
+        "POP3: neither RESP-CODES nor AUTH-RESP-CODE in CAPA, and no [CODE] in any response: a locked maildrop, a failed login and a busy server all get a plain -ERR.",
+    Pop3NoPipelining "pop3_no_pipelining"
+        "RFC 2449 6.6 (PIPELINING is a capability a server may leave out) and RFC 1939 3 (without it a client waits for each response, so what the server does with commands sent early is its own choice)"
+        "POP3: PIPELINING is not in CAPA, and commands that arrive together with an earlier one are discarded unanswered.",
+    Pop3OtherTexts "pop3_other_texts"
+        "RFC 1939 3 (the text after +OK and -ERR is the server's to choose) and 5 (nothing is required after the numbers of STAT and LIST answers)"
+        "POP3: other texts after every +OK and -ERR than the reference ones (response codes kept), and words after the numbers of STAT and LIST answers.",
+    Pop3NoCapa "pop3_no_capa"
+        "RFC 2449 5 (CAPA is itself an extension of RFC 1939, which a server need not implement)"
+        "POP3: CAPA is answered -ERR as an unknown command, so a client learns no capability; STLS, USER and PASS, TOP and UIDL still work.",
     // ---- imap ----
     ImapNamespaceInbox "imap_namespace_inbox"
         "RFC 2342 sections 4 and 5 (the server chooses its namespaces, prefix and delimiter; personal prefix \"INBOX.\" is the RFC's own example), RFC 3501 5.1 and 6.3.3 (names are the server's to interpret; CREATE may fail), RFC 5530 3 (CANNOT)"
@@ -181,8 +206,9 @@ impl Variants {
     /// Applies the variants that are settings of the config rather than behaviours of a
     /// session (a connection limit, say). Called once, before the server starts.
     pub fn apply(&self, config: &mut Config) {
-        // None yet: each variant so far is a behaviour of the sessions or the store.
-        let _ = config;
+        if self.has(Variant::ConnectionLimit4) {
+            config.limits.connections_per_address = 4;
+        }
     }
 }
 
@@ -256,6 +282,22 @@ mod tests {
         }
         let error = "no_such_variant".parse::<Variant>().unwrap_err();
         assert!(error.contains("mailboxes_preloaded"), "{error}");
+    }
+
+    #[test]
+    fn a_config_names_variants_as_the_command_line_does() {
+        let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        let yaml = format!("[{}]\n", names.join(", "));
+        let variants: Variants = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(variants.iter().collect::<Vec<_>>(), Variant::ALL);
+    }
+
+    #[test]
+    fn the_connection_limit_is_a_setting_of_the_config() {
+        let mut config = Config::defaults();
+        let variants: Variants = [Variant::ConnectionLimit4].into_iter().collect();
+        variants.apply(&mut config);
+        assert_eq!(config.limits.connections_per_address, 4);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
 use super::ClientError;
-use super::conn::{connect_tcp, is_closed};
+use super::conn::{connect_tcp, is_closed, slot};
 
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
@@ -329,6 +329,7 @@ pub async fn probe_hello_at(
     sni: Option<&str>,
     timeout: Duration,
 ) -> Result<HelloOutcome, ClientError> {
+    let _slot = slot(addr).await?;
     let deadline = Instant::now() + timeout;
     let mut stream = connect_tcp(addr, timeout).await?;
     let left = deadline.saturating_duration_since(Instant::now());

@@ -14,4 +14,5 @@ pub mod transcript;
 #[cfg(test)]
 mod test_support;
 
+pub(crate) use conn::limit_connections;
 pub use error::ClientError;

@@ -199,13 +199,14 @@ impl MailWorld {
         }
     }
 
-    /// Deletes what the scenario made on the server (its own IMAP mailboxes), closes its
-    /// connections and gives up its maildrop leases.
+    /// Closes the scenario's connections, gives up its maildrop leases and deletes what it made
+    /// on the server (its own IMAP mailboxes). The connections go first: the cleanup needs one
+    /// of its own, and under a connection limit it must not wait while holding others.
     pub async fn end_scenario(&mut self) {
-        self.imap.end_scenario();
-        self.imap_cleanup().await;
         self.client = None;
         self.pop3.end_scenario();
+        self.imap.end_scenario();
+        self.imap_cleanup().await;
     }
 
     fn target(&self) -> anyhow::Result<Arc<Target>> {

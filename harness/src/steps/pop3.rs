@@ -2,10 +2,16 @@
 //! maildrop commands, and the round trip from SMTP submission to POP3 retrieval.
 //!
 //! A scenario adds its own messages, each with a unique Message-ID, and looks only at those: the
-//! maildrop may hold mail from other scenarios. Scenarios that open an account's maildrop hold a
-//! lease on it (see [`super::Leases`]), so two of them never race for the POP3 lock or each
-//! other's deletions.
+//! maildrop may hold mail from other scenarios, or any other mail. It finds them by what the
+//! server offers: by unique-id once it has seen them (UIDL), else by their header (TOP, else the
+//! whole message with RETR). Scenarios that open an account's maildrop hold a lease on it (see
+//! [`super::Leases`]), so two of them never race for the POP3 lock or each other's deletions.
+//!
+//! What the harness relies on comes from CAPA (after STLS): how it logs in (USER, else SASL
+//! PLAIN), TOP, UIDL, response codes. A server that answers no CAPA advertises nothing, and the
+//! harness uses no extension with it; it logs in with USER and PASS, RFC 1939's own login.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -45,6 +51,8 @@ pub(super) struct Pop3State {
     numbers: Vec<u32>,
     /// Their UIDL values, when a step recorded them.
     uidls: Vec<String>,
+    /// Unique-ids of messages in the maildrop that were read and are not the scenario's.
+    foreign: HashSet<String>,
     /// Maildrops this scenario holds.
     leases: Vec<(String, OwnedMutexGuard<()>)>,
 }
@@ -64,6 +72,57 @@ struct Added {
     token: String,
     /// The octets as sent; a server may prepend trace header fields.
     sent: Vec<u8>,
+    /// Its unique-id, once a session with UIDL has found it.
+    uidl: Option<String>,
+}
+
+impl Added {
+    fn new(token: String, sent: Vec<u8>) -> Added {
+        Added {
+            token,
+            sent,
+            uidl: None,
+        }
+    }
+}
+
+/// How the harness logs in to a POP3 server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// USER and PASS (RFC 1939 section 7).
+    UserPass,
+    /// AUTH PLAIN (RFC 5034).
+    SaslPlain,
+}
+
+impl Method {
+    /// Sends CAPA and picks the login its listing offers: USER when listed, else SASL PLAIN.
+    /// A server that does not answer CAPA gets USER and PASS, the login RFC 1939 defines.
+    async fn offered(client: &mut Pop3Client) -> anyhow::Result<(Method, bool)> {
+        let answered = client.capa().await?.is_some();
+        if !answered || client.has_capability("USER") {
+            Ok((Method::UserPass, answered))
+        } else if client.sasl_mechanisms().iter().any(|m| m == "PLAIN") {
+            Ok((Method::SaslPlain, answered))
+        } else {
+            bail!(
+                "CAPA lists neither USER nor SASL PLAIN, the ways the harness knows to log in: {:?}",
+                client.capabilities()
+            )
+        }
+    }
+
+    async fn log_in(
+        self,
+        client: &mut Pop3Client,
+        user: &str,
+        password: &str,
+    ) -> Result<Pop3Response, ClientError> {
+        match self {
+            Method::UserPass => client.user_pass(user, password).await,
+            Method::SaslPlain => client.auth_plain(user, password).await,
+        }
+    }
 }
 
 /// The POP3 service to use when a step does not name one: implicit TLS when offered.
@@ -154,14 +213,19 @@ async fn ready(target: &Target) -> anyhow::Result<Pop3Client> {
     Ok(client)
 }
 
-/// Logs in with USER/PASS, retrying while the maildrop is still locked by a session of this
-/// scenario that the server has not finished closing.
+/// Logs in the way CAPA offers, retrying while the maildrop is still locked by a session of
+/// this scenario that the server has not finished closing. The client then knows the
+/// capabilities of the TRANSACTION state, which may be more than before login (RFC 2449 5).
 async fn login(target: &Target, user: &str, password: &str) -> anyhow::Result<Pop3Client> {
     let deadline = tokio::time::Instant::now() + target.timeout;
     loop {
         let mut client = ready(target).await?;
-        let response = client.user_pass(user, password).await?;
+        let (method, capa) = Method::offered(&mut client).await?;
+        let response = method.log_in(&mut client, user, password).await?;
         if response.ok {
+            if capa {
+                client.capa().await?;
+            }
             return Ok(client);
         }
         // A server without RESP-CODES cannot say IN-USE: any -ERR might be a lock that the
@@ -175,44 +239,103 @@ async fn login(target: &Target, user: &str, password: &str) -> anyhow::Result<Po
     }
 }
 
-/// The Message-ID token of a message's header section, if it has one the harness wrote.
-fn has_token(header: &[u8], token: &str) -> bool {
+/// Whether the header section of `message` carries the Message-ID the harness gave `token`.
+/// The body is not looked at: a message may quote another one's header (a bounce, say).
+fn has_token(message: &[u8], token: &str) -> bool {
+    let header = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message, |end| &message[..end + 2]);
     let needle = format!("<{token}@harness.test>");
     header
         .windows(needle.len())
         .any(|window| window == needle.as_bytes())
 }
 
-/// Finds the message numbers of `added` in the session, newest first (they are usually the
-/// last ones); `None` for a message that is not there.
-async fn locate(client: &mut Pop3Client, added: &[Added]) -> anyhow::Result<Vec<Option<u32>>> {
+/// The header section of message `number`, with TOP when the server offers it, else the whole
+/// message with RETR.
+async fn read_header(client: &mut Pop3Client, number: u32) -> anyhow::Result<Vec<u8>> {
+    // TOP advertised but refused: the whole message says the same.
+    if client.has_capability("TOP")
+        && let Ok(header) = client.top(number, 0).await?
+    {
+        return Ok(header);
+    }
+    client
+        .retr(number)
+        .await?
+        .map_err(|response| anyhow!("RETR {number} was refused: {response}"))
+}
+
+/// Finds the message numbers of `added` in the session; `None` for a message that is not there.
+///
+/// With UIDL, a message found once is found again by its unique-id, which never changes (RFC
+/// 1939 section 7), and messages read once and found to be others' are not read again. The rest
+/// are read newest first (the scenario's are usually the last ones), by their header.
+async fn locate(
+    client: &mut Pop3Client,
+    added: &mut [Added],
+    foreign: &mut HashSet<String>,
+) -> anyhow::Result<Vec<Option<u32>>> {
     let mut found = vec![None; added.len()];
     if added.is_empty() {
         return Ok(found);
     }
-    let listing = client
-        .list()
-        .await?
-        .map_err(|response| anyhow!("LIST was refused: {response}"))?;
-    for &(number, _) in listing.iter().rev() {
-        let header = match client.top(number, 0).await? {
-            Ok(header) => header,
-            // TOP is optional (RFC 1939 section 7): fall back to the whole message.
-            Err(_) => client
-                .retr(number)
-                .await?
-                .map_err(|response| anyhow!("RETR {number} was refused: {response}"))?,
-        };
-        for (slot, message) in found.iter_mut().zip(added) {
-            if slot.is_none() && has_token(&header, &message.token) {
-                *slot = Some(number);
+    let listing: Vec<(u32, Option<String>)> = match uid_listing(client).await? {
+        Some(uids) => {
+            for (slot, message) in found.iter_mut().zip(added.iter()) {
+                *slot = message.uidl.as_ref().and_then(|known| {
+                    uids.iter()
+                        .find(|(_, uid)| uid == known)
+                        .map(|(number, _)| *number)
+                });
             }
+            uids.into_iter()
+                .map(|(number, uid)| (number, Some(uid)))
+                .collect()
         }
+        None => client
+            .list()
+            .await?
+            .map_err(|response| anyhow!("LIST was refused: {response}"))?
+            .into_iter()
+            .map(|(number, _)| (number, None))
+            .collect(),
+    };
+    for (number, uid) in listing.into_iter().rev() {
         if found.iter().all(Option::is_some) {
             break;
         }
+        let known = uid.as_ref().is_some_and(|uid| foreign.contains(uid));
+        if known || found.contains(&Some(number)) {
+            continue;
+        }
+        let header = read_header(client, number).await?;
+        let mut ours = false;
+        for (slot, message) in found.iter_mut().zip(added.iter_mut()) {
+            if slot.is_none() && has_token(&header, &message.token) {
+                *slot = Some(number);
+                message.uidl.clone_from(&uid);
+                ours = true;
+            }
+        }
+        if let Some(uid) = uid.filter(|_| !ours) {
+            foreign.insert(uid);
+        }
     }
     Ok(found)
+}
+
+/// The UIDL listing when the session offers UIDL; `None` when it does not.
+async fn uid_listing(client: &mut Pop3Client) -> anyhow::Result<Option<Vec<(u32, String)>>> {
+    if !client.has_capability("UIDL") {
+        return Ok(None);
+    }
+    let listing = client
+        .uidl()
+        .await?
+        .map_err(|response| anyhow!("UIDL is advertised but was refused: {response}"))?;
+    Ok(Some(listing))
 }
 
 /// Logs the scenario's POP3 client in as `who` and locates the scenario's messages, all of
@@ -223,7 +346,8 @@ async fn log_in_and_locate(world: &mut MailWorld, who: &str) -> anyhow::Result<(
     world.lease(&account).await?;
     let target = world.target()?;
     let mut client = login(&target, &account, &password).await?;
-    let found = locate(&mut client, &world.pop3.added).await;
+    let state = &mut world.pop3;
+    let found = locate(&mut client, &mut state.added, &mut state.foreign).await;
     world.set_pop3(client);
     let found = found?;
     if let Some(missing) = found.iter().position(Option::is_none) {
@@ -253,11 +377,11 @@ async fn add_message(world: &mut MailWorld, account: &str, body: &[u8]) -> anyho
     match direct {
         Some(result) => {
             result.map_err(|e| anyhow!("adding a message for {account}: {e}"))?;
-            world.pop3.added.push(Added { token, sent });
+            world.pop3.added.push(Added::new(token, sent));
         }
         None => {
             submit_over_smtp(world, account, &sent).await?;
-            world.pop3.added.push(Added { token, sent });
+            world.pop3.added.push(Added::new(token, sent));
             wait_until_visible(world, account).await?;
         }
     }
@@ -321,7 +445,8 @@ async fn wait_until_visible(world: &mut MailWorld, account: &str) -> anyhow::Res
     let deadline = tokio::time::Instant::now() + target.timeout;
     loop {
         let mut client = login(&target, account, &password).await?;
-        let found = locate(&mut client, &world.pop3.added).await?;
+        let state = &mut world.pop3;
+        let found = locate(&mut client, &mut state.added, &mut state.foreign).await?;
         let _ = client.quit().await;
         if found.iter().all(Option::is_some) {
             return Ok(());
@@ -553,11 +678,12 @@ async fn second_login(world: &mut MailWorld, who: String) -> anyhow::Result<()> 
     let password = world.password_of(&account)?;
     let target = world.target()?;
     let mut client = ready(&target).await?;
-    let resp_codes = client.capa().await?.is_some() && client.has_capability("RESP-CODES");
+    let (method, _) = Method::offered(&mut client).await?;
+    let resp_codes = client.has_capability("RESP-CODES");
     // A server may wait a while for the first session to let go of the lock before it refuses
     // (Dovecot waits 10 s), as it may delay a refused password.
     client.set_timeout(target.timeout + super::FAILED_LOGIN_PATIENCE);
-    let response = client.user_pass(&account, &password).await;
+    let response = method.log_in(&mut client, &account, &password).await;
     client.set_timeout(target.timeout);
     let response = response?;
     if response.ok {
@@ -657,6 +783,25 @@ async fn advertises(
         ("does not advertise", true) => bail!("CAPA lists {what}"),
         _ => Ok(()),
     }
+}
+
+#[then("the POP3 server advertises a way to log in: USER, SASL or APOP")]
+async fn advertises_login(world: &mut MailWorld) -> anyhow::Result<()> {
+    ensure!(
+        world.pop3.capa.is_some(),
+        "the scenario did not send CAPA on this connection"
+    );
+    // RFC 2449 6.2 and 6.3 announce USER and SASL; APOP is announced by a timestamp in the
+    // greeting (RFC 1939 section 7). Which of them a server offers is its choice.
+    let client = world.pop3()?;
+    ensure!(
+        client.has_capability("USER")
+            || !client.sasl_mechanisms().is_empty()
+            || client.apop_timestamp().is_some(),
+        "CAPA lists neither USER nor SASL and the greeting has no APOP timestamp: a client \
+         cannot tell how to log in"
+    );
+    Ok(())
 }
 
 #[then("the POP3 client receives nothing it did not ask for")]
@@ -942,7 +1087,8 @@ async fn present_in_new_session(world: &mut MailWorld, who: &str) -> anyhow::Res
     world.lease(&account).await?;
     let target = world.target()?;
     let mut client = login(&target, &account, &password).await?;
-    let found = locate(&mut client, &world.pop3.added).await;
+    let state = &mut world.pop3;
+    let found = locate(&mut client, &mut state.added, &mut state.foreign).await;
     let _ = client.quit().await;
     world
         .other_transcripts
@@ -1036,10 +1182,7 @@ async fn sends_round_trip(world: &mut MailWorld, who: String) -> anyhow::Result<
     }
     let reply = client.data(&message).await?;
     world.record(reply);
-    world.pop3.added.push(Added {
-        token,
-        sent: message,
-    });
+    world.pop3.added.push(Added::new(token, message));
     Ok(())
 }
 
@@ -1117,9 +1260,10 @@ async fn pop3_keeps_guessing(world: &mut MailWorld, who: String) -> anyhow::Resu
     let wrong = format!("{}-wrong", world.password_of(&account)?);
     let timeout = world.target()?.timeout;
     let client = world.pop3()?;
+    let (method, _) = Method::offered(client).await?;
     client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
     let attempts = Attempts::run("wrong password", async || {
-        let response = client.user_pass(&account, &wrong).await?;
+        let response = method.log_in(client, &account, &wrong).await?;
         Ok(if response.ok {
             Answer::Granted(format!(
                 "the wrong password was accepted: +OK {}",
@@ -1176,4 +1320,160 @@ async fn pop3_no_plaintext_after_go_ahead(world: &mut MailWorld) -> anyhow::Resu
         crate::clients::transcript::escape_bytes(&injected)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A POP3 server already in the TRANSACTION state over `maildrop` (message `n` is
+    /// `maildrop[n - 1]`, its unique-id `uid-n`), answering CAPA with `capa` (`None`: -ERR).
+    /// Every command it gets is recorded.
+    async fn maildrop_server(
+        maildrop: Vec<Vec<u8>>,
+        capa: Option<&'static [&'static str]>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let log = commands.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (maildrop, log) = (maildrop.clone(), log.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"+OK ready\r\n").await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        log.lock().unwrap().push(line.clone());
+                        let words: Vec<&str> = line.split(' ').collect();
+                        let message = |n: &str| maildrop[n.parse::<usize>().unwrap() - 1].clone();
+                        let mut out = Vec::new();
+                        let block = |out: &mut Vec<u8>, body: &[u8]| {
+                            out.extend_from_slice(b"+OK\r\n");
+                            out.extend_from_slice(body);
+                            out.extend_from_slice(b".\r\n");
+                        };
+                        match words[..] {
+                            ["CAPA"] => match capa {
+                                Some(keywords) => {
+                                    let listing: String =
+                                        keywords.iter().map(|k| format!("{k}\r\n")).collect();
+                                    block(&mut out, listing.as_bytes());
+                                }
+                                None => out.extend_from_slice(b"-ERR what?\r\n"),
+                            },
+                            ["LIST"] | ["UIDL"] => {
+                                let listing: String = (1..=maildrop.len())
+                                    .map(|n| match words[0] {
+                                        "LIST" => format!("{n} {}\r\n", maildrop[n - 1].len()),
+                                        _ => format!("{n} uid-{n}\r\n"),
+                                    })
+                                    .collect();
+                                block(&mut out, listing.as_bytes());
+                            }
+                            ["TOP", n, "0"] => {
+                                let whole = message(n);
+                                let end = whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                                block(&mut out, &whole[..end + 4]);
+                            }
+                            ["RETR", n] => block(&mut out, &message(n)),
+                            _ => out.extend_from_slice(b"-ERR not in this test\r\n"),
+                        }
+                        write.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+        (addr, commands)
+    }
+
+    fn message(id: &str, body: &str) -> Vec<u8> {
+        format!("Message-ID: <{id}@harness.test>\r\nSubject: x\r\n\r\n{body}\r\n").into_bytes()
+    }
+
+    async fn session(addr: &str) -> Pop3Client {
+        let mut client = Pop3Client::connect(addr, TIMEOUT).await.unwrap();
+        assert!(client.greeting().await.unwrap().ok);
+        client.capa().await.unwrap();
+        client
+    }
+
+    fn taken(commands: &Mutex<Vec<String>>) -> Vec<String> {
+        std::mem::take(&mut *commands.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn messages_are_found_by_header_then_by_unique_id() {
+        let maildrop = vec![
+            message("mine-1", "one"),
+            message("other", "someone else's"),
+            message("mine-2", "two"),
+            message("newest", "not ours"),
+        ];
+        let (addr, commands) = maildrop_server(maildrop, Some(&["TOP", "UIDL"])).await;
+        let mut added = vec![
+            Added::new("mine-1".into(), Vec::new()),
+            Added::new("mine-2".into(), Vec::new()),
+        ];
+        let mut foreign = HashSet::new();
+        let mut client = session(&addr).await;
+        let found = locate(&mut client, &mut added, &mut foreign).await.unwrap();
+        assert_eq!(found, [Some(1), Some(3)]);
+        assert_eq!(
+            taken(&commands),
+            ["CAPA", "UIDL", "TOP 4 0", "TOP 3 0", "TOP 2 0", "TOP 1 0"]
+        );
+        assert_eq!(added[1].uidl.as_deref(), Some("uid-3"));
+        assert_eq!(foreign, HashSet::from(["uid-2".into(), "uid-4".into()]));
+        // The next session needs no header: the unique-ids say where they are.
+        let mut client = session(&addr).await;
+        let found = locate(&mut client, &mut added, &mut foreign).await.unwrap();
+        assert_eq!(found, [Some(1), Some(3)]);
+        assert_eq!(taken(&commands), ["CAPA", "UIDL"]);
+        // One gone from the listing: the rest is read again, but for others' mail.
+        added.push(Added::new("absent".into(), Vec::new()));
+        let mut client = session(&addr).await;
+        let found = locate(&mut client, &mut added, &mut foreign).await.unwrap();
+        assert_eq!(found, [Some(1), Some(3), None]);
+        assert_eq!(taken(&commands), ["CAPA", "UIDL"]);
+    }
+
+    #[tokio::test]
+    async fn without_capa_only_list_and_retr_are_used() {
+        let mut nul = message("other-nul", "before");
+        nul.extend_from_slice(b"\x00after\r\n");
+        let maildrop = vec![
+            message("mine", "mine"),
+            nul,
+            // A bounce quoting the scenario's message in its body is not the message.
+            message("bounce", "Message-ID: <mine@harness.test>"),
+        ];
+        let (addr, commands) = maildrop_server(maildrop, None).await;
+        let mut added = vec![Added::new("mine".into(), Vec::new())];
+        let mut foreign = HashSet::new();
+        let mut client = session(&addr).await;
+        let found = locate(&mut client, &mut added, &mut foreign).await.unwrap();
+        assert_eq!(found, [Some(1)]);
+        assert_eq!(
+            taken(&commands),
+            ["CAPA", "LIST", "RETR 3", "RETR 2", "RETR 1"]
+        );
+        assert!(foreign.is_empty() && added[0].uidl.is_none());
+    }
+
+    #[test]
+    fn a_token_counts_in_the_header_only() {
+        let message = b"Message-ID: <t1@harness.test>\r\n\r\nsee <t2@harness.test>\r\n";
+        assert!(has_token(message, "t1"));
+        assert!(!has_token(message, "t2"));
+        assert!(has_token(b"Message-ID: <t1@harness.test>\r\n", "t1"));
+    }
 }

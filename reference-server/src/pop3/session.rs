@@ -17,6 +17,7 @@ use crate::faults::Policy;
 use crate::pop3::command::{self, Command, Verb};
 use crate::smtp::data::dot_stuff;
 use crate::smtp::session::Connection;
+use crate::variants::Variant;
 
 /// Longest command line, CRLF included (RFC 2449 section 4).
 const MAX_COMMAND_LINE: usize = 255;
@@ -271,7 +272,12 @@ impl Session {
 
     /// Queues the greeting, with the APOP timestamp when APOP is on, and says what to do next.
     pub fn greet(&mut self) -> Event {
-        let mut text = format!("{} POP3 {IMPLEMENTATION} ready", self.config.hostname);
+        let host = &self.config.hostname;
+        let mut text = if self.variant(Variant::Pop3OtherTexts) {
+            format!("Hello from {host}, POP3 at your service")
+        } else {
+            format!("{host} POP3 {IMPLEMENTATION} ready")
+        };
         if let Some(timestamp) = &self.timestamp {
             text.push(' ');
             text.push_str(timestamp);
@@ -328,8 +334,7 @@ impl Session {
                 }
                 _ => self.command_line(&line),
             };
-            if self.fault(Policy::Pop3PipeliningLost) && self.input.len() > self.consumed {
-                tracing::warn!("FAULT pop3_pipelining_lost: dropping pipelined commands");
+            if self.input.len() > self.consumed && self.drops_pipelined_commands() {
                 self.input.clear();
                 self.consumed = 0;
                 self.scanned = 0;
@@ -368,11 +373,15 @@ impl Session {
             Some(account) => self.phase = Phase::OpenMaildrop(account),
             None => {
                 self.phase = Phase::Command;
+                let text = self.say(
+                    "[AUTH] Authentication failed",
+                    "[AUTH] those credentials open no maildrop here",
+                );
                 if self.fault(Policy::NoAuthThrottle) {
-                    self.err("[AUTH] Authentication failed");
+                    self.err(text);
                 } else {
                     // Counted, so a guesser is disconnected after `limits.max_errors`.
-                    self.error("[AUTH] Authentication failed");
+                    self.error(text);
                 }
             }
         }
@@ -396,14 +405,21 @@ impl Session {
                 };
                 let (count, octets) = maildrop.totals(false);
                 self.maildrop = Some(maildrop);
-                self.ok(&format!("Logged in, {count} messages ({octets} octets)"));
+                let text = format!("Logged in, {count} messages ({octets} octets)");
+                self.ok(self.say(&text, "maildrop locked and ready"));
             }
             Err(MaildropError::InUse) => {
-                self.err("[IN-USE] Mailbox is locked by another POP3 session");
+                self.err(self.say(
+                    "[IN-USE] Mailbox is locked by another POP3 session",
+                    "[IN-USE] someone else is reading this maildrop",
+                ));
             }
             Err(MaildropError::Unavailable(why)) => {
                 tracing::error!(account, "cannot open maildrop: {why}");
-                self.err("[SYS/TEMP] Mailbox unavailable, try again later");
+                self.err(self.say(
+                    "[SYS/TEMP] Mailbox unavailable, try again later",
+                    "[SYS/TEMP] the maildrop cannot be opened just now",
+                ));
             }
         }
     }
@@ -420,9 +436,8 @@ impl Session {
             Ok(bytes) => bytes,
             Err(why) => {
                 tracing::warn!(message, "cannot read message: {why}");
-                self.err(&format!(
-                    "[SYS/TEMP] Message {message} is no longer available"
-                ));
+                let text = format!("[SYS/TEMP] Message {message} is no longer available");
+                self.err(self.say(&text, "[SYS/TEMP] that message went away"));
                 return;
             }
         };
@@ -433,14 +448,19 @@ impl Session {
             }
             !ignored
         });
-        let (text, body) = match top {
-            None => (format!("{} octets", bytes.len()), &bytes[..]),
+        let (text, other, body) = match top {
+            None => (
+                format!("{} octets", bytes.len()),
+                "message follows",
+                &bytes[..],
+            ),
             Some(lines) => (
                 format!("Top of message {message} follows"),
+                "here it comes",
                 top_of(&bytes, lines),
             ),
         };
-        self.ok(&text);
+        self.ok(self.say(&text, other));
         if self.fault(Policy::Pop3NoDotStuffing) {
             tracing::warn!("FAULT pop3_no_dot_stuffing: sending message {message} unstuffed");
             self.output.extend_from_slice(body);
@@ -462,10 +482,16 @@ impl Session {
             return;
         };
         match result {
-            Ok(()) => self.ok(&format!("Bye, {deleted} messages deleted")),
+            Ok(()) => {
+                let text = format!("Bye, {deleted} messages deleted");
+                self.ok(self.say(&text, "dewey POP3 server signing off"));
+            }
             Err(why) => {
                 tracing::error!(account = ?self.account(), "POP3 update failed: {why}");
-                self.err("[SYS/TEMP] Some deleted messages not removed");
+                self.err(self.say(
+                    "[SYS/TEMP] Some deleted messages not removed",
+                    "[SYS/TEMP] the deletions could not all be done",
+                ));
             }
         }
     }
@@ -543,28 +569,25 @@ impl Session {
     fn line_too_long(&mut self) {
         // An over-long SASL response ends the exchange like any other bad response.
         self.phase = Phase::Command;
-        self.error("Line too long");
+        self.error(self.say("Line too long", "that line goes on for too long"));
     }
 
     fn command_line(&mut self, line: &[u8]) -> Option<Event> {
         tracing::debug!(peer = %self.conn.peer, "C: {}", redacted(line));
         // PASS must come right after USER: any other command forgets the name.
         let user = self.user.take();
-        let Some((verb, args)) = command::split(line) else {
+        let known = command::split(line).filter(|(verb, _)| !self.left_out(*verb));
+        let Some((verb, args)) = known else {
             if self.fault(Policy::Pop3UnknownCommandOk) {
                 tracing::warn!(
                     "FAULT pop3_unknown_command_ok: answering +OK to an unknown command"
                 );
                 self.ok("");
             } else {
-                self.error("Unknown command");
+                self.error(self.say("Unknown command", "never heard of that one"));
             }
             return None;
         };
-        if verb == Verb::Apop && self.timestamp.is_none() {
-            self.error("Unknown command");
-            return None;
-        }
         let allowed = match self.maildrop {
             None => verb.in_authorization(),
             Some(_) => verb.in_transaction(),
@@ -574,12 +597,16 @@ impl Session {
             return self.without_login(verb, args);
         }
         if !allowed {
-            self.error(&format!("{} not allowed in this state", verb.name()));
+            let text = format!("{} not allowed in this state", verb.name());
+            self.error(self.say(&text, "not now"));
             return None;
         }
         if verb.sends_credentials() && !self.login_allowed() {
             // RFC 2595 section 4 / RFC 3206: credentials only over TLS on an STLS port.
-            self.error("[AUTH] Plaintext authentication is not allowed without TLS; use STLS");
+            self.error(self.say(
+                "[AUTH] Plaintext authentication is not allowed without TLS; use STLS",
+                "[AUTH] say STLS first",
+            ));
             return None;
         }
         match command::parse(verb, args) {
@@ -592,7 +619,7 @@ impl Session {
                 self.execute(command, user)
             }
             Err(usage) => {
-                self.error(&format!("Syntax: {usage}"));
+                self.syntax_error(usage);
                 None
             }
         }
@@ -629,7 +656,7 @@ impl Session {
         let command = match command::parse(verb, args) {
             Ok(command) => command,
             Err(usage) => {
-                self.error(&format!("Syntax: {usage}"));
+                self.syntax_error(usage);
                 return None;
             }
         };
@@ -641,7 +668,7 @@ impl Session {
         let event = match command {
             // Nothing to retrieve or quit from: keep to replies.
             Command::Retr(_) | Command::Top { .. } | Command::Quit => {
-                self.error("No such message");
+                self.no_such_message();
                 None
             }
             command => self.execute(command, None),
@@ -663,10 +690,10 @@ impl Session {
             Command::User(name) => {
                 // The same reply whether or not the user exists.
                 self.user = Some(name);
-                self.ok("Send PASS");
+                self.ok(self.say("Send PASS", "now the password"));
             }
             Command::Pass(password) => match user {
-                None => self.error("Syntax: USER first"),
+                None => self.error(self.say("Syntax: USER first", "who are you? USER first")),
                 Some(login) => {
                     self.phase = Phase::Waiting(Pending::Auth);
                     return Some(Event::Authenticate { login, password });
@@ -684,21 +711,29 @@ impl Session {
             Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
             Command::Stat => {
                 let (count, octets) = self.maildrop_totals();
-                self.ok(&format!("{count} {octets}"));
+                let text = format!("{count} {octets}");
+                let other = format!("{count} {octets} in the maildrop");
+                self.ok(self.say(&text, &other));
             }
             Command::List(None) => {
                 let (count, octets) = self.maildrop_totals();
                 let lines = self.listing(|n, e| format!("{n} {}", e.size));
-                self.multi_line(&format!("{count} messages ({octets} octets)"), &lines);
+                let text = format!("{count} messages ({octets} octets)");
+                self.multi_line(self.say(&text, "scan listing follows"), &lines);
             }
             Command::List(Some(number)) => {
                 if let Some(entry) = self.message(number) {
-                    self.ok(&format!("{number} {}", entry.size));
+                    let text = format!("{number} {}", entry.size);
+                    let other = format!("{text} octets, no more and no less");
+                    self.ok(self.say(&text, &other));
                 }
             }
             Command::Uidl(None) => {
                 let lines = self.listing(|n, e| format!("{n} {}", e.uidl));
-                self.multi_line("Unique-ID listing follows", &lines);
+                self.multi_line(
+                    self.say("Unique-ID listing follows", "unique ids follow"),
+                    &lines,
+                );
             }
             Command::Uidl(Some(number)) => {
                 if let Some(entry) = self.message(number) {
@@ -716,10 +751,11 @@ impl Session {
                     {
                         *mark = true;
                     }
-                    self.ok(&format!("Message {number} deleted"));
+                    let text = format!("Message {number} deleted");
+                    self.ok(self.say(&text, "marked"));
                 }
             }
-            Command::Noop => self.ok(""),
+            Command::Noop => self.ok(self.say("", "still here")),
             Command::Rset => {
                 if self.fault(Policy::Pop3RsetIgnored) {
                     tracing::warn!("FAULT pop3_rset_ignored: keeping the DELE marks");
@@ -727,7 +763,8 @@ impl Session {
                     maildrop.deleted.fill(false);
                 }
                 let (count, octets) = self.maildrop_totals();
-                self.ok(&format!("maildrop has {count} messages ({octets} octets)"));
+                let text = format!("maildrop has {count} messages ({octets} octets)");
+                self.ok(self.say(&text, "all marks are gone"));
             }
             Command::Quit => return Some(self.quit()),
         }
@@ -739,13 +776,63 @@ impl Session {
         if self.errors < self.config.limits.max_errors || self.fault(Policy::NoErrorLimit) {
             return false;
         }
-        self.err("Too many errors, closing connection");
+        self.err(self.say(
+            "Too many errors, closing connection",
+            "enough mistakes for one session, goodbye",
+        ));
         self.phase = Phase::Closed;
         true
     }
 
     fn fault(&self, policy: Policy) -> bool {
         self.config.faults.has(policy)
+    }
+
+    fn variant(&self, variant: Variant) -> bool {
+        self.config.variants.has(variant)
+    }
+
+    /// The reference text, or under the `pop3_other_texts` variant the other one: RFC 1939
+    /// section 3 leaves the text after +OK and -ERR to the server, so a client must not read it.
+    fn say<'a>(&self, reference: &'a str, other: &'a str) -> &'a str {
+        if self.variant(Variant::Pop3OtherTexts) {
+            other
+        } else {
+            reference
+        }
+    }
+
+    /// Whether a command this server knows is left out by a variant or by configuration, and
+    /// so answered as an unknown command.
+    fn left_out(&self, verb: Verb) -> bool {
+        match verb {
+            Verb::Apop => self.timestamp.is_none(),
+            Verb::Auth => self.variant(Variant::Pop3NoSasl),
+            Verb::Top => self.variant(Variant::Pop3NoTop),
+            Verb::Uidl => self.variant(Variant::Pop3NoUidl),
+            Verb::Capa => self.variant(Variant::Pop3NoCapa),
+            _ => false,
+        }
+    }
+
+    /// Whether input that came with the command just taken is to be thrown away: the
+    /// `pop3_pipelining_lost` fault does so while advertising PIPELINING, the
+    /// `pop3_no_pipelining` variant, which does not advertise it, may.
+    fn drops_pipelined_commands(&self) -> bool {
+        if self.fault(Policy::Pop3PipeliningLost) {
+            tracing::warn!("FAULT pop3_pipelining_lost: dropping pipelined commands");
+            true
+        } else if self.variant(Variant::Pop3NoPipelining) {
+            tracing::debug!("no PIPELINING: dropping commands sent before their turn");
+            true
+        } else {
+            false
+        }
+    }
+
+    fn syntax_error(&mut self, usage: &str) {
+        let text = format!("Syntax: {usage}");
+        self.error(self.say(&text, "those arguments make no sense"));
     }
 
     /// Whether credentials may be sent: always over TLS and on a plain-text-only listener (a
@@ -755,9 +842,18 @@ impl Session {
     }
 
     fn capa(&mut self) {
-        let mut lines: Vec<String> = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
-            .map(String::from)
-            .into();
+        let offered = [
+            ("TOP", !self.variant(Variant::Pop3NoTop)),
+            ("UIDL", !self.variant(Variant::Pop3NoUidl)),
+            ("RESP-CODES", !self.variant(Variant::Pop3NoRespCodes)),
+            ("AUTH-RESP-CODE", !self.variant(Variant::Pop3NoRespCodes)),
+            ("PIPELINING", !self.variant(Variant::Pop3NoPipelining)),
+        ];
+        let mut lines: Vec<String> = offered
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(keyword, _)| keyword.to_owned())
+            .collect();
         if self.maildrop.is_none() {
             if (self.conn.tls_mode == TlsMode::Starttls && !self.tls)
                 || (self.tls && self.fault(Policy::StarttlsAfterTls))
@@ -765,11 +861,17 @@ impl Session {
                 lines.push("STLS".into());
             }
             if self.login_allowed() {
-                lines.extend(["USER".into(), "SASL PLAIN".into()]);
+                lines.push("USER".into());
+                if !self.variant(Variant::Pop3NoSasl) {
+                    lines.push("SASL PLAIN".into());
+                }
             }
         }
         lines.push(format!("IMPLEMENTATION {IMPLEMENTATION}"));
-        self.multi_line("Capability list follows", &lines);
+        self.multi_line(
+            self.say("Capability list follows", "here is what I can do"),
+            &lines,
+        );
     }
 
     fn stls(&mut self) -> Option<Event> {
@@ -778,11 +880,11 @@ impl Session {
             tracing::warn!("FAULT starttls_inside_tls: answering STLS inside TLS");
             self.ok("Begin TLS negotiation");
         } else if self.conn.tls_mode != TlsMode::Starttls {
-            self.error("STLS not available");
+            self.error(self.say("STLS not available", "no TLS upgrade on this port"));
         } else if self.tls {
-            self.error("Already using TLS");
+            self.error(self.say("Already using TLS", "this is TLS already"));
         } else {
-            self.ok("Begin TLS negotiation");
+            self.ok(self.say("Begin TLS negotiation", "go ahead with TLS"));
             if self.fault(Policy::StarttlsResponseInjection) {
                 self.ok("Sent in clear text after the go-ahead");
             }
@@ -794,20 +896,23 @@ impl Session {
 
     fn auth(&mut self, mechanism: Option<String>, initial: Option<String>) -> Option<Event> {
         match (mechanism.as_deref(), initial) {
-            (None, _) => self.multi_line("Supported SASL mechanisms follow", &["PLAIN".into()]),
+            (None, _) => self.multi_line(
+                self.say("Supported SASL mechanisms follow", "mechanisms"),
+                &["PLAIN".into()],
+            ),
             (Some("PLAIN"), Some(initial)) => return self.sasl_plain(&initial),
             (Some("PLAIN"), None) => {
                 self.output.extend_from_slice(b"+ \r\n");
                 self.phase = Phase::SaslPlain;
             }
-            (Some(_), _) => self.error("Unsupported SASL mechanism"),
+            (Some(_), _) => self.error(self.say("Unsupported SASL mechanism", "not that one")),
         }
         None
     }
 
     fn sasl_response(&mut self, line: &[u8]) -> Option<Event> {
         if line == b"*" {
-            self.error("Authentication cancelled");
+            self.error(self.say("Authentication cancelled", "as you wish"));
             return None;
         }
         self.sasl_plain(&String::from_utf8_lossy(line))
@@ -820,15 +925,19 @@ impl Session {
                 Some(Event::Authenticate { login, password })
             }
             Err(SaslError::Base64) => {
-                self.error("Invalid base64");
+                self.error(self.say("Invalid base64", "that is not base64"));
                 None
             }
             Err(SaslError::ProxyNotAllowed) => {
-                self.error("[AUTH] Authorization identity must be empty or the login name");
+                self.error(self.say(
+                    "[AUTH] Authorization identity must be empty or the login name",
+                    "[AUTH] you may act for yourself only",
+                ));
                 None
             }
             Err(other) => {
-                self.error(&format!("Invalid PLAIN response: {other}"));
+                let text = format!("Invalid PLAIN response: {other}");
+                self.error(self.say(&text, "that PLAIN response does not parse"));
                 None
             }
         }
@@ -843,7 +952,7 @@ impl Session {
     /// none (faults may pretend otherwise).
     fn message_for(&mut self, number: u32, purpose: Purpose) -> Option<MaildropEntry> {
         let Some(maildrop) = self.maildrop.as_ref() else {
-            self.error("No such message");
+            self.no_such_message();
             return None;
         };
         let found = (number as usize)
@@ -863,7 +972,8 @@ impl Session {
                 Some(entry.clone())
             }
             Some((_, true)) => {
-                self.error(&format!("Message {number} already deleted"));
+                let text = format!("Message {number} already deleted");
+                self.error(self.say(&text, "that one is marked for deletion"));
                 None
             }
             None if self.fault(Policy::Pop3MsgnumUnchecked) => {
@@ -875,10 +985,14 @@ impl Session {
                 })
             }
             None => {
-                self.error("No such message");
+                self.no_such_message();
                 None
             }
         }
+    }
+
+    fn no_such_message(&mut self) {
+        self.error(self.say("No such message", "nothing by that number"));
     }
 
     fn maildrop_totals(&self) -> (usize, u64) {
@@ -915,7 +1029,7 @@ impl Session {
 
     fn quit(&mut self) -> Event {
         let Some(maildrop) = &self.maildrop else {
-            self.ok("Bye");
+            self.ok(self.say("Bye", "goodbye then"));
             self.phase = Phase::Closed;
             return Event::Close;
         };
@@ -943,6 +1057,14 @@ impl Session {
     }
 
     fn err(&mut self, text: &str) {
+        let text = match text.strip_prefix('[') {
+            // Without RESP-CODES a server is free to write anything after -ERR, and writes
+            // no code (RFC 2449 section 8).
+            Some(coded) if self.variant(Variant::Pop3NoRespCodes) => {
+                coded.split_once("] ").map_or(text, |(_, rest)| rest)
+            }
+            _ => text,
+        };
         self.output
             .extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
     }
@@ -1171,6 +1293,164 @@ mod tests {
         let mut config = Config::defaults();
         config.pop3.apop = true;
         config
+    }
+
+    fn with_variants(variants: &[Variant]) -> Config {
+        let mut config = Config::defaults();
+        for variant in variants {
+            config.variants.insert(*variant);
+        }
+        config
+    }
+
+    /// Logs alice in with USER and PASS, one line at a time, as a client that does not
+    /// pipeline does; returns the response to PASS.
+    fn log_in_one_line_at_a_time(h: &mut Harness) -> String {
+        let user = h.send(b"USER alice@example.test\r\n");
+        assert!(user.starts_with("+OK"), "{user}");
+        h.send(b"PASS alice-secret\r\n")
+    }
+
+    #[test]
+    fn optional_commands_left_out_are_neither_advertised_nor_known() {
+        let config = with_variants(&[
+            Variant::Pop3NoSasl,
+            Variant::Pop3NoTop,
+            Variant::Pop3NoUidl,
+            Variant::Pop3NoRespCodes,
+            Variant::Pop3NoPipelining,
+        ]);
+        let mut h = Harness::new(TlsMode::Implicit, config);
+        assert_eq!(
+            h.send(b"CAPA\r\n"),
+            "+OK Capability list follows\r\nUSER\r\nIMPLEMENTATION reference-server\r\n.\r\n"
+        );
+        for line in [
+            format!("AUTH PLAIN {ALICE_PLAIN}\r\n"),
+            "AUTH\r\n".to_owned(),
+        ] {
+            assert_eq!(h.send(line.as_bytes()), "-ERR Unknown command\r\n");
+        }
+        assert_eq!(h.session.account(), None);
+        let login = log_in_one_line_at_a_time(&mut h);
+        assert_eq!(login, "+OK Logged in, 3 messages (132 octets)\r\n");
+        for line in ["TOP 1 0\r\n", "UIDL\r\n", "UIDL 1\r\n"] {
+            assert_eq!(
+                h.send(line.as_bytes()),
+                "-ERR Unknown command\r\n",
+                "{line}"
+            );
+        }
+        assert!(h.send(b"RETR 2\r\n").starts_with("+OK 29 octets\r\n"));
+    }
+
+    #[test]
+    fn without_resp_codes_no_response_carries_a_code() {
+        let config = with_variants(&[Variant::Pop3NoRespCodes]);
+        let mut h = Harness::new(TlsMode::Starttls, config.clone());
+        let capa = h.send(b"CAPA\r\n");
+        assert!(!capa.contains("RESP-CODE"), "{capa}");
+        assert_eq!(
+            h.send(b"USER alice@example.test\r\n"),
+            "-ERR Plaintext authentication is not allowed without TLS; use STLS\r\n"
+        );
+        let mut h = Harness::new(TlsMode::Implicit, config.clone());
+        h.in_use = true;
+        assert_eq!(
+            h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n"),
+            "+OK Send PASS\r\n-ERR Mailbox is locked by another POP3 session\r\n"
+        );
+        assert_eq!(
+            h.send(b"USER alice@example.test\r\nPASS wrong\r\n"),
+            "+OK Send PASS\r\n-ERR Authentication failed\r\n"
+        );
+        let mut h = Harness::logged_in_with(config);
+        h.gone.push(11);
+        assert_eq!(
+            h.send(b"RETR 2\r\n"),
+            "-ERR Message 2 is no longer available\r\n"
+        );
+        h.session.abort("[SYS/TEMP] Server shutting down");
+        let event = h.session.step();
+        h.run(event);
+        assert!(
+            h.transcript()
+                .ends_with("\r\n-ERR Server shutting down\r\n")
+        );
+    }
+
+    #[test]
+    fn without_pipelining_commands_sent_before_their_turn_are_dropped() {
+        let mut h = Harness::new(
+            TlsMode::Implicit,
+            with_variants(&[Variant::Pop3NoPipelining]),
+        );
+        assert!(!h.send(b"CAPA\r\n").contains("PIPELINING"));
+        log_in_one_line_at_a_time(&mut h);
+        assert_eq!(h.send(b"STAT\r\nNOOP\r\nQUIT\r\n"), "+OK 3 132\r\n");
+        assert_eq!(h.send(b"NOOP\r\n"), "+OK\r\n");
+        assert!(!h.closed);
+    }
+
+    #[test]
+    fn without_capa_everything_else_still_works() {
+        let mut h = Harness::new(TlsMode::Starttls, with_variants(&[Variant::Pop3NoCapa]));
+        assert_eq!(h.send(b"CAPA\r\n"), "-ERR Unknown command\r\n");
+        assert_eq!(h.send(b"STLS\r\n"), "+OK Begin TLS negotiation\r\n");
+        assert_eq!(h.send(b"CAPA\r\n"), "-ERR Unknown command\r\n");
+        let login = log_in_one_line_at_a_time(&mut h);
+        assert!(login.starts_with("+OK Logged in"), "{login}");
+        assert_eq!(h.send(b"UIDL 3\r\n"), "+OK 3 uid-12\r\n");
+        assert!(
+            h.send(b"TOP 3 0\r\n")
+                .starts_with("+OK Top of message 3 follows\r\n")
+        );
+    }
+
+    #[test]
+    fn other_texts_keep_what_rfc_1939_fixes() {
+        let config = with_variants(&[Variant::Pop3OtherTexts]);
+        let mut h = Harness::new(TlsMode::Implicit, config.clone());
+        assert_eq!(
+            h.transcript(),
+            "+OK Hello from mail.example.test, POP3 at your service\r\n"
+        );
+        assert_eq!(h.send(b"XYZZY\r\n"), "-ERR never heard of that one\r\n");
+        assert_eq!(
+            h.send(b"CAPA\r\n").lines().next(),
+            Some("+OK here is what I can do")
+        );
+        assert_eq!(
+            log_in_one_line_at_a_time(&mut h),
+            "+OK maildrop locked and ready\r\n"
+        );
+        // The numbers stay where RFC 1939 section 5 puts them; only what follows them changes.
+        assert_eq!(h.send(b"STAT\r\n"), "+OK 3 132 in the maildrop\r\n");
+        assert_eq!(
+            h.send(b"LIST 2\r\n"),
+            "+OK 2 29 octets, no more and no less\r\n"
+        );
+        assert_eq!(
+            h.send(b"LIST\r\n"),
+            "+OK scan listing follows\r\n1 68\r\n2 29\r\n3 35\r\n.\r\n"
+        );
+        assert_eq!(
+            h.send(b"RETR 2\r\n"),
+            "+OK message follows\r\nSubject: two\r\n\r\nno final crlf\r\n.\r\n"
+        );
+        assert_eq!(h.send(b"DELE 2\r\n"), "+OK marked\r\n");
+        assert_eq!(
+            h.send(b"DELE 2\r\n"),
+            "-ERR that one is marked for deletion\r\n"
+        );
+        assert_eq!(h.send(b"QUIT\r\n"), "+OK dewey POP3 server signing off\r\n");
+        // Response codes are kept: only the words change.
+        let mut h = Harness::new(TlsMode::Implicit, config);
+        h.in_use = true;
+        assert_eq!(
+            log_in_one_line_at_a_time(&mut h),
+            "-ERR [IN-USE] someone else is reading this maildrop\r\n"
+        );
     }
 
     #[test]
@@ -1866,9 +2146,20 @@ mod tests {
             plaintext in any::<bool>(),
             patient in any::<bool>(),
             logged_in in any::<bool>(),
+            variants in proptest::sample::subsequence(
+                vec![
+                    Variant::Pop3NoSasl,
+                    Variant::Pop3NoTop,
+                    Variant::Pop3NoUidl,
+                    Variant::Pop3NoRespCodes,
+                    Variant::Pop3NoPipelining,
+                    Variant::Pop3NoCapa,
+                ],
+                0..=6,
+            ),
             chunks in proptest::collection::vec(chunk(), 0..40),
         ) {
-            let mut config = Config::defaults();
+            let mut config = with_variants(&variants);
             config.pop3.apop = apop;
             if plaintext {
                 config.faults.policy.insert(Policy::Pop3PlaintextAuth);
@@ -1878,8 +2169,9 @@ mod tests {
             }
             let mut h = Harness::new(tls_mode, config);
             if logged_in {
-                h.send(b"CAPA\r\nSTLS\r\n");
-                h.send(format!("AUTH PLAIN {ALICE_PLAIN}\r\n").as_bytes());
+                for line in ["STLS\r\n", "USER alice@example.test\r\n", "PASS alice-secret\r\n"] {
+                    h.send(line.as_bytes());
+                }
                 prop_assert_eq!(h.session.account(), Some(ALICE));
             }
             for chunk in &chunks {
@@ -1893,6 +2185,9 @@ mod tests {
             }
             if let Err(why) = check_transcript(&h.output) {
                 return Err(TestCaseError::fail(format!("{why}\n{}", h.transcript())));
+            }
+            if variants.contains(&Variant::Pop3NoRespCodes) {
+                prop_assert!(!h.transcript().contains("-ERR ["), "{}", h.transcript());
             }
             prop_assert!(h.updates.len() <= 1);
             prop_assert!(h.updates.is_empty() || h.closed);
