@@ -9,6 +9,7 @@ use harness::conform::{self, RunOptions, TargetSpec};
 use harness::load::stats::Summary;
 use harness::load::workload::{self, Workload};
 use harness::load::{self, LoadOptions, LoadTarget, Mode};
+use reference_server::Variant;
 use reference_server::faults::Policy;
 
 /// Conformance and load testing for mail servers.
@@ -99,6 +100,11 @@ struct ConformArgs {
     /// a broken server (repeatable). `--fault list` prints them all.
     #[arg(long, value_name = "NAME", conflicts_with = "target")]
     fault: Vec<String>,
+    /// Switch on a legal variant of the embedded server (repeatable): a behaviour the RFCs
+    /// allow that real servers have, under which every scenario must still pass. `--variant
+    /// list` prints them all, `--variant table` as the Markdown table README.md shows.
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    variant: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,6 +242,27 @@ fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
         .iter()
         .map(|name| name.parse())
         .collect::<Result<Vec<Policy>, _>>()
+        .map_err(|error| {
+            eprintln!("harness: {error}");
+            ExitCode::from(2)
+        })
+}
+
+fn parse_variants(variant: &[String]) -> Result<Vec<Variant>, ExitCode> {
+    if variant.iter().any(|name| name == "list") {
+        for variant in Variant::ALL {
+            println!("{:28} {}", variant.name(), variant.description());
+        }
+        return Err(ExitCode::SUCCESS);
+    }
+    if variant.iter().any(|name| name == "table") {
+        print!("{}", reference_server::variants::markdown_table());
+        return Err(ExitCode::SUCCESS);
+    }
+    variant
+        .iter()
+        .map(|name| name.parse())
+        .collect::<Result<Vec<Variant>, _>>()
         .map_err(|error| {
             eprintln!("harness: {error}");
             ExitCode::from(2)
@@ -471,9 +498,14 @@ fn conform_command(args: ConformArgs) -> ExitCode {
         report: report_files,
         timeout,
         fault,
+        variant,
     } = args;
     let policies = match parse_faults(&fault) {
         Ok(policies) => policies,
+        Err(code) => return code,
+    };
+    let variants = match parse_variants(&variant) {
+        Ok(variants) => variants,
         Err(code) => return code,
     };
     // A report file with an unknown extension is refused before the run, not after it.
@@ -487,6 +519,9 @@ fn conform_command(args: ConformArgs) -> ExitCode {
         Some(path) => TargetSpec::Profile(path),
         None => TargetSpec::Embedded(Box::new(move |config| {
             config.faults.policy.extend(policies);
+            for variant in variants {
+                config.variants.insert(variant);
+            }
         })),
     };
     let mut options = RunOptions::new(features.unwrap_or_else(conform::default_features_dir));

@@ -291,6 +291,7 @@ const VARIANT_RUNS: &[VariantRun] = &[
     VariantRun {
         name: "pop3_minimal_via_profile",
         variants: &[
+            Variant::MailboxesPreloaded,
             Variant::Pop3NoSasl,
             Variant::Pop3NoTop,
             Variant::Pop3NoUidl,
@@ -409,6 +410,71 @@ const VARIANT_RUNS: &[VariantRun] = &[
             "needs-imap-CHILDREN",
         ],
     ),
+    // Every variant that can go with the others, on one server reached as a third-party one
+    // is: a low connection limit the profile does not mention, full mailboxes, every SMTP
+    // quirk, POP3 without its optional commands, IMAP in another namespace without its optional
+    // extensions and talking more than it must. (Left out: imap_no_idle, which polling IDLE
+    // stands in for; imap_no_namespace, which with the INBOX. namespace would leave a client no
+    // way to learn the prefix; pop3_no_capa, which hides what the other POP3 variants show.)
+    VariantRun {
+        name: "everything_together_via_profile",
+        variants: &[
+            Variant::ConnectionLimit4,
+            Variant::MailboxesPreloaded,
+            Variant::SmtpCompletesMessages,
+            Variant::SmtpTraceLayout,
+            Variant::SmtpHeaderCase,
+            Variant::SmtpErrorLimit5yz,
+            Variant::SmtpProbeDefence,
+            Variant::SmtpNoEnhancedStatusCodes,
+            Variant::SmtpNoPipelining,
+            Variant::SmtpNoChunking,
+            Variant::SmtpNo8bitmime,
+            Variant::SmtpNoSmtputf8,
+            Variant::SmtpNoSize,
+            Variant::SmtpOtherTexts,
+            Variant::Pop3NoSasl,
+            Variant::Pop3NoTop,
+            Variant::Pop3NoUidl,
+            Variant::Pop3NoRespCodes,
+            Variant::Pop3NoPipelining,
+            Variant::Pop3OtherTexts,
+            Variant::ImapNamespaceInbox,
+            Variant::ImapWithoutSpecialUse,
+            Variant::ImapNoSaslIr,
+            Variant::ImapNoLiteralPlus,
+            Variant::ImapNoUnselect,
+            Variant::ImapNoMove,
+            Variant::ImapNoCondstore,
+            Variant::ImapIdlePolling,
+            Variant::ImapNoUidplus,
+            Variant::ImapNoChildren,
+            Variant::ImapChatter,
+            Variant::ImapOtherTexts,
+        ],
+        may_skip: &[
+            "needs-ENHANCEDSTATUSCODES",
+            "needs-PIPELINING",
+            "needs-CHUNKING",
+            "needs-8BITMIME",
+            "needs-SMTPUTF8",
+            "needs-SIZE-limit",
+            "needs-pop3-SASL-PLAIN",
+            "needs-pop3-TOP",
+            "needs-pop3-UIDL",
+            "needs-pop3-RESP-CODES",
+            "needs-pop3-PIPELINING",
+            "needs-imap-SPECIAL-USE",
+            "needs-imap-SASL-IR",
+            "needs-imap-LITERAL+",
+            "needs-imap-UNSELECT",
+            "needs-imap-MOVE",
+            "needs-imap-CONDSTORE",
+            "needs-imap-UIDPLUS",
+            "needs-imap-CHILDREN",
+        ],
+        via_profile: true,
+    },
 ];
 
 /// Every `@needs-pop3-` tag: a server that answers no CAPA advertises none of them.

@@ -23,10 +23,11 @@ macro_rules! policies {
     ($($variant:ident $name:literal $doc:literal,)*) => {
         /// A way of misbehaving that a conformance check must catch.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-        #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum Policy {
-            $(#[doc = $doc] $variant,)*
+            // Named in config files exactly as on command lines: snake_case would make
+            // `Strip8bit` "strip8bit".
+            $(#[doc = $doc] #[serde(rename = $name)] $variant,)*
         }
 
         impl Policy {
@@ -334,6 +335,9 @@ mod tests {
         );
         for policy in Policy::ALL {
             assert_eq!(policy.name().parse::<Policy>(), Ok(*policy));
+            let yaml: Faults =
+                serde_saphyr::from_str(&format!("policy: [{}]\n", policy.name())).unwrap();
+            assert!(yaml.has(*policy), "{} in a config file", policy.name());
         }
     }
 }

@@ -177,6 +177,23 @@ impl std::str::FromStr for Variant {
     }
 }
 
+/// The variants as the Markdown table README.md shows: name, what the server does, and the RFC
+/// text that allows it.
+pub fn markdown_table() -> String {
+    let cell = |text: &str| text.replace('|', "\\|");
+    let mut table =
+        String::from("| variant | what the server does | allowed by |\n| --- | --- | --- |\n");
+    for variant in Variant::ALL {
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            variant.name(),
+            cell(variant.description()),
+            cell(variant.allowed_by())
+        ));
+    }
+    table
+}
+
 /// The `variants:` section of the config: the legal behaviours switched on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -298,6 +315,25 @@ mod tests {
         let variants: Variants = [Variant::ConnectionLimit4].into_iter().collect();
         variants.apply(&mut config);
         assert_eq!(config.limits.connections_per_address, 4);
+    }
+
+    /// README.md's variant table is this code's, word for word.
+    #[test]
+    fn readme_lists_every_variant() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md beside the workspace");
+        let (_, rest) = readme
+            .split_once("<!-- variants:begin -->\n")
+            .expect("README.md has a <!-- variants:begin --> marker");
+        let (table, _) = rest
+            .split_once("<!-- variants:end -->")
+            .expect("README.md has a <!-- variants:end --> marker");
+        assert!(
+            table == markdown_table(),
+            "README.md's variant table is out of date; replace it with the output of \
+             `cargo run --release -p harness -- conform --variant table`:\n{}",
+            markdown_table()
+        );
     }
 
     #[test]
