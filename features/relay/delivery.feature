@@ -2,7 +2,10 @@
 Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
   Once a server has said 250 to a message for another domain it is responsible for it
   (RFC 5321 6.1): it retries temporary failures, returns permanent ones to the sender as a
-  delivery status notification (RFC 3464), and traces its hop in a Received header.
+  delivery status notification (RFC 3464), and traces its hop in a Received header. The retry
+  scenarios (@relay-retry) wait as long as the target profile says the target takes to retry
+  (relay.retry_within_secs); RFC 5321 4.5.4.1 recommends 30 minutes, so without that they are
+  skipped.
 
   @port-submission @rfc5321-4.4 @fault-no_trace_headers @must
   Scenario: The relayed message carries the submission's Received header and no Return-Path
@@ -13,34 +16,34 @@ Feature: Relayed mail is delivered, retried and bounced as RFC 5321 says
     And the harness's MX receives the message within 15 seconds
     And the relayed message starts with the target's Received header for the submission and has no Return-Path
 
-  @port-submission @rfc5321-4.5.4.1 @fault-relay_no_retry @must
+  @port-submission @relay-retry @rfc5321-4.5.4.1 @fault-relay_no_retry @must
   Scenario: A 4xx reply is retried and the message delivered later
     Given a remote domain whose MX is the harness
     And the harness's MX answers "451 4.3.0 try again later" to the first RCPT for the remote recipient
     And an authenticated client on the submission port
     When the client sends a message to {remote}
     Then the reply code is 250
-    And the harness's MX receives the message within 30 seconds
+    And the harness's MX receives the message once the target has retried
     And the message was accepted on attempt 2 or later
 
-  @port-submission @rfc6647-2.1 @fault-relay_no_retry @must
+  @port-submission @relay-retry @rfc6647-2.1 @fault-relay_no_retry @must
   Scenario: A greylisting MX gets the message on a later attempt
     Given a remote domain whose MX is the harness
     And the harness's MX greylists the remote recipient for 2 seconds
     And an authenticated client on the submission port
     When the client sends a message to {remote}
     Then the reply code is 250
-    And the harness's MX receives the message within 30 seconds
+    And the harness's MX receives the message once the target has retried
     And the message was accepted on attempt 2 or later
 
-  @port-submission @rfc5321-6.1 @fault-relay_no_retry @must
+  @port-submission @relay-retry @rfc5321-6.1 @fault-relay_no_retry @must
   Scenario: A connection lost before the reply to the data is retried
     Given a remote domain whose MX is the harness
     And the harness's MX drops the first connection after the message data
     And an authenticated client on the submission port
     When the client sends a message to {remote}
     Then the reply code is 250
-    And the harness's MX receives the message within 30 seconds
+    And the harness's MX receives the message once the target has retried
     And the message was accepted on attempt 2 or later
 
   @port-submission @rfc3464-2 @rfc5321-6.1 @fault-relay_no_bounce @must

@@ -37,7 +37,7 @@ Feature: Relay to other domains only for authenticated clients
     Then the reply code is 250
     And the harness's MX receives the message within 15 seconds
 
-  @port-smtp @relay-env @rfc4954-1 @fault-discard_mail @fault-smtp_without_tls @should
+  @port-smtp @needs-AUTH @relay-env @rfc4954-1 @fault-discard_mail @should
   Scenario: Port 25 after STARTTLS and AUTH relays too
     Given a remote domain whose MX is the harness
     And an authenticated client on the smtp port

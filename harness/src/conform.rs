@@ -468,6 +468,19 @@ fn gate(
                 .into(),
         });
     }
+    if tags.iter().any(|t| t == "relay-retry")
+        && profile
+            .relay
+            .as_ref()
+            .is_none_or(|r| r.retry_within_secs.is_none())
+    {
+        return Some(Outcome::Skipped {
+            reason: "the target profile does not say how soon the target retries a delivery that \
+                     failed for now (relay.retry_within_secs); RFC 5321 4.5.4.1 recommends 30 \
+                     minutes, more than this run waits"
+                .into(),
+        });
+    }
     if tags.iter().any(|t| t == "fcrdns")
         && !profile.relay.as_ref().is_some_and(|r| r.checks_client_dns)
     {

@@ -45,6 +45,7 @@ impl Embedded {
                 unreachable: [127, 0, 0, 254].into(),
                 checks_client_dns: false,
                 checks_sender_domain: false,
+                retry_within_secs: None,
             },
             "127.0.0.1",
             &config.domains[0],
@@ -56,9 +57,21 @@ impl Embedded {
         config.relay.connect_timeout_secs = 2;
         config.relay.command_timeout_secs = 20;
         configure(&mut config);
+        // The variants that are settings (a retry schedule, a connection limit) are applied
+        // here already, so that the profile below describes the server as it will run.
+        config.variants.clone().apply(&mut config);
         let mut relay = relay;
         relay.settings.checks_client_dns = config.relay.check_client_dns;
         relay.settings.checks_sender_domain = config.relay.check_sender_domain;
+        // The harness knows how soon the server it started retries; a first retry later than a
+        // minute is not waited for (the `@relay-retry` scenarios are then skipped, as for a
+        // third-party target that retries after RFC 5321's 30 minutes).
+        relay.settings.retry_within_secs = config
+            .relay
+            .retry_secs
+            .first()
+            .copied()
+            .filter(|&secs| secs <= 60);
         let server = reference_server::start(config)
             .await
             .context("cannot start the embedded reference server")?;

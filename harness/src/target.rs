@@ -179,6 +179,13 @@ pub struct Relay {
     /// records (runs the `@sender-domain` scenarios).
     #[serde(default)]
     pub checks_sender_domain: bool,
+    /// Seconds within which the target retries a delivery that failed for now (runs the
+    /// `@relay-retry` scenarios, which wait this long, and 15 seconds more, for the retry).
+    /// Absent, they are skipped: RFC 5321 4.5.4.1 recommends at least 30 minutes between
+    /// attempts, longer than a conformance run should wait, so only a target configured to
+    /// retry sooner can show its retries.
+    #[serde(default)]
+    pub retry_within_secs: Option<u64>,
 }
 
 fn default_mx_addrs() -> Vec<IpAddr> {

@@ -186,10 +186,13 @@ const SMTP_ALL: &[Variant] = &[
     Variant::SmtpNoSmtputf8,
     Variant::SmtpNoSize,
     Variant::SmtpOtherTexts,
+    Variant::SmtpNoAuthOnRelayPort,
+    Variant::SmtpReplyIds,
 ];
 
 /// What [`SMTP_ALL`] leaves a scenario without.
 const SMTP_ALL_MAY_SKIP: &[&str] = &[
+    "needs-AUTH",
     "needs-ENHANCEDSTATUSCODES",
     "needs-PIPELINING",
     "needs-CHUNKING",
@@ -251,6 +254,17 @@ const VARIANT_RUNS: &[VariantRun] = &[
         &["needs-SIZE-limit"],
     ),
     direct("smtp_other_texts", &[Variant::SmtpOtherTexts], &[]),
+    direct(
+        "smtp_no_auth_on_relay_port",
+        &[Variant::SmtpNoAuthOnRelayPort],
+        &["needs-AUTH"],
+    ),
+    direct("smtp_reply_ids", &[Variant::SmtpReplyIds], &[]),
+    direct(
+        "relay_retries_slowly",
+        &[Variant::RelayRetriesSlowly],
+        &["relay-retry"],
+    ),
     // Every SMTP variant at once, on the embedded server and through a profile (delivery
     // checks then read the mailboxes over IMAP).
     direct("smtp_all", SMTP_ALL, SMTP_ALL_MAY_SKIP),
@@ -433,6 +447,8 @@ const VARIANT_RUNS: &[VariantRun] = &[
             Variant::SmtpNoSmtputf8,
             Variant::SmtpNoSize,
             Variant::SmtpOtherTexts,
+            Variant::SmtpNoAuthOnRelayPort,
+            Variant::SmtpReplyIds,
             Variant::Pop3NoSasl,
             Variant::Pop3NoTop,
             Variant::Pop3NoUidl,
@@ -453,6 +469,7 @@ const VARIANT_RUNS: &[VariantRun] = &[
             Variant::ImapOtherTexts,
         ],
         may_skip: &[
+            "needs-AUTH",
             "needs-ENHANCEDSTATUSCODES",
             "needs-PIPELINING",
             "needs-CHUNKING",
@@ -903,7 +920,7 @@ async fn through_profile(
          ports: {{ smtp: {}, submission: {}, pop3s: {}, imaps: {} }}\naccounts:\n{}foreign_recipient: {}\n\
          skip_tags: [\"@pop-before-smtp\"]\n\
          relay: {{ remote_domain: remote.test, dns: \"127.0.0.1:{dns_port}\", \
-         mx_addrs: [127.0.0.4, 127.0.0.5], mx_port: {mx_port} }}\n",
+         mx_addrs: [127.0.0.4, 127.0.0.5], mx_port: {mx_port}{retry} }}\n",
         serde_json::to_string(&format!("{} via a profile", profile.name))
             .map_err(|e| e.to_string())?,
         profile.domain,
@@ -920,6 +937,12 @@ async fn through_profile(
             ))
             .collect::<String>(),
         profile.foreign_recipient,
+        retry = profile
+            .relay
+            .as_ref()
+            .and_then(|r| r.retry_within_secs)
+            .map(|secs| format!(", retry_within_secs: {secs}"))
+            .unwrap_or_default(),
     );
     let path = dir.path().join("profile.yaml");
     std::fs::write(&path, yaml).map_err(|e| e.to_string())?;

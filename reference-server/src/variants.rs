@@ -91,6 +91,15 @@ variants! {
     SmtpOtherTexts "smtp_other_texts"
         "RFC 5321 4.2 (the text of a reply is not significant; a reply may span several lines) and 4.1.1.1 (the EHLO keywords come in no set order)"
         "Use other texts in every reply (those of RFC 5321 4.2.3), a greeting of two lines, and the EHLO keywords in reverse order.",
+    SmtpNoAuthOnRelayPort "smtp_no_auth_on_relay_port"
+        "RFC 4954 (AUTH is an optional extension, and a server offers it where it chooses) and RFC 5321 2.3.10 and 3.6.2 (port 25 takes mail for its own domains without it); RFC 6409 3.1 puts authenticated submission on port 587"
+        "Port 25 offers no AUTH, before or after STARTTLS, and answers AUTH with 502 (command not implemented); mail to other domains is for the submission ports only.",
+    SmtpReplyIds "smtp_reply_ids"
+        "RFC 5321 4.2 (the text after the reply code is not significant: servers put session and queue ids in it)"
+        "End the text of every one-line reply (except AUTH challenges) with an id of its own, as some large providers do: `535 5.7.8 Authentication failed 3f9c02a7be41 - refserv`.",
+    RelayRetriesSlowly "relay_retries_slowly"
+        "RFC 5321 4.5.4.1 (the retry interval SHOULD be at least 30 minutes) and 4.5.4 (a sender MUST delay retrying a destination after a failure)"
+        "Relay: after a temporary failure, retry after 30 minutes, then every hour (relay.retry_secs = [1800, 3600]), as RFC 5321 recommends, instead of within seconds.",
     // ---- pop3 ----
     Pop3NoSasl "pop3_no_sasl"
         "RFC 2449 6.3 (SASL is a capability a server may leave out) and RFC 5034 1 (AUTH is an extension of RFC 1939)"
@@ -223,6 +232,9 @@ impl Variants {
     /// Applies the variants that are settings of the config rather than behaviours of a
     /// session (a connection limit, say). Called once, before the server starts.
     pub fn apply(&self, config: &mut Config) {
+        if self.has(Variant::RelayRetriesSlowly) {
+            config.relay.retry_secs = vec![1800, 3600];
+        }
         if self.has(Variant::ConnectionLimit4) {
             config.limits.connections_per_address = 4;
         }

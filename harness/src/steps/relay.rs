@@ -187,8 +187,26 @@ async fn drops_first(world: &mut MailWorld) -> anyhow::Result<()> {
 
 #[then(regex = r"^the harness's MX receives the message within (\d+) seconds$")]
 async fn mx_receives(world: &mut MailWorld, wait: u64) -> anyhow::Result<()> {
+    mx_receives_within(world, Duration::from_secs(wait)).await
+}
+
+/// The retry scenarios wait as long as the profile says the target takes to retry
+/// (`relay.retry_within_secs`; the scenarios are skipped without it), and 15 seconds more for
+/// the delivery itself.
+#[then("the harness's MX receives the message once the target has retried")]
+async fn mx_receives_retried(world: &mut MailWorld) -> anyhow::Result<()> {
+    let retry = world
+        .target()?
+        .profile
+        .relay
+        .as_ref()
+        .and_then(|r| r.retry_within_secs)
+        .context("the scenario needs relay.retry_within_secs in the target profile (tag it @relay-retry)")?;
+    mx_receives_within(world, Duration::from_secs(retry + 15)).await
+}
+
+async fn mx_receives_within(world: &mut MailWorld, wait: Duration) -> anyhow::Result<()> {
     let (recipient, env) = world.recipient_and_env()?;
-    let wait = Duration::from_secs(wait);
     let id = world
         .message
         .as_ref()

@@ -735,7 +735,14 @@ impl Session {
     }
 
     fn auth_offered(&self) -> bool {
-        self.tls || (self.fault(Policy::AuthBeforeTls) && self.conn.tls_mode != TlsMode::Implicit)
+        !self.no_auth_on_this_port()
+            && (self.tls
+                || (self.fault(Policy::AuthBeforeTls) && self.conn.tls_mode != TlsMode::Implicit))
+    }
+
+    /// Port 25 without AUTH at all (variant `smtp_no_auth_on_relay_port`).
+    fn no_auth_on_this_port(&self) -> bool {
+        self.conn.role == Role::Smtp && self.variant(Variant::SmtpNoAuthOnRelayPort)
     }
 
     fn ehlo(&mut self, name: String, esmtp: bool) {
@@ -835,6 +842,8 @@ impl Session {
             self.error(503, "5.5.1", "Already authenticated");
         } else if self.tx.is_some() {
             self.error(503, "5.5.1", "AUTH not allowed during a mail transaction");
+        } else if self.no_auth_on_this_port() {
+            self.error(502, "5.5.1", "AUTH not available on this port");
         } else if !self.auth_offered() {
             self.error(530, "5.7.0", "Must issue a STARTTLS command first");
         } else {
@@ -1418,7 +1427,11 @@ impl Session {
 
     /// A one-line reply, its text as the variants on say (see [`texts::reply_text`]).
     fn raw_reply(&mut self, code: u16, text: &str) {
-        let text = texts::reply_text(&self.config.variants, code, text);
+        let mut text = texts::reply_text(&self.config.variants, code, text);
+        // A 334 text is the SASL challenge itself, not words about it.
+        if code != 334 && self.variant(Variant::SmtpReplyIds) {
+            text = format!("{text} {:012x} - refserv", fastrand::u64(..) >> 16);
+        }
         self.output
             .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
     }
@@ -2041,6 +2054,43 @@ mod tests {
         );
         assert!(h.send(b"BDAT 3 LAST\r\nx\r\n").starts_with("250"));
         assert!(!h.closed);
+    }
+
+    #[test]
+    fn relay_port_without_auth() {
+        let mut h = with_variants(
+            Role::Smtp,
+            TlsMode::Starttls,
+            &[Variant::SmtpNoAuthOnRelayPort],
+        );
+        h.session.tls = true;
+        let ehlo = h.send(b"EHLO c\r\n");
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        let auth = h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n");
+        assert!(auth.starts_with("502 5.5.1"), "{auth}");
+        let mut h = with_variants(
+            Role::Submission,
+            TlsMode::Starttls,
+            &[Variant::SmtpNoAuthOnRelayPort],
+        );
+        h.session.tls = true;
+        assert!(h.send(b"EHLO c\r\n").contains("AUTH PLAIN"));
+    }
+
+    #[test]
+    fn reply_ids_differ_and_spare_the_challenges() {
+        let mut h = with_variants(
+            Role::Submission,
+            TlsMode::Starttls,
+            &[Variant::SmtpReplyIds],
+        );
+        h.session.tls = true;
+        h.send(b"EHLO c\r\n");
+        let first = h.send(b"NOOP\r\n");
+        let second = h.send(b"NOOP\r\n");
+        assert!(first.ends_with(" - refserv\r\n"), "{first}");
+        assert_ne!(first, second);
+        assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
     }
 
     #[test]
