@@ -37,14 +37,14 @@ Feature: The route to a domain comes from its MX records
     Then the reply code is 250
     And the harness's MX receives the message within 15 seconds
 
-  @port-submission @rfc7505-4.2 @fault-relay_no_bounce @must
+  @port-submission @rfc7505-4.2 @fault-relay_no_bounce @fault-dsn_plain_bounces @must
   Scenario: Mail for a null-MX domain is refused or bounced at once
     Given a remote domain with a null MX
     And an authenticated client on the submission port
     When the client tries to send a message to {remote}
     Then {first} is told the remote recipient cannot be reached, at RCPT or by a delivery status notification within 15 seconds
 
-  @port-submission @rfc5321-5.1 @fault-relay_no_bounce @must
+  @port-submission @rfc5321-5.1 @fault-relay_no_bounce @fault-dsn_plain_bounces @must
   Scenario: Mail for a domain that does not exist is refused or bounced
     Given a remote domain that does not exist
     And an authenticated client on the submission port

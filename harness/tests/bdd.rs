@@ -188,6 +188,7 @@ const SMTP_ALL: &[Variant] = &[
     Variant::SmtpOtherTexts,
     Variant::SmtpNoAuthOnRelayPort,
     Variant::SmtpReplyIds,
+    Variant::RelayPlainBounces,
 ];
 
 /// What [`SMTP_ALL`] leaves a scenario without.
@@ -265,6 +266,7 @@ const VARIANT_RUNS: &[VariantRun] = &[
         &[Variant::RelayRetriesSlowly],
         &["relay-retry"],
     ),
+    direct("relay_plain_bounces", &[Variant::RelayPlainBounces], &[]),
     // Every SMTP variant at once, on the embedded server and through a profile (delivery
     // checks then read the mailboxes over IMAP).
     direct("smtp_all", SMTP_ALL, SMTP_ALL_MAY_SKIP),
@@ -449,6 +451,7 @@ const VARIANT_RUNS: &[VariantRun] = &[
             Variant::SmtpOtherTexts,
             Variant::SmtpNoAuthOnRelayPort,
             Variant::SmtpReplyIds,
+            Variant::RelayPlainBounces,
             Variant::Pop3NoSasl,
             Variant::Pop3NoTop,
             Variant::Pop3NoUidl,

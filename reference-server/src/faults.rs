@@ -131,6 +131,7 @@ policies! {
     RelayIgnoresMxPreference "relay_ignores_mx_preference" "Relay: try the MX hosts from the highest preference number (least preferred) down.",
     RelayNoRetry "relay_no_retry" "Relay: give up on a recipient after its first temporary failure, without a bounce.",
     RelayNoBounce "relay_no_bounce" "Relay: drop a recipient that failed for good without telling the sender.",
+    DsnPlainBounces "dsn_plain_bounces" "Advertise DSN in EHLO, yet tell senders of failed deliveries in a plain-text bounce instead of an RFC 3464 report.",
     RelayFirstMxOnly "relay_first_mx_only" "Relay: try only the most preferred MX host, never the next ones.",
     RelayNoImplicitMx "relay_no_implicit_mx" "Relay: bounce mail for a domain that has an address record but no MX, instead of delivering to that address (RFC 5321 5.1).",
     RelayNoSenderCheck "relay_no_sender_check" "Inbound on port 25: skip the sender domain check even when it is configured.",

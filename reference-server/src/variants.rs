@@ -100,6 +100,9 @@ variants! {
     RelayRetriesSlowly "relay_retries_slowly"
         "RFC 5321 4.5.4.1 (the retry interval SHOULD be at least 30 minutes) and 4.5.4 (a sender MUST delay retrying a destination after a failure)"
         "Relay: after a temporary failure, retry after 30 minutes, then every hour (relay.retry_secs = [1800, 3600]), as RFC 5321 recommends, instead of within seconds.",
+    RelayPlainBounces "relay_plain_bounces"
+        "RFC 5321 6.1 and 4.5.5 (a server that gives up on a message MUST send a notification, with a null reverse-path, in no set form); RFC 3464's multipart/report \"may be used\" (its abstract), and RFC 3461 ties it to the DSN extension, which the server does not offer"
+        "Relay: tell the sender of a failed delivery in a plain-text message in the manner of qmail (one paragraph per recipient with the remote server's reply, then the original's header section), not an RFC 3464 multipart/report.",
     // ---- pop3 ----
     Pop3NoSasl "pop3_no_sasl"
         "RFC 2449 6.3 (SASL is a capability a server may leave out) and RFC 5034 1 (AUTH is an extension of RFC 1939)"

@@ -311,6 +311,16 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
         ));
         return Ok(());
     };
+    // RFC 3461 makes the RFC 3464 format part of the DSN extension; a server without it may
+    // report a failure in any form (RFC 5321 6.1 asks only that it report it).
+    let dsn_offered = world
+        .client
+        .as_ref()
+        .is_some_and(|c| c.capabilities().contains_key("DSN"));
+    let sent_id = world
+        .message
+        .as_ref()
+        .map(|m| super::smtp::message_id(&m.token));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         // The scenario's remote domain is unique, so mail that names the recipient is about it;
@@ -319,27 +329,14 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
             .messages_mentioning(&account, &recipient)
             .await
             .map_err(|e| anyhow!("looking for a bounce in the inbox of {account}: {e}"))?;
-        let dsn = mentioning.into_iter().find_map(|m| {
-            let text = String::from_utf8_lossy(&m).to_ascii_lowercase();
-            dsn_field(&text, "final-recipient")
-                .is_some_and(|v| v.contains(&recipient.to_ascii_lowercase()))
-                .then_some(text)
-        });
-        if let Some(dsn) = dsn {
-            ensure!(
-                dsn.contains("multipart/report") && dsn.contains("delivery-status"),
-                "the bounce for {recipient} is not an RFC 3464 multipart/report"
-            );
-            ensure!(
-                dsn_field(&dsn, "action").is_some_and(|v| v.starts_with("failed")),
-                "the bounce for {recipient} does not say `Action: failed`"
-            );
-            ensure!(
-                dsn_field(&dsn, "status")
-                    .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.4.7")),
-                "the bounce for {recipient} gives no permanent status"
-            );
-            return Ok(());
+        if let Some(verdict) =
+            bounce_verdict(&mentioning, &recipient, sent_id.as_deref(), dsn_offered)
+        {
+            return verdict.map(|note| {
+                if let Some(note) = note {
+                    world.note(note);
+                }
+            });
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
@@ -349,6 +346,66 @@ async fn receives_dsn(world: &mut MailWorld, who: String, wait: u64) -> anyhow::
         }
         tokio::time::sleep(mailboxes.poll_interval().max(Duration::from_millis(100))).await;
     }
+}
+
+/// What the mail that mentions the failed `recipient` says: `None` while none of it is a bounce
+/// for it, else the verdict, with a note for the report when the server chose a form the RFCs
+/// leave open.
+///
+/// A bounce is a message of the target's own (not the harness's message, whose Message-ID is
+/// `sent_id`, nor a copy of it) that names the recipient. An RFC 3464 report must say the
+/// delivery failed with a permanent status; reports of delays are passed over. A bounce in
+/// another form is a finding only when the server offers the DSN extension (RFC 3461).
+fn bounce_verdict(
+    mentioning: &[Vec<u8>],
+    recipient: &str,
+    sent_id: Option<&str>,
+    dsn_offered: bool,
+) -> Option<anyhow::Result<Option<String>>> {
+    let lower_recipient = recipient.to_ascii_lowercase();
+    let mut plain = None;
+    for message in mentioning {
+        if sent_id.is_some_and(|id| crate::message::has_message_id(message, id)) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(message).to_ascii_lowercase();
+        let report = text.contains("multipart/report") && text.contains("delivery-status");
+        if !report {
+            plain.get_or_insert(());
+            continue;
+        }
+        if !dsn_field(&text, "final-recipient").is_some_and(|v| v.contains(&lower_recipient)) {
+            continue;
+        }
+        let action = dsn_field(&text, "action").unwrap_or("");
+        if action.starts_with("delayed") {
+            continue;
+        }
+        return Some((|| {
+            ensure!(
+                action.starts_with("failed"),
+                "the bounce for {recipient} does not say `Action: failed` (it says `{action}`)"
+            );
+            ensure!(
+                dsn_field(&text, "status")
+                    .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.4.7")),
+                "the bounce for {recipient} gives no permanent status"
+            );
+            Ok(None)
+        })());
+    }
+    plain.map(|()| {
+        ensure!(
+            !dsn_offered,
+            "the bounce for {recipient} is not an RFC 3464 multipart/report, though the server offers \
+             the DSN extension (RFC 3461 6)"
+        );
+        Ok(Some(
+            "reports a failed delivery in a plain-text bounce, not an RFC 3464 report (legal \
+             without the DSN extension)"
+                .to_owned(),
+        ))
+    })
 }
 
 /// The value of the first `name:` line of a delivery-status part (`text` lower-cased), trimmed.
@@ -386,4 +443,71 @@ async fn connected_unnamed(world: &mut MailWorld, role: String) -> anyhow::Resul
             .await
             .with_context(|| format!("connecting to {addr} from {UNNAMED_CLIENT}"))?;
     super::smtp::greeted(world, client).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RCPT: &str = "rcpt@x1.remote.test";
+    const SENT: &str = "<t.1@harness.test>";
+
+    fn report(action: &str, status: &str) -> Vec<u8> {
+        format!(
+            "From: MAILER-DAEMON@mx.test\r\nMessage-ID: <b1@mx.test>\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\n\
+             Final-Recipient: rfc822; {RCPT}\r\nAction: {action}\r\nStatus: {status}\r\n--b--\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn plain() -> Vec<u8> {
+        format!(
+            "From: MAILER-DAEMON@mx.test\r\nMessage-ID: <b2@mx.test>\r\nSubject: failure notice\r\n\r\n\
+             <{RCPT}>:\r\n550 5.1.1 no such user\r\n\r\n--- header\r\n\r\nMessage-ID: {SENT}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn copy_of_sent() -> Vec<u8> {
+        format!("Message-ID: {SENT}\r\nTo: <{RCPT}>\r\n\r\nhello\r\n").into_bytes()
+    }
+
+    #[test]
+    fn nothing_but_the_harness_own_message_is_no_bounce_yet() {
+        assert!(bounce_verdict(&[copy_of_sent()], RCPT, Some(SENT), false).is_none());
+        assert!(bounce_verdict(&[], RCPT, Some(SENT), false).is_none());
+    }
+
+    #[test]
+    fn a_failed_report_passes_and_a_delay_report_is_passed_over() {
+        let ok = bounce_verdict(&[report("failed", "5.1.1")], RCPT, Some(SENT), true);
+        assert!(matches!(ok, Some(Ok(None))));
+        assert!(bounce_verdict(&[report("delayed", "4.4.1")], RCPT, Some(SENT), true).is_none());
+        let wrong = bounce_verdict(&[report("failed", "4.2.2")], RCPT, Some(SENT), true);
+        assert!(matches!(wrong, Some(Err(_))));
+        let relayed = bounce_verdict(&[report("relayed", "2.0.0")], RCPT, Some(SENT), true);
+        assert!(matches!(relayed, Some(Err(_))));
+    }
+
+    #[test]
+    fn a_plain_bounce_is_legal_only_without_the_dsn_extension() {
+        let without = bounce_verdict(&[plain()], RCPT, Some(SENT), false);
+        assert!(matches!(without, Some(Ok(Some(_)))));
+        let with = bounce_verdict(&[plain()], RCPT, Some(SENT), true);
+        let err = with.unwrap().unwrap_err().to_string();
+        assert!(err.contains("RFC 3461"), "{err}");
+    }
+
+    #[test]
+    fn a_report_is_preferred_to_a_plain_message_that_comes_first() {
+        let verdict = bounce_verdict(
+            &[plain(), report("failed", "5.1.1")],
+            RCPT,
+            Some(SENT),
+            true,
+        );
+        assert!(matches!(verdict, Some(Ok(None))));
+    }
 }

@@ -154,6 +154,49 @@ pub fn compose(report: &Report<'_>) -> Vec<u8> {
     bytes
 }
 
+/// The bounce as a server without the DSN extension may write it
+/// ([`crate::variants::Variant::RelayPlainBounces`]): one text/plain message, in the manner of
+/// qmail's bounce format, with a paragraph per failed recipient and the original's header
+/// section quoted below a separator line. Nothing machine-readable beyond that: RFC 5321 6.1
+/// asks for a notification, not for a format.
+pub fn compose_plain(report: &Report<'_>) -> Vec<u8> {
+    let now = rfc2822(time::OffsetDateTime::now_utc());
+    let host = report.hostname;
+    let mut out = String::with_capacity(1024);
+    let _ = write!(
+        out,
+        "From: MAILER-DAEMON@{host}\r\n\
+         To: {}\r\n\
+         Subject: failure notice\r\n\
+         Date: {now}\r\n\
+         Message-ID: <{}.{}.bounce@{host}>\r\n\
+         \r\n\
+         Hello. The mail server at {host} tried to deliver your message\r\n\
+         (queue id {}) and could not reach the addresses below. These\r\n\
+         errors are permanent; the server will not try again.\r\n",
+        ascii(report.sender),
+        report.queue_id,
+        fastrand::u32(..),
+        report.queue_id,
+    );
+    for failure in report.failures {
+        let _ = write!(
+            out,
+            "\r\n<{}>:\r\n{}\r\n",
+            ascii(&failure.recipient),
+            ascii(failure.smtp_reply.as_deref().unwrap_or(&failure.reason))
+        );
+    }
+    out.push_str("\r\n--- The header of your message follows.\r\n\r\n");
+    let mut bytes = out.into_bytes();
+    let headers = header_section(report.original);
+    bytes.extend(headers.iter().map(|&b| if b.is_ascii() { b } else { b'?' }));
+    if !bytes.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes
+}
+
 /// The header section of a message, up to and including the CRLF that ends its last field.
 fn header_section(message: &[u8]) -> &[u8] {
     match message.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -235,5 +278,33 @@ mod tests {
         assert!(!text.contains("body must not appear"));
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(text.trim_end().ends_with("--"));
+    }
+
+    #[test]
+    fn plain_bounce_names_each_recipient_in_text_and_no_report_fields() {
+        let failures = [Failure {
+            recipient: "carol@b.test".into(),
+            status: "5.1.1".into(),
+            remote_mta: Some("mx.b.test".into()),
+            smtp_reply: Some("550 5.1.1 no such user".into()),
+            reason: "host mx.b.test said: 550 5.1.1 no such user".into(),
+        }];
+        let original = "Subject: hi\r\nMessage-ID: <m1@a.test>\r\n\r\nbody must not appear\r\n";
+        let text = String::from_utf8(compose_plain(&Report {
+            hostname: "mail.a.test",
+            sender: "alice@a.test",
+            queue_id: "Q1",
+            arrived: 1_700_000_000,
+            failures: &failures,
+            original: original.as_bytes(),
+        }))
+        .unwrap();
+        assert!(text.starts_with("From: MAILER-DAEMON@mail.a.test\r\nTo: alice@a.test\r\n"));
+        assert!(text.contains("\r\n<carol@b.test>:\r\n550 5.1.1 no such user\r\n"));
+        assert!(text.contains("Message-ID: <Q1."), "{text}");
+        assert!(text.contains("\r\nMessage-ID: <m1@a.test>\r\n"));
+        assert!(!text.contains("body must not appear"));
+        assert!(!text.to_ascii_lowercase().contains("multipart"));
+        assert!(!text.contains("Final-Recipient"));
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::config::Config;
 use crate::faults::Policy;
 use crate::store::{Incoming, OutboundJob, Settle, Store, now_ms};
+use crate::variants::Variant;
 
 use self::client::{AttemptSettings, Outcome, Reply};
 use self::dns::{Dns, RouteError};
@@ -328,14 +329,21 @@ impl Worker {
             }
         }
         let bounce = (!failures.is_empty() && !job.sender.is_empty()).then(|| {
-            dsn::compose(&dsn::Report {
+            let report = dsn::Report {
                 hostname: &self.config.hostname,
                 sender: &job.sender,
                 queue_id: &job.queue_id,
                 arrived: job.arrived,
                 failures: &failures,
                 original: body,
-            })
+            };
+            if self.config.variants.has(Variant::RelayPlainBounces)
+                || self.config.faults.has(Policy::DsnPlainBounces)
+            {
+                dsn::compose_plain(&report)
+            } else {
+                dsn::compose(&report)
+            }
         });
         let bounce = match bounce {
             Some(_) if no_bounce => {

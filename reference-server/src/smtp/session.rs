@@ -790,6 +790,9 @@ impl Session {
         if self.auth_offered() && self.user.is_none() && !self.fault(Policy::AuthNotAdvertised) {
             keywords.push((None, "AUTH PLAIN LOGIN".into()));
         }
+        if self.fault(Policy::DsnPlainBounces) {
+            keywords.push((None, "DSN".into()));
+        }
         keywords.extend([
             (Some(Variant::SmtpNoSmtputf8), "SMTPUTF8".into()),
             (Some(Variant::SmtpNoChunking), "CHUNKING".into()),
