@@ -62,7 +62,7 @@ async fn run(config: Arc<Config>, conn: Connection, store: Store, chunks: Vec<&[
     let mut chunks = chunks.into_iter();
     let check = |session: &mut Session, out: &mut Vec<u8>| {
         if let Some(credentials) = session.take_credentials() {
-            let verdict = auth::authenticate(&config, &credentials.login, &credentials.password);
+            let verdict = auth::authenticate(&config, &credentials.login, credentials.password.expose());
             out.extend(session.login_result(verdict));
         }
     };

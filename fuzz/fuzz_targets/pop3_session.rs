@@ -48,7 +48,7 @@ impl Driver {
                     self.session.step()
                 }
                 Event::Authenticate { login, password } => {
-                    let verdict = auth::authenticate(&self.config, &login, &password);
+                    let verdict = auth::authenticate(&self.config, &login, password.expose());
                     self.session.auth_result(verdict);
                     self.session.step()
                 }

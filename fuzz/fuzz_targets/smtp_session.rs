@@ -41,7 +41,7 @@ impl Driver {
                     self.session.step()
                 }
                 Event::Authenticate { login, password } => {
-                    let verdict = auth::authenticate(&self.config, &login, &password);
+                    let verdict = auth::authenticate(&self.config, &login, password.expose());
                     self.authenticated |= verdict.is_some();
                     self.session.auth_result(verdict);
                     self.session.step()

@@ -143,13 +143,22 @@ impl Ports {
 }
 
 /// A mailbox the harness may log in to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     /// Mail address, also the login name.
     pub address: String,
     /// Password.
     pub password: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Profiles and targets are printed in errors and logs; the password stays out.
+        f.debug_struct("Account")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Relay settings: the harness runs a fake DNS that the target uses as its resolver, serves
@@ -360,6 +369,16 @@ skip_tags: [\"@pop-before-smtp\"]
         assert_eq!(profile.max_connections, DEFAULT_MAX_CONNECTIONS);
         let (_dir, path) = write_profile(&format!("{GOOD}max_connections: 10\n"));
         assert_eq!(load(&path).unwrap().max_connections, 10);
+    }
+
+    #[test]
+    fn a_printed_profile_shows_no_password() {
+        let (_dir, path) = write_profile(GOOD);
+        let profile = load(&path).unwrap();
+        let shown = format!("{profile:?}");
+        assert!(shown.contains("alice@peer.test"), "{shown}");
+        assert!(!shown.contains("secret-alice"), "{shown}");
+        assert!(!shown.contains("secret-bob"), "{shown}");
     }
 
     #[test]

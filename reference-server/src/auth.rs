@@ -6,6 +6,29 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::config::{Account, Config};
 
+/// A password a client sent, on its way from a session to the check. `Debug` shows only that
+/// there is one, so sessions, events and logs can be printed whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps what the client sent.
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself, for the check and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
 /// Checks that a configured hash is an argon2 PHC string, so a bad one fails at start-up.
 pub fn check_hash_syntax(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC hash string: {e}"))?;
@@ -152,6 +175,15 @@ pub fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let password = Password::new("hunter2");
+        assert_eq!(password.expose(), "hunter2");
+        assert!(!format!("{password:?}").contains("hunter2"));
+        let nested = Some((String::from("bob"), password));
+        assert!(!format!("{nested:#?}").contains("hunter2"));
+    }
     use argon2::password_hash::{PasswordHasher, SaltString};
 
     #[test]

@@ -715,14 +715,18 @@ async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
 }
 
 /// Checks credentials off the executor (argon2 is slow on purpose); the account on success.
-async fn check_password(shared: &Shared, login: String, password: String) -> Option<String> {
+async fn check_password(
+    shared: &Shared,
+    login: String,
+    password: crate::auth::Password,
+) -> Option<String> {
     let config = shared.config.clone();
     tokio::task::spawn_blocking(move || {
         if config.faults.has(Policy::AnyPassword) {
             tracing::warn!("FAULT any_password: not checking the password of {login}");
             return config.account(&login).map(|a| a.address.clone());
         }
-        crate::auth::authenticate(&config, &login, &password)
+        crate::auth::authenticate(&config, &login, password.expose())
     })
     .await
     .ok()

@@ -377,7 +377,7 @@ fn smtp_session(role: Role, tls_mode: TlsMode, chunks: &[Vec<u8>]) -> (Vec<u8>, 
                 session.step()
             }
             Event::Authenticate { login, password } => {
-                session.auth_result(auth::authenticate(&config, &login, &password));
+                session.auth_result(auth::authenticate(&config, &login, password.expose()));
                 session.step()
             }
             Event::CheckSenderDomain(domain) => {
@@ -597,7 +597,7 @@ fn imap_session(tls_mode: TlsMode, chunks: &[Vec<u8>]) -> Vec<u8> {
         let check = |session: &mut Session, out: &mut Vec<u8>| {
             if let Some(credentials) = session.take_credentials() {
                 let verdict =
-                    auth::authenticate(&config, &credentials.login, &credentials.password);
+                    auth::authenticate(&config, &credentials.login, credentials.password.expose());
                 out.extend(session.login_result(verdict));
             }
         };

@@ -47,7 +47,7 @@ pub struct Credentials {
     /// The login name.
     pub login: String,
     /// The password.
-    pub password: String,
+    pub password: auth::Password,
 }
 
 /// The RFC 3501 section 3 states.
@@ -392,7 +392,10 @@ impl Session {
             return Next::Continue;
         };
         self.pending = Some(tag.to_owned());
-        self.credentials = Some(Credentials { login, password });
+        self.credentials = Some(Credentials {
+            login,
+            password: auth::Password::new(password),
+        });
         Next::Authenticate
     }
 
@@ -455,7 +458,10 @@ impl Session {
         match auth::parse_plain(payload) {
             Ok((login, password)) => {
                 self.pending = Some(tag.to_owned());
-                self.credentials = Some(Credentials { login, password });
+                self.credentials = Some(Credentials {
+                    login,
+                    password: auth::Password::new(password),
+                });
                 Next::Authenticate
             }
             Err(why) => {

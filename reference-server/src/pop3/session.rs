@@ -39,7 +39,7 @@ pub enum Event {
         /// The login name as the client gave it.
         login: String,
         /// The password.
-        password: String,
+        password: auth::Password,
     },
     /// Check an APOP digest (RFC 1939 section 7): the MD5 of `timestamp` followed by the
     /// account's password, in lower-case hex. Then call [`Session::auth_result`].
@@ -696,7 +696,10 @@ impl Session {
                 None => self.error(self.say("Syntax: USER first", "who are you? USER first")),
                 Some(login) => {
                     self.phase = Phase::Waiting(Pending::Auth);
-                    return Some(Event::Authenticate { login, password });
+                    return Some(Event::Authenticate {
+                        login,
+                        password: auth::Password::new(password),
+                    });
                 }
             },
             Command::Apop { name, digest } => {
@@ -922,7 +925,10 @@ impl Session {
         match auth::decode_response(response).and_then(|payload| auth::parse_plain(&payload)) {
             Ok((login, password)) => {
                 self.phase = Phase::Waiting(Pending::Auth);
-                Some(Event::Authenticate { login, password })
+                Some(Event::Authenticate {
+                    login,
+                    password: auth::Password::new(password),
+                })
             }
             Err(SaslError::Base64) => {
                 self.error(self.say("Invalid base64", "that is not base64"));
@@ -1212,7 +1218,8 @@ mod tests {
                         self.session.step()
                     }
                     Event::Authenticate { login, password } => {
-                        let verdict = auth::authenticate(&self.session.config, &login, &password);
+                        let verdict =
+                            auth::authenticate(&self.session.config, &login, password.expose());
                         self.session.auth_result(verdict);
                         self.session.step()
                     }
@@ -2048,7 +2055,7 @@ mod tests {
         assert_eq!(redacted(b"USER bob"), "USER bob");
         let event = Event::Authenticate {
             login: "bob".into(),
-            password: "hunter2".into(),
+            password: auth::Password::new("hunter2"),
         };
         assert!(!format!("{event:?}").contains("hunter2"));
     }

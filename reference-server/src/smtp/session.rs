@@ -2,6 +2,7 @@
 //! things it cannot do itself (TLS, password checks, storing mail, waiting). The socket loop in
 //! `server.rs` is a thin driver over it, and tests drive it directly with no socket.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub enum Event {
         /// The login name.
         login: String,
         /// The password.
-        password: String,
+        password: auth::Password,
     },
     /// Store the message durably and call [`Session::delivery_result`].
     Deliver(Envelope),
@@ -171,7 +172,6 @@ impl Transaction {
 }
 
 /// The SMTP session.
-#[derive(Debug)]
 pub struct Session {
     config: Arc<Config>,
     conn: Connection,
@@ -193,6 +193,22 @@ pub struct Session {
     pending_mail: Option<(String, bool)>,
     /// RCPTs refused in this session because no such user exists.
     unknown_recipients: u32,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The input buffer may hold an AUTH exchange: leave it out.
+        f.debug_struct("Session")
+            .field("peer", &self.conn.peer)
+            .field("role", &self.conn.role)
+            .field("phase", &self.phase)
+            .field("helo", &self.helo)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("in_transaction", &self.tx.is_some())
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -898,7 +914,10 @@ impl Session {
         match auth::decode_response(&text).and_then(|payload| auth::parse_plain(&payload)) {
             Ok((login, password)) => {
                 self.phase = Phase::Waiting;
-                Some(Event::Authenticate { login, password })
+                Some(Event::Authenticate {
+                    login,
+                    password: auth::Password::new(password),
+                })
             }
             Err(error) => {
                 self.sasl_failed(error);
@@ -917,7 +936,10 @@ impl Session {
             }
             (Some(login), Ok(password)) => {
                 self.phase = Phase::Waiting;
-                return Some(Event::Authenticate { login, password });
+                return Some(Event::Authenticate {
+                    login,
+                    password: auth::Password::new(password),
+                });
             }
         }
         None
@@ -1539,8 +1561,11 @@ mod tests {
                         self.session.step()
                     }
                     Event::Authenticate { login, password } => {
-                        let verdict =
-                            crate::auth::authenticate(&self.session.config, &login, &password);
+                        let verdict = crate::auth::authenticate(
+                            &self.session.config,
+                            &login,
+                            password.expose(),
+                        );
                         self.session.auth_result(verdict);
                         self.session.step()
                     }
@@ -1620,6 +1645,28 @@ mod tests {
             "{message}"
         );
         assert_eq!(h.delivered[0].local, ["alice@example.test"]);
+    }
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        let mut h = Harness::new(Role::Submission, TlsMode::Implicit, Config::defaults());
+        h.send(b"EHLO c\r\n");
+        // AUTH PLAIN for alice@example.test with the password alice-secret, and the same
+        // password through AUTH LOGIN; the session is printed with the line still unread and
+        // the event as the driver gets it.
+        h.session
+            .push_input(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1zZWNyZXQ=\r\n");
+        let unread = format!("{:?}", h.session);
+        let event = h.session.step();
+        assert!(matches!(event, Event::Authenticate { .. }), "{event:?}");
+        for shown in [unread, format!("{event:?}"), format!("{:?}", h.session)] {
+            assert!(!shown.contains("alice-secret"), "{shown}");
+            assert!(!shown.contains("YWxpY2Utc2VjcmV0"), "{shown}");
+            assert!(!shown.contains("AGFsaWNl"), "{shown}");
+            // The line as bytes, as a derived Debug of the input buffer would print it.
+            let bytes = format!("{:?}", b"AGFsaWNl".as_slice());
+            assert!(!shown.contains(bytes.trim_matches(['[', ']'])), "{shown}");
+        }
     }
 
     #[test]
