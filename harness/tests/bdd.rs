@@ -902,21 +902,30 @@ async fn through_a_profile() -> Result<String, String> {
 /// Runs the suite against the embedded server, configured by `configure`, described by a
 /// profile file as a third-party server would be (see [`through_a_profile`]).
 async fn through_profile(
-    configure: impl FnOnce(&mut Config) + Send + 'static,
+    configure: impl Fn(&mut Config) + Copy + Send + 'static,
 ) -> Result<Report, String> {
+    // The server must be told the harness's DNS and MX ports before the run binds them: they
+    // are picked by number, and the whole attempt is made again if one was taken in between.
+    test_ports::retry_on_addr_in_use(|| profile_attempt(configure))
+        .await
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// One attempt of [`through_profile`], with fresh DNS and MX ports.
+async fn profile_attempt(
+    configure: impl FnOnce(&mut Config) + Send + 'static,
+) -> anyhow::Result<Report> {
     // The server relays through the DNS and to the MX the profile's relay section makes the
     // harness run, as a third-party server configured for the harness would.
-    let (dns_port, mx_port) = (free_port()?, free_port()?);
+    let (dns_port, mx_port) = (test_ports::unused_port()?, test_ports::unused_port()?);
     let embedded = harness::embedded::Embedded::start(move |c| {
         c.relay.dns = Some(([127, 0, 0, 1], dns_port).into());
         c.relay.port = mx_port;
         configure(c);
     })
-    .await
-    .map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::write(dir.path().join("ca.pem"), embedded.server().cert_pem())
-        .map_err(|e| e.to_string())?;
+    .await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("ca.pem"), embedded.server().cert_pem())?;
     let profile = embedded.profile();
     let yaml = format!(
         "name: {}\nhost: 127.0.0.1\ndomain: {}\ntls: {{ ca_file: ca.pem }}\n\
@@ -924,8 +933,7 @@ async fn through_profile(
          skip_tags: [\"@pop-before-smtp\"]\n\
          relay: {{ remote_domain: remote.test, dns: \"127.0.0.1:{dns_port}\", \
          mx_addrs: [127.0.0.4, 127.0.0.5], mx_port: {mx_port}{retry} }}\n",
-        serde_json::to_string(&format!("{} via a profile", profile.name))
-            .map_err(|e| e.to_string())?,
+        serde_json::to_string(&format!("{} via a profile", profile.name))?,
         profile.domain,
         profile.ports.smtp.unwrap_or_default(),
         profile.ports.submission.unwrap_or_default(),
@@ -948,23 +956,9 @@ async fn through_profile(
             .unwrap_or_default(),
     );
     let path = dir.path().join("profile.yaml");
-    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    std::fs::write(&path, yaml)?;
     let options = RunOptions::new(conform::default_features_dir());
-    let report = conform::run(TargetSpec::Profile(path), &options)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let report = conform::run(TargetSpec::Profile(path), &options).await;
     embedded.shutdown().await;
-    Ok(report)
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP just now.
-fn free_port() -> Result<u16, String> {
-    for _ in 0..20 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = udp.local_addr().map_err(|e| e.to_string())?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no port free for both UDP and TCP".into())
+    report
 }

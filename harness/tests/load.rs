@@ -327,12 +327,9 @@ async fn refused(options: LoadOptions, path: PathBuf) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_stops_the_run_at_once() {
-    // Bind and drop: a loopback port where nothing listens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A loopback port where nothing listens.
+    let nothing = test_ports::HeldPort::new().unwrap();
+    let port = nothing.port();
     let dir = tempfile::tempdir().unwrap();
     let path = profile(
         &dir,

@@ -11,6 +11,7 @@ use harness::ports::{
 };
 use reference_server::faults::Policy;
 use reference_server::{Config, Role};
+use test_ports::HeldPort;
 
 async fn embedded(configure: impl FnOnce(&mut Config) + Send + 'static) -> PortsReport {
     ports::run(
@@ -441,22 +442,14 @@ async fn profile_report(path: PathBuf) -> PortsReport {
         .expect("ports run")
 }
 
-fn free_port() -> u16 {
-    // Bind and drop: a loopback port where nothing listens.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_and_left_out_ports_are_told_apart() {
     let reference = Reference::start().await;
+    let closed = HeldPort::new().unwrap();
     let path = reference.profile(
         &format!(
             "smtp: {}, submissions: {}",
-            free_port(),
+            closed.port(),
             reference.port(Role::Submissions)
         ),
         &reference.own_ca(),
@@ -540,11 +533,12 @@ async fn an_untrusted_certificate_and_an_unknown_local_address_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_without_a_profile_is_probed_without_logins_or_trust() {
     let reference = Reference::start().await;
+    let closed = HeldPort::new().unwrap();
     // `--host` probes the documented numbers; here the reference server's ephemeral ones.
     let ports = harness::target::Ports {
         smtp: Some(reference.port(Role::Smtp)),
         imaps: Some(reference.port(Role::Imaps)),
-        pop3: Some(free_port()),
+        pop3: Some(closed.port()),
         ..Default::default()
     };
     let host = PortsTarget::Host {

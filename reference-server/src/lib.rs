@@ -19,5 +19,5 @@ pub mod variants;
 
 pub use config::{Config, Role, TlsMode};
 pub use faults::Faults;
-pub use server::{BoundListener, RunningServer, ServerError, start};
+pub use server::{BoundListener, RunningServer, ServerError, start, start_with_listeners};
 pub use variants::{Variant, Variants};

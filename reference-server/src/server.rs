@@ -98,8 +98,37 @@ struct Shared {
 
 /// Opens the store, loads or generates the certificate, binds every listener and starts
 /// serving. Returns once all sockets are bound.
-pub async fn start(mut config: Config) -> Result<RunningServer, ServerError> {
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    start_with_listeners(config, Vec::new()).await
+}
+
+/// [`start`], serving on sockets the caller has bound and made listen already: each
+/// `(role, socket)` takes the place of the next listener of that role in the config, whose
+/// address is then not used. For a port that must be known, or held closed, before the server
+/// runs (a peer that relays to it while it is down) without closing and binding it again, which
+/// another process could use to take it. A socket for a role the config has fewer listeners
+/// for is refused before anything starts.
+pub async fn start_with_listeners(
+    mut config: Config,
+    mut sockets: Vec<(Role, TcpListener)>,
+) -> Result<RunningServer, ServerError> {
     config.variants.clone().apply(&mut config);
+    for (index, (role, socket)) in sockets.iter().enumerate() {
+        let given = sockets[..=index].iter().filter(|(r, _)| r == role).count();
+        let configured = config.listeners.iter().filter(|l| l.role == *role).count();
+        if given > configured {
+            return Err(ServerError::Bind {
+                role: *role,
+                address: socket
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("a socket was given for a {role} listener the config does not have"),
+                ),
+            });
+        }
+    }
     let data_dir = config
         .data_dir
         .clone()
@@ -172,13 +201,17 @@ pub async fn start(mut config: Config) -> Result<RunningServer, ServerError> {
     let (done_tx, done_rx) = mpsc::channel(1);
     let mut listeners = Vec::new();
     for spec in &config.listeners {
-        let socket = TcpListener::bind(spec.address)
-            .await
-            .map_err(|source| ServerError::Bind {
-                role: spec.role,
-                address: spec.address,
-                source,
-            })?;
+        let given = sockets.iter().position(|(role, _)| *role == spec.role);
+        let socket = match given {
+            Some(index) => sockets.remove(index).1,
+            None => TcpListener::bind(spec.address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    role: spec.role,
+                    address: spec.address,
+                    source,
+                })?,
+        };
         let addr = socket.local_addr().map_err(|source| ServerError::Bind {
             role: spec.role,
             address: spec.address,

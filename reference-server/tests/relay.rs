@@ -13,8 +13,9 @@ use reference_server::faults::Policy;
 use reference_server::store::INBOX;
 use reference_server::{Config, Role, RunningServer, TlsMode};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use test_ports::HeldPort;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 const ALICE: &str = "alice@a.test";
 const CAROL: &str = "carol@b.test";
@@ -130,13 +131,13 @@ async fn relay_port(server: &RunningServer) -> Client<TcpStream> {
     client
 }
 
-/// One domain's server: port 25 (plain text, STARTTLS offered) on `smtp_port` (0 = any),
+/// One domain's server: port 25 (plain text, STARTTLS offered) on `smtp` (or any free port),
 /// submissions, relay through `dns` to other servers' port `relay_port`.
 async fn server(
     dir: &Path,
     domains: &[&str],
     accounts: &[&str],
-    smtp_port: u16,
+    smtp: Option<TcpListener>,
     dns: SocketAddr,
     relay_port: u16,
     configure: impl FnOnce(&mut Config),
@@ -155,7 +156,7 @@ async fn server(
     config.listeners = vec![
         Listener {
             role: Role::Smtp,
-            address: SocketAddr::from(([127, 0, 0, 1], smtp_port)),
+            address: "127.0.0.1:0".parse().unwrap(),
             tls: Some(TlsMode::Starttls),
         },
         Listener {
@@ -170,7 +171,13 @@ async fn server(
     config.relay.connect_timeout_secs = 5;
     config.relay.command_timeout_secs = 10;
     configure(&mut config);
-    reference_server::start(config).await.unwrap()
+    let sockets = smtp
+        .map(|socket| (Role::Smtp, socket))
+        .into_iter()
+        .collect();
+    reference_server::start_with_listeners(config, sockets)
+        .await
+        .unwrap()
 }
 
 /// Server A: a.test with alice, relaying to port `relay_port` of other domains' MX hosts.
@@ -184,7 +191,7 @@ async fn server_a(
         dir,
         &["a.test"],
         &[ALICE],
-        0,
+        None,
         dns.local_addr(),
         relay_port,
         configure,
@@ -192,18 +199,18 @@ async fn server_a(
     .await
 }
 
-/// Server B: b.test with carol, port 25 on `smtp_port` (0 = any).
+/// Server B: b.test with carol, port 25 on `smtp` (or any free port).
 async fn server_b(
     dir: &Path,
     dns: &FakeDns,
-    smtp_port: u16,
+    smtp: Option<HeldPort>,
     configure: impl FnOnce(&mut Config),
 ) -> RunningServer {
     server(
         dir,
         &["b.test"],
         &[CAROL],
-        smtp_port,
+        smtp.map(|port| port.listen().unwrap()),
         dns.local_addr(),
         25,
         configure,
@@ -284,20 +291,11 @@ async fn queue_drains(server: &RunningServer) {
     );
 }
 
-/// A port nothing listens on (for now).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn mail_from_a_reaches_b_through_its_mx_over_starttls() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b = server_b(db.path(), &dns, 0, |_| {}).await;
+    let b = server_b(db.path(), &dns, None, |_| {}).await;
     let b_port = b.addr(Role::Smtp).unwrap().port();
     let a = server_a(da.path(), &dns, b_port, |c| {
         c.relay.tls = RelayTls::Require;
@@ -339,7 +337,7 @@ async fn mail_from_a_reaches_b_through_its_mx_over_starttls() {
 async fn refused_recipients_and_undeliverable_domains_bounce_to_the_sender() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b = server_b(db.path(), &dns, 0, |_| {}).await;
+    let b = server_b(db.path(), &dns, None, |_| {}).await;
     let b_port = b.addr(Role::Smtp).unwrap().port();
     let a = server_a(da.path(), &dns, b_port, |_| {}).await;
     let mut client = submit(&a).await;
@@ -388,7 +386,7 @@ async fn the_second_mx_takes_the_mail_when_the_first_is_down() {
         db.path(),
         &["b.test", "c.test"],
         &[CAROL, "dave@c.test"],
-        0,
+        None,
         dns.local_addr(),
         25,
         |_| {},
@@ -418,7 +416,9 @@ async fn the_second_mx_takes_the_mail_when_the_first_is_down() {
 async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b_port = free_port();
+    // B's port is held closed until B serves it.
+    let b_held = HeldPort::new().unwrap();
+    let b_port = b_held.port();
     let config_a = |c: &mut Config| c.relay.retry_secs = vec![1];
     let a = server_a(da.path(), &dns, b_port, config_a).await;
     let mut client = submit(&a).await;
@@ -454,7 +454,7 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
     );
     a.shutdown().await;
     // B comes up on the port A relays to; A restarts on the same data directory.
-    let b = server_b(db.path(), &dns, b_port, |_| {}).await;
+    let b = server_b(db.path(), &dns, Some(b_held), |_| {}).await;
     let a = server_a(da.path(), &dns, b_port, config_a).await;
     inbox(&b, CAROL, 1).await;
     queue_drains(&a).await;
@@ -475,7 +475,8 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_once() {
 async fn a_message_older_than_the_age_limit_is_returned() {
     let da = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
-    let a = server_a(da.path(), &dns, free_port(), |c| {
+    let closed = HeldPort::new().unwrap();
+    let a = server_a(da.path(), &dns, closed.port(), |c| {
         c.relay.max_age_secs = 2;
     })
     .await;
@@ -497,8 +498,9 @@ async fn a_message_older_than_the_age_limit_is_returned() {
 async fn relay_faults_lose_mail_or_the_bounce() {
     let da = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
+    let closed = HeldPort::new().unwrap();
     // relay_no_retry: the recipient is dropped after one failed attempt, with no bounce.
-    let a = server_a(da.path(), &dns, free_port(), |c| {
+    let a = server_a(da.path(), &dns, closed.port(), |c| {
         c.faults.policy.insert(Policy::RelayNoRetry);
     })
     .await;
@@ -516,7 +518,7 @@ async fn relay_faults_lose_mail_or_the_bounce() {
 
     // relay_no_bounce: a permanent failure tells nobody.
     let da = tempfile::tempdir().unwrap();
-    let a = server_a(da.path(), &dns, free_port(), |c| {
+    let a = server_a(da.path(), &dns, closed.port(), |c| {
         c.faults.policy.insert(Policy::RelayNoBounce);
     })
     .await;
@@ -538,7 +540,7 @@ async fn port_25_checks_reverse_dns_and_the_sender_domain_when_asked() {
     let db = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
     dns.add_zone("0.0.127.in-addr.arpa").unwrap();
-    let b = server_b(db.path(), &dns, 0, |c| {
+    let b = server_b(db.path(), &dns, None, |c| {
         c.relay.check_client_dns = true;
         c.relay.check_sender_domain = true;
     })
@@ -577,7 +579,7 @@ async fn port_25_checks_reverse_dns_and_the_sender_domain_when_asked() {
     // relay_no_fcrdns: the check is skipped.
     let dc = tempfile::tempdir().unwrap();
     let dns = start_dns().await;
-    let c = server_b(dc.path(), &dns, 0, |c| {
+    let c = server_b(dc.path(), &dns, None, |c| {
         c.relay.check_client_dns = true;
         c.faults.policy.insert(Policy::RelayNoFcrdns);
     })
@@ -633,7 +635,9 @@ fn spawn_binary(config: &Path) -> (Process, SocketAddr) {
 async fn a_message_queued_before_kill_9_is_delivered_once_after_restart() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dns = start_dns().await;
-    let b_port = free_port();
+    // B's port is held closed until B serves it; only A, the binary, is told its number.
+    let b_held = HeldPort::new().unwrap();
+    let b_port = b_held.port();
     let config = da.path().join("a.yaml");
     std::fs::write(
         &config,
@@ -658,7 +662,7 @@ async fn a_message_queued_before_kill_9_is_delivered_once_after_restart() {
     a.0.wait().unwrap();
     drop(a);
 
-    let b = server_b(db.path(), &dns, b_port, |_| {}).await;
+    let b = server_b(db.path(), &dns, Some(b_held), |_| {}).await;
     let (_a, _) = spawn_binary(&config);
     let carol = inbox(&b, CAROL, 1).await;
     assert!(carol[0].contains("Subject: killed"), "{}", carol[0]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reference_server::faults::Policy;
 use reference_server::store::INBOX;
-use reference_server::{Config, Role, RunningServer};
+use reference_server::{Config, Role, RunningServer, ServerError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -130,6 +130,43 @@ async fn drop_after_ack_loses_the_first_of_every_ten_acknowledged_messages() {
     let expected: Vec<usize> = (1..10).chain(11..12).collect();
     assert_eq!(stored(&server), expected);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listener_handed_over_is_served_in_place_of_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = test_ports::HeldPort::new().unwrap();
+    let addr = held.addr();
+    let server = reference_server::start_with_listeners(
+        Config::ephemeral(dir.path().join("a")),
+        vec![(Role::Smtp, held.listen().unwrap())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.addr(Role::Smtp), Some(addr));
+    let replies = send_messages(addr, 1).await;
+    assert!(replies[0].starts_with("250 "), "{replies:?}");
+    server.shutdown().await;
+    // A socket for a listener the config does not have is refused.
+    let mut config = Config::ephemeral(dir.path().join("b"));
+    config
+        .listeners
+        .retain(|listener| listener.role != Role::Imap);
+    let socket = test_ports::HeldPort::new().unwrap().listen().unwrap();
+    let error = reference_server::start_with_listeners(config, vec![(Role::Imap, socket)])
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            ServerError::Bind {
+                role: Role::Imap,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 /// Connects and returns the first reply line, whatever it is.

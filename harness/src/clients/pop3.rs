@@ -730,7 +730,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::clients::test_support::{read_until, serve_once, test_cert};
+    use crate::clients::test_support::{TestCert, read_until, serve_once};
     use crate::clients::transcript::Entry;
     use crate::target::TlsSettings;
 
@@ -1250,7 +1250,7 @@ mod tests {
 
     #[tokio::test]
     async fn stls_upgrades_only_on_ok_and_forgets_capabilities() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem, "localhost");
         let (addr, server) = serve_once(move |mut stream| async move {
             read_until(&mut stream, b"CAPA\r\n").await;
@@ -1300,7 +1300,7 @@ mod tests {
 
     #[tokio::test]
     async fn stls_with_injected_command_sends_one_write() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem, "localhost");
         let (addr, server) = serve_once(move |mut stream| async move {
             let plaintext = read_until(&mut stream, b"NOOP\r\n").await;
@@ -1325,7 +1325,7 @@ mod tests {
 
     #[tokio::test]
     async fn implicit_tls_greeting() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem, "localhost");
         let (addr, server) = serve_once(move |stream| async move {
             let mut tls = cert.acceptor.accept(stream).await.unwrap();

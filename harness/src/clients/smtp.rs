@@ -459,7 +459,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::clients::test_support::{read_until, serve_once, test_cert};
+    use crate::clients::test_support::{TestCert, read_until, serve_once};
     use crate::clients::transcript::Entry;
     use crate::target::TlsSettings;
 
@@ -740,7 +740,7 @@ mod tests {
 
     #[tokio::test]
     async fn starttls_upgrades_only_on_220() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem, "localhost");
         let (addr, server) = serve_once(move |mut stream| async move {
             read_until(&mut stream, b"STARTTLS\r\n").await;
@@ -778,7 +778,7 @@ mod tests {
 
     #[tokio::test]
     async fn starttls_with_injected_command_sends_one_write() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem, "localhost");
         let (addr, server) = serve_once(move |mut stream| async move {
             let plaintext = read_until(&mut stream, b"RSET\r\n").await;
@@ -807,7 +807,7 @@ mod tests {
 
     #[tokio::test]
     async fn implicit_tls_checks_the_name_unless_told_not_to() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let acceptor = cert.acceptor.clone();
         let wrong_name = trusting(&cert.cert_pem, "other.test");
         let (addr, server) = serve_once(move |stream| async move {
@@ -841,7 +841,7 @@ mod tests {
 
     #[tokio::test]
     async fn legacy_probe_after_starttls_is_refused_by_rustls() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let (addr, _server) = serve_once(move |mut stream| async move {
             read_until(&mut stream, b"STARTTLS\r\n").await;
             stream.write_all(b"220 go ahead\r\n").await.unwrap();
