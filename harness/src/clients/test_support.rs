@@ -74,10 +74,3 @@ impl TestCert {
         }
     }
 }
-
-/// [`TestCert::localhost`], always `Some`. Only for the IMAP client's tests, which still say
-/// `let Some(cert) = test_cert() else { return }` while imap.rs is being split into a
-/// directory; remove this once they call [`TestCert::localhost`].
-pub(crate) fn test_cert() -> Option<TestCert> {
-    Some(TestCert::localhost())
-}

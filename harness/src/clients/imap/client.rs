@@ -848,7 +848,7 @@ mod tests {
     use super::*;
     use crate::clients::imap::test_support::malformed_reason;
     use crate::clients::imap::types::Code;
-    use crate::clients::test_support::{read_until, serve_once, test_cert};
+    use crate::clients::test_support::{TestCert, read_until, serve_once};
     use crate::clients::transcript::Entry;
     use crate::target::TlsSettings;
 
@@ -1470,7 +1470,7 @@ mod tests {
 
     #[tokio::test]
     async fn starttls_upgrades_only_on_ok() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem);
         let (addr, server) = serve_once(move |mut stream| async move {
             stream
@@ -1516,7 +1516,7 @@ mod tests {
 
     #[tokio::test]
     async fn starttls_with_injected_command_sends_one_write() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem);
         let (addr, server) = serve_once(move |mut stream| async move {
             stream.write_all(b"* OK ready\r\n").await.unwrap();
@@ -1552,7 +1552,7 @@ mod tests {
 
     #[tokio::test]
     async fn implicit_tls_greeting() {
-        let Some(cert) = test_cert() else { return };
+        let cert = TestCert::localhost();
         let tls = trusting(&cert.cert_pem);
         let (addr, server) = serve_once(move |stream| async move {
             let mut tls = cert.acceptor.accept(stream).await.unwrap();
