@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cucumber::event::{self, ScenarioFinished};
 use cucumber::tag::Ext as _;
 use cucumber::{Event, World as _, WriterExt as _, gherkin, parser};
@@ -23,11 +22,8 @@ use futures::future::LocalBoxFuture;
 
 use crate::clients::limit_connections;
 use crate::clients::pop3::Pop3Client;
-use crate::clients::tls::TlsClient;
-use crate::embedded::Embedded;
-use crate::mailbox::ImapMailboxes;
-use crate::relay_env::RelayEnv;
 use crate::report::{Outcome, Record, Report, Severity};
+use crate::spec::TargetSpec;
 use crate::steps::{MailWorld, Target};
 use crate::target::{KnownFinding, TargetProfile};
 
@@ -50,14 +46,6 @@ fn scenario_concurrency(wanted: usize, max_connections: usize) -> usize {
 /// Keyword standing in discovered capabilities for "CAPA was answered", so that scenarios
 /// that send CAPA can need it (`@needs-pop3-CAPA`): CAPA is an extension too (RFC 2449).
 const CAPA_ANSWERED: &str = "CAPA";
-
-/// What `harness conform` runs against.
-pub enum TargetSpec {
-    /// The reference server in-process; the closure may change its config (faults).
-    Embedded(Box<dyn FnOnce(&mut reference_server::Config) + Send>),
-    /// A third-party server described by a target profile file.
-    Profile(PathBuf),
-}
 
 /// Run settings.
 #[derive(Debug, Clone)]
@@ -111,44 +99,20 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
             options.features.display()
         );
     }
-    let (embedded, target) = match spec {
-        TargetSpec::Embedded(configure) => {
-            let embedded = Embedded::start(configure).await?;
-            let profile = embedded.profile();
-            let target = Target {
-                tls: TlsClient::from_settings(&profile.tls, &profile.host)?,
-                mailboxes: Some(embedded.mailboxes()),
-                relay: embedded.relay_env(),
-                profile,
-                timeout: options.timeout,
-                leases: Default::default(),
-            };
-            (Some(embedded), target)
-        }
-        TargetSpec::Profile(path) => {
-            let profile = crate::target::load(&path)?;
-            let relay = match &profile.relay {
-                Some(settings) => Some(Arc::new(
-                    RelayEnv::start(settings, &profile)
-                        .await
-                        .with_context(|| format!("{}: relay section", path.display()))?,
-                )),
-                None => None,
-            };
-            let tls = TlsClient::from_settings(&profile.tls, &profile.host)
-                .with_context(|| format!("{}: TLS settings", path.display()))?;
-            let mailboxes = ImapMailboxes::for_profile(&profile, tls.clone(), options.timeout)
-                .map(|m| Arc::new(m) as Arc<dyn crate::mailbox::Mailboxes>);
-            let target = Target {
-                relay,
-                tls,
-                mailboxes,
-                profile,
-                timeout: options.timeout,
-                leases: Default::default(),
-            };
-            (None, target)
-        }
+    let resolved = spec.resolve().await?;
+    anyhow::ensure!(
+        resolved.has_profile(),
+        "`harness conform` needs a target profile (--target FILE) or the embedded server: a bare \
+         host names no accounts to log in with"
+    );
+    let tls = resolved.tls()?;
+    let target = Target {
+        mailboxes: resolved.mailboxes(&tls, options.timeout),
+        relay: resolved.relay_env().await?,
+        tls,
+        profile: resolved.profile.clone(),
+        timeout: options.timeout,
+        leases: Default::default(),
     };
     let target = Arc::new(target);
     // Every connection to the target counts against its limit, discovery's included. A
@@ -175,9 +139,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
     apply_severity(&mut records, strict);
     apply_known_findings(&mut records, &target.profile.known_findings);
     let name = target.profile.name.clone();
-    if let Some(embedded) = embedded {
-        embedded.shutdown().await;
-    }
+    resolved.shutdown().await;
     if let Some(relay) = Arc::into_inner(target)
         .and_then(|t| t.relay)
         .and_then(Arc::into_inner)

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use reference_server::{Config, Role, RunningServer, Variant};
 
-use crate::mailbox::{Mailboxes, StoreMailboxes};
+use reference_server::store::{INBOX, Store, StoreError};
+
+use crate::mailbox::{FoundFuture, MAX_MATCHES, Mailboxes, MatchesFuture, contains_ignoring_case};
+use crate::message;
 use crate::relay_env::RelayEnv;
 use crate::target::{Account, DEFAULT_MAX_CONNECTIONS, Ports, Relay, TargetProfile, TlsSettings};
 
@@ -170,5 +173,63 @@ impl Embedded {
         if let Some(relay) = self.relay.and_then(|r| Arc::try_unwrap(r).ok()) {
             relay.shutdown().await;
         }
+    }
+}
+
+/// The embedded reference server's store, read directly.
+#[derive(Debug, Clone)]
+pub struct StoreMailboxes(pub Store);
+
+impl Mailboxes for StoreMailboxes {
+    fn find_message<'a>(&'a self, account: &'a str, message_id: &'a str) -> FoundFuture<'a> {
+        let found = self
+            .newest_first(account, |octets| {
+                message::has_message_id(octets, message_id)
+            })
+            .map(|mut found| found.pop());
+        Box::pin(std::future::ready(found))
+    }
+
+    fn messages_mentioning<'a>(&'a self, account: &'a str, text: &'a str) -> MatchesFuture<'a> {
+        let needle = text.to_ascii_lowercase().into_bytes();
+        let found = self.newest_first(account, |octets| contains_ignoring_case(octets, &needle));
+        Box::pin(std::future::ready(found))
+    }
+
+    fn deliver(&self, account: &str, message: &[u8]) -> Option<Result<(), String>> {
+        Some(
+            self.0
+                .deliver(&[account], message)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        )
+    }
+}
+
+impl StoreMailboxes {
+    /// The INBOX messages `wanted` picks, newest first, at most [`MAX_MATCHES`]; a message
+    /// found by its Message-ID is one of the newest, so older mail is seldom read at all.
+    fn newest_first(
+        &self,
+        account: &str,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let metas = self.0.messages(account, INBOX).map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for meta in metas.iter().rev() {
+            match self.0.read_message(account, INBOX, meta.uid) {
+                Ok(octets) if wanted(&octets) => {
+                    found.push(octets);
+                    if found.len() == MAX_MATCHES {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                // Deleted since the listing (a POP3 QUIT, say): it is simply not there.
+                Err(StoreError::NoSuchMessage { .. }) => {}
+                Err(other) => return Err(other.to_string()),
+            }
+        }
+        Ok(found)
     }
 }

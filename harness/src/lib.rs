@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod conform;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod load;
 pub mod mailbox;
@@ -13,5 +14,6 @@ pub mod ports;
 pub mod relay_env;
 pub mod report;
 pub mod sink;
+pub mod spec;
 pub mod steps;
 pub mod target;

@@ -13,8 +13,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use reference_server::store::{INBOX, Store, StoreError};
-
 use crate::clients::imap::{CommandResult, ImapClient, quote};
 use crate::clients::tls::TlsClient;
 use crate::message;
@@ -57,66 +55,8 @@ pub trait Mailboxes: Send + Sync + fmt::Debug {
     }
 }
 
-/// The embedded reference server's store, read directly.
-#[derive(Debug, Clone)]
-pub struct StoreMailboxes(pub Store);
-
-impl Mailboxes for StoreMailboxes {
-    fn find_message<'a>(&'a self, account: &'a str, message_id: &'a str) -> FoundFuture<'a> {
-        let found = self
-            .newest_first(account, |octets| {
-                message::has_message_id(octets, message_id)
-            })
-            .map(|mut found| found.pop());
-        Box::pin(std::future::ready(found))
-    }
-
-    fn messages_mentioning<'a>(&'a self, account: &'a str, text: &'a str) -> MatchesFuture<'a> {
-        let needle = text.to_ascii_lowercase().into_bytes();
-        let found = self.newest_first(account, |octets| contains_ignoring_case(octets, &needle));
-        Box::pin(std::future::ready(found))
-    }
-
-    fn deliver(&self, account: &str, message: &[u8]) -> Option<Result<(), String>> {
-        Some(
-            self.0
-                .deliver(&[account], message)
-                .map(drop)
-                .map_err(|e| e.to_string()),
-        )
-    }
-}
-
-impl StoreMailboxes {
-    /// The INBOX messages `wanted` picks, newest first, at most [`MAX_MATCHES`]; a message
-    /// found by its Message-ID is one of the newest, so older mail is seldom read at all.
-    fn newest_first(
-        &self,
-        account: &str,
-        wanted: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<Vec<u8>>, String> {
-        let metas = self.0.messages(account, INBOX).map_err(|e| e.to_string())?;
-        let mut found = Vec::new();
-        for meta in metas.iter().rev() {
-            match self.0.read_message(account, INBOX, meta.uid) {
-                Ok(octets) if wanted(&octets) => {
-                    found.push(octets);
-                    if found.len() == MAX_MATCHES {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                // Deleted since the listing (a POP3 QUIT, say): it is simply not there.
-                Err(StoreError::NoSuchMessage { .. }) => {}
-                Err(other) => return Err(other.to_string()),
-            }
-        }
-        Ok(found)
-    }
-}
-
 /// Whether `haystack` contains `needle` (lower case) in any ASCII case.
-fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty()
         && haystack
             .windows(needle.len())

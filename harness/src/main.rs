@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use harness::conform::{self, RunOptions, TargetSpec};
+use harness::conform::{self, RunOptions};
 use harness::load::stats::Summary;
 use harness::load::workload::{self, Workload};
-use harness::load::{self, LoadOptions, LoadTarget, Mode};
-use reference_server::Variant;
-use reference_server::faults::Policy;
+use harness::load::{self, LoadOptions, Mode};
+use harness::spec::TargetSpec;
+#[cfg(feature = "embedded")]
+use reference_server::{Variant, faults::Policy};
 
 /// Conformance and load testing for mail servers.
 #[derive(Debug, Parser)]
@@ -231,6 +232,71 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `--fault` and `--variant` ask of the embedded reference server.
+#[cfg(feature = "embedded")]
+struct ServerChanges {
+    policies: Vec<Policy>,
+    variants: Vec<Variant>,
+}
+
+/// A harness built without the embedded reference server takes neither `--fault` nor
+/// `--variant`.
+#[cfg(not(feature = "embedded"))]
+struct ServerChanges;
+
+/// Reads `--fault` and `--variant`; `list` (and `table` for variants) prints and ends the run.
+#[cfg(feature = "embedded")]
+fn server_changes(fault: &[String], variant: &[String]) -> Result<ServerChanges, ExitCode> {
+    Ok(ServerChanges {
+        policies: parse_faults(fault)?,
+        variants: parse_variants(variant)?,
+    })
+}
+
+#[cfg(not(feature = "embedded"))]
+fn server_changes(fault: &[String], variant: &[String]) -> Result<ServerChanges, ExitCode> {
+    if fault.is_empty() && variant.is_empty() {
+        return Ok(ServerChanges);
+    }
+    eprintln!(
+        "harness: {}",
+        NOT_EMBEDDED.replace("{what}", "--fault and --variant")
+    );
+    Err(ExitCode::from(2))
+}
+
+/// Why a harness built without the cargo feature `embedded` cannot do `{what}`.
+#[cfg(not(feature = "embedded"))]
+const NOT_EMBEDDED: &str = "{what} need the embedded reference server, which this harness was \
+    built without (cargo feature `embedded`, on by default); give a target profile with --target";
+
+/// The profile at `target`, else the embedded reference server with `changes`.
+fn target_spec(target: Option<PathBuf>, changes: ServerChanges) -> Result<TargetSpec, ExitCode> {
+    if let Some(path) = target {
+        return Ok(TargetSpec::Profile(path));
+    }
+    #[cfg(feature = "embedded")]
+    {
+        let ServerChanges { policies, variants } = changes;
+        Ok(TargetSpec::Embedded(Box::new(move |config| {
+            config.faults.policy.extend(policies);
+            for variant in variants {
+                config.variants.insert(variant);
+            }
+        })))
+    }
+    #[cfg(not(feature = "embedded"))]
+    {
+        let ServerChanges = changes;
+        eprintln!(
+            "harness: {}",
+            NOT_EMBEDDED.replace("{what}", "runs without --target")
+        );
+        Err(ExitCode::from(2))
+    }
+}
+
+#[cfg(feature = "embedded")]
 fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
     if fault.iter().any(|name| name == "list") {
         for policy in Policy::ALL {
@@ -248,6 +314,7 @@ fn parse_faults(fault: &[String]) -> Result<Vec<Policy>, ExitCode> {
         })
 }
 
+#[cfg(feature = "embedded")]
 fn parse_variants(variant: &[String]) -> Result<Vec<Variant>, ExitCode> {
     if variant.iter().any(|name| name == "list") {
         for variant in Variant::ALL {
@@ -270,20 +337,20 @@ fn parse_variants(variant: &[String]) -> Result<Vec<Variant>, ExitCode> {
 }
 
 fn ports_command(args: PortsArgs) -> ExitCode {
-    use harness::ports::{self, PortsOptions, PortsTarget};
-    let policies = match parse_faults(&args.fault) {
-        Ok(policies) => policies,
+    use harness::ports::{self, PortsOptions};
+    let changes = match server_changes(&args.fault, &[]) {
+        Ok(changes) => changes,
         Err(code) => return code,
     };
     let target = match (args.target, args.host) {
-        (Some(path), _) => PortsTarget::Profile(path),
-        (None, Some(host)) => PortsTarget::Host {
+        (None, Some(host)) => TargetSpec::Host {
             host,
             ports: ports::documented_ports(),
         },
-        (None, None) => PortsTarget::Embedded(Box::new(move |config| {
-            config.faults.policy.extend(policies);
-        })),
+        (target, _) => match target_spec(target, changes) {
+            Ok(spec) => spec,
+            Err(code) => return code,
+        },
     };
     let options = PortsOptions {
         timeout: Duration::from_secs(args.timeout.max(1)),
@@ -328,18 +395,16 @@ fn load_command(args: LoadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policies = match parse_faults(&args.fault) {
-        Ok(policies) => policies,
+    let changes = match server_changes(&args.fault, &[]) {
+        Ok(changes) => changes,
         Err(code) => return code,
     };
     let threads = args
         .threads
         .unwrap_or_else(|| default_threads(args.target.as_deref()));
-    let target = match args.target {
-        Some(path) => LoadTarget::Profile(path),
-        None => LoadTarget::Embedded(Box::new(move |config| {
-            config.faults.policy.extend(policies);
-        })),
+    let target = match target_spec(args.target, changes) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -500,12 +565,8 @@ fn conform_command(args: ConformArgs) -> ExitCode {
         fault,
         variant,
     } = args;
-    let policies = match parse_faults(&fault) {
-        Ok(policies) => policies,
-        Err(code) => return code,
-    };
-    let variants = match parse_variants(&variant) {
-        Ok(variants) => variants,
+    let changes = match server_changes(&fault, &variant) {
+        Ok(changes) => changes,
         Err(code) => return code,
     };
     // A report file with an unknown extension is refused before the run, not after it.
@@ -515,14 +576,9 @@ fn conform_command(args: ConformArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let spec = match target {
-        Some(path) => TargetSpec::Profile(path),
-        None => TargetSpec::Embedded(Box::new(move |config| {
-            config.faults.policy.extend(policies);
-            for variant in variants {
-                config.variants.insert(variant);
-            }
-        })),
+    let spec = match target_spec(target, changes) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
     let mut options = RunOptions::new(features.unwrap_or_else(conform::default_features_dir));
     options.tags = tags;

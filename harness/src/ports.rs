@@ -10,34 +10,15 @@ mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use rustls::version::{TLS12, TLS13};
 use serde::{Deserialize, Serialize};
 
 use crate::clients::tls::TlsClient;
-use crate::embedded::Embedded;
-use crate::target::{Ports, TargetProfile, TlsSettings};
+use crate::spec::TargetSpec;
+use crate::target::{Ports, TargetProfile};
 use client::Protocol;
-
-/// What `harness ports` looks at.
-pub enum PortsTarget {
-    /// The reference server in-process; the closure may change its config (faults, listeners).
-    Embedded(Box<dyn FnOnce(&mut reference_server::Config) + Send>),
-    /// A server described by a target profile file: its ports, accounts and trust settings.
-    Profile(PathBuf),
-    /// A host without a profile, on `ports` ([`documented_ports`] from the command line): no
-    /// accounts, so no login is tried; certificates are shown but not checked; a closed port is
-    /// not a mismatch, since nothing says it should be open.
-    Host {
-        /// Host name or address.
-        host: String,
-        /// The ports to probe.
-        ports: Ports,
-    },
-}
 
 /// Probe settings.
 #[derive(Debug, Clone)]
@@ -573,42 +554,15 @@ fn row(port: &PortReport) -> [String; 9] {
 
 /// Probes every port role of the target. An error means the command could not run (an
 /// unreadable profile, unusable TLS settings, an embedded server that would not start).
-pub async fn run(target: PortsTarget, options: &PortsOptions) -> anyhow::Result<PortsReport> {
-    match target {
-        PortsTarget::Embedded(configure) => {
-            let embedded = Embedded::start(configure).await?;
-            let report = probe_all(&embedded.profile(), true, options).await;
-            embedded.shutdown().await;
-            report
-        }
-        PortsTarget::Profile(path) => {
-            // The error names the file and says why; its source would only repeat the why.
-            let profile = crate::target::load(&path).map_err(|error| anyhow::anyhow!("{error}"))?;
-            probe_all(&profile, true, options)
-                .await
-                .with_context(|| format!("{}: TLS settings", path.display()))
-        }
-        PortsTarget::Host { host, ports } => {
-            let profile = TargetProfile {
-                name: host.clone(),
-                host: host.clone(),
-                domain: host,
-                tls: TlsSettings {
-                    verify: false,
-                    ..TlsSettings::default()
-                },
-                ports,
-                accounts: Vec::new(),
-                foreign_recipient: "harness-ports@relay-check.invalid".into(),
-                relay: None,
-                skip_tags: Vec::new(),
-                known_findings: Vec::new(),
-                strict: false,
-                max_connections: crate::target::DEFAULT_MAX_CONNECTIONS,
-            };
-            probe_all(&profile, false, options).await
-        }
-    }
+pub async fn run(target: TargetSpec, options: &PortsOptions) -> anyhow::Result<PortsReport> {
+    let resolved = target.resolve().await?;
+    // Without a profile nothing says a port should be open, which certificate to trust, or who
+    // may log in.
+    let described = resolved.has_profile();
+    let report = probe_all(&resolved.profile, described, options).await;
+    let report = resolved.blame(report, "TLS settings");
+    resolved.shutdown().await;
+    report
 }
 
 /// Every role on its documented port: 25, 587, 465, 110, 995, 143, 993.

@@ -268,6 +268,28 @@ pub fn load(path: &Path) -> Result<TargetProfile, TargetError> {
 }
 
 impl TargetProfile {
+    /// A bare host on `ports`, with nothing else known: no accounts, certificates not checked
+    /// (nothing says which to trust), the default connection limit.
+    pub fn for_host(host: String, ports: Ports) -> TargetProfile {
+        TargetProfile {
+            name: host.clone(),
+            host: host.clone(),
+            domain: host,
+            tls: TlsSettings {
+                verify: false,
+                ..TlsSettings::default()
+            },
+            ports,
+            accounts: Vec::new(),
+            foreign_recipient: "harness-ports@relay-check.invalid".into(),
+            relay: None,
+            skip_tags: Vec::new(),
+            known_findings: Vec::new(),
+            strict: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
     /// `host:port` for connecting, with an IPv6 host in brackets.
     pub fn addr(&self, port: u16) -> String {
         if self.host.contains(':') && !self.host.starts_with('[') {

@@ -14,8 +14,9 @@ use std::rc::Rc;
 
 use futures::StreamExt as _;
 use futures::future::LocalBoxFuture;
-use harness::conform::{self, RunOptions, TargetSpec};
+use harness::conform::{self, RunOptions};
 use harness::report::{Outcome, Report, Severity};
+use harness::spec::TargetSpec;
 use reference_server::config::PopBeforeSmtp;
 use reference_server::faults::{CommandFault, FaultAction, Policy};
 use reference_server::{Config, Role, TlsMode, Variant};

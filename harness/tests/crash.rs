@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use harness::load::workload::{Kind, Size, Workload};
-use harness::load::{self, LoadOptions, LoadTarget, Mode};
+use harness::load::{self, LoadOptions, Mode};
+use harness::spec::TargetSpec;
 
 /// Load accounts beside alice: mail spreads over several mailboxes.
 const ACCOUNTS: usize = 8;
@@ -192,7 +193,7 @@ async fn acknowledged_mail_survives_sigkill_mid_load_exactly_once() {
     options.verify = true;
     options.verify_wait = Duration::from_secs(10);
     options.progress = false;
-    let run = tokio::spawn(load::run(LoadTarget::Profile(target), options));
+    let run = tokio::spawn(load::run(TargetSpec::Profile(target), options));
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // SIGKILL: no chance to finish anything.

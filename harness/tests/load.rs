@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use harness::load::stats::Summary;
 use harness::load::workload::{Kind, Workload};
-use harness::load::{self, LoadOptions, LoadTarget, Mode};
+use harness::load::{self, LoadOptions, Mode};
+use harness::spec::TargetSpec;
 
 fn options(workload: Workload, mode: Mode) -> LoadOptions {
     let mut options = LoadOptions::new(workload, mode);
@@ -24,11 +25,11 @@ fn closed(kind: Kind, connections: usize) -> LoadOptions {
     options(Workload::builtin(kind), Mode::Closed { connections })
 }
 
-fn embedded() -> LoadTarget {
-    LoadTarget::Embedded(Box::new(|_| {}))
+fn embedded() -> TargetSpec {
+    TargetSpec::Embedded(Box::new(|_| {}))
 }
 
-async fn run(target: LoadTarget, options: LoadOptions) -> Summary {
+async fn run(target: TargetSpec, options: LoadOptions) -> Summary {
     load::run(target, options).await.expect("load run")
 }
 
@@ -145,7 +146,7 @@ async fn verify_finds_every_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_catches_a_server_that_loses_acknowledged_mail() {
-    let losing = LoadTarget::Embedded(Box::new(|config| {
+    let losing = TargetSpec::Embedded(Box::new(|config| {
         config
             .faults
             .policy
@@ -254,7 +255,7 @@ async fn a_server_that_hangs_up_is_an_error_among_client_aborts() {
     // target; a few tries get past it.
     let mut summary = None;
     for _ in 0..10 {
-        let hangs_up = LoadTarget::Embedded(Box::new(|config| {
+        let hangs_up = TargetSpec::Embedded(Box::new(|config| {
             config
                 .faults
                 .commands
@@ -319,7 +320,7 @@ fn profile(dir: &tempfile::TempDir, body: &str) -> PathBuf {
 async fn refused(options: LoadOptions, path: PathBuf) -> String {
     format!(
         "{:#}",
-        load::run(LoadTarget::Profile(path), options)
+        load::run(TargetSpec::Profile(path), options)
             .await
             .expect_err("the run should stop")
     )
@@ -424,7 +425,7 @@ async fn an_untrusted_certificate_stops_the_run() {
     // With the certificate trusted, the same target takes the load.
     let dir = tempfile::tempdir().unwrap();
     let (_server, path) = reference_with_profile(&dir, "alice-secret", true).await;
-    let summary = run(LoadTarget::Profile(path), closed(Kind::Submissions, 2)).await;
+    let summary = run(TargetSpec::Profile(path), closed(Kind::Submissions, 2)).await;
     assert_clean(&summary, &["tls", "auth"]);
 }
 
@@ -434,7 +435,7 @@ async fn verify_reads_over_pop3_when_the_target_has_no_imap() {
     let (_server, path) = reference_with_ports(&dir, "alice-secret", true, false).await;
     let mut verified = closed(Kind::Submissions, 2);
     verified.verify = true;
-    let summary = run(LoadTarget::Profile(path), verified).await;
+    let summary = run(TargetSpec::Profile(path), verified).await;
     let verify = summary.verify.clone().expect("verify figures");
     assert!(verify.acknowledged > summary.completed, "{verify:?}");
     assert_eq!((verify.missing, verify.duplicated), (0, 0), "{verify:?}");

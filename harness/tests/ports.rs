@@ -6,16 +6,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use harness::ports::{
-    self, PortReport, PortRole, PortState, PortsOptions, PortsReport, PortsTarget, TlsMode,
-};
+use harness::ports::{self, PortReport, PortRole, PortState, PortsOptions, PortsReport, TlsMode};
+use harness::spec::TargetSpec;
 use reference_server::faults::Policy;
 use reference_server::{Config, Role};
 use test_ports::HeldPort;
 
 async fn embedded(configure: impl FnOnce(&mut Config) + Send + 'static) -> PortsReport {
     ports::run(
-        PortsTarget::Embedded(Box::new(configure)),
+        TargetSpec::Embedded(Box::new(configure)),
         &PortsOptions::default(),
     )
     .await
@@ -437,7 +436,7 @@ impl Reference {
 }
 
 async fn profile_report(path: PathBuf) -> PortsReport {
-    ports::run(PortsTarget::Profile(path), &PortsOptions::default())
+    ports::run(TargetSpec::Profile(path), &PortsOptions::default())
         .await
         .expect("ports run")
 }
@@ -541,7 +540,7 @@ async fn a_host_without_a_profile_is_probed_without_logins_or_trust() {
         pop3: Some(closed.port()),
         ..Default::default()
     };
-    let host = PortsTarget::Host {
+    let host = TargetSpec::Host {
         host: "127.0.0.1".into(),
         ports,
     };

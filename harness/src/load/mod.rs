@@ -36,8 +36,8 @@ use self::session::{Abort, Failure, Record};
 use self::stats::{Stats, Summary};
 use self::workload::{AccountRange, Entry, Kind, Workload};
 use crate::clients::tls::TlsClient;
-use crate::embedded::Embedded;
-use crate::target::{self, Account, TargetProfile};
+use crate::spec::TargetSpec;
+use crate::target::{Account, TargetProfile};
 
 /// How sessions are started.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,15 +142,6 @@ impl LoadOptions {
             rss_every: Duration::from_secs(10),
         }
     }
-}
-
-/// The server to load.
-pub enum LoadTarget {
-    /// The reference server in-process, given extra load accounts; the closure may change its
-    /// config (faults).
-    Embedded(Box<dyn FnOnce(&mut reference_server::Config) + Send>),
-    /// A third-party server described by a target profile file.
-    Profile(std::path::PathBuf),
 }
 
 /// Accounts the embedded server gets for load runs, beside alice and bob: POP3 locks a maildrop
@@ -462,30 +453,28 @@ async fn deliver(
 }
 
 /// Loads the target and returns the summary of the measured part.
-pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Summary> {
-    let (embedded, profile) = match target {
-        LoadTarget::Embedded(configure) => {
-            let embedded = Embedded::start(move |config| {
-                for n in 1..=EMBEDDED_LOAD_ACCOUNTS {
-                    config.accounts.push(reference_server::config::Account {
-                        address: format!("load{n:03}@{}", config.domains[0]),
-                        password: Some(format!("load{n:03}-secret")),
-                        password_hash: None,
-                    });
-                }
-                // Load from one address: the limits meant for hostile clients would measure
-                // themselves rather than the server.
-                config.limits.connections = config.limits.connections.max(20_000);
-                config.limits.connections_per_address =
-                    config.limits.connections_per_address.max(20_000);
-                configure(config);
-            })
-            .await?;
-            let profile = embedded.profile();
-            (Some(embedded), profile)
+pub async fn run(target: TargetSpec, options: LoadOptions) -> anyhow::Result<Summary> {
+    #[cfg(feature = "embedded")]
+    let target = target.with_embedded_setup(|config| {
+        for n in 1..=EMBEDDED_LOAD_ACCOUNTS {
+            config.accounts.push(reference_server::config::Account {
+                address: format!("load{n:03}@{}", config.domains[0]),
+                password: Some(format!("load{n:03}-secret")),
+                password_hash: None,
+            });
         }
-        LoadTarget::Profile(path) => (None, target::load(&path)?),
-    };
+        // Load from one address: the limits meant for hostile clients would measure
+        // themselves rather than the server.
+        config.limits.connections = config.limits.connections.max(20_000);
+        config.limits.connections_per_address = config.limits.connections_per_address.max(20_000);
+    });
+    let resolved = target.resolve().await?;
+    anyhow::ensure!(
+        resolved.has_profile(),
+        "`harness load` needs a target profile (--target FILE) or the embedded server: a bare \
+         host names no accounts to log in with"
+    );
+    let profile = resolved.profile.clone();
     let tls = TlsClient::from_settings(&profile.tls, &profile.host)
         .context("cannot use the target's TLS settings")?;
     check(&profile, &options)?;
@@ -543,7 +532,7 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
     let rss_pid = ctx
         .options
         .server_pid
-        .or_else(|| embedded.is_some().then(std::process::id));
+        .or_else(|| resolved.is_embedded().then(std::process::id));
     let sampler = rss_pid.map(|pid| rss::Sampler::start(pid, ctx.options.rss_every));
     let idle_clients = if ctx.options.workload.single() == Some(Kind::ImapIdle) {
         idle::drive(ctx.clone()).await?
@@ -594,7 +583,7 @@ pub async fn run(target: LoadTarget, options: LoadOptions) -> anyhow::Result<Sum
         summary.verify = Some(verify::verify(&ctx, acknowledged, cut_off, &progress).await?);
     }
     summary.peak_rss_kib = stats::peak_rss_kib();
-    drop(embedded);
+    drop(resolved);
     Ok(summary)
 }
 

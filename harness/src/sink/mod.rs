@@ -195,8 +195,6 @@ struct Inner {
     cert_pem: String,
     /// The accept loops; each owns its sessions, so aborting one ends them too.
     tasks: Mutex<JoinSet<()>>,
-    /// Holds the generated certificate and key.
-    _tls_dir: Option<tempfile::TempDir>,
 }
 
 impl fmt::Debug for CaptureSink {
@@ -205,6 +203,29 @@ impl fmt::Debug for CaptureSink {
             .field("addrs", &self.inner.addrs)
             .finish_non_exhaustive()
     }
+}
+
+/// A self-signed certificate for `hostname` (and the loopback names) and a TLS 1.2/1.3 server
+/// config with it: what the sink shows a relaying server that says STARTTLS. Relay clients do
+/// not check an MX's certificate (RFC 7435), so nothing needs to trust it; its PEM is kept for
+/// scenarios that want to look.
+fn self_signed(
+    hostname: &str,
+) -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn std::error::Error + Send + Sync>> {
+    let names = vec![
+        hostname.to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key.into())?;
+    Ok((Arc::new(config), certified.cert.pem()))
 }
 
 impl CaptureSink {
@@ -218,14 +239,11 @@ impl CaptureSink {
                 "the capture sink needs at least one address",
             ));
         }
-        let (tls_dir, tls, cert_pem) = if options.starttls {
-            let dir = tempfile::Builder::new().prefix("harness-sink-").tempdir()?;
-            let identity =
-                reference_server::tls::load_or_generate(None, dir.path(), &options.hostname)
-                    .map_err(io::Error::other)?;
-            (Some(dir), Some(identity.config), identity.cert_pem)
+        let (tls, cert_pem) = if options.starttls {
+            let (config, pem) = self_signed(&options.hostname).map_err(io::Error::other)?;
+            (Some(config), pem)
         } else {
-            (None, None, String::new())
+            (None, String::new())
         };
         let listeners = bind_all(&options.addrs, options.port).await?;
         let addrs = listeners
@@ -250,7 +268,6 @@ impl CaptureSink {
                 addrs,
                 cert_pem,
                 tasks: Mutex::new(tasks),
-                _tls_dir: tls_dir,
             }),
         })
     }
