@@ -144,8 +144,22 @@ enum Phase {
     AuthLogin {
         login: Option<String>,
     },
-    Waiting,
+    /// Output sent, the driver is at work; input waits until its answer comes.
+    Waiting(Pending),
     Closed,
+}
+
+/// What a waiting session waits for: each answer is taken only in its own waiting state.
+#[derive(Debug, PartialEq, Eq)]
+enum Pending {
+    /// The TLS handshake ([`Session::tls_started`]).
+    Tls,
+    /// The verdict on credentials ([`Session::auth_result`]).
+    Auth,
+    /// The DNS verdict on this MAIL's sender domain ([`Session::sender_verdict`]).
+    SenderDomain { sender: String, smtputf8: bool },
+    /// The durable store's answer to the message ([`Session::delivery_result`]).
+    Delivery,
 }
 
 #[derive(Debug, Default)]
@@ -189,8 +203,6 @@ pub struct Session {
     refuse_all: bool,
     /// A command held back by an injected delay.
     delayed: Option<Command>,
-    /// A MAIL waiting for the DNS check of its domain: (reverse path, SMTPUTF8).
-    pending_mail: Option<(String, bool)>,
     /// RCPTs refused in this session because no such user exists.
     unknown_recipients: u32,
 }
@@ -231,7 +243,6 @@ impl Session {
             discarding_long_line: false,
             refuse_all: false,
             delayed: None,
-            pending_mail: None,
             unknown_recipients: 0,
         }
     }
@@ -284,6 +295,9 @@ impl Session {
 
     /// TLS is up: forget everything learnt in plain text (RFC 3207 section 4.2).
     pub fn tls_started(&mut self) {
+        if !self.answers(Pending::Tls) {
+            return;
+        }
         self.tls = true;
         if !self.fault(Policy::KeepSessionAfterStarttls) {
             self.helo = None;
@@ -301,7 +315,9 @@ impl Session {
 
     /// The verdict on credentials requested with [`Event::Authenticate`].
     pub fn auth_result(&mut self, account: Option<String>) {
-        self.phase = Phase::Command;
+        if !self.answers(Pending::Auth) {
+            return;
+        }
         match account {
             Some(account) => {
                 self.reply(235, "2.7.0", "Authentication successful");
@@ -324,9 +340,13 @@ impl Session {
 
     /// The outcome of an [`Event::CheckSenderDomain`].
     pub fn sender_verdict(&mut self, verdict: Verdict) {
-        self.phase = Phase::Command;
-        let Some((sender, smtputf8)) = self.pending_mail.take() else {
-            return;
+        let (sender, smtputf8) = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Waiting(Pending::SenderDomain { sender, smtputf8 }) => (sender, smtputf8),
+            other => {
+                tracing::warn!(phase = ?other, "sender verdict while not waiting for one; ignored");
+                self.phase = other;
+                return;
+            }
         };
         match verdict {
             Verdict::Pass(_) => self.open_transaction(sender, smtputf8),
@@ -343,9 +363,22 @@ impl Session {
         }
     }
 
+    /// Whether the session waits for `answer`; if so it goes back to reading commands. An
+    /// answer it does not wait for (a driver bug) is logged and changes nothing.
+    fn answers(&mut self, answer: Pending) -> bool {
+        if matches!(&self.phase, Phase::Waiting(waiting) if *waiting == answer) {
+            self.phase = Phase::Command;
+            return true;
+        }
+        tracing::warn!(phase = ?self.phase, "an answer the session does not wait for; ignored");
+        false
+    }
+
     /// The outcome of an [`Event::Deliver`].
     pub fn delivery_result(&mut self, id: &str, result: Result<(), String>) {
-        self.phase = Phase::Command;
+        if !self.answers(Pending::Delivery) {
+            return;
+        }
         self.tx = None;
         match result {
             Ok(()) => {
@@ -387,7 +420,7 @@ impl Session {
             }
             match &mut self.phase {
                 Phase::Closed => return Event::Close,
-                Phase::Waiting => return Event::NeedInput,
+                Phase::Waiting(_) => return Event::NeedInput,
                 Phase::Data(receiver) => match receiver.feed(&self.input) {
                     Progress::NeedMore => {
                         self.input.clear();
@@ -848,7 +881,7 @@ impl Session {
             if self.fault(Policy::StarttlsResponseInjection) {
                 self.reply(250, "2.0.0", "Sent in clear text after the go-ahead");
             }
-            self.phase = Phase::Waiting;
+            self.phase = Phase::Waiting(Pending::Tls);
             return Some(Event::StartTls);
         }
         None
@@ -913,7 +946,7 @@ impl Session {
         let text = self.sasl_text(line)?;
         match auth::decode_response(&text).and_then(|payload| auth::parse_plain(&payload)) {
             Ok((login, password)) => {
-                self.phase = Phase::Waiting;
+                self.phase = Phase::Waiting(Pending::Auth);
                 Some(Event::Authenticate {
                     login,
                     password: auth::Password::new(password),
@@ -935,7 +968,7 @@ impl Session {
                 self.phase = Phase::AuthLogin { login: Some(login) };
             }
             (Some(login), Ok(password)) => {
-                self.phase = Phase::Waiting;
+                self.phase = Phase::Waiting(Pending::Auth);
                 return Some(Event::Authenticate {
                     login,
                     password: auth::Password::new(password),
@@ -1036,8 +1069,7 @@ impl Session {
                 self.open_transaction(sender, smtputf8);
                 return None;
             }
-            self.pending_mail = Some((sender, smtputf8));
-            self.phase = Phase::Waiting;
+            self.phase = Phase::Waiting(Pending::SenderDomain { sender, smtputf8 });
             return Some(Event::CheckSenderDomain(domain));
         }
         self.open_transaction(sender, smtputf8);
@@ -1386,7 +1418,7 @@ impl Session {
             })
             .filter(|(_, fields)| !fields.is_empty())
             .collect();
-        self.phase = Phase::Waiting;
+        self.phase = Phase::Waiting(Pending::Delivery);
         Some(Event::Deliver(Envelope {
             sender: tx.sender,
             local: tx.local,
@@ -1645,6 +1677,32 @@ mod tests {
             "{message}"
         );
         assert_eq!(h.delivered[0].local, ["alice@example.test"]);
+    }
+
+    #[test]
+    fn answers_the_session_does_not_wait_for_change_nothing() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        h.session.auth_result(Some("alice@example.test".into()));
+        h.session.delivery_result("Q1", Ok(()));
+        h.session
+            .sender_verdict(Verdict::Pass("example.test".into()));
+        h.session.tls_started();
+        assert!(h.session.take_output().is_empty());
+        assert_eq!(h.session.user, None);
+        assert!(!h.session.tls);
+        assert!(
+            h.session.helo.is_some(),
+            "an unasked TLS answer reset the session"
+        );
+        // Waiting for the handshake, a delivery answer is not taken either.
+        h.session.push_input(b"STARTTLS\r\n");
+        assert!(matches!(h.session.step(), Event::StartTls));
+        h.session.take_output();
+        h.session.delivery_result("Q1", Ok(()));
+        assert!(h.session.take_output().is_empty());
+        h.session.tls_started();
+        assert!(h.session.tls);
     }
 
     #[test]
