@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use reference_server::imap::framing::{Framed, Framer};
 use reference_server::imap::session::{Next, Session};
-use reference_server::smtp::session::Connection;
+use reference_server::net::Connection;
 use reference_server::store::Store;
 use reference_server::{Config, Role, TlsMode, auth};
 use reference_server_fuzz::{Input, check_imap_output};

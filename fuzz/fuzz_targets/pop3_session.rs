@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use reference_server::auth;
+use reference_server::net::Connection;
 use reference_server::pop3::session::{Event, MaildropEntry, Session};
-use reference_server::smtp::session::Connection;
 use reference_server::{Config, Role, TlsMode};
 use reference_server_fuzz::{Input, check_pop3_replies};
 

@@ -8,7 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reference_server::smtp::data::{DataReceiver, Progress, Violation, dot_stuff};
+use reference_server::net::dot_stuff;
+use reference_server::smtp::data::{DataReceiver, Progress, Violation};
 use reference_server_fuzz::Input;
 
 fuzz_target!(|bytes: &[u8]| {

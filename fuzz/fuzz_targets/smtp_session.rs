@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use reference_server::auth;
+use reference_server::net::Connection;
 use reference_server::relay::dns::Verdict;
-use reference_server::smtp::session::{Connection, Envelope, Event, Session};
+use reference_server::smtp::session::{Envelope, Event, Session};
 use reference_server::{Config, Role, TlsMode};
 use reference_server_fuzz::{Input, check_smtp_replies};
 

@@ -9,6 +9,7 @@ mod clock;
 pub mod config;
 pub mod faults;
 pub mod imap;
+pub mod net;
 pub mod pop3;
 pub mod relay;
 pub mod server;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use imap_codec::imap_types::command::Command as ImapCommand;
 use proptest::prelude::*;
 use reference_server::imap::framing::{Framed, Framer, Rejection};
+use reference_server::net::{Connection, dot_stuff};
 use reference_server::smtp::command::{self as smtp, Address, Command, Param};
-use reference_server::smtp::data::{DataReceiver, Progress, Violation, dot_stuff};
-use reference_server::smtp::session::{Connection, Event, Session};
+use reference_server::smtp::data::{DataReceiver, Progress, Violation};
+use reference_server::smtp::session::{Event, Session};
 use reference_server::{Config, Role, TlsMode, auth, pop3};
 
 // ---------------------------------------------------------------------------------------------

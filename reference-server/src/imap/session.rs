@@ -18,7 +18,7 @@ use crate::auth;
 use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
-use crate::smtp::session::Connection;
+use crate::net::Connection;
 use crate::store::Store;
 
 /// What the driver must do after a command's reply is sent.

@@ -14,9 +14,8 @@ use crate::auth::{self, SaslError};
 use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
+use crate::net::{Connection, dot_stuff};
 use crate::pop3::command::{self, Command, Verb};
-use crate::smtp::data::dot_stuff;
-use crate::smtp::session::Connection;
 use crate::variants::Variant;
 
 /// Longest command line, CRLF included (RFC 2449 section 4).

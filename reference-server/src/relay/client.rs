@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::RelayTls;
-use crate::smtp::data::dot_stuff;
+use crate::net::dot_stuff;
 
 /// Longest reply line accepted from a server (RFC 5321 4.5.3.1.5 says 512).
 const MAX_REPLY_LINE: usize = 4096;

@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod data;
+pub(crate) mod driver;
 pub mod session;
 mod texts;
 pub(crate) mod trace;

@@ -1,9 +1,8 @@
 //! One SMTP session as a state machine: bytes in, reply bytes out, and requests for the few
 //! things it cannot do itself (TLS, password checks, storing mail, waiting). The socket loop in
-//! `server.rs` is a thin driver over it, and tests drive it directly with no socket.
+//! `driver.rs` is a thin driver over it, and tests drive it directly with no socket.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use crate::auth::{self, SaslError};
 use crate::budget::CommandBudget;
 use crate::config::{Config, Role, TlsMode};
 use crate::faults::{InjectedOutcome, Policy};
+use crate::net::Connection;
 use crate::relay::dns::Verdict;
 use crate::smtp::command::{self, Address, Command, Param, ParseError};
 use crate::smtp::data::{DataReceiver, Progress, Violation};
@@ -111,23 +111,6 @@ impl Envelope {
         }
         copies
     }
-}
-
-/// Facts about the connection the session runs on.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    /// Listener role.
-    pub role: Role,
-    /// Listener TLS mode.
-    pub tls_mode: TlsMode,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The account whose POP3 login authorised this client address for SMTP (POP-before-SMTP),
-    /// if that is on and the address is within its window.
-    pub pop_before_smtp: Option<String>,
-    /// The forward-confirmed reverse DNS check of the client's address, when that check is on
-    /// for this listener.
-    pub client_dns: Option<Verdict>,
 }
 
 #[derive(Debug)]

@@ -1,0 +1,183 @@
+//! The SMTP driver: runs a [`Session`] on a client connection. It moves bytes, keeps time and
+//! runs what the session asks for (the TLS handshake, password checks, DNS, storing mail); the
+//! session makes every protocol decision.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::clock::{Expiry, SessionClock};
+use crate::faults::Policy;
+use crate::net::{self, Connection, Link, Read, SHUTDOWN_GRACE, Shared};
+use crate::smtp::session::{Envelope, Event, Session};
+use crate::store::Incoming;
+
+/// Runs one SMTP session to its end.
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    conn: Connection,
+    shared: &Shared,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let config = &shared.config;
+    let Some(mut link) = Link::open(tcp, conn.tls_mode, shared, shutdown).await? else {
+        return Ok(());
+    };
+    let idle = link.idle;
+    let peer = conn.peer;
+    let mut session = Session::new(config.clone(), conn);
+    let mut clock = SessionClock::new(&config.limits);
+    let mut grace_deadline: Option<Instant> = None;
+    let mut event = session.greet();
+    loop {
+        event = match event {
+            Event::NeedInput => {
+                let output = session.take_output();
+                if !output.is_empty() {
+                    clock.answered();
+                }
+                link.send(&output).await?;
+                let stopping = link.stopping();
+                if stopping && !session.in_message_data() {
+                    session.abort("4.3.2", "Server shutting down");
+                    event = session.step();
+                    continue;
+                }
+                if stopping && grace_deadline.is_none() {
+                    grace_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                if grace_deadline.is_some_and(|grace| Instant::now() >= grace) {
+                    // A client still streaming data when the grace period ends is cut off; its
+                    // message was never acknowledged.
+                    session.abort("4.3.2", "Server shutting down");
+                    event = session.step();
+                    continue;
+                }
+                let (limit, expiry) = clock.deadline(idle, session.in_message_data());
+                let deadline = grace_deadline.map_or(limit, |grace| grace.min(limit));
+                match link.read(deadline, !stopping).await? {
+                    Read::TimedOut if grace_deadline.is_some() => {
+                        session.abort("4.3.2", "Server shutting down");
+                    }
+                    Read::TimedOut => {
+                        if expiry != Expiry::Idle {
+                            tracing::info!(%peer, ?expiry, "session time limit");
+                        }
+                        session.abort("4.4.2", expiry.reason());
+                    }
+                    Read::Closed => {
+                        tracing::debug!(%peer, "client closed the connection");
+                        return Ok(());
+                    }
+                    Read::Data(bytes) => {
+                        clock.received();
+                        session.push_input(bytes);
+                    }
+                    Read::Shutdown => {}
+                }
+                session.step()
+            }
+            Event::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                session.step()
+            }
+            Event::StartTls => {
+                link.send(&session.take_output()).await?;
+                if !link.start_tls(shared).await? {
+                    return Ok(());
+                }
+                session.tls_started();
+                session.step()
+            }
+            Event::Authenticate { login, password } => {
+                let verdict = net::check_password(shared, peer, login.clone(), password).await;
+                if verdict.is_none()
+                    && shared.config.faults.has(Policy::AuthRevealsUnknownUser)
+                    && shared.config.account(&login).is_none()
+                {
+                    session.auth_failed_unknown_user();
+                } else {
+                    session.auth_result(verdict);
+                }
+                session.step()
+            }
+            Event::CheckSenderDomain(domain) => {
+                link.send(&session.take_output()).await?;
+                let verdict = shared.dns.check_sender_domain(&domain).await;
+                session.sender_verdict(verdict);
+                session.step()
+            }
+            Event::Deliver(envelope) => {
+                let result = deliver(shared, envelope).await;
+                session.delivery_result(&result.0, result.1);
+                session.step()
+            }
+            Event::Close => return link.close(&session.take_output()).await,
+        };
+    }
+}
+
+/// Stores an accepted message, for local accounts and the relay queue; its queue id and the
+/// store's answer.
+async fn deliver(shared: &Shared, envelope: Envelope) -> (String, Result<(), String>) {
+    // Shared with the blocking task that stores it, without copying the message.
+    let envelope = Arc::new(envelope);
+    for foreign in &envelope.discarded {
+        tracing::warn!(
+            id = envelope.id,
+            "FAULT open_relay: discarding mail for {foreign}"
+        );
+    }
+    let store = shared.store.clone();
+    let size = envelope.message.len();
+    let result = if envelope.local.is_empty() && envelope.remote.is_empty() {
+        Ok(())
+    } else if shared.config.faults.has(Policy::DropAfterAck)
+        && shared
+            .acked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(10)
+    {
+        tracing::warn!(
+            id = envelope.id,
+            "FAULT drop_after_ack: acknowledging a message but storing nothing"
+        );
+        Ok(())
+    } else {
+        let envelope = envelope.clone();
+        tokio::task::spawn_blocking(move || {
+            // Usually one copy; with per-recipient trace fields, one per such recipient,
+            // stored one after the other.
+            envelope.copies().iter().try_for_each(|copy| {
+                store
+                    .accept(&Incoming {
+                        sender: &envelope.sender,
+                        local: &copy.local,
+                        remote: &copy.remote,
+                        message: &copy.message,
+                        queue_id: &envelope.id,
+                    })
+                    .map(drop)
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|stored| stored.map_err(|e| e.to_string()))
+    };
+    if result.is_ok() {
+        tracing::info!(
+            id = envelope.id,
+            from = envelope.sender,
+            to = ?envelope.local,
+            relay = ?envelope.remote,
+            size,
+            "accepted"
+        );
+        if !envelope.remote.is_empty() {
+            shared.relay.wake();
+        }
+    }
+    (envelope.id.clone(), result)
+}
