@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::{Expiry, SessionClock};
-use crate::faults::Policy;
 use crate::net::{self, Connection, Link, Read, SHUTDOWN_GRACE, Shared};
 use crate::smtp::session::{Envelope, Event, Session};
 use crate::store::Incoming;
@@ -27,7 +26,7 @@ pub(crate) async fn serve(
     };
     let idle = link.idle;
     let peer = conn.peer;
-    let mut session = Session::new(config.clone(), conn);
+    let mut session = Session::new(config.clone(), conn).with_ack_count(shared.acked.clone());
     let mut clock = SessionClock::new(&config.limits);
     let mut grace_deadline: Option<Instant> = None;
     let mut event = session.greet();
@@ -92,15 +91,8 @@ pub(crate) async fn serve(
                 session.step()
             }
             Event::Authenticate { login, password } => {
-                let verdict = net::check_password(shared, peer, login.clone(), password).await;
-                if verdict.is_none()
-                    && shared.config.faults.has(Policy::AuthRevealsUnknownUser)
-                    && shared.config.account(&login).is_none()
-                {
-                    session.auth_failed_unknown_user();
-                } else {
-                    session.auth_result(verdict);
-                }
+                let verdict = net::check_password(shared, peer, login, password).await;
+                session.auth_result(verdict);
                 session.step()
             }
             Event::CheckSenderDomain(domain) => {
@@ -110,8 +102,10 @@ pub(crate) async fn serve(
                 session.step()
             }
             Event::Deliver(envelope) => {
-                let result = deliver(shared, envelope).await;
-                session.delivery_result(&result.0, result.1);
+                // Shared with the blocking task that stores it, without copying the message.
+                let envelope = Arc::new(envelope);
+                let result = store(shared, envelope.clone()).await;
+                session.delivery_result(&envelope.id, result);
                 session.step()
             }
             Event::Close => return link.close(&session.take_output()).await,
@@ -119,65 +113,40 @@ pub(crate) async fn serve(
     }
 }
 
-/// Stores an accepted message, for local accounts and the relay queue; its queue id and the
-/// store's answer.
-async fn deliver(shared: &Shared, envelope: Envelope) -> (String, Result<(), String>) {
-    // Shared with the blocking task that stores it, without copying the message.
-    let envelope = Arc::new(envelope);
-    for foreign in &envelope.discarded {
-        tracing::warn!(
-            id = envelope.id,
-            "FAULT open_relay: discarding mail for {foreign}"
-        );
-    }
+/// Stores an accepted message for its local accounts and the relay queue.
+async fn store(shared: &Shared, envelope: Arc<Envelope>) -> Result<(), String> {
+    let copy = envelope.clone();
     let store = shared.store.clone();
-    let size = envelope.message.len();
-    let result = if envelope.local.is_empty() && envelope.remote.is_empty() {
-        Ok(())
-    } else if shared.config.faults.has(Policy::DropAfterAck)
-        && shared
-            .acked
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .is_multiple_of(10)
-    {
-        tracing::warn!(
-            id = envelope.id,
-            "FAULT drop_after_ack: acknowledging a message but storing nothing"
-        );
-        Ok(())
-    } else {
-        let envelope = envelope.clone();
-        tokio::task::spawn_blocking(move || {
-            // Usually one copy; with per-recipient trace fields, one per such recipient,
-            // stored one after the other.
-            envelope.copies().iter().try_for_each(|copy| {
-                store
-                    .accept(&Incoming {
-                        sender: &envelope.sender,
-                        local: &copy.local,
-                        remote: &copy.remote,
-                        message: &copy.message,
-                        queue_id: &envelope.id,
-                    })
-                    .map(drop)
-            })
+    let result = tokio::task::spawn_blocking(move || {
+        // Usually one copy; with per-recipient trace fields, one per such recipient, stored
+        // one after the other.
+        copy.copies().iter().try_for_each(|part| {
+            store
+                .accept(&Incoming {
+                    sender: &copy.sender,
+                    local: &part.local,
+                    remote: &part.remote,
+                    message: &part.message,
+                    queue_id: &copy.id,
+                })
+                .map(drop)
         })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|stored| stored.map_err(|e| e.to_string()))
-    };
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|stored| stored.map_err(|e| e.to_string()));
     if result.is_ok() {
         tracing::info!(
             id = envelope.id,
             from = envelope.sender,
             to = ?envelope.local,
             relay = ?envelope.remote,
-            size,
+            size = envelope.message.len(),
             "accepted"
         );
         if !envelope.remote.is_empty() {
             shared.relay.wake();
         }
     }
-    (envelope.id.clone(), result)
+    result
 }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::auth::{self, SaslError};
@@ -40,7 +41,8 @@ pub enum Event {
         /// The password.
         password: auth::Password,
     },
-    /// Store the message durably and call [`Session::delivery_result`].
+    /// Store the message durably and call [`Session::delivery_result`]. A message the session
+    /// acknowledges without storing (nothing to store, or a fault loses it) is not asked for.
     Deliver(Envelope),
     /// Check in the DNS that the MAIL FROM domain can receive mail (MX or address records) and
     /// call [`Session::sender_verdict`].
@@ -137,8 +139,8 @@ enum Phase {
 enum Pending {
     /// The TLS handshake ([`Session::tls_started`]).
     Tls,
-    /// The verdict on credentials ([`Session::auth_result`]).
-    Auth,
+    /// The verdict on the credentials of this login name ([`Session::auth_result`]).
+    Auth { login: String },
     /// The DNS verdict on this MAIL's sender domain ([`Session::sender_verdict`]).
     SenderDomain { sender: String, smtputf8: bool },
     /// The durable store's answer to the message ([`Session::delivery_result`]).
@@ -188,6 +190,9 @@ pub struct Session {
     delayed: Option<Command>,
     /// RCPTs refused in this session because no such user exists.
     unknown_recipients: u32,
+    /// Messages acknowledged for storage, counted for the `drop_after_ack` fault: the
+    /// server's count when it shares one ([`Session::with_ack_count`]).
+    acked: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Session {
@@ -227,7 +232,16 @@ impl Session {
             refuse_all: false,
             delayed: None,
             unknown_recipients: 0,
+            acked: Arc::default(),
         }
+    }
+
+    /// Counts acknowledged messages in `acked`, shared by every session of a server, so that
+    /// the `drop_after_ack` fault loses the 1st, 11th, 21st, ... message since start rather
+    /// than since this session's start.
+    pub fn with_ack_count(mut self, acked: Arc<AtomicU64>) -> Session {
+        self.acked = acked;
+        self
     }
 
     /// Queues the greeting (or an injected one) and says what to do next.
@@ -298,13 +312,23 @@ impl Session {
 
     /// The verdict on credentials requested with [`Event::Authenticate`].
     pub fn auth_result(&mut self, account: Option<String>) {
-        if !self.answers(Pending::Auth) {
-            return;
-        }
+        let login = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Waiting(Pending::Auth { login }) => login,
+            other => {
+                tracing::warn!(phase = ?other, "an answer the session does not wait for; ignored");
+                self.phase = other;
+                return;
+            }
+        };
         match account {
             Some(account) => {
                 self.reply(235, "2.7.0", "Authentication successful");
                 self.user = Some(account);
+            }
+            None if self.fault(Policy::AuthRevealsUnknownUser)
+                && self.config.account(&login).is_none() =>
+            {
+                self.error(535, "5.7.8", "No such user")
             }
             None if self.fault(Policy::NoAuthThrottle) => {
                 self.reply(535, "5.7.8", "Authentication credentials invalid")
@@ -313,12 +337,6 @@ impl Session {
             // `limits.max_errors` of them.
             None => self.error(535, "5.7.8", "Authentication credentials invalid"),
         }
-    }
-
-    /// The `auth_reveals_unknown_user` fault's answer to a login name that is no account.
-    pub fn auth_failed_unknown_user(&mut self) {
-        self.phase = Phase::Command;
-        self.error(535, "5.7.8", "No such user");
     }
 
     /// The outcome of an [`Event::CheckSenderDomain`].
@@ -928,17 +946,22 @@ impl Session {
     fn sasl_plain(&mut self, line: &[u8]) -> Option<Event> {
         let text = self.sasl_text(line)?;
         match auth::decode_response(&text).and_then(|payload| auth::parse_plain(&payload)) {
-            Ok((login, password)) => {
-                self.phase = Phase::Waiting(Pending::Auth);
-                Some(Event::Authenticate {
-                    login,
-                    password: auth::Password::new(password),
-                })
-            }
+            Ok((login, password)) => Some(self.authenticate(login, password)),
             Err(error) => {
                 self.sasl_failed(error);
                 None
             }
+        }
+    }
+
+    /// Asks the driver to check credentials.
+    fn authenticate(&mut self, login: String, password: String) -> Event {
+        self.phase = Phase::Waiting(Pending::Auth {
+            login: login.clone(),
+        });
+        Event::Authenticate {
+            login,
+            password: auth::Password::new(password),
         }
     }
 
@@ -950,13 +973,7 @@ impl Session {
                 self.raw_reply(334, &auth::encode("Password:"));
                 self.phase = Phase::AuthLogin { login: Some(login) };
             }
-            (Some(login), Ok(password)) => {
-                self.phase = Phase::Waiting(Pending::Auth);
-                return Some(Event::Authenticate {
-                    login,
-                    password: auth::Password::new(password),
-                });
-            }
+            (Some(login), Ok(password)) => return Some(self.authenticate(login, password)),
         }
         None
     }
@@ -1401,8 +1418,7 @@ impl Session {
             })
             .filter(|(_, fields)| !fields.is_empty())
             .collect();
-        self.phase = Phase::Waiting(Pending::Delivery);
-        Some(Event::Deliver(Envelope {
+        self.deliver(Envelope {
             sender: tx.sender,
             local: tx.local,
             remote: tx.remote,
@@ -1410,7 +1426,44 @@ impl Session {
             message,
             id,
             per_recipient,
-        }))
+        })
+    }
+
+    /// Hands a complete message to the driver to store, or acknowledges it at once when there
+    /// is nothing to store (every recipient discarded) or the `drop_after_ack` fault loses it.
+    fn deliver(&mut self, envelope: Envelope) -> Option<Event> {
+        for foreign in &envelope.discarded {
+            tracing::warn!(
+                id = envelope.id,
+                "FAULT open_relay: discarding mail for {foreign}"
+            );
+        }
+        self.phase = Phase::Waiting(Pending::Delivery);
+        if envelope.local.is_empty() && envelope.remote.is_empty() {
+            // Nothing to store.
+        } else if self.fault(Policy::DropAfterAck)
+            && self
+                .acked
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(10)
+        {
+            tracing::warn!(
+                id = envelope.id,
+                "FAULT drop_after_ack: acknowledging a message but storing nothing"
+            );
+        } else {
+            return Some(Event::Deliver(envelope));
+        }
+        tracing::info!(
+            id = envelope.id,
+            from = envelope.sender,
+            to = ?envelope.local,
+            relay = ?envelope.remote,
+            size = envelope.message.len(),
+            "accepted"
+        );
+        self.delivery_result(&envelope.id, Ok(()));
+        None
     }
 
     /// Whether the client may send as a user: it authenticated, or a POP3 login from its address
@@ -1686,6 +1739,113 @@ mod tests {
         assert!(h.session.take_output().is_empty());
         h.session.tls_started();
         assert!(h.session.tls);
+    }
+
+    /// Sends one message from `from` to each of `to`; the replies.
+    fn one_message(h: &mut Harness, from: &str, to: &[&str]) -> String {
+        let mut commands = format!("MAIL FROM:<{from}>\r\n");
+        for rcpt in to {
+            commands.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+        }
+        commands.push_str("DATA\r\n");
+        let mut replies = h.send(commands.as_bytes());
+        replies.push_str(&h.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n"));
+        replies
+    }
+
+    #[test]
+    fn drop_after_ack_acknowledges_every_message_but_stores_not_the_1st_and_11th() {
+        let mut config = Config::defaults();
+        config.faults.policy.insert(Policy::DropAfterAck);
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.send(b"EHLO c\r\n");
+        for n in 1..=12 {
+            let replies = one_message(&mut h, "bob@remote.test", &["alice@example.test"]);
+            assert_eq!(codes(&replies), ["250", "250", "354", "250"], "message {n}");
+        }
+        // Stored: the 2nd to 10th and the 12th; lost: the 1st and the 11th.
+        assert_eq!(h.delivered.len(), 10);
+        // The count is the server's, shared by its sessions.
+        let acked = Arc::new(AtomicU64::new(5));
+        let mut config = Config::defaults();
+        config.faults.policy.insert(Policy::DropAfterAck);
+        let conn = h.session.conn.clone();
+        let session = Session::new(Arc::new(config), conn).with_ack_count(acked.clone());
+        let mut other = Harness {
+            session,
+            delivered: Vec::new(),
+            output: String::new(),
+            closed: false,
+        };
+        let event = other.session.greet();
+        other.run(event);
+        other.send(b"EHLO c\r\n");
+        for _ in 0..6 {
+            one_message(&mut other, "bob@remote.test", &["alice@example.test"]);
+        }
+        // The 6th to 11th since start: only the 11th is lost.
+        assert_eq!(other.delivered.len(), 5);
+        assert_eq!(acked.load(Ordering::Relaxed), 11);
+    }
+
+    #[test]
+    fn without_drop_after_ack_every_message_is_stored() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\n");
+        for _ in 0..11 {
+            one_message(&mut h, "bob@remote.test", &["alice@example.test"]);
+        }
+        assert_eq!(h.delivered.len(), 11);
+    }
+
+    #[test]
+    fn a_message_for_nobody_to_store_is_acknowledged_without_asking_the_driver() {
+        let mut config = Config::defaults();
+        config.faults.policy.insert(Policy::DiscardMail);
+        config.faults.policy.insert(Policy::DropAfterAck);
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.send(b"EHLO c\r\n");
+        let replies = one_message(&mut h, "bob@remote.test", &["alice@example.test"]);
+        assert_eq!(codes(&replies), ["250", "250", "354", "250"]);
+        assert!(replies.contains("Ok: queued as "), "{replies}");
+        assert!(h.delivered.is_empty());
+        // Nothing stored is not counted for drop_after_ack.
+        assert_eq!(h.session.acked.load(Ordering::Relaxed), 0);
+        // The session goes on.
+        assert_eq!(codes(&h.send(b"NOOP\r\n")), ["250"]);
+    }
+
+    #[test]
+    fn only_auth_reveals_unknown_user_tells_an_unknown_user_from_a_wrong_password() {
+        // \0nobody@example.test\0x and \0alice@example.test\0wrong
+        let unknown = format!(
+            "AUTH PLAIN {}\r\n",
+            auth::encode("\0nobody@example.test\0x")
+        );
+        let wrong = format!(
+            "AUTH PLAIN {}\r\n",
+            auth::encode("\0alice@example.test\0wrong")
+        );
+        let mut h = Harness::new(Role::Submission, TlsMode::Implicit, Config::defaults());
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(unknown.as_bytes());
+        assert!(
+            replies.starts_with("535 5.7.8 Authentication credentials invalid"),
+            "{replies}"
+        );
+        let mut config = Config::defaults();
+        config.faults.policy.insert(Policy::AuthRevealsUnknownUser);
+        let mut h = Harness::new(Role::Submission, TlsMode::Implicit, config);
+        h.send(b"EHLO c\r\n");
+        let replies = h.send(unknown.as_bytes());
+        assert_eq!(replies, "535 5.7.8 No such user\r\n");
+        let replies = h.send(wrong.as_bytes());
+        assert!(
+            replies.starts_with("535 5.7.8 Authentication credentials invalid"),
+            "{replies}"
+        );
+        // Both count as errors.
+        assert_eq!(h.session.errors, 2);
     }
 
     #[test]
