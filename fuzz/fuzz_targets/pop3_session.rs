@@ -13,7 +13,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use reference_server::auth;
 use reference_server::net::Connection;
-use reference_server::pop3::session::{Event, MaildropEntry, Session};
+use reference_server::pop3::session::{Event, Listed, Listing, Session};
 use reference_server::{Config, Role, TlsMode};
 use reference_server_fuzz::{Input, check_pop3_replies};
 
@@ -62,17 +62,27 @@ impl Driver {
                     self.session.auth_result(verdict);
                     self.session.step()
                 }
-                Event::OpenMaildrop { account } => {
+                Event::OpenMaildrop {
+                    account, line_ends, ..
+                } => {
                     assert!(self.config.account(&account).is_some(), "{account}");
-                    let entries = MESSAGES
+                    let messages = MESSAGES
                         .iter()
-                        .map(|(uid, text)| MaildropEntry {
+                        .map(|(uid, text)| Listed {
                             uid: *uid,
                             size: text.len() as u64,
-                            uidl: format!("uid-{uid}"),
+                            line_ends: if line_ends {
+                                text.matches("\r\n").count() as u64
+                            } else {
+                                0
+                            },
                         })
                         .collect();
-                    self.session.maildrop_opened(Ok(entries));
+                    let listing = Listing {
+                        uidvalidity: 1,
+                        messages,
+                    };
+                    self.session.maildrop_opened(Ok(listing));
                     self.session.step()
                 }
                 Event::Retrieve { uid } => {

@@ -2,14 +2,15 @@
 //! runs what the session asks for (the TLS handshake, password checks, the maildrop); the
 //! session makes every protocol decision.
 
+use std::net::SocketAddr;
+
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access::MaildropGuard;
 use crate::clock::SessionClock;
-use crate::faults::Policy;
 use crate::net::{self, Connection, Link, Read, Shared, blocking};
-use crate::pop3::session::{Event, MaildropEntry, MaildropError, Session};
+use crate::pop3::session::{Event, Listed, Listing, MaildropError, Session};
 use crate::store::INBOX;
 
 /// Runs one POP3 session to its end. The maildrop lock is held from login until the session
@@ -49,7 +50,7 @@ pub(crate) async fn serve(
                     Ok(Read::TimedOut) => session.abort(expiry.reason()),
                     Ok(Read::Closed) => {
                         tracing::debug!(%peer, "client closed the connection");
-                        update_on_disconnect(shared, &session).await;
+                        hang_up(shared, peer, &mut session).await;
                         return Ok(());
                     }
                     Ok(Read::Data(bytes)) => {
@@ -57,7 +58,7 @@ pub(crate) async fn serve(
                         session.push_input(bytes);
                     }
                     Err(error) => {
-                        update_on_disconnect(shared, &session).await;
+                        hang_up(shared, peer, &mut session).await;
                         return Err(error);
                     }
                 }
@@ -85,13 +86,16 @@ pub(crate) async fn serve(
                 session.auth_result(verdict);
                 session.step()
             }
-            Event::OpenMaildrop { account } => {
-                let opened = open_maildrop(shared, &account, &mut lock).await;
-                if opened.is_ok() {
-                    tracing::info!(%peer, account, "POP3 login");
-                    if let Some(grants) = &shared.pop_before_smtp {
-                        grants.grant(peer.ip(), &account, std::time::Instant::now());
-                    }
+            Event::OpenMaildrop {
+                account,
+                lock: locking,
+                line_ends,
+            } => {
+                let opened = open_maildrop(shared, &account, locking, line_ends, &mut lock).await;
+                if opened.is_ok()
+                    && let Some(grants) = &shared.pop_before_smtp
+                {
+                    grants.grant(peer.ip(), &account, std::time::Instant::now());
                 }
                 session.maildrop_opened(opened);
                 session.step()
@@ -107,17 +111,11 @@ pub(crate) async fn serve(
                 session.step()
             }
             Event::Update { account, delete } => {
-                let store = shared.store.clone();
-                let owner = account.clone();
-                let removed = blocking(move || store.expunge(&owner, INBOX, &delete)).await;
-                match &removed {
-                    Ok(uids) => tracing::info!(%peer, account, deleted = uids.len(), "POP3 update"),
-                    Err(why) => tracing::error!(%peer, account, "POP3 update failed: {why}"),
-                }
+                let removed = update(shared, peer, &account, delete).await;
                 // The UPDATE state is over: release the maildrop before the client hears "+OK",
                 // so that it can log in again at once.
                 drop(lock.take());
-                session.update_result(removed.map(drop));
+                session.update_result(removed);
                 session.step()
             }
             Event::Close => {
@@ -128,15 +126,16 @@ pub(crate) async fn serve(
     }
 }
 
-/// Locks and lists a maildrop for a POP3 session that has just logged in.
+/// Locks (when asked) and lists a maildrop for a POP3 session that has just logged in; the
+/// lock is released again when the listing fails.
 async fn open_maildrop(
     shared: &Shared,
     account: &str,
+    locking: bool,
+    line_ends: bool,
     lock: &mut Option<MaildropGuard>,
-) -> Result<Vec<MaildropEntry>, MaildropError> {
-    if shared.config.faults.has(Policy::Pop3NoLock) {
-        tracing::warn!(account, "FAULT pop3_no_lock: not locking the maildrop");
-    } else {
+) -> Result<Listing, MaildropError> {
+    if locking {
         match shared.maildrops.try_lock(account) {
             Some(guard) => *lock = Some(guard),
             None => return Err(MaildropError::InUse),
@@ -144,60 +143,55 @@ async fn open_maildrop(
     }
     let store = shared.store.clone();
     let owner = account.to_owned();
-    let faults = shared.config.faults.clone();
     let listed = blocking(move || {
-        let status = store.mailbox_status(&owner, INBOX)?;
-        let mut messages = store.messages(&owner, INBOX)?;
-        if faults.has(Policy::Pop3SizesWithoutCr) {
-            tracing::warn!("FAULT pop3_sizes_without_cr: reporting sizes without CRs");
-            for message in &mut messages {
+        let uidvalidity = store.mailbox_status(&owner, INBOX)?.uidvalidity;
+        let mut messages = Vec::new();
+        for message in store.messages(&owner, INBOX)? {
+            let line_ends = if line_ends {
                 let octets = store.read_message(&owner, INBOX, message.uid)?;
-                let crlfs = octets.windows(2).filter(|w| w == b"\r\n").count();
-                message.size -= crlfs as u64;
-            }
+                octets.windows(2).filter(|w| w == b"\r\n").count() as u64
+            } else {
+                0
+            };
+            messages.push(Listed {
+                uid: message.uid,
+                size: message.size,
+                line_ends,
+            });
         }
-        Ok((status.uidvalidity, messages))
+        Ok(Listing {
+            uidvalidity,
+            messages,
+        })
     })
     .await;
-    // UIDVALIDITY and UID together never repeat (the store hands out neither twice).
-    let nonce = if shared.config.faults.has(Policy::Pop3UidlUnstable) {
-        tracing::warn!("FAULT pop3_uidl_unstable: new UIDL values for this session");
-        format!(".{}", fastrand::u32(..))
-    } else {
-        String::new()
-    };
-    match listed {
-        Ok((uidvalidity, messages)) => Ok(messages
-            .into_iter()
-            .map(|m| MaildropEntry {
-                uid: m.uid,
-                size: m.size,
-                uidl: format!("{uidvalidity}.{}{nonce}", m.uid),
-            })
-            .collect()),
-        Err(why) => {
-            *lock = None;
-            tracing::error!(account, "cannot open maildrop: {why}");
-            Err(MaildropError::Unavailable(why))
-        }
-    }
+    listed.map_err(|why| {
+        *lock = None;
+        MaildropError::Unavailable(why)
+    })
 }
 
-/// The `pop3_update_on_disconnect` fault: a client that drops the connection still has its
-/// DELE marks applied. Correct servers delete only at QUIT (RFC 1939 section 6).
-async fn update_on_disconnect(shared: &Shared, session: &Session) {
-    if !shared.config.faults.has(Policy::Pop3UpdateOnDisconnect) {
-        return;
-    }
-    let Some((account, uids)) = session.marked().filter(|(_, uids)| !uids.is_empty()) else {
-        return;
-    };
-    tracing::warn!(
-        account,
-        "FAULT pop3_update_on_disconnect: deleting without QUIT"
-    );
+/// Deletes messages from a maildrop (the UPDATE state).
+async fn update(
+    shared: &Shared,
+    peer: SocketAddr,
+    account: &str,
+    delete: Vec<u32>,
+) -> Result<(), String> {
     let store = shared.store.clone();
-    if let Err(why) = blocking(move || store.expunge(&account, INBOX, &uids)).await {
-        tracing::error!("FAULT pop3_update_on_disconnect: {why}");
+    let owner = account.to_owned();
+    let removed = blocking(move || store.expunge(&owner, INBOX, &delete)).await;
+    match &removed {
+        Ok(uids) => tracing::info!(%peer, account, deleted = uids.len(), "POP3 update"),
+        Err(why) => tracing::error!(%peer, account, "POP3 update failed: {why}"),
+    }
+    removed.map(drop)
+}
+
+/// The client is gone: runs the update the session may still ask for.
+async fn hang_up(shared: &Shared, peer: SocketAddr, session: &mut Session) {
+    if let Event::Update { account, delete } = session.disconnected() {
+        let removed = update(shared, peer, &account, delete).await;
+        session.update_result(removed);
     }
 }

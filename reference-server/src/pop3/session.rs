@@ -50,17 +50,24 @@ pub enum Event {
         /// 32 lower-case hex digits.
         digest: String,
     },
-    /// Lock and list the account's maildrop, then call [`Session::maildrop_opened`].
+    /// Lock (when `lock` says so) and list the account's INBOX, then call
+    /// [`Session::maildrop_opened`]; when the lock is held elsewhere answer
+    /// [`MaildropError::InUse`].
     OpenMaildrop {
         /// The canonical account address given to [`Session::auth_result`].
         account: String,
+        /// Whether to take the maildrop lock (false only under the `pop3_no_lock` fault).
+        lock: bool,
+        /// Whether to count each message's CRLF line ends ([`Listed::line_ends`]).
+        line_ends: bool,
     },
     /// Read one stored message and call [`Session::retrieved`].
     Retrieve {
         /// The message's UID from the maildrop listing.
         uid: u32,
     },
-    /// The client ended the session with QUIT (the UPDATE state): delete these messages and
+    /// The client ended the session with QUIT (the UPDATE state), or under the
+    /// `pop3_update_on_disconnect` fault dropped the connection: delete these messages and
     /// call [`Session::update_result`].
     Update {
         /// The account whose maildrop was opened.
@@ -89,9 +96,15 @@ impl fmt::Debug for Event {
                 .field("login", login)
                 .field("timestamp", timestamp)
                 .finish_non_exhaustive(),
-            Event::OpenMaildrop { account } => f
+            Event::OpenMaildrop {
+                account,
+                lock,
+                line_ends,
+            } => f
                 .debug_struct("OpenMaildrop")
                 .field("account", account)
+                .field("lock", lock)
+                .field("line_ends", line_ends)
                 .finish(),
             Event::Retrieve { uid } => f.debug_struct("Retrieve").field("uid", uid).finish(),
             Event::Update { account, delete } => f
@@ -113,6 +126,27 @@ pub struct MaildropEntry {
     pub size: u64,
     /// The unique-id listing (RFC 1939 section 7): 1 to 70 characters from 0x21 to 0x7E.
     pub uidl: String,
+}
+
+/// A maildrop as the store lists it, the answer to [`Event::OpenMaildrop`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The INBOX's UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// Its messages, in message-number order.
+    pub messages: Vec<Listed>,
+}
+
+/// One message of a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The store's UID.
+    pub uid: u32,
+    /// Size in octets as stored.
+    pub size: u64,
+    /// How many CRLF line ends the message has; counted only when [`Event::OpenMaildrop`]
+    /// asked for them, 0 otherwise.
+    pub line_ends: u64,
 }
 
 /// Why a maildrop could not be opened.
@@ -154,6 +188,9 @@ enum Pending {
     },
     Update {
         deleted: usize,
+        /// The client dropped the connection (the `pop3_update_on_disconnect` fault): nobody
+        /// hears the outcome.
+        hung_up: bool,
     },
 }
 
@@ -312,7 +349,16 @@ impl Session {
                 Phase::OpenMaildrop(account) => {
                     let account = account.clone();
                     self.phase = Phase::Waiting(Pending::Maildrop(account.clone()));
-                    return Event::OpenMaildrop { account };
+                    let lock = !self.fault(Policy::Pop3NoLock);
+                    if !lock {
+                        tracing::warn!(account, "FAULT pop3_no_lock: not locking the maildrop");
+                    }
+                    let line_ends = self.fault(Policy::Pop3SizesWithoutCr);
+                    return Event::OpenMaildrop {
+                        account,
+                        lock,
+                        line_ends,
+                    };
                 }
                 Phase::Command | Phase::SaslPlain => {}
             }
@@ -387,15 +433,18 @@ impl Session {
     }
 
     /// The outcome of [`Event::OpenMaildrop`]: the listing enters the TRANSACTION state.
-    pub fn maildrop_opened(&mut self, result: Result<Vec<MaildropEntry>, MaildropError>) {
-        let Phase::Waiting(Pending::Maildrop(account)) =
-            std::mem::replace(&mut self.phase, Phase::Command)
-        else {
-            tracing::warn!("maildrop_opened while not opening a maildrop; ignored");
-            return;
+    pub fn maildrop_opened(&mut self, result: Result<Listing, MaildropError>) {
+        let account = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Waiting(Pending::Maildrop(account)) => account,
+            other => {
+                tracing::warn!(phase = ?other, "maildrop_opened while not opening a maildrop; ignored");
+                self.phase = other;
+                return;
+            }
         };
         match result {
-            Ok(entries) => {
+            Ok(listing) => {
+                let entries = self.entries(listing);
                 tracing::info!(account, peer = %self.conn.peer, "POP3 login");
                 let maildrop = Maildrop {
                     account,
@@ -421,6 +470,35 @@ impl Session {
                 ));
             }
         }
+    }
+
+    /// The maildrop listing: sizes as stored and UIDLs of UIDVALIDITY and UID, which together
+    /// never repeat (the store hands out neither twice), unless faults say otherwise.
+    fn entries(&self, listing: Listing) -> Vec<MaildropEntry> {
+        let without_cr = self.fault(Policy::Pop3SizesWithoutCr);
+        if without_cr {
+            tracing::warn!("FAULT pop3_sizes_without_cr: reporting sizes without CRs");
+        }
+        let nonce = if self.fault(Policy::Pop3UidlUnstable) {
+            tracing::warn!("FAULT pop3_uidl_unstable: new UIDL values for this session");
+            format!(".{}", fastrand::u32(..))
+        } else {
+            String::new()
+        };
+        let uidvalidity = listing.uidvalidity;
+        listing
+            .messages
+            .into_iter()
+            .map(|m| MaildropEntry {
+                uid: m.uid,
+                size: if without_cr {
+                    m.size.saturating_sub(m.line_ends)
+                } else {
+                    m.size
+                },
+                uidl: format!("{uidvalidity}.{}{nonce}", m.uid),
+            })
+            .collect()
     }
 
     /// The outcome of [`Event::Retrieve`]: the message's octets exactly as stored.
@@ -474,12 +552,20 @@ impl Session {
 
     /// The outcome of [`Event::Update`]; the session then closes either way.
     pub fn update_result(&mut self, result: Result<(), String>) {
-        let Phase::Waiting(Pending::Update { deleted }) =
-            std::mem::replace(&mut self.phase, Phase::Closed)
-        else {
-            tracing::warn!("update_result while not updating; ignored");
-            return;
+        let (deleted, hung_up) = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Waiting(Pending::Update { deleted, hung_up }) => (deleted, hung_up),
+            other => {
+                tracing::warn!(phase = ?other, "update_result while not updating; ignored");
+                self.phase = other;
+                return;
+            }
         };
+        if hung_up {
+            if let Err(why) = result {
+                tracing::error!("FAULT pop3_update_on_disconnect: {why}");
+            }
+            return;
+        }
         match result {
             Ok(()) => {
                 let text = format!("Bye, {deleted} messages deleted");
@@ -503,11 +589,33 @@ impl Session {
         self.phase = Phase::Closed;
     }
 
-    /// The account and the UIDs of the messages marked with DELE so far, once logged in: what a
-    /// QUIT would delete. Only the `pop3_update_on_disconnect` fault has the driver use it.
-    pub fn marked(&self) -> Option<(String, Vec<u32>)> {
-        let maildrop = self.maildrop.as_ref()?;
-        Some((maildrop.account.clone(), maildrop.marked()))
+    /// The client dropped the connection: the session is over and nothing is deleted, as only
+    /// QUIT enters the UPDATE state (RFC 1939 section 6), unless the
+    /// `pop3_update_on_disconnect` fault deletes the messages marked so far
+    /// ([`Event::Update`]; its outcome goes to nobody). Nothing more is sent either way.
+    pub fn disconnected(&mut self) -> Event {
+        self.output.clear();
+        let marked = self
+            .maildrop
+            .as_ref()
+            .map(|maildrop| (maildrop.account.clone(), maildrop.marked()))
+            .filter(|(_, uids)| !uids.is_empty());
+        self.phase = Phase::Closed;
+        let Some((account, delete)) = marked else {
+            return Event::Close;
+        };
+        if !self.fault(Policy::Pop3UpdateOnDisconnect) {
+            return Event::Close;
+        }
+        tracing::warn!(
+            account,
+            "FAULT pop3_update_on_disconnect: deleting without QUIT"
+        );
+        self.phase = Phase::Waiting(Pending::Update {
+            deleted: delete.len(),
+            hung_up: true,
+        });
+        Event::Update { account, delete }
     }
 
     /// The logged-in account, once in the TRANSACTION state.
@@ -1042,6 +1150,7 @@ impl Session {
         let account = maildrop.account.clone();
         self.phase = Phase::Waiting(Pending::Update {
             deleted: marked.len(),
+            hung_up: false,
         });
         let delete = if self.fault(Policy::Pop3DeleIgnored) {
             tracing::warn!(account, "FAULT: ignoring {} DELE commands", marked.len());
@@ -1153,6 +1262,8 @@ mod tests {
     struct Harness {
         session: Session,
         in_use: bool,
+        /// The `lock` and `line_ends` of each OpenMaildrop.
+        opened: Vec<(bool, bool)>,
         /// UIDs whose retrieval fails, as when IMAP expunged them meanwhile.
         gone: Vec<u32>,
         updates: Vec<(String, Vec<u32>)>,
@@ -1177,6 +1288,7 @@ mod tests {
             let mut harness = Harness {
                 session: Session::new(Arc::new(config), conn),
                 in_use: false,
+                opened: Vec::new(),
                 gone: Vec::new(),
                 updates: Vec::new(),
                 apop: Vec::new(),
@@ -1232,19 +1344,31 @@ mod tests {
                         self.session.auth_result(good.then(|| ALICE.to_owned()));
                         self.session.step()
                     }
-                    Event::OpenMaildrop { account } => {
+                    Event::OpenMaildrop {
+                        account,
+                        lock,
+                        line_ends,
+                    } => {
                         assert_eq!(account, ALICE);
-                        let result = if self.in_use {
+                        self.opened.push((lock, line_ends));
+                        let result = if self.in_use && lock {
                             Err(MaildropError::InUse)
                         } else {
-                            Ok(MESSAGES
-                                .iter()
-                                .map(|(uid, text)| MaildropEntry {
-                                    uid: *uid,
-                                    size: text.len() as u64,
-                                    uidl: format!("uid-{uid}"),
-                                })
-                                .collect())
+                            Ok(Listing {
+                                uidvalidity: 7,
+                                messages: MESSAGES
+                                    .iter()
+                                    .map(|(uid, text)| Listed {
+                                        uid: *uid,
+                                        size: text.len() as u64,
+                                        line_ends: if line_ends {
+                                            text.matches("\r\n").count() as u64
+                                        } else {
+                                            0
+                                        },
+                                    })
+                                    .collect(),
+                            })
                         };
                         self.session.maildrop_opened(result);
                         self.session.step()
@@ -1406,7 +1530,7 @@ mod tests {
         assert_eq!(h.send(b"CAPA\r\n"), "-ERR Unknown command\r\n");
         let login = log_in_one_line_at_a_time(&mut h);
         assert!(login.starts_with("+OK Logged in"), "{login}");
-        assert_eq!(h.send(b"UIDL 3\r\n"), "+OK 3 uid-12\r\n");
+        assert_eq!(h.send(b"UIDL 3\r\n"), "+OK 3 7.12\r\n");
         assert!(
             h.send(b"TOP 3 0\r\n")
                 .starts_with("+OK Top of message 3 follows\r\n")
@@ -1592,9 +1716,9 @@ mod tests {
         assert_eq!(h.send(b"LIST 2\r\n"), format!("+OK 2 {l2}\r\n"));
         assert_eq!(
             h.send(b"UIDL\r\n"),
-            "+OK Unique-ID listing follows\r\n1 uid-10\r\n2 uid-11\r\n3 uid-12\r\n.\r\n"
+            "+OK Unique-ID listing follows\r\n1 7.10\r\n2 7.11\r\n3 7.12\r\n.\r\n"
         );
-        assert_eq!(h.send(b"uidl 3\r\n"), "+OK 3 uid-12\r\n");
+        assert_eq!(h.send(b"uidl 3\r\n"), "+OK 3 7.12\r\n");
         assert_eq!(
             h.send(b"RETR 1\r\n"),
             format!(
@@ -1628,7 +1752,7 @@ mod tests {
             )
         );
         assert_eq!(h.send(b"STAT\r\n"), format!("+OK 2 {}\r\n", l2 + l3));
-        assert!(!h.send(b"UIDL\r\n").contains("uid-10"));
+        assert!(!h.send(b"UIDL\r\n").contains("7.10"));
         for again in ["DELE 1", "LIST 1", "UIDL 1", "RETR 1", "TOP 1 0"] {
             assert_eq!(
                 h.send(format!("{again}\r\n").as_bytes()),
@@ -1698,6 +1822,88 @@ mod tests {
     }
 
     #[test]
+    fn uidls_are_uidvalidity_and_uid_and_change_per_session_only_with_the_fault() {
+        let mut h = Harness::logged_in();
+        assert_eq!(h.send(b"UIDL 1\r\n"), "+OK 1 7.10\r\n");
+        let uidl = |h: &mut Harness| h.send(b"UIDL 1\r\n");
+        let mut one = Harness::logged_in_with(with_policy(Policy::Pop3UidlUnstable));
+        let mut two = Harness::logged_in_with(with_policy(Policy::Pop3UidlUnstable));
+        let (first, second) = (uidl(&mut one), uidl(&mut two));
+        assert!(first.starts_with("+OK 1 7.10."), "{first}");
+        assert_ne!(first, second);
+        // Within a session they stay put.
+        assert_eq!(uidl(&mut one), first);
+    }
+
+    #[test]
+    fn sizes_without_cr_only_with_the_fault() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert!(
+            reply.ends_with("+OK Logged in, 3 messages (132 octets)\r\n"),
+            "{reply}"
+        );
+        assert_eq!(h.opened, [(true, false)]);
+        let mut h = Harness::new(TlsMode::Implicit, with_policy(Policy::Pop3SizesWithoutCr));
+        let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        // 7, 2 and 2 CRLFs fewer.
+        assert!(
+            reply.ends_with("+OK Logged in, 3 messages (121 octets)\r\n"),
+            "{reply}"
+        );
+        assert_eq!(h.opened, [(true, true)]);
+        assert_eq!(h.send(b"LIST 1\r\n"), "+OK 1 61\r\n");
+        assert_eq!(h.send(b"STAT\r\n"), "+OK 3 121\r\n");
+    }
+
+    #[test]
+    fn only_the_no_lock_fault_opens_a_locked_maildrop() {
+        let mut h = Harness::new(TlsMode::Implicit, with_policy(Policy::Pop3NoLock));
+        h.in_use = true;
+        let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert!(
+            reply.ends_with("+OK Logged in, 3 messages (132 octets)\r\n"),
+            "{reply}"
+        );
+        assert_eq!(h.opened, [(false, false)]);
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        h.in_use = true;
+        let reply = h.send(b"USER alice@example.test\r\nPASS alice-secret\r\n");
+        assert!(reply.contains("-ERR [IN-USE]"), "{reply}");
+        assert_eq!(h.opened, [(true, false)]);
+    }
+
+    #[test]
+    fn a_dropped_connection_deletes_nothing_unless_the_fault_says_so() {
+        let mut h = Harness::logged_in();
+        h.send(b"DELE 1\r\nDELE 3\r\n");
+        assert!(matches!(h.session.disconnected(), Event::Close));
+        assert!(matches!(h.session.step(), Event::Close));
+
+        let mut h = Harness::logged_in_with(with_policy(Policy::Pop3UpdateOnDisconnect));
+        h.send(b"DELE 1\r\nDELE 3\r\n");
+        let event = h.session.disconnected();
+        let Event::Update { account, delete } = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!((account.as_str(), delete), (ALICE, vec![10, 12]));
+        // Nobody hears the outcome, and the session is over.
+        h.session.update_result(Err("disk full".into()));
+        assert!(h.session.take_output().is_empty());
+        assert!(matches!(h.session.step(), Event::Close));
+
+        // Nothing marked, nothing to delete.
+        let mut h = Harness::logged_in_with(with_policy(Policy::Pop3UpdateOnDisconnect));
+        assert!(matches!(h.session.disconnected(), Event::Close));
+        // Before login there is no maildrop.
+        let mut h = Harness::new(
+            TlsMode::Implicit,
+            with_policy(Policy::Pop3UpdateOnDisconnect),
+        );
+        assert!(matches!(h.session.disconnected(), Event::Close));
+    }
+
+    #[test]
     fn a_locked_or_failing_maildrop_keeps_authorization() {
         let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
         h.in_use = true;
@@ -1719,7 +1925,7 @@ mod tests {
         session.push_input(b"USER alice@example.test\r\nPASS alice-secret\r\n");
         assert!(matches!(session.step(), Event::Authenticate { .. }));
         session.auth_result(Some(ALICE.into()));
-        assert!(matches!(session.step(), Event::OpenMaildrop { account } if account == ALICE));
+        assert!(matches!(session.step(), Event::OpenMaildrop { account, .. } if account == ALICE));
         session.maildrop_opened(Err(MaildropError::Unavailable("database locked".into())));
         assert!(matches!(session.step(), Event::NeedInput));
         let out = String::from_utf8(session.take_output()).unwrap();
@@ -1839,7 +2045,7 @@ mod tests {
             h.send(b"STAT\r\nLIST 1\r\nUIDL 1\r\nRETR 2\r\nDELE 3\r\nSTAT\nNOOP\r\nQUIT\r\n");
         assert_eq!(
             replies,
-            "+OK 3 132\r\n+OK 1 68\r\n+OK 1 uid-10\r\n+OK 29 octets\r\nSubject: two\r\n\r\n\
+            "+OK 3 132\r\n+OK 1 68\r\n+OK 1 7.10\r\n+OK 29 octets\r\nSubject: two\r\n\r\n\
              no final crlf\r\n.\r\n+OK Message 3 deleted\r\n+OK 2 97\r\n+OK\r\n\
              +OK Bye, 1 messages deleted\r\n"
         );
