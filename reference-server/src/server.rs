@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -283,18 +283,14 @@ const IMAP_MAX_LINE: u32 = 64 * 1024;
 
 /// Runs one IMAP session to its end.
 pub(crate) async fn serve_imap(
-    tcp: TcpStream,
+    mut link: Link,
     conn: Connection,
     shared: &Shared,
-    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use crate::imap::framing::{Framed, Framer};
     use crate::imap::session::{Next, Session};
 
     let config = &shared.config;
-    let Some(mut link) = Link::open(tcp, conn.tls_mode, shared, shutdown).await? else {
-        return Ok(());
-    };
     let idle = link.idle;
     let peer = conn.peer;
     let mut session = Session::new(config.clone(), conn, shared.store.clone());
@@ -409,7 +405,7 @@ pub(crate) async fn serve_imap(
                         if !config.faults.has(Policy::StarttlsInjection) {
                             framer.discard_pending();
                         }
-                        if !link.start_tls(shared).await? {
+                        if !link.upgrade(shared).await? {
                             return Ok(());
                         }
                         session.tls_started();

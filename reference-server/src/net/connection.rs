@@ -8,7 +8,22 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Shared, Stream};
+use crate::clock::SessionClock;
 use crate::config::TlsMode;
+
+/// What the shared parts of a driver ask of a sans-I/O session.
+pub(crate) trait Driven {
+    /// What the session asks its driver for.
+    type Event;
+    /// Takes the bytes queued for the client.
+    fn take_output(&mut self) -> Vec<u8>;
+    /// TLS is up.
+    fn tls_started(&mut self);
+    /// The verdict on the credentials the session asked about.
+    fn auth_result(&mut self, account: Option<String>);
+    /// Runs until the session needs something from the driver.
+    fn step(&mut self) -> Self::Event;
+}
 
 /// What a [`Link::read`] brought.
 #[derive(Debug)]
@@ -77,6 +92,18 @@ impl Link {
         }
     }
 
+    /// Sends the session's answer so far, which ends the time it took to answer ([`SessionClock`]).
+    pub(crate) async fn answer(
+        &mut self,
+        output: &[u8],
+        clock: &mut SessionClock,
+    ) -> std::io::Result<()> {
+        if !output.is_empty() {
+            clock.answered();
+        }
+        self.send(output).await
+    }
+
     /// Sends everything, waiting at most the idle timeout for a client that does not read.
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.send(bytes, self.idle).await
@@ -84,8 +111,23 @@ impl Link {
 
     /// Runs the TLS handshake on the socket (STARTTLS, STLS); false when the connection is
     /// over (a fault answered the handshake).
-    pub(crate) async fn start_tls(&mut self, shared: &Shared) -> std::io::Result<bool> {
+    pub(crate) async fn upgrade(&mut self, shared: &Shared) -> std::io::Result<bool> {
         self.stream.start_tls(shared).await
+    }
+
+    /// A session's STARTTLS: sends its pending output (the go-ahead), runs the handshake and
+    /// tells the session; the session's next event, or `None` when the connection is over.
+    pub(crate) async fn start_tls<S: Driven>(
+        &mut self,
+        shared: &Shared,
+        session: &mut S,
+    ) -> std::io::Result<Option<S::Event>> {
+        self.send(&session.take_output()).await?;
+        if !self.upgrade(shared).await? {
+            return Ok(None);
+        }
+        session.tls_started();
+        Ok(Some(session.step()))
     }
 
     /// Sends `last` and closes the connection, waiting at most the idle timeout.
@@ -94,4 +136,30 @@ impl Link {
         let _ = tokio::time::timeout(self.idle, self.stream.shutdown()).await;
         Ok(())
     }
+}
+
+/// [`Driven`] for sessions whose own methods have its names.
+macro_rules! driven {
+    ($($session:ty => $event:ty),* $(,)?) => {$(
+        impl Driven for $session {
+            type Event = $event;
+            fn take_output(&mut self) -> Vec<u8> {
+                <$session>::take_output(self)
+            }
+            fn tls_started(&mut self) {
+                <$session>::tls_started(self)
+            }
+            fn auth_result(&mut self, account: Option<String>) {
+                <$session>::auth_result(self, account)
+            }
+            fn step(&mut self) -> $event {
+                <$session>::step(self)
+            }
+        }
+    )*};
+}
+
+driven! {
+    crate::smtp::session::Session => crate::smtp::session::Event,
+    crate::pop3::session::Session => crate::pop3::session::Event,
 }

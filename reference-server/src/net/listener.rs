@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::{Connection, Shared, Stream};
+use super::{Connection, Link, Shared, Stream};
 use crate::config::{Config, Protocol, Role, TlsMode};
 use crate::faults::Policy;
 use crate::variants::Variant;
@@ -100,10 +100,14 @@ pub(crate) async fn accept_loop(
                 pop_before_smtp,
                 client_dns,
             };
-            let served = match bound.role.protocol() {
-                Protocol::Smtp => crate::smtp::driver::serve(tcp, conn, &shared, shutdown).await,
-                Protocol::Pop3 => crate::pop3::driver::serve(tcp, conn, &shared, shutdown).await,
-                Protocol::Imap => crate::server::serve_imap(tcp, conn, &shared, shutdown).await,
+            let served = match Link::open(tcp, bound.tls, &shared, shutdown).await {
+                Ok(None) => Ok(()),
+                Ok(Some(link)) => match bound.role.protocol() {
+                    Protocol::Smtp => crate::smtp::driver::serve(link, conn, &shared).await,
+                    Protocol::Pop3 => crate::pop3::driver::serve(link, conn, &shared).await,
+                    Protocol::Imap => crate::server::serve_imap(link, conn, &shared).await,
+                },
+                Err(error) => Err(error),
             };
             if let Err(error) = served {
                 tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");

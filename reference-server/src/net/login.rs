@@ -3,9 +3,22 @@
 
 use std::net::SocketAddr;
 
-use super::Shared;
+use super::{Driven, Shared};
 use crate::auth::{self, Password};
 use crate::faults::Policy;
+
+/// Checks the credentials a session asked about and hands it the verdict; its next event.
+pub(crate) async fn authenticate<S: Driven>(
+    shared: &Shared,
+    peer: SocketAddr,
+    session: &mut S,
+    login: String,
+    password: Password,
+) -> S::Event {
+    let verdict = check_password(shared, peer, login, password).await;
+    session.auth_result(verdict);
+    session.step()
+}
 
 /// Checks a login name and password; the canonical account on success.
 pub(crate) async fn check_password(

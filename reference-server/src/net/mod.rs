@@ -22,11 +22,11 @@ use crate::config::{Config, Role, TlsMode};
 use crate::relay::{self, dns::Dns, dns::Verdict};
 use crate::store::Store;
 
-pub(crate) use connection::{Link, Read};
+pub(crate) use connection::{Driven, Link, Read};
 pub use dot::dot_stuff;
 pub use listener::BoundListener;
 pub(crate) use listener::accept_loop;
-pub(crate) use login::{check_apop, check_password};
+pub(crate) use login::{authenticate, check_apop, check_password};
 pub(crate) use stream::Stream;
 
 /// How long a shutdown waits for a message that is being received.

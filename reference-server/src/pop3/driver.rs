@@ -2,10 +2,8 @@
 //! runs what the session asks for (the TLS handshake, password checks, the maildrop); the
 //! session makes every protocol decision.
 
+use std::io;
 use std::net::SocketAddr;
-
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::access::MaildropGuard;
 use crate::clock::SessionClock;
@@ -15,17 +13,8 @@ use crate::store::INBOX;
 
 /// Runs one POP3 session to its end. The maildrop lock is held from login until the session
 /// ends in any way; deletions happen only when the session asks for them.
-pub(crate) async fn serve(
-    tcp: TcpStream,
-    conn: Connection,
-    shared: &Shared,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> io::Result<()> {
     let config = &shared.config;
-    let Some(mut link) = Link::open(tcp, conn.tls_mode, shared, shutdown).await? else {
-        return Ok(());
-    };
-    let idle = link.idle;
     let peer = conn.peer;
     let mut session = Session::new(config.clone(), conn);
     let mut clock = SessionClock::new(&config.limits);
@@ -34,17 +23,13 @@ pub(crate) async fn serve(
     loop {
         event = match event {
             Event::NeedInput => {
-                let output = session.take_output();
-                if !output.is_empty() {
-                    clock.answered();
-                }
-                link.send(&output).await?;
+                link.answer(&session.take_output(), &mut clock).await?;
                 if link.stopping() {
                     session.abort("[SYS/TEMP] Server shutting down");
                     event = session.step();
                     continue;
                 }
-                let (deadline, expiry) = clock.deadline(idle, false);
+                let (deadline, expiry) = clock.deadline(link.idle, false);
                 match link.read(deadline, true).await {
                     Ok(Read::Shutdown) => {}
                     Ok(Read::TimedOut) => session.abort(expiry.reason()),
@@ -64,18 +49,8 @@ pub(crate) async fn serve(
                 }
                 session.step()
             }
-            Event::StartTls => {
-                link.send(&session.take_output()).await?;
-                if !link.start_tls(shared).await? {
-                    return Ok(());
-                }
-                session.tls_started();
-                session.step()
-            }
             Event::Authenticate { login, password } => {
-                let verdict = net::check_password(shared, peer, login, password).await;
-                session.auth_result(verdict);
-                session.step()
+                net::authenticate(shared, peer, &mut session, login, password).await
             }
             Event::AuthenticateApop {
                 login,
@@ -86,6 +61,10 @@ pub(crate) async fn serve(
                 session.auth_result(verdict);
                 session.step()
             }
+            Event::StartTls => match link.start_tls(shared, &mut session).await? {
+                Some(next) => next,
+                None => return Ok(()),
+            },
             Event::OpenMaildrop {
                 account,
                 lock: locking,

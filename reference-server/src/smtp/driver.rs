@@ -2,10 +2,9 @@
 //! runs what the session asks for (the TLS handshake, password checks, DNS, storing mail); the
 //! session makes every protocol decision.
 
+use std::io;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::{Expiry, SessionClock};
@@ -14,17 +13,8 @@ use crate::smtp::session::{Envelope, Event, Session};
 use crate::store::Incoming;
 
 /// Runs one SMTP session to its end.
-pub(crate) async fn serve(
-    tcp: TcpStream,
-    conn: Connection,
-    shared: &Shared,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> io::Result<()> {
     let config = &shared.config;
-    let Some(mut link) = Link::open(tcp, conn.tls_mode, shared, shutdown).await? else {
-        return Ok(());
-    };
-    let idle = link.idle;
     let peer = conn.peer;
     let mut session = Session::new(config.clone(), conn).with_ack_count(shared.acked.clone());
     let mut clock = SessionClock::new(&config.limits);
@@ -33,11 +23,7 @@ pub(crate) async fn serve(
     loop {
         event = match event {
             Event::NeedInput => {
-                let output = session.take_output();
-                if !output.is_empty() {
-                    clock.answered();
-                }
-                link.send(&output).await?;
+                link.answer(&session.take_output(), &mut clock).await?;
                 let stopping = link.stopping();
                 if stopping && !session.in_message_data() {
                     session.abort("4.3.2", "Server shutting down");
@@ -54,7 +40,7 @@ pub(crate) async fn serve(
                     event = session.step();
                     continue;
                 }
-                let (limit, expiry) = clock.deadline(idle, session.in_message_data());
+                let (limit, expiry) = clock.deadline(link.idle, session.in_message_data());
                 let deadline = grace_deadline.map_or(limit, |grace| grace.min(limit));
                 match link.read(deadline, !stopping).await? {
                     Read::TimedOut if grace_deadline.is_some() => {
@@ -82,18 +68,12 @@ pub(crate) async fn serve(
                 tokio::time::sleep(delay).await;
                 session.step()
             }
-            Event::StartTls => {
-                link.send(&session.take_output()).await?;
-                if !link.start_tls(shared).await? {
-                    return Ok(());
-                }
-                session.tls_started();
-                session.step()
-            }
+            Event::StartTls => match link.start_tls(shared, &mut session).await? {
+                Some(next) => next,
+                None => return Ok(()),
+            },
             Event::Authenticate { login, password } => {
-                let verdict = net::check_password(shared, peer, login, password).await;
-                session.auth_result(verdict);
-                session.step()
+                net::authenticate(shared, peer, &mut session, login, password).await
             }
             Event::CheckSenderDomain(domain) => {
                 link.send(&session.take_output()).await?;
@@ -136,14 +116,7 @@ async fn store(shared: &Shared, envelope: Arc<Envelope>) -> Result<(), String> {
     .map_err(|e| e.to_string())
     .and_then(|stored| stored.map_err(|e| e.to_string()));
     if result.is_ok() {
-        tracing::info!(
-            id = envelope.id,
-            from = envelope.sender,
-            to = ?envelope.local,
-            relay = ?envelope.remote,
-            size = envelope.message.len(),
-            "accepted"
-        );
+        envelope.log_accepted();
         if !envelope.remote.is_empty() {
             shared.relay.wake();
         }

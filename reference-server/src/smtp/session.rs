@@ -84,6 +84,18 @@ pub struct Copy<'a> {
 }
 
 impl Envelope {
+    /// Logs the message as accepted, stored or not.
+    pub fn log_accepted(&self) {
+        tracing::info!(
+            id = self.id,
+            from = self.sender,
+            to = ?self.local,
+            relay = ?self.remote,
+            size = self.message.len(),
+            "accepted"
+        );
+    }
+
     /// The copies to store: one for everybody, or, when some recipients get fields of their
     /// own, one per such local account and one (as accepted) for the rest.
     pub fn copies(&self) -> Vec<Copy<'_>> {
@@ -1454,14 +1466,7 @@ impl Session {
         } else {
             return Some(Event::Deliver(envelope));
         }
-        tracing::info!(
-            id = envelope.id,
-            from = envelope.sender,
-            to = ?envelope.local,
-            relay = ?envelope.remote,
-            size = envelope.message.len(),
-            "accepted"
-        );
+        envelope.log_accepted();
         self.delivery_result(&envelope.id, Ok(()));
         None
     }
