@@ -1,4 +1,6 @@
-//! Listeners and the per-connection driver: the thin I/O layer over [`Session`].
+//! Starting and stopping the server: the store, the certificate, the listeners (served by
+//! `net`, which hands each connection to its protocol's driver) and the relay worker. The IMAP
+//! driver is still here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -403,3 +403,39 @@ async fn a_session_ends_at_its_time_limit_however_busy() {
         "{ended}"
     );
 }
+
+#[tokio::test]
+async fn a_shutdown_lets_a_message_being_received_finish_and_closes_idle_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |_| {}).await;
+    let addr = server.addr(Role::Smtp).unwrap();
+    let mut idle = Client::connect(addr).await;
+    assert!(idle.send("EHLO c.test\r\n").await.starts_with("250"));
+    let mut sending = Client::connect(addr).await;
+    assert!(sending.send("EHLO c.test\r\n").await.starts_with("250"));
+    assert!(
+        sending
+            .send("MAIL FROM:<a@c.test>\r\n")
+            .await
+            .starts_with("250")
+    );
+    let rcpt = format!("RCPT TO:<{ALICE}>\r\n");
+    assert!(sending.send(&rcpt).await.starts_with("250"));
+    assert!(sending.send("DATA\r\n").await.starts_with("354"));
+    sending
+        .writer
+        .write_all(b"Subject: 0\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let stopping = tokio::spawn(server.shutdown());
+    // The idle session hears why it ends.
+    assert_eq!(idle.reply().await, "421 4.3.2 Server shutting down\r\n");
+    // The message being received is finished, acknowledged and stored; then that session
+    // ends too.
+    let ack = sending.send(" done\r\n.\r\n").await;
+    assert!(ack.starts_with("250 2.0.0 Ok: queued as "), "{ack}");
+    assert_eq!(sending.reply().await, "421 4.3.2 Server shutting down\r\n");
+    stopping.await.unwrap();
+    let store = reference_server::store::Store::open(dir.path()).unwrap();
+    assert_eq!(store.messages(ALICE, INBOX).unwrap().len(), 1);
+}

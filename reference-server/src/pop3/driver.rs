@@ -25,7 +25,7 @@ pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> 
             Event::NeedInput => {
                 link.answer(&session.take_output(), &mut clock).await?;
                 if link.stopping() {
-                    session.abort("[SYS/TEMP] Server shutting down");
+                    session.shut_down();
                     event = session.step();
                     continue;
                 }

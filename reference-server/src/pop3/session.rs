@@ -581,6 +581,11 @@ impl Session {
         }
     }
 
+    /// The server is shutting down: `-ERR [SYS/TEMP]` and close, deleting nothing.
+    pub fn shut_down(&mut self) {
+        self.abort("[SYS/TEMP] Server shutting down");
+    }
+
     /// Queues `-ERR <text>` and closes (idle timeout, shutdown). Nothing is deleted: only QUIT
     /// enters the UPDATE state (RFC 1939 section 6).
     pub fn abort(&mut self, text: &str) {
@@ -1901,6 +1906,19 @@ mod tests {
             with_policy(Policy::Pop3UpdateOnDisconnect),
         );
         assert!(matches!(h.session.disconnected(), Event::Close));
+    }
+
+    #[test]
+    fn a_shutdown_says_so_and_deletes_nothing() {
+        let mut h = Harness::logged_in();
+        h.send(b"DELE 1\r\n");
+        h.session.shut_down();
+        assert!(matches!(h.session.step(), Event::Close));
+        assert_eq!(
+            String::from_utf8(h.session.take_output()).unwrap(),
+            "-ERR [SYS/TEMP] Server shutting down\r\n"
+        );
+        assert!(h.updates.is_empty());
     }
 
     #[test]

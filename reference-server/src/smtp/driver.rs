@@ -25,26 +25,19 @@ pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> 
             Event::NeedInput => {
                 link.answer(&session.take_output(), &mut clock).await?;
                 let stopping = link.stopping();
-                if stopping && !session.in_message_data() {
-                    session.abort("4.3.2", "Server shutting down");
-                    event = session.step();
-                    continue;
-                }
-                if stopping && grace_deadline.is_none() {
-                    grace_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-                }
-                if grace_deadline.is_some_and(|grace| Instant::now() >= grace) {
-                    // A client still streaming data when the grace period ends is cut off; its
-                    // message was never acknowledged.
-                    session.abort("4.3.2", "Server shutting down");
-                    event = session.step();
-                    continue;
+                if stopping {
+                    let grace =
+                        *grace_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                    if session.shutting_down(Instant::now() >= grace) {
+                        event = session.step();
+                        continue;
+                    }
                 }
                 let (limit, expiry) = clock.deadline(link.idle, session.in_message_data());
                 let deadline = grace_deadline.map_or(limit, |grace| grace.min(limit));
                 match link.read(deadline, !stopping).await? {
                     Read::TimedOut if grace_deadline.is_some() => {
-                        session.abort("4.3.2", "Server shutting down");
+                        session.shutting_down(true);
                     }
                     Read::TimedOut => {
                         if expiry != Expiry::Idle {

@@ -302,6 +302,18 @@ impl Session {
         self.phase = Phase::Closed;
     }
 
+    /// The server is shutting down: the session says 421 and closes, unless it is receiving a
+    /// message and the grace period for that is not over. Whether it closes.
+    pub fn shutting_down(&mut self, grace_over: bool) -> bool {
+        if self.in_message_data() && !grace_over {
+            return false;
+        }
+        // A client still streaming data when the grace period ends is cut off; its message
+        // was never acknowledged.
+        self.abort("4.3.2", "Server shutting down");
+        true
+    }
+
     /// TLS is up: forget everything learnt in plain text (RFC 3207 section 4.2).
     pub fn tls_started(&mut self) {
         if !self.answers(Pending::Tls) {
@@ -1851,6 +1863,39 @@ mod tests {
         );
         // Both count as errors.
         assert_eq!(h.session.errors, 2);
+    }
+
+    #[test]
+    fn a_shutdown_waits_only_for_a_message_being_received() {
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
+        assert!(h.session.shutting_down(false));
+        assert!(matches!(h.session.step(), Event::Close));
+        assert_eq!(
+            String::from_utf8(h.session.take_output()).unwrap(),
+            "421 4.3.2 Server shutting down\r\n"
+        );
+
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
+        h.send(b"DATA\r\nSubject: hi\r\n");
+        assert!(!h.session.shutting_down(false));
+        assert!(h.session.take_output().is_empty());
+        // The message ends within the grace period: it is stored and acknowledged.
+        assert_eq!(codes(&h.send(b"\r\nbody\r\n.\r\n")), ["250"]);
+        assert_eq!(h.delivered.len(), 1);
+
+        let mut h = Harness::smtp();
+        h.send(b"EHLO c\r\nMAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
+        h.send(b"DATA\r\nSubject: hi\r\n");
+        // The grace period is over: cut off, nothing stored.
+        assert!(h.session.shutting_down(true));
+        assert!(matches!(h.session.step(), Event::Close));
+        assert_eq!(
+            String::from_utf8(h.session.take_output()).unwrap(),
+            "421 4.3.2 Server shutting down\r\n"
+        );
+        assert!(h.delivered.is_empty());
     }
 
     #[test]
