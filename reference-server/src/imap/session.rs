@@ -1,17 +1,24 @@
 //! One IMAP connection: the RFC 3501 states, the port policy of 143 and 993, and the commands
-//! built so far. Commands arrive parsed (see [`super::framing`]); replies are written as bytes.
+//! built so far, sans I/O. The driver (`imap::driver`) pushes the client's bytes in with
+//! [`Session::push_input`], calls [`Session::step`] and does what the [`Event`] asks, sending
+//! [`Session::take_output`] and answering with the callback the event names.
 //!
-//! The session is async because nearly every command reads or writes the store; the driver in
-//! [`super::serve`] owns the socket and does TLS.
+//! The session frames the bytes itself (the literal limits, the SASL continuation, the line that
+//! ends IDLE), so every protocol decision is here; the driver owns the socket, TLS, the password
+//! check and the read deadlines. Store calls are plain synchronous calls: the driver runs each
+//! step on the blocking pool. Time comes from an injected [`Clock`].
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::AString;
+use tokio::sync::broadcast;
 
 use super::extensions::{Extension, Extensions};
-use super::mailboxes::Selected;
+use super::framing::{Framed, Framer};
+use super::mailboxes::{IDLE_POLL, Selected};
 use super::namespace::Namespace;
 use super::presentation::Presentation;
 use crate::auth;
@@ -19,23 +26,88 @@ use crate::budget::CommandBudget;
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::smtp::session::Connection;
-use crate::store::Store;
+use crate::store::{Change, Store};
+use crate::variants::Variant;
 
-/// What the driver must do after a command's reply is sent.
+/// How long an IDLE may last: RFC 2177 asks clients to renew IDLE within 29 minutes, so the
+/// server waits a little longer than that. The driver also allows this much silence in IDLE.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(31 * 60);
+
+/// Largest IMAP command without its literals' data; real commands are far shorter.
+const MAX_LINE: u32 = 64 * 1024;
+
+/// Output after which a step stops to let it be sent (pipelined commands, a large FETCH).
+const OUTPUT_CHUNK: usize = 1024 * 1024;
+
+/// Where the session reads the time (IDLE's limit and polls), as rustls takes a
+/// `TimeProvider`: the driver's clock in the server, a fake one in tests.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now(&self) -> Instant;
+}
+
+/// The system's monotonic clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// What the session needs from its driver before it can go on.
+#[derive(Debug)]
+pub enum Event {
+    /// Send the output, read more input and call [`Session::push_input`], then
+    /// [`Session::step`]. The driver's read deadline depends on
+    /// [`Session::is_authenticated`] and [`Session::in_literal`].
+    NeedInput,
+    /// Send the output, then call [`Session::step`] again (a large FETCH, or much output from
+    /// pipelined commands, goes out in parts).
+    More,
+    /// Send the output, run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
+    /// Send the output, check these credentials (throttling failures), then call
+    /// [`Session::auth_result`].
+    Authenticate {
+        /// The login name.
+        login: String,
+        /// The password.
+        password: auth::Password,
+    },
+    /// IDLE (RFC 2177): send the output, then wait for the first of: a notification on
+    /// `watch` (call [`Session::changed`]), the instant `until` (a poll, or the end of IDLE's
+    /// time), or client input ([`Session::push_input`]); then call [`Session::step`]. The
+    /// driver's own limits allow [`IDLE_LIMIT`] of silence.
+    WaitForChanges {
+        /// The selected mailbox's change notifications, when there is one to watch.
+        watch: Option<broadcast::Receiver<Change>>,
+        /// When the session wants to look again, changed or not.
+        until: Instant,
+    },
+    /// Send the output and close the connection; `graceful` asks for an orderly shutdown of
+    /// the stream (LOGOUT) rather than just dropping it.
+    Close {
+        /// Shut the stream down (TLS close_notify) before closing.
+        graceful: bool,
+    },
+}
+
+/// What the driver must do after a command's reply (internal to the session's commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(super) enum Next {
     /// Read the next command.
     Continue,
-    /// Run the TLS handshake (STARTTLS was accepted), then call [`Session::tls_started`].
+    /// STARTTLS was accepted: run the handshake.
     StartTls,
-    /// Check credentials, then call [`Session::login_result`].
+    /// Check the credentials in `Session::credentials`.
     Authenticate,
-    /// Wait for the client's SASL response line, then call [`Session::sasl_response`].
+    /// Read the client's SASL response line.
     SaslResponse,
-    /// IDLE (RFC 2177): report changes as they happen (see [`Session::wait_for_change`] and
-    /// [`Session::idle_updates`]) until the client's `DONE` line, given to [`Session::idle_end`].
+    /// IDLE began.
     Idle,
-    /// Send the output so far, then call [`Session::resume`] for more (a large FETCH).
+    /// Send the output so far, then go on with the FETCH in `Session::fetch_job`.
     More,
     /// Close the connection.
     Close,
@@ -43,11 +115,9 @@ pub enum Next {
 
 /// Credentials waiting for a verdict from the driver (which throttles failures).
 #[derive(Debug, Clone)]
-pub struct Credentials {
-    /// The login name.
-    pub login: String,
-    /// The password.
-    pub password: auth::Password,
+pub(super) struct Credentials {
+    login: String,
+    password: auth::Password,
 }
 
 /// The RFC 3501 section 3 states.
@@ -58,25 +128,66 @@ enum State {
     Logout,
 }
 
+/// What the session reads next, or waits for.
+#[derive(Debug)]
+enum Phase {
+    /// Commands.
+    Command,
+    /// The client's line after `+ ` in AUTHENTICATE (RFC 3501 6.2.2).
+    SaslResponse { tag: String },
+    /// A running IDLE: its `DONE` line, and changes to report meanwhile.
+    Idle(Idle),
+    /// Output sent, the driver is at work; input waits until its answer comes.
+    Waiting(Pending),
+    /// The connection ends.
+    Closed { graceful: bool },
+}
+
+/// What a waiting session waits for: each answer is taken only in its own waiting state.
+#[derive(Debug, PartialEq, Eq)]
+enum Pending {
+    /// The TLS handshake ([`Session::tls_started`]).
+    Tls,
+    /// The verdict on the credentials of the command tagged `tag` ([`Session::auth_result`]).
+    Auth { tag: String },
+}
+
+/// A running IDLE (RFC 2177).
+#[derive(Debug)]
+struct Idle {
+    tag: String,
+    /// Under [`Variant::ImapIdlePolling`], when it next looks for changes.
+    poll: Option<Instant>,
+    /// When it has lasted [`IDLE_LIMIT`].
+    ends: Instant,
+}
+
 /// The IMAP session.
 #[derive(Debug)]
 pub struct Session {
     pub(super) config: Arc<Config>,
     conn: Connection,
     pub(super) store: Store,
+    clock: Arc<dyn Clock>,
     state: State,
+    phase: Phase,
+    /// The client's bytes, split into commands and lines.
+    framer: Framer,
+    /// Replies not yet taken by the driver.
+    output: Vec<u8>,
+    /// A command, line or literal announcement was taken since the driver last asked.
+    took_input: bool,
     /// The selected mailbox (RFC 3501 Selected state).
     pub(super) selected: Option<Selected>,
     tls: bool,
-    /// The tag of the command waiting for a driver verdict or a SASL response.
-    pending: Option<String>,
-    credentials: Option<Credentials>,
+    /// The tag of the command that is about to wait (SASL response, IDLE).
+    pub(super) pending: Option<String>,
+    /// The tag and credentials of a LOGIN or AUTHENTICATE about to be checked.
+    credentials: Option<(String, Credentials)>,
     errors: u32,
     commands: CommandBudget,
     /// CONDSTORE is enabled (RFC 7162 3.1): FETCH responses carry MODSEQ.
     pub(super) condstore: bool,
-    /// The tag of a running IDLE.
-    pub(super) idle_tag: Option<String>,
     /// The session must end after this reply (its mailbox went away).
     pub(super) closing: bool,
     /// A FETCH waiting for its output to be sent.
@@ -87,38 +198,306 @@ pub struct Session {
     pub(super) namespace: Namespace,
     /// Response texts and untagged chatter.
     pub(super) presentation: Presentation,
-    /// Under `imap_idle_polling`, when a running IDLE next looks for changes.
-    pub(super) idle_poll: Option<tokio::time::Instant>,
 }
 
 impl Session {
-    /// A new session on a connection.
-    pub fn new(config: Arc<Config>, conn: Connection, store: Store) -> Session {
+    /// A new session on a connection (after the handshake on an implicit-TLS port).
+    pub fn new(
+        config: Arc<Config>,
+        conn: Connection,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Session {
+        // An APPEND literal may be as large as a message may be.
+        let max_literal = if config.faults.has(Policy::ImapNoLiteralLimit) {
+            u32::MAX
+        } else {
+            u32::try_from(config.limits.message_size).unwrap_or(u32::MAX)
+        };
+        let mut framer = Framer::new(max_literal.saturating_add(MAX_LINE), max_literal);
+        if config.faults.has(Policy::ImapLiteralPlusIgnored) {
+            framer.continue_non_sync();
+        }
+        if config.variants.has(Variant::ImapNoLiteralPlus) {
+            framer.refuse_non_sync();
+        }
         Session {
             tls: conn.tls_mode == TlsMode::Implicit,
             conn,
             store,
+            clock,
             state: State::NotAuthenticated,
+            phase: Phase::Command,
+            framer,
+            output: Vec::new(),
+            took_input: false,
             selected: None,
             pending: None,
             credentials: None,
             errors: 0,
             commands: CommandBudget::default(),
             condstore: false,
-            idle_tag: None,
             closing: false,
             fetch_job: None,
             extensions: Extensions::of(&config),
             namespace: Namespace::of(&config),
             presentation: Presentation::of(&config),
-            idle_poll: None,
             config,
         }
     }
 
+    /// Queues the greeting; then as [`Session::step`].
+    pub fn greet(&mut self) -> Event {
+        let mut greeting = self.greeting();
+        if self
+            .config
+            .faults
+            .has(Policy::ImapGreetingCapabilitiesStale)
+        {
+            greeting = without_tls_capabilities(&greeting);
+        }
+        self.output.extend_from_slice(&greeting);
+        self.step()
+    }
+
+    /// Adds bytes read from the client.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+    }
+
+    /// Takes the replies queued so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Whether the session took a whole command, line or literal announcement since the last
+    /// call: what the client began has been answered (the driver's command deadline restarts).
+    pub fn took_input(&mut self) -> bool {
+        std::mem::take(&mut self.took_input)
+    }
+
+    /// Whether a command with a literal is under way: the driver allows the data limit for it.
+    pub fn in_literal(&self) -> bool {
+        self.framer.in_literal()
+    }
+
+    /// Queues a `* BYE` and closes (a read deadline, a shutdown).
+    pub fn abort(&mut self, text: &str) {
+        let bye = self.bye(text);
+        self.output.extend_from_slice(&bye);
+        self.phase = Phase::Closed { graceful: false };
+    }
+
+    /// TLS is up after STARTTLS.
+    pub fn tls_started(&mut self) {
+        if !matches!(self.phase, Phase::Waiting(Pending::Tls)) {
+            tracing::warn!(phase = ?self.phase, "a TLS answer the session does not wait for; ignored");
+            return;
+        }
+        self.phase = Phase::Command;
+        self.tls = true;
+    }
+
+    /// The verdict on the credentials of [`Event::Authenticate`]: the account, or `None`.
+    pub fn auth_result(&mut self, account: Option<String>) {
+        let tag = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Waiting(Pending::Auth { tag }) => tag,
+            other => {
+                tracing::warn!(phase = ?other, "a login verdict the session does not wait for; ignored");
+                self.phase = other;
+                return;
+            }
+        };
+        let reply = self.login_result(&tag, account);
+        self.output.extend_from_slice(&reply);
+    }
+
+    /// A change notification for the selected mailbox arrived during IDLE
+    /// ([`Event::WaitForChanges`]); call [`Session::step`] next.
+    pub fn changed(&mut self) {
+        if !matches!(self.phase, Phase::Idle(_)) {
+            tracing::warn!(phase = ?self.phase, "a change wake-up the session does not wait for; ignored");
+            return;
+        }
+        self.mark_changed();
+    }
+
+    /// Runs until the session needs something from the driver.
+    pub fn step(&mut self) -> Event {
+        loop {
+            if matches!(self.phase, Phase::Command) && self.fetch_job.is_some() {
+                let (reply, next) = self.resume();
+                self.output.extend_from_slice(&reply);
+                if let Some(event) = self.apply(next) {
+                    return event;
+                }
+                continue;
+            }
+            match &self.phase {
+                Phase::Closed { graceful } => {
+                    return Event::Close {
+                        graceful: *graceful,
+                    };
+                }
+                Phase::Waiting(_) => return Event::NeedInput,
+                Phase::Idle(_) => {
+                    if let Some(event) = self.idle_step() {
+                        return event;
+                    }
+                    continue;
+                }
+                Phase::Command | Phase::SaslResponse { .. } => {}
+            }
+            if self.too_many_errors() {
+                self.abort("Too many errors, closing connection");
+                continue;
+            }
+            if let Phase::SaslResponse { .. } = self.phase {
+                let Some(response) = self.framer.next_line() else {
+                    return Event::NeedInput;
+                };
+                self.took_input = true;
+                let Phase::SaslResponse { tag } =
+                    std::mem::replace(&mut self.phase, Phase::Command)
+                else {
+                    continue;
+                };
+                let (reply, next) = self.sasl_response(&tag, &response);
+                self.output.extend_from_slice(&reply);
+                if let Some(event) = self.apply(next) {
+                    return event;
+                }
+                continue;
+            }
+            match self.framer.next_command() {
+                Framed::NeedMore => return Event::NeedInput,
+                Framed::Continue => {
+                    self.took_input = true;
+                    self.output
+                        .extend_from_slice(b"+ Ready for literal data\r\n");
+                }
+                Framed::Reject { tag, reason } => {
+                    self.took_input = true;
+                    let (status, text) = reason.reply();
+                    let reply = self.rejected(tag.as_deref(), status, text);
+                    self.output.extend_from_slice(&reply);
+                }
+                Framed::Command(command) => {
+                    self.took_input = true;
+                    let (reply, next) = self.handle(*command);
+                    self.output.extend_from_slice(&reply);
+                    if let Some(event) = self.apply(next) {
+                        return event;
+                    }
+                    if self.output.len() >= OUTPUT_CHUNK {
+                        return Event::More;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on what a command left to do: the event for the driver, or `None` to read on.
+    fn apply(&mut self, next: Next) -> Option<Event> {
+        match next {
+            Next::Continue => None,
+            Next::More => Some(Event::More),
+            Next::Close => {
+                self.phase = Phase::Closed { graceful: true };
+                Some(Event::Close { graceful: true })
+            }
+            Next::StartTls => {
+                if !self.config.faults.has(Policy::StarttlsInjection) {
+                    // Bytes sent before the handshake were not protected by it (CVE-2011-0411).
+                    self.framer.discard_pending();
+                }
+                self.phase = Phase::Waiting(Pending::Tls);
+                Some(Event::StartTls)
+            }
+            Next::Authenticate => {
+                let (tag, credentials) = self.credentials.take()?;
+                self.phase = Phase::Waiting(Pending::Auth { tag });
+                Some(Event::Authenticate {
+                    login: credentials.login,
+                    password: credentials.password,
+                })
+            }
+            Next::SaslResponse => {
+                let tag = self.pending.take().unwrap_or_else(|| "*".into());
+                self.phase = Phase::SaslResponse { tag };
+                None
+            }
+            Next::Idle => {
+                let tag = self.pending.take().unwrap_or_else(|| "*".into());
+                let now = self.clock.now();
+                let poll = self
+                    .config
+                    .variants
+                    .has(Variant::ImapIdlePolling)
+                    .then(|| now + IDLE_POLL);
+                self.phase = Phase::Idle(Idle {
+                    tag,
+                    poll,
+                    ends: now + IDLE_LIMIT,
+                });
+                None
+            }
+        }
+    }
+
+    /// One turn of a running IDLE: the line that ends it, its time limit, the changes to
+    /// report. `None` when IDLE ended and commands are read again.
+    fn idle_step(&mut self) -> Option<Event> {
+        let mut idle = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Idle(idle) => idle,
+            other => {
+                self.phase = other;
+                return None;
+            }
+        };
+        if let Some(line) = self.framer.next_line() {
+            self.took_input = true;
+            let reply = self.idle_end(&idle.tag, &line);
+            self.output.extend_from_slice(&reply);
+            return None;
+        }
+        let now = self.clock.now();
+        if now >= idle.ends {
+            self.abort("IDLE for too long, closing connection");
+            return Some(Event::Close { graceful: false });
+        }
+        // Made before the session looks for changes itself: see `change_watch`.
+        let watch = if idle.poll.is_none() {
+            self.change_watch()
+        } else {
+            None
+        };
+        let due = match idle.poll {
+            Some(poll) if now >= poll => {
+                idle.poll = Some(poll + IDLE_POLL);
+                self.mark_changed();
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
+        if due {
+            let updates = self.idle_updates();
+            self.output.extend_from_slice(&updates);
+            if self.closing {
+                // The selected mailbox went away: the updates ended with a BYE.
+                self.phase = Phase::Closed { graceful: false };
+                return Some(Event::Close { graceful: false });
+            }
+        }
+        let until = idle.poll.map_or(idle.ends, |poll| poll.min(idle.ends));
+        self.phase = Phase::Idle(idle);
+        Some(Event::WaitForChanges { watch, until })
+    }
+
     /// The greeting, with the capabilities as a response code (RFC 3501 7.1) so that clients
     /// need not ask.
-    pub fn greeting(&mut self) -> Vec<u8> {
+    fn greeting(&mut self) -> Vec<u8> {
         let greeting = format!(
             "* OK [CAPABILITY {}] {} IMAP4rev1 reference-server ready\r\n",
             self.capabilities().join(" "),
@@ -162,24 +541,14 @@ impl Session {
         caps
     }
 
-    /// The credentials of the pending LOGIN or AUTHENTICATE, for the driver to check.
-    pub fn take_credentials(&mut self) -> Option<Credentials> {
-        self.credentials.take()
-    }
-
-    /// TLS is up after STARTTLS.
-    pub fn tls_started(&mut self) {
-        self.tls = true;
-    }
-
     /// Whether the session has made too many errors and should be closed.
-    pub fn too_many_errors(&self) -> bool {
+    fn too_many_errors(&self) -> bool {
         self.errors >= self.config.limits.max_errors
             && !self.config.faults.has(Policy::NoErrorLimit)
     }
 
     /// A reply the framer decided on (a malformed or oversized command); counts as an error.
-    pub fn rejected(&mut self, tag: Option<&str>, status: &str, text: &str) -> Vec<u8> {
+    fn rejected(&mut self, tag: Option<&str>, status: &str, text: &str) -> Vec<u8> {
         self.errors += 1;
         let reply = format!("{} {status} {text}\r\n", tag.unwrap_or("*"));
         self.presentation.retext(reply.into_bytes())
@@ -188,7 +557,7 @@ impl Session {
     /// Handles one command: its reply bytes and what the driver does next. Changes other
     /// sessions made to the selected mailbox are reported before the tagged reply, where RFC
     /// 3501 section 7 allows them.
-    pub async fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
+    fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, Next) {
         if let Err(refusal) = self.spend(&command.body) {
             return (self.bye(&refusal), Next::Close);
         }
@@ -207,13 +576,13 @@ impl Session {
             self.bad(&mut out, &tag, &why);
             Next::Continue
         } else {
-            match self.mailbox_command(&tag, command.body, &mut out).await {
+            match self.mailbox_command(&tag, command.body, &mut out) {
                 Ok(next) => next,
                 Err(body) => self.dispatch(&tag, body, &mut out),
             }
         };
         let next = if next == Next::Continue {
-            self.finish(&mut out, expunges_allowed).await
+            self.finish(&mut out, expunges_allowed)
         } else {
             next
         };
@@ -243,9 +612,9 @@ impl Session {
 
     /// Ends a command's output: other sessions' changes, then the tagged reply, which every
     /// command writes last. Says whether the session goes on.
-    pub(super) async fn finish(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) -> Next {
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) -> Next {
         let tagged = split_tagged(out);
-        self.report_changes(out, expunges_allowed).await;
+        self.report_changes(out, expunges_allowed);
         // Nothing but the tagged reply follows a BYE.
         if let Some(chatter) = self.presentation.before_tagged().filter(|_| !self.closing) {
             line(out, chatter);
@@ -391,11 +760,13 @@ impl Session {
             self.no(out, tag, "[AUTHENTICATIONFAILED] Invalid credentials");
             return Next::Continue;
         };
-        self.pending = Some(tag.to_owned());
-        self.credentials = Some(Credentials {
-            login,
-            password: auth::Password::new(password),
-        });
+        self.credentials = Some((
+            tag.to_owned(),
+            Credentials {
+                login,
+                password: auth::Password::new(password),
+            },
+        ));
         Next::Authenticate
     }
 
@@ -434,20 +805,20 @@ impl Session {
         }
     }
 
-    /// The client's line after `+ ` in AUTHENTICATE PLAIN (RFC 3501 6.2.2).
-    pub fn sasl_response(&mut self, response: &[u8]) -> (Vec<u8>, Next) {
+    /// The client's line after `+ ` in AUTHENTICATE PLAIN (RFC 3501 6.2.2) of the command
+    /// tagged `tag`.
+    fn sasl_response(&mut self, tag: &str, response: &[u8]) -> (Vec<u8>, Next) {
         let mut out = Vec::new();
-        let tag = self.pending.take().unwrap_or_else(|| "*".into());
         let text = String::from_utf8_lossy(response);
         let text = text.trim_end_matches(['\r', '\n']);
         if text == "*" {
-            self.bad(&mut out, &tag, "Authentication cancelled");
+            self.bad(&mut out, tag, "Authentication cancelled");
             return (self.presentation.retext(out), Next::Continue);
         }
         let next = match auth::decode_response(text) {
-            Ok(payload) => self.plain_payload(&tag, &payload, &mut out),
+            Ok(payload) => self.plain_payload(tag, &payload, &mut out),
             Err(_) => {
-                self.bad(&mut out, &tag, "Invalid base64 in SASL response");
+                self.bad(&mut out, tag, "Invalid base64 in SASL response");
                 Next::Continue
             }
         };
@@ -457,11 +828,13 @@ impl Session {
     fn plain_payload(&mut self, tag: &str, payload: &[u8], out: &mut Vec<u8>) -> Next {
         match auth::parse_plain(payload) {
             Ok((login, password)) => {
-                self.pending = Some(tag.to_owned());
-                self.credentials = Some(Credentials {
-                    login,
-                    password: auth::Password::new(password),
-                });
+                self.credentials = Some((
+                    tag.to_owned(),
+                    Credentials {
+                        login,
+                        password: auth::Password::new(password),
+                    },
+                ));
                 Next::Authenticate
             }
             Err(why) => {
@@ -471,10 +844,9 @@ impl Session {
         }
     }
 
-    /// The verdict on the pending credentials: the account, or `None`.
-    pub fn login_result(&mut self, account: Option<String>) -> Vec<u8> {
+    /// The verdict on the credentials of the command tagged `tag`: the account, or `None`.
+    fn login_result(&mut self, tag: &str, account: Option<String>) -> Vec<u8> {
         let mut out = Vec::new();
-        let tag = self.pending.take().unwrap_or_else(|| "*".into());
         match account {
             Some(account) => {
                 tracing::info!(peer = %self.conn.peer, account, "IMAP login");
@@ -482,7 +854,7 @@ impl Session {
                 let capabilities = self.capabilities().join(" ");
                 ok(
                     &mut out,
-                    &tag,
+                    tag,
                     &format!("[CAPABILITY {capabilities}] Logged in"),
                 );
                 if self.presentation.chatters() {
@@ -497,14 +869,9 @@ impl Session {
                 &format!("{tag} NO [AUTHENTICATIONFAILED] Invalid credentials"),
             ),
             // Counted, so a guesser is disconnected after `limits.max_errors`.
-            None => self.no(&mut out, &tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
+            None => self.no(&mut out, tag, "[AUTHENTICATIONFAILED] Invalid credentials"),
         }
         self.presentation.retext(out)
-    }
-
-    /// Whether the session has said BYE and must end (its selected mailbox went away).
-    pub fn is_closing(&self) -> bool {
-        self.closing
     }
 
     /// Whether a client has logged in.
@@ -512,8 +879,8 @@ impl Session {
         self.account().is_some()
     }
 
-    /// A `* BYE` for an idle timeout or a shutdown.
-    pub fn bye(&mut self, text: &str) -> Vec<u8> {
+    /// A `* BYE`, which ends the session.
+    fn bye(&mut self, text: &str) -> Vec<u8> {
         self.state = State::Logout;
         let bye = format!("* BYE {text}\r\n");
         self.presentation.retext(bye.into_bytes())
@@ -545,4 +912,18 @@ fn split_tagged(out: &mut Vec<u8>) -> Vec<u8> {
 pub(super) fn line(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// The `imap_greeting_capabilities_stale` fault: the greeting without STARTTLS and
+/// LOGINDISABLED in its CAPABILITY code, which lists them before TLS.
+fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(greeting);
+    let (Some(open), Some(close)) = (text.find("[CAPABILITY "), text.find(']')) else {
+        return greeting.to_vec();
+    };
+    let words: Vec<&str> = text[open + 1..close]
+        .split(' ')
+        .filter(|word| !matches!(*word, "STARTTLS" | "LOGINDISABLED"))
+        .collect();
+    format!("{}[{}{}", &text[..open], words.join(" "), &text[close..]).into_bytes()
 }
