@@ -927,3 +927,430 @@ fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
         .collect();
     format!("{}[{}{}", &text[..open], words.join(" "), &text[close..]).into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Role;
+    use crate::store::INBOX;
+
+    const ALICE: &str = "alice@example.test";
+
+    /// A clock that moves only when told.
+    #[derive(Debug)]
+    struct FakeClock(Mutex<Instant>);
+
+    impl FakeClock {
+        fn advance(&self, by: Duration) {
+            let mut now = self.0.lock().unwrap();
+            *now += by;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A driver with no socket: TLS is pretended, passwords come from the config, the store is
+    /// a fresh one in a temporary directory, time is a fake clock.
+    struct Harness {
+        session: Session,
+        store: Store,
+        clock: Arc<FakeClock>,
+        output: String,
+        /// `Some(graceful)` once the session closed.
+        closed: Option<bool>,
+        /// How many times the session stopped to let a part of its output go.
+        parts: usize,
+        /// The largest output taken at once.
+        largest: usize,
+        /// The last IDLE wait asked for.
+        waiting: Option<(Option<broadcast::Receiver<Change>>, Instant)>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn new(tls_mode: TlsMode, config: Config) -> Harness {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path()).expect("store");
+            store.ensure_account(ALICE).expect("account");
+            let clock = Arc::new(FakeClock(Mutex::new(Instant::now())));
+            let conn = Connection {
+                role: if tls_mode == TlsMode::Implicit {
+                    Role::Imaps
+                } else {
+                    Role::Imap
+                },
+                tls_mode,
+                peer: "127.0.0.9:40000".parse().unwrap(),
+                pop_before_smtp: None,
+                client_dns: None,
+            };
+            let session = Session::new(Arc::new(config), conn, store.clone(), clock.clone());
+            let mut harness = Harness {
+                session,
+                store,
+                clock,
+                output: String::new(),
+                closed: None,
+                parts: 0,
+                largest: 0,
+                waiting: None,
+                _dir: dir,
+            };
+            let event = harness.session.greet();
+            harness.run(event);
+            harness
+        }
+
+        /// Port 143 with the default config.
+        fn starttls() -> Harness {
+            Harness::new(TlsMode::Starttls, Config::defaults())
+        }
+
+        /// Port 993, logged in as alice.
+        fn logged_in(config: Config) -> Harness {
+            let mut h = Harness::new(TlsMode::Implicit, config);
+            let reply = h.send(b"L LOGIN alice@example.test alice-secret\r\n");
+            assert!(reply.starts_with("L OK"), "{reply}");
+            h
+        }
+
+        fn run(&mut self, mut event: Event) {
+            loop {
+                event = match event {
+                    Event::NeedInput => break,
+                    Event::WaitForChanges { watch, until } => {
+                        self.waiting = Some((watch, until));
+                        break;
+                    }
+                    Event::More => {
+                        self.parts += 1;
+                        self.take();
+                        self.session.step()
+                    }
+                    Event::StartTls => {
+                        self.session.tls_started();
+                        self.session.step()
+                    }
+                    Event::Authenticate { login, password } => {
+                        let verdict = crate::auth::authenticate(
+                            &self.session.config,
+                            &login,
+                            password.expose(),
+                        );
+                        self.session.auth_result(verdict);
+                        self.session.step()
+                    }
+                    Event::Close { graceful } => {
+                        self.closed = Some(graceful);
+                        break;
+                    }
+                };
+            }
+            self.take();
+        }
+
+        fn take(&mut self) {
+            let out = self.session.take_output();
+            self.largest = self.largest.max(out.len());
+            self.output.push_str(&String::from_utf8_lossy(&out));
+        }
+
+        /// Sends bytes and returns the replies they produced.
+        fn send(&mut self, bytes: &[u8]) -> String {
+            let before = self.output.len();
+            self.session.push_input(bytes);
+            let event = self.session.step();
+            self.run(event);
+            self.output[before..].to_owned()
+        }
+
+        /// Steps without input (the driver woke for a change or a deadline).
+        fn step(&mut self) -> String {
+            let before = self.output.len();
+            let event = self.session.step();
+            self.run(event);
+            self.output[before..].to_owned()
+        }
+    }
+
+    fn config_with(policy: Policy) -> Config {
+        let mut config = Config::defaults();
+        config.faults.policy.insert(policy);
+        config
+    }
+
+    fn plain(login: &str, password: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"))
+    }
+
+    #[test]
+    fn greeting_and_capability_on_the_starttls_port() {
+        let mut h = Harness::starttls();
+        assert!(
+            h.output.starts_with("* OK [CAPABILITY IMAP4rev1 "),
+            "{}",
+            h.output
+        );
+        assert!(h.output.contains(" STARTTLS"), "{}", h.output);
+        assert!(h.output.contains(" LOGINDISABLED]"), "{}", h.output);
+        let reply = h.send(b"a CAPABILITY\r\n");
+        let mut lines = reply.lines();
+        let caps = lines.next().unwrap_or_default();
+        assert!(caps.starts_with("* CAPABILITY IMAP4rev1 "), "{reply}");
+        assert!(caps.contains(" STARTTLS") && caps.contains(" LOGINDISABLED"));
+        assert!(!caps.contains("AUTH=PLAIN"), "{reply}");
+        assert_eq!(lines.next(), Some("a OK CAPABILITY completed"));
+        assert_eq!(h.closed, None);
+    }
+
+    #[test]
+    fn the_stale_greeting_fault_leaves_out_only_the_pre_tls_capabilities() {
+        let mut h = Harness::new(
+            TlsMode::Starttls,
+            config_with(Policy::ImapGreetingCapabilitiesStale),
+        );
+        assert!(h.output.starts_with("* OK [CAPABILITY IMAP4rev1 "));
+        assert!(!h.output.contains("STARTTLS"), "{}", h.output);
+        assert!(!h.output.contains("LOGINDISABLED"), "{}", h.output);
+        let reply = h.send(b"a CAPABILITY\r\n");
+        assert!(reply.contains(" STARTTLS") && reply.contains(" LOGINDISABLED"));
+        assert_eq!(
+            without_tls_capabilities(
+                b"* OK [CAPABILITY IMAP4rev1 IDLE STARTTLS LOGINDISABLED] x\r\n"
+            ),
+            b"* OK [CAPABILITY IMAP4rev1 IDLE] x\r\n"
+        );
+        assert_eq!(
+            without_tls_capabilities(b"* OK ready\r\n"),
+            b"* OK ready\r\n"
+        );
+    }
+
+    #[test]
+    fn login_is_refused_before_starttls_and_allowed_after() {
+        let mut h = Harness::starttls();
+        let reply = h.send(b"a LOGIN alice@example.test alice-secret\r\n");
+        assert_eq!(
+            reply,
+            "a NO [PRIVACYREQUIRED] LOGIN is disabled before STARTTLS\r\n"
+        );
+        assert!(!h.session.is_authenticated());
+        // A command sent with STARTTLS, before the handshake, is not run after it.
+        let reply = h.send(b"b STARTTLS\r\nx NOOP\r\n");
+        assert_eq!(reply, "b OK Begin TLS negotiation now\r\n");
+        let reply = h.send(b"c CAPABILITY\r\n");
+        assert!(reply.contains(" AUTH=PLAIN"), "{reply}");
+        assert!(!reply.contains("LOGINDISABLED") && !reply.contains("STARTTLS"));
+        let reply = h.send(b"d LOGIN alice@example.test alice-secret\r\n");
+        assert!(reply.starts_with("d OK [CAPABILITY IMAP4rev1"), "{reply}");
+        assert!(h.session.is_authenticated());
+    }
+
+    #[test]
+    fn authenticate_plain_with_a_continuation() {
+        let mut h = Harness::new(TlsMode::Implicit, Config::defaults());
+        assert_eq!(h.send(b"a AUTHENTICATE PLAIN\r\n"), "+ \r\n");
+        let wrong = format!("{}\r\n", plain(ALICE, "wrong"));
+        assert_eq!(
+            h.send(wrong.as_bytes()),
+            "a NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+        );
+        assert_eq!(h.send(b"b AUTHENTICATE PLAIN\r\n"), "+ \r\n");
+        assert_eq!(h.send(b"*\r\n"), "b BAD Authentication cancelled\r\n");
+        assert_eq!(h.send(b"c AUTHENTICATE PLAIN\r\n"), "+ \r\n");
+        // The response may come in pieces; a command-like line is still the SASL response.
+        assert_eq!(h.send(b"c NO"), "");
+        assert_eq!(
+            h.send(b"OP\r\n"),
+            "c BAD Invalid base64 in SASL response\r\n"
+        );
+        assert_eq!(h.send(b"d AUTHENTICATE PLAIN\r\n"), "+ \r\n");
+        let right = format!("{}\r\n", plain(ALICE, "alice-secret"));
+        let reply = h.send(right.as_bytes());
+        assert!(reply.starts_with("d OK [CAPABILITY "), "{reply}");
+        assert!(h.session.is_authenticated());
+    }
+
+    #[test]
+    fn a_literal_over_the_limit_is_refused_unless_the_fault_invites_it() {
+        let mut config = Config::defaults();
+        config.limits.message_size = 100;
+        let mut h = Harness::logged_in(config.clone());
+        assert_eq!(
+            h.send(b"a APPEND INBOX {101}\r\n"),
+            "a NO [TOOBIG] Literal too large\r\n"
+        );
+        // The client sends no literal after the NO; the next command is read as one.
+        assert_eq!(h.send(b"b NOOP\r\n"), "b OK NOOP completed\r\n");
+        assert_eq!(
+            h.send(b"c APPEND INBOX {5}\r\n"),
+            "+ Ready for literal data\r\n"
+        );
+        assert!(h.send(b"hello\r\n").starts_with("c OK [APPENDUID "));
+
+        config.faults.policy.insert(Policy::ImapNoLiteralLimit);
+        let mut h = Harness::logged_in(config);
+        assert_eq!(
+            h.send(b"a APPEND INBOX {101}\r\n"),
+            "+ Ready for literal data\r\n"
+        );
+    }
+
+    #[test]
+    fn literal_plus_is_taken_unless_a_fault_or_variant_says_otherwise() {
+        let append = b"a APPEND INBOX {5+}\r\nhello\r\n";
+        let mut h = Harness::logged_in(Config::defaults());
+        let reply = h.send(append);
+        assert!(reply.starts_with("a OK [APPENDUID "), "{reply}");
+
+        let mut h = Harness::logged_in(config_with(Policy::ImapLiteralPlusIgnored));
+        let reply = h.send(append);
+        assert!(
+            reply.starts_with("+ Ready for literal data\r\na OK [APPENDUID "),
+            "{reply}"
+        );
+
+        let mut config = Config::defaults();
+        config.variants.insert(Variant::ImapNoLiteralPlus);
+        let mut h = Harness::logged_in(config);
+        let reply = h.send(append);
+        assert_eq!(
+            reply,
+            "a BAD Syntax error: {n+} literals need LITERAL+, which is not offered\r\n"
+        );
+        // The literal's octets were stepped over, not read as a command.
+        assert_eq!(h.send(b"b NOOP\r\n"), "b OK NOOP completed\r\n");
+    }
+
+    #[test]
+    fn idle_reports_a_change_and_ends_with_done() {
+        let mut h = Harness::logged_in(Config::defaults());
+        assert!(h.send(b"s SELECT INBOX\r\n").contains("s OK [READ-WRITE]"));
+        let started = h.clock.now();
+        assert_eq!(h.send(b"i IDLE\r\n"), "+ idling\r\n");
+        let (watch, until) = h.waiting.take().expect("a wait for changes");
+        assert_eq!(until, started + IDLE_LIMIT);
+        let mut watch = watch.expect("a watch on the selected mailbox");
+        h.store
+            .append(ALICE, INBOX, b"Subject: new\r\n\r\nhi\r\n", &[], None)
+            .unwrap();
+        // The driver's receiver hears of the change; the session reports it.
+        assert!(watch.try_recv().is_ok());
+        h.session.changed();
+        assert_eq!(h.step(), "* 1 EXISTS\r\n* 1 RECENT\r\n");
+        assert!(h.waiting.is_some(), "still idling");
+        // DONE may come in pieces.
+        assert_eq!(h.send(b"DO"), "");
+        assert_eq!(h.send(b"NE\r\n"), "i OK IDLE terminated\r\n");
+        assert_eq!(h.send(b"n NOOP\r\n"), "n OK NOOP completed\r\n");
+    }
+
+    #[test]
+    fn idle_polling_looks_on_its_clock_and_idle_ends_after_its_limit() {
+        let mut config = Config::defaults();
+        config.variants.insert(Variant::ImapIdlePolling);
+        let mut h = Harness::logged_in(config);
+        h.send(b"s SELECT INBOX\r\n");
+        let started = h.clock.now();
+        assert_eq!(h.send(b"i IDLE\r\n"), "+ idling\r\n");
+        let (watch, until) = h.waiting.take().expect("a wait for changes");
+        assert!(watch.is_none(), "a polling IDLE watches nothing");
+        assert_eq!(until, started + IDLE_POLL);
+        h.store
+            .append(ALICE, INBOX, b"Subject: new\r\n\r\nhi\r\n", &[], None)
+            .unwrap();
+        assert_eq!(h.step(), "", "reported before the poll");
+        h.clock.advance(IDLE_POLL);
+        assert_eq!(h.step(), "* 1 EXISTS\r\n* 1 RECENT\r\n");
+        assert_eq!(h.waiting.take().unwrap().1, started + 2 * IDLE_POLL);
+        h.clock.advance(IDLE_LIMIT);
+        assert_eq!(h.step(), "* BYE IDLE for too long, closing connection\r\n");
+        assert_eq!(h.closed, Some(false));
+    }
+
+    #[test]
+    fn a_large_fetch_goes_out_in_parts() {
+        let mut h = Harness::logged_in(Config::defaults());
+        let body = "x".repeat(78) + "\r\n";
+        let message = format!("Subject: big\r\n\r\n{}", body.repeat(4000));
+        for _ in 0..12 {
+            h.store
+                .append(ALICE, INBOX, message.as_bytes(), &[], None)
+                .unwrap();
+        }
+        h.send(b"s SELECT INBOX\r\n");
+        let reply = h.send(b"f FETCH 1:* BODY.PEEK[]\r\n");
+        // About 3.9 MB, in parts of at most a chunk and a message.
+        assert!(h.parts >= 2, "{} parts", h.parts);
+        let chunk = super::super::selected::FETCH_CHUNK;
+        assert!(h.largest < chunk + message.len() + 1024, "{}", h.largest);
+        assert_eq!(reply.matches(&format!("{{{}}}", message.len())).count(), 12);
+        assert!(
+            reply.ends_with("f OK FETCH completed\r\n"),
+            "{}",
+            &reply[reply.len() - 80..]
+        );
+        assert_eq!(h.send(b"n NOOP\r\n"), "n OK NOOP completed\r\n");
+    }
+
+    #[test]
+    fn too_many_errors_end_in_bye() {
+        let mut h = Harness::starttls();
+        let max = h.session.config.limits.max_errors;
+        for n in 1..max {
+            let reply = h.send(format!("{n} BOGUS\r\n").as_bytes());
+            assert!(reply.starts_with(&format!("{n} BAD")), "{reply}");
+        }
+        assert_eq!(h.closed, None);
+        let reply = h.send(b"last BOGUS\r\n");
+        assert!(reply.starts_with("last BAD"), "{reply}");
+        assert!(
+            reply.ends_with("* BYE Too many errors, closing connection\r\n"),
+            "{reply}"
+        );
+        assert_eq!(h.closed, Some(false));
+
+        let mut h = Harness::new(TlsMode::Starttls, config_with(Policy::NoErrorLimit));
+        for n in 0..max + 2 {
+            h.send(format!("{n} BOGUS\r\n").as_bytes());
+        }
+        assert_eq!(h.closed, None);
+    }
+
+    #[test]
+    fn answers_the_session_does_not_wait_for_are_ignored() {
+        let mut h = Harness::starttls();
+        h.session.auth_result(Some(ALICE.into()));
+        h.session.tls_started();
+        h.session.changed();
+        assert!(h.session.take_output().is_empty());
+        assert!(!h.session.is_authenticated());
+        assert!(h.send(b"a CAPABILITY\r\n").contains("LOGINDISABLED"));
+        // Waiting for the handshake, a login verdict is not taken.
+        h.session.push_input(b"b STARTTLS\r\n");
+        assert!(matches!(h.session.step(), Event::StartTls));
+        h.session.take_output();
+        h.session.auth_result(Some(ALICE.into()));
+        assert!(h.session.take_output().is_empty());
+        assert!(!h.session.is_authenticated());
+        h.session.tls_started();
+        // Waiting for a verdict, a TLS answer is not taken; the verdict then is.
+        h.session
+            .push_input(b"c LOGIN alice@example.test alice-secret\r\n");
+        assert!(matches!(h.session.step(), Event::Authenticate { .. }));
+        h.session.tls_started();
+        h.session.changed();
+        assert!(h.session.take_output().is_empty());
+        h.session.auth_result(Some(ALICE.into()));
+        let reply = String::from_utf8(h.session.take_output()).unwrap();
+        assert!(reply.starts_with("c OK [CAPABILITY"), "{reply}");
+        assert!(h.session.is_authenticated());
+    }
+}
