@@ -78,15 +78,15 @@ pub struct RunningServer {
 }
 
 /// Everything a connection task needs, shared.
-struct Shared {
-    config: Arc<Config>,
-    store: Store,
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Store,
     acceptor: TlsAcceptor,
     connections: Arc<Semaphore>,
     /// Open connections per client address, for `limits.connections_per_address`.
     per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
     maildrops: Arc<MaildropLocks>,
-    throttle: LoginThrottle,
+    pub(crate) throttle: LoginThrottle,
     pop_before_smtp: Option<PopBeforeSmtp>,
     /// The resolver for relay and the inbound DNS checks.
     dns: Dns,
@@ -388,7 +388,7 @@ async fn accept_loop(
             let served = match bound.role.protocol() {
                 Protocol::Smtp => serve_smtp(tcp, conn, &shared, shutdown).await,
                 Protocol::Pop3 => serve_pop3(tcp, conn, &shared, shutdown).await,
-                Protocol::Imap => serve_imap(tcp, conn, &shared, shutdown).await,
+                Protocol::Imap => crate::imap::driver::serve(tcp, conn, &shared, shutdown).await,
             };
             if let Err(error) = served {
                 tracing::debug!(role = %bound.role, %peer, "connection ended: {error}");
@@ -469,7 +469,7 @@ async fn refuse_busy(tcp: TcpStream, bound: &BoundListener, shared: &Shared, why
 }
 
 /// A connection before or after TLS.
-enum Stream {
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while a handshake is in progress.
@@ -477,7 +477,7 @@ enum Stream {
 }
 
 impl Stream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Stream::Plain(tcp) => tcp.read(buf).await,
             Stream::Tls(tls) => tls.read(buf).await,
@@ -487,7 +487,7 @@ impl Stream {
 
     /// Writes everything or fails; `limit` bounds how long a client that does not read can
     /// hold the session.
-    async fn send(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    pub(crate) async fn send(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -507,7 +507,7 @@ impl Stream {
         }
     }
 
-    async fn shutdown(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Plain(tcp) => tcp.shutdown().await,
             Stream::Tls(tls) => tls.shutdown().await,
@@ -515,7 +515,7 @@ impl Stream {
         }
     }
 
-    fn into_tcp(self) -> TcpStream {
+    pub(crate) fn into_tcp(self) -> TcpStream {
         match self {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.into_inner().0,
@@ -528,7 +528,7 @@ impl Stream {
 /// answered instead.
 /// Bounded by `limits.tls_handshake_timeout_secs`, not the idle timeout: a client that opens a
 /// handshake and stalls holds a connection slot only that long.
-async fn handshake(
+pub(crate) async fn handshake(
     mut tcp: TcpStream,
     shared: &Shared,
 ) -> std::io::Result<Option<TlsStream<TcpStream>>> {
@@ -729,7 +729,7 @@ async fn serve_smtp(
 }
 
 /// Logs a failed login and waits the throttle's delay before the session may answer it.
-async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
+pub(crate) async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
     if shared.config.faults.has(Policy::NoAuthThrottle) {
         tracing::warn!(%peer, login, "FAULT no_auth_throttle: login failed, answering at once");
         return;
@@ -748,7 +748,7 @@ async fn login_failed(shared: &Shared, login: &str, peer: SocketAddr) {
 }
 
 /// Checks credentials off the executor (argon2 is slow on purpose); the account on success.
-async fn check_password(
+pub(crate) async fn check_password(
     shared: &Shared,
     login: String,
     password: crate::auth::Password,
@@ -986,278 +986,9 @@ async fn serve_pop3(
     }
 }
 
-/// The shortest inactivity autologout RFC 3501 5.4 allows for an authenticated IMAP session.
-const IMAP_AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
-
-/// Largest IMAP command without its literals' data; real commands are far shorter.
-const IMAP_MAX_LINE: u32 = 64 * 1024;
-
-/// Runs one IMAP session to its end.
-async fn serve_imap(
-    tcp: TcpStream,
-    conn: Connection,
-    shared: &Shared,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    use crate::imap::framing::{Framed, Framer};
-    use crate::imap::session::{Next, Session};
-
-    let config = &shared.config;
-    let idle = Duration::from_secs(config.limits.idle_timeout_secs);
-    let mut stream = Stream::Plain(tcp);
-    if conn.tls_mode == TlsMode::Implicit {
-        let Some(tls) = handshake(stream.into_tcp(), shared).await? else {
-            return Ok(());
-        };
-        stream = Stream::Tls(Box::new(tls));
-    }
-    let peer = conn.peer;
-    let mut session = Session::new(config.clone(), conn, shared.store.clone());
-    // An APPEND literal may be as large as a message may be.
-    let max_literal = if config.faults.has(Policy::ImapNoLiteralLimit) {
-        u32::MAX
-    } else {
-        u32::try_from(config.limits.message_size).unwrap_or(u32::MAX)
-    };
-    let mut framer = Framer::new(max_literal.saturating_add(IMAP_MAX_LINE), max_literal);
-    if config.faults.has(Policy::ImapLiteralPlusIgnored) {
-        framer.continue_non_sync();
-    }
-    if config.variants.has(Variant::ImapNoLiteralPlus) {
-        framer.refuse_non_sync();
-    }
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut greeting = session.greeting();
-    if config.faults.has(Policy::ImapGreetingCapabilitiesStale) {
-        greeting = without_tls_capabilities(&greeting);
-    }
-    stream.send(&greeting, idle).await?;
-    let mut clock = SessionClock::new(&config.limits);
-    let mut awaiting_sasl = false;
-    loop {
-        if session.too_many_errors() {
-            let bye = session.bye("Too many errors, closing connection");
-            stream.send(&bye, idle).await?;
-            return Ok(());
-        }
-        let framed = if awaiting_sasl {
-            match framer.next_line() {
-                Some(response) => {
-                    clock.answered();
-                    awaiting_sasl = false;
-                    let (reply, next) = session.sasl_response(&response);
-                    stream.send(&reply, idle).await?;
-                    if next == Next::Authenticate {
-                        imap_authenticate(shared, &mut session, &mut stream, idle, peer).await?;
-                    }
-                    continue;
-                }
-                None => Framed::NeedMore,
-            }
-        } else {
-            framer.next_command()
-        };
-        match framed {
-            Framed::NeedMore => {
-                if *shutdown.borrow() {
-                    let bye = session.bye("Server shutting down");
-                    stream.send(&bye, idle).await?;
-                    return Ok(());
-                }
-                // RFC 3501 5.4: a logged-in client may stay silent for 30 minutes.
-                let silence = if session.is_authenticated() {
-                    idle.max(IMAP_AUTOLOGOUT)
-                } else {
-                    idle
-                };
-                let (deadline, expiry) = clock.deadline(silence, framer.in_literal());
-                let read = tokio::select! {
-                    read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Some(read),
-                    _ = shutdown.wait_for(|stop| *stop) => None,
-                };
-                match read {
-                    None => {}
-                    Some(Err(_)) => {
-                        let bye = session.bye(expiry.reason());
-                        stream.send(&bye, idle).await?;
-                        return Ok(());
-                    }
-                    Some(Ok(Ok(0))) => {
-                        tracing::debug!(%peer, "client closed the connection");
-                        return Ok(());
-                    }
-                    Some(Ok(Ok(n))) => {
-                        clock.received();
-                        framer.push(&buf[..n]);
-                    }
-                    Some(Ok(Err(error))) => return Err(error),
-                }
-            }
-            Framed::Continue => {
-                clock.answered();
-                stream.send(b"+ Ready for literal data\r\n", idle).await?;
-            }
-            Framed::Reject { tag, reason } => {
-                clock.answered();
-                let (status, text) = reason.reply();
-                let reply = session.rejected(tag.as_deref(), status, text);
-                stream.send(&reply, idle).await?;
-            }
-            Framed::Command(command) => {
-                clock.answered();
-                let (mut reply, mut next) = session.handle(*command).await;
-                // A large FETCH comes in chunks, each sent before the next is read.
-                while next == Next::More {
-                    stream.send(&reply, idle).await?;
-                    (reply, next) = session.resume().await;
-                }
-                stream.send(&reply, idle).await?;
-                match next {
-                    Next::More => unreachable!("handled above"),
-                    Next::Continue => {}
-                    Next::Idle => {
-                        let idling = imap_idle(
-                            &mut session,
-                            &mut framer,
-                            &mut stream,
-                            &mut buf,
-                            &mut shutdown,
-                            &mut clock,
-                        );
-                        if !idling.await? {
-                            return Ok(());
-                        }
-                    }
-                    Next::Close => {
-                        let _ = tokio::time::timeout(idle, stream.shutdown()).await;
-                        return Ok(());
-                    }
-                    Next::SaslResponse => awaiting_sasl = true,
-                    Next::Authenticate => {
-                        imap_authenticate(shared, &mut session, &mut stream, idle, peer).await?;
-                    }
-                    Next::StartTls => {
-                        if !config.faults.has(Policy::StarttlsInjection) {
-                            framer.discard_pending();
-                        }
-                        let tcp = std::mem::replace(&mut stream, Stream::Upgrading).into_tcp();
-                        let Some(tls) = handshake(tcp, shared).await? else {
-                            return Ok(());
-                        };
-                        stream = Stream::Tls(Box::new(tls));
-                        session.tls_started();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How long an IDLE may last without a word from the client: RFC 2177 asks clients to renew
-/// IDLE within 29 minutes, so the server waits a little longer than that.
-const IMAP_IDLE_LIMIT: Duration = Duration::from_secs(31 * 60);
-
-/// Runs IDLE: sends changes to the selected mailbox as they happen until the client's `DONE`.
-/// Returns whether the session goes on (false: the connection ended).
-async fn imap_idle(
-    session: &mut crate::imap::session::Session,
-    framer: &mut crate::imap::framing::Framer,
-    stream: &mut Stream,
-    buf: &mut [u8],
-    shutdown: &mut watch::Receiver<bool>,
-    clock: &mut SessionClock,
-) -> std::io::Result<bool> {
-    let send_limit = Duration::from_secs(60);
-    // One IDLE may last 31 minutes; the session's own limits (its total time, a DONE line sent
-    // a byte at a time) still hold, or renewing IDLE would keep a session forever.
-    let idle_ends = tokio::time::Instant::now() + IMAP_IDLE_LIMIT;
-    loop {
-        if let Some(line) = framer.next_line() {
-            clock.answered();
-            let reply = session.idle_end(&line).await;
-            stream.send(&reply, send_limit).await?;
-            return Ok(true);
-        }
-        let (deadline, expiry) = clock.deadline(IMAP_IDLE_LIMIT, false);
-        let (deadline, reason) = if idle_ends <= deadline {
-            (idle_ends, "IDLE for too long, closing connection")
-        } else {
-            (deadline, expiry.reason())
-        };
-        tokio::select! {
-            read = tokio::time::timeout_at(deadline, stream.read(buf)) => match read {
-                Err(_) => {
-                    let bye = session.bye(reason);
-                    stream.send(&bye, send_limit).await?;
-                    return Ok(false);
-                }
-                Ok(Ok(0)) => return Ok(false),
-                Ok(Ok(n)) => {
-                    clock.received();
-                    framer.push(&buf[..n]);
-                }
-                Ok(Err(error)) => return Err(error),
-            },
-            () = session.wait_for_change() => {
-                let updates = session.idle_updates().await;
-                if !updates.is_empty() {
-                    stream.send(&updates, send_limit).await?;
-                }
-                if session.is_closing() {
-                    // The selected mailbox went away: the updates ended with a BYE.
-                    return Ok(false);
-                }
-            }
-            () = async {
-                // The guard `wait_for` returns must not live across the send below.
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            } => {
-                let bye = session.bye("Server shutting down");
-                stream.send(&bye, send_limit).await?;
-                return Ok(false);
-            }
-        }
-    }
-}
-
-/// Checks the credentials a LOGIN or AUTHENTICATE left in the session, delaying failures.
-async fn imap_authenticate(
-    shared: &Shared,
-    session: &mut crate::imap::session::Session,
-    stream: &mut Stream,
-    idle: Duration,
-    peer: SocketAddr,
-) -> std::io::Result<()> {
-    let Some(credentials) = session.take_credentials() else {
-        return Ok(());
-    };
-    let login = credentials.login.clone();
-    let verdict = check_password(shared, credentials.login, credentials.password).await;
-    match &verdict {
-        Some(account) => shared.throttle.success(account, peer.ip()),
-        None => login_failed(shared, &login, peer).await,
-    }
-    let reply = session.login_result(verdict);
-    stream.send(&reply, idle).await
-}
-
-/// The `imap_greeting_capabilities_stale` fault: the greeting without STARTTLS and
-/// LOGINDISABLED in its CAPABILITY code, which lists them before TLS.
-fn without_tls_capabilities(greeting: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(greeting);
-    let (Some(open), Some(close)) = (text.find("[CAPABILITY "), text.find(']')) else {
-        return greeting.to_vec();
-    };
-    let words: Vec<&str> = text[open + 1..close]
-        .split(' ')
-        .filter(|word| !matches!(*word, "STARTTLS" | "LOGINDISABLED"))
-        .collect();
-    format!("{}[{}{}", &text[..open], words.join(" "), &text[close..]).into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Config, Protocol, Variant, busy_greeting, without_tls_capabilities};
+    use super::{Config, Protocol, Variant, busy_greeting};
 
     #[test]
     fn a_busy_server_says_try_later_in_each_protocol() {
@@ -1279,20 +1010,6 @@ mod tests {
         assert_eq!(
             busy_greeting(Protocol::Pop3, &config, why),
             format!("-ERR {why}, try again later\r\n")
-        );
-    }
-
-    #[test]
-    fn stale_greeting_drops_only_the_pre_tls_capabilities() {
-        let greeting =
-            b"* OK [CAPABILITY IMAP4rev1 IDLE STARTTLS LOGINDISABLED] mail.test ready\r\n";
-        assert_eq!(
-            without_tls_capabilities(greeting),
-            b"* OK [CAPABILITY IMAP4rev1 IDLE] mail.test ready\r\n"
-        );
-        assert_eq!(
-            without_tls_capabilities(b"* OK ready\r\n"),
-            b"* OK ready\r\n"
         );
     }
 }
