@@ -559,21 +559,18 @@ const IMAP_VOCABULARY: &[&str] = &[
     "z LOGOUT\r\n",
 ];
 
-/// What the IMAP driver reads next.
-#[derive(PartialEq)]
-enum ImapMode {
-    Commands,
-    SaslResponse,
-    Idle,
-}
-
 /// Runs an IMAP session over the chunks as the server's driver does, with no socket: TLS
-/// pretended, passwords from the config, a fresh store in a temporary directory.
+/// pretended, passwords from the config, a fresh store in a temporary directory, literals up to
+/// 4096 octets.
 fn imap_session(tls_mode: TlsMode, chunks: &[Vec<u8>]) -> Vec<u8> {
-    use reference_server::imap::session::{Next, Session};
+    use reference_server::imap::session::{
+        Event as ImapEvent, Session as ImapSession, SystemClock,
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = reference_server::store::Store::open(dir.path()).unwrap();
-    let config = Arc::new(Config::defaults());
+    let mut config = Config::defaults();
+    config.limits.message_size = 4096;
+    let config = Arc::new(config);
     let conn = Connection {
         role: if tls_mode == TlsMode::Implicit {
             Role::Imaps
@@ -585,83 +582,34 @@ fn imap_session(tls_mode: TlsMode, chunks: &[Vec<u8>]) -> Vec<u8> {
         pop_before_smtp: None,
         client_dns: None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let mut session = Session::new(config.clone(), conn, store);
-        let mut framer = Framer::new(64 * 1024 + 4096, 4096);
-        let mut out = session.greeting();
-        let mut mode = ImapMode::Commands;
-        let mut chunks = chunks.iter();
-        let check = |session: &mut Session, out: &mut Vec<u8>| {
-            if let Some(credentials) = session.take_credentials() {
-                let verdict =
-                    auth::authenticate(&config, &credentials.login, credentials.password.expose());
-                out.extend(session.login_result(verdict));
+    let mut session = ImapSession::new(config.clone(), conn, store, Arc::new(SystemClock));
+    let mut event = session.greet();
+    let mut out = Vec::new();
+    let mut chunks = chunks.iter();
+    loop {
+        out.extend(session.take_output());
+        event = match event {
+            ImapEvent::NeedInput | ImapEvent::WaitForChanges { .. } => match chunks.next() {
+                Some(chunk) => {
+                    session.push_input(chunk);
+                    session.step()
+                }
+                None => break,
+            },
+            ImapEvent::More => session.step(),
+            ImapEvent::StartTls => {
+                session.tls_started();
+                session.step()
             }
+            ImapEvent::Authenticate { login, password } => {
+                let verdict = auth::authenticate(&config, &login, password.expose());
+                session.auth_result(verdict);
+                session.step()
+            }
+            ImapEvent::Close { .. } => break,
         };
-        loop {
-            if session.too_many_errors() {
-                out.extend(session.bye("Too many errors, closing connection"));
-                break;
-            }
-            let framed = if mode == ImapMode::Commands {
-                framer.next_command()
-            } else {
-                match framer.next_line() {
-                    Some(line) if mode == ImapMode::Idle => {
-                        out.extend(session.idle_end(&line).await);
-                        mode = ImapMode::Commands;
-                        continue;
-                    }
-                    Some(line) => {
-                        let (reply, next) = session.sasl_response(&line);
-                        out.extend(reply);
-                        if next == Next::Authenticate {
-                            check(&mut session, &mut out);
-                        }
-                        mode = ImapMode::Commands;
-                        continue;
-                    }
-                    None => Framed::NeedMore,
-                }
-            };
-            match framed {
-                Framed::NeedMore => match chunks.next() {
-                    Some(chunk) => framer.push(chunk),
-                    None => break,
-                },
-                Framed::Continue => out.extend_from_slice(b"+ Ready for literal data\r\n"),
-                Framed::Reject { tag, reason } => {
-                    let (status, text) = reason.reply();
-                    out.extend(session.rejected(tag.as_deref(), status, text));
-                }
-                Framed::Command(command) => {
-                    let (reply, mut next) = session.handle(*command).await;
-                    out.extend(reply);
-                    while next == Next::More {
-                        let (reply, then) = session.resume().await;
-                        out.extend(reply);
-                        next = then;
-                    }
-                    match next {
-                        Next::Continue | Next::More => {}
-                        Next::Close => break,
-                        Next::Idle => mode = ImapMode::Idle,
-                        Next::SaslResponse => mode = ImapMode::SaslResponse,
-                        Next::Authenticate => check(&mut session, &mut out),
-                        Next::StartTls => {
-                            framer.discard_pending();
-                            session.tls_started();
-                        }
-                    }
-                }
-            }
-        }
-        out
-    })
+    }
+    out
 }
 
 proptest! {

@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::phase::Phase;
 use super::session::{self, Failure, Record, imap_login};
 use super::{Ctx, Mode};
 use crate::clients::imap::{ImapClient, Response};
@@ -153,7 +154,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>) -> anyhow::Result<usize> {
     for started in outstanding(&pending) {
         if started >= ctx.measure_from {
             let mut stats = ctx.stats.lock().expect("stats lock");
-            stats.error("notify", "no EXISTS within the timeout");
+            stats.error(Phase::Notify, "no EXISTS within the timeout");
         }
     }
     done.store(true, Ordering::Relaxed);
@@ -170,19 +171,12 @@ fn setup_finished(ctx: &Ctx, record: &Record, result: &Result<(ImapClient, u32),
             let mut total = Duration::ZERO;
             for (phase, latency) in &record.phases {
                 total += *latency;
-                let name = match *phase {
-                    "connect" => "imap_connect",
-                    "tls" => "imap_tls",
-                    "greeting" => "imap_greeting",
-                    "starttls" => "imap_starttls",
-                    other => other,
-                };
-                stats.record(name, *latency);
+                stats.record(phase.on_idle_client(), *latency);
             }
-            stats.record("setup", total);
+            stats.record(Phase::Setup, total);
         }
         Err(failure) => {
-            stats.error("setup", &failure.kind);
+            stats.error(Phase::Setup, &failure.kind);
             ctx.live_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -198,28 +192,28 @@ async fn start_idling(
     let selected = client
         .select("INBOX")
         .await
-        .map_err(|e| Failure::client("select", e))?;
+        .map_err(|e| Failure::client(Phase::Select, e))?;
     if !selected.result.is_ok() {
         return Err(Failure::new(
-            "select",
+            Phase::Select,
             "NO",
             format!("select: {}", selected.result.tagged.text),
         ));
     }
-    at = record.time("select", at);
+    at = record.time(Phase::Select, at);
     match client.idle_start().await {
         Ok(Ok(_)) => {}
         Ok(Err(result)) => {
             return Err(Failure::new(
-                "idle",
+                Phase::Idle,
                 "NO",
                 format!("idle: the server refused IDLE: {}", result.tagged.text),
             )
             .fatal());
         }
-        Err(error) => return Err(Failure::client("idle", error)),
+        Err(error) => return Err(Failure::client(Phase::Idle, error)),
     }
-    record.time("idle", at);
+    record.time(Phase::Idle, at);
     Ok((client, selected.exists.unwrap_or(0)))
 }
 
@@ -242,7 +236,7 @@ async fn listen(
                 ctx.stats
                     .lock()
                     .expect("stats lock")
-                    .error("idle", "renewing IDLE failed");
+                    .error(Phase::Idle, "renewing IDLE failed");
                 return;
             }
             idle_since = Instant::now();
@@ -258,7 +252,7 @@ async fn listen(
                             break;
                         };
                         if started >= ctx.measure_from {
-                            stats.record("notify", now - started);
+                            stats.record(Phase::Notify, now - started);
                             stats.completed += 1;
                             ctx.live_completed.fetch_add(1, Ordering::Relaxed);
                             let mut last = ctx.last_completion.lock().expect("completion lock");
@@ -272,11 +266,11 @@ async fn listen(
             Ok(_) => {}
             Err(error) => {
                 if !done.load(Ordering::Relaxed) {
-                    let failure = Failure::client("idle", error);
+                    let failure = Failure::client(Phase::Idle, error);
                     ctx.stats
                         .lock()
                         .expect("stats lock")
-                        .error("idle", &failure.kind);
+                        .error(Phase::Idle, &failure.kind);
                     ctx.live_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 return;
@@ -296,7 +290,7 @@ async fn deliver(ctx: &Ctx, account: usize, intended: Instant, pending: &Pending
     };
     let result = async {
         let port = ctx.profile.ports.smtp.ok_or_else(|| {
-            Failure::new("connect", "no port", "the target offers no smtp port").fatal()
+            Failure::new(Phase::Connect, "no port", "the target offers no smtp port").fatal()
         })?;
         let (mut client, mut at) = session::smtp_open(ctx, port, &mut record).await?;
         let recipient = ctx.accounts[account].address.clone();

@@ -14,6 +14,7 @@
 //! server acknowledged must be there exactly once.
 
 mod idle;
+pub mod phase;
 mod rss;
 mod session;
 pub mod stats;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::phase::Phase;
 use self::session::{Abort, Failure, Record};
 use self::stats::{Stats, Summary};
 use self::workload::{AccountRange, Entry, Kind, Workload};
@@ -348,9 +350,9 @@ impl Ctx {
         }
         let mut stats = self.stats.lock().expect("stats lock");
         match result {
-            Ok(()) => stats.record("refill", start.elapsed()),
+            Ok(()) => stats.record(Phase::Refill, start.elapsed()),
             Err(failure) => {
-                stats.error("refill", &failure.kind);
+                stats.error(Phase::Refill, &failure.kind);
                 self.live_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -384,16 +386,16 @@ impl Ctx {
         if record.measured {
             let mut stats = self.stats.lock().expect("stats lock");
             for (phase, latency) in &record.phases {
-                stats.record(phase, *latency);
+                stats.record(*phase, *latency);
             }
             if self.open_loop {
-                stats.record("queue", started - intended);
+                stats.record(Phase::Queue, started - intended);
             }
             stats.completed += record.completed;
             self.live_completed
                 .fetch_add(record.completed, Ordering::Relaxed);
             match &result {
-                Ok(()) => stats.record("session", now - intended),
+                Ok(()) => stats.record(Phase::Session, now - intended),
                 Err(Failure {
                     abort: Some(abort), ..
                 }) => stats.abort(abort.name()),
@@ -828,7 +830,7 @@ async fn drive(ctx: Arc<Ctx>) {
                 if in_flight.load(Ordering::Relaxed) >= ctx.options.max_in_flight {
                     if intended >= ctx.measure_from {
                         ctx.stats.lock().expect("stats lock").error(
-                            "queue",
+                            Phase::Queue,
                             &format!("dropped: {} sessions in flight", ctx.options.max_in_flight),
                         );
                         ctx.live_errors.fetch_add(1, Ordering::Relaxed);
@@ -864,7 +866,7 @@ async fn one_session(ctx: &Ctx, rng: &mut fastrand::Rng, intended: Instant) -> b
         ..Record::default()
     };
     let result = session::run(ctx, entry, &mut record).await;
-    let reached = !matches!(&result, Err(failure) if failure.phase == "connect");
+    let reached = !matches!(&result, Err(failure) if failure.phase == Phase::Connect);
     let refill = record.refill.take();
     let measured = record.measured;
     ctx.finish(intended, started, record, result);
@@ -934,7 +936,7 @@ impl Progress {
                     .lock()
                     .expect("stats lock")
                     .phases
-                    .get("session")
+                    .get(&Phase::Session)
                     .map(|h| h.percentile_ms(99.0));
                 let line = |rate: f64| {
                     format!(

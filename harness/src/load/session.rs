@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Ctx;
+use super::phase::Phase;
 use super::workload::{Entry, Kind};
 use crate::clients::ClientError;
 use crate::clients::imap::{ImapClient, Incoming};
@@ -62,7 +63,7 @@ impl Abort {
 #[derive(Debug)]
 pub struct Failure {
     /// The phase it happened in.
-    pub phase: &'static str,
+    pub phase: Phase,
     /// Short kind for counting: a reply code, `-ERR`, `NO`, `timeout`, `closed`, ...
     pub kind: String,
     /// The full message.
@@ -76,11 +77,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(super) fn new(
-        phase: &'static str,
-        kind: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Failure {
+    pub(super) fn new(phase: Phase, kind: impl Into<String>, detail: impl Into<String>) -> Failure {
         Failure {
             phase,
             kind: kind.into(),
@@ -95,7 +92,7 @@ impl Failure {
     pub(super) fn aborted(abort: Abort) -> Failure {
         Failure {
             abort: Some(abort),
-            ..Failure::new(abort.name(), "aborted", "aborted on purpose")
+            ..Failure::new(Phase::Session, "aborted", "aborted on purpose")
         }
     }
 
@@ -105,7 +102,7 @@ impl Failure {
     }
 
     /// A client error in `phase`, classified.
-    pub fn client(phase: &'static str, error: ClientError) -> Failure {
+    pub fn client(phase: Phase, error: ClientError) -> Failure {
         let (kind, fatal) = match &error {
             ClientError::Connect { source, .. } => (
                 match source.kind() {
@@ -139,7 +136,7 @@ impl Failure {
 #[derive(Debug, Default)]
 pub struct Record {
     /// Latency per phase, in order.
-    pub phases: Vec<(&'static str, Duration)>,
+    pub phases: Vec<(Phase, Duration)>,
     /// Units of work done (messages acknowledged, sessions finished).
     pub completed: u64,
     /// Message-IDs the server acknowledged, with the index of the recipient account.
@@ -159,7 +156,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub(super) fn time(&mut self, phase: &'static str, since: Instant) -> Instant {
+    pub(super) fn time(&mut self, phase: Phase, since: Instant) -> Instant {
         let now = Instant::now();
         self.phases.push((phase, now - since));
         now
@@ -175,7 +172,7 @@ pub async fn run(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Fa
         Kind::Pop3 => pop3(ctx, entry, record).await,
         Kind::Imap => imap(ctx, entry, record).await,
         Kind::ImapIdle => Err(Failure::new(
-            "session",
+            Phase::Session,
             "internal",
             "imap-idle sessions are run by the idle driver",
         )),
@@ -185,7 +182,7 @@ pub async fn run(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Fa
 // ---------------------------------------------------------------------------------------------
 // SMTP
 
-pub(super) fn expect(phase: &'static str, reply: Reply, codes: &[u16]) -> Result<Reply, Failure> {
+pub(super) fn expect(phase: Phase, reply: Reply, codes: &[u16]) -> Result<Reply, Failure> {
     if codes.contains(&reply.code) {
         return Ok(reply);
     }
@@ -203,16 +200,16 @@ pub(super) fn expect(phase: &'static str, reply: Reply, codes: &[u16]) -> Result
 async fn smtp(ctx: &Ctx, entry: &Entry, kind: Kind, record: &mut Record) -> Result<(), Failure> {
     let port = ctx
         .port_for(kind)
-        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+        .map_err(|e| Failure::new(Phase::Connect, "no port", e).fatal())?;
     let addr = ctx.profile.addr(port);
     let start = Instant::now();
     let mut client = SmtpClient::connect(&addr, ctx.options.timeout)
         .await
-        .map_err(|e| Failure::client("connect", e))?;
+        .map_err(|e| Failure::client(Phase::Connect, e))?;
     if !record.keep_transcript {
         client.stop_transcript();
     }
-    let mut at = record.time("connect", start);
+    let mut at = record.time(Phase::Connect, start);
     let result = smtp_dialogue(ctx, entry, kind, &mut client, record, &mut at).await;
     result.map_err(|mut failure| {
         if record.keep_transcript {
@@ -232,31 +229,31 @@ async fn smtp_dialogue(
 ) -> Result<(), Failure> {
     if kind == Kind::Submissions {
         tls_or_abort(ctx, client, record).await?;
-        *at = record.time("tls", *at);
+        *at = record.time(Phase::Tls, *at);
     }
     let greeting = client
         .read_reply()
         .await
-        .map_err(|e| Failure::client("greeting", e))?;
-    expect("greeting", greeting, &[220])?;
-    *at = record.time("greeting", *at);
+        .map_err(|e| Failure::client(Phase::Greeting, e))?;
+    expect(Phase::Greeting, greeting, &[220])?;
+    *at = record.time(Phase::Greeting, *at);
     ehlo(client, record, at).await?;
     if kind == Kind::Submission {
         let reply = client
             .command("STARTTLS")
             .await
-            .map_err(|e| Failure::client("starttls", e))?;
-        expect("starttls", reply, &[220])?;
-        *at = record.time("starttls", *at);
+            .map_err(|e| Failure::client(Phase::Starttls, e))?;
+        expect(Phase::Starttls, reply, &[220])?;
+        *at = record.time(Phase::Starttls, *at);
         tls_or_abort(ctx, client, record).await?;
-        *at = record.time("tls", *at);
+        *at = record.time(Phase::Tls, *at);
         ehlo(client, record, at).await?;
     }
     let account = ctx.next_account(entry);
     if matches!(kind, Kind::Submission | Kind::Submissions) {
         let Some(index) = account else {
             return Err(Failure::new(
-                "auth",
+                Phase::Auth,
                 "no account",
                 "the target profile lists no accounts to authenticate with",
             )
@@ -266,23 +263,23 @@ async fn smtp_dialogue(
         let reply = client
             .auth_plain(address, password)
             .await
-            .map_err(|e| Failure::client("auth", e))?;
+            .map_err(|e| Failure::client(Phase::Auth, e))?;
         if reply.code == 535 || reply.code == 530 || reply.code == 534 {
             return Err(Failure::new(
-                "auth",
+                Phase::Auth,
                 reply.code.to_string(),
                 format!("auth: the target refused the credentials of {address}: \"{reply}\""),
             )
             .fatal());
         }
-        expect("auth", reply, &[235])?;
-        *at = record.time("auth", *at);
+        expect(Phase::Auth, reply, &[235])?;
+        *at = record.time(Phase::Auth, *at);
     }
     if record.abort == Some(Abort::CommandLine) {
         client
             .send_raw(format!("MAIL FROM:<{}>", ctx.sender).as_bytes())
             .await
-            .map_err(|e| Failure::client("mail", e))?;
+            .map_err(|e| Failure::client(Phase::Mail, e))?;
         client.abort();
         return Err(Failure::aborted(Abort::CommandLine));
     }
@@ -322,9 +319,9 @@ async fn smtp_dialogue(
         let reply = client
             .command("QUIT")
             .await
-            .map_err(|e| Failure::client("quit", e))?;
-        expect("quit", reply, &[221])?;
-        *at = record.time("quit", *at);
+            .map_err(|e| Failure::client(Phase::Quit, e))?;
+        expect(Phase::Quit, reply, &[221])?;
+        *at = record.time(Phase::Quit, *at);
     }
     // The server closes first, so the TIME_WAIT state stays on its side and thousands of
     // short connections do not use up this side's ports.
@@ -338,13 +335,13 @@ async fn tls_or_abort(ctx: &Ctx, client: &mut SmtpClient, record: &Record) -> Re
         client
             .abort_in_tls_handshake(&ctx.tls)
             .await
-            .map_err(|e| Failure::client("tls", e))?;
+            .map_err(|e| Failure::client(Phase::Tls, e))?;
         return Err(Failure::aborted(Abort::TlsHandshake));
     }
     client
         .tls_handshake(&ctx.tls)
         .await
-        .map_err(|e| Failure::client("tls", e))
+        .map_err(|e| Failure::client(Phase::Tls, e))
 }
 
 /// MAIL, RCPT and DATA one at a time, then half the message and a reset.
@@ -355,9 +352,9 @@ async fn abort_in_data(
     message: &[u8],
 ) -> Result<(), Failure> {
     for (phase, line, code) in [
-        ("mail", format!("MAIL FROM:<{}>", ctx.sender), 250),
-        ("rcpt", format!("RCPT TO:<{recipient}>"), 250),
-        ("data", "DATA".to_owned(), 354),
+        (Phase::Mail, format!("MAIL FROM:<{}>", ctx.sender), 250),
+        (Phase::Rcpt, format!("RCPT TO:<{recipient}>"), 250),
+        (Phase::Data, "DATA".to_owned(), 354),
     ] {
         let reply = client
             .command(&line)
@@ -368,7 +365,7 @@ async fn abort_in_data(
     client
         .send_raw(&message[..message.len() / 2])
         .await
-        .map_err(|e| Failure::client("data_end", e))?;
+        .map_err(|e| Failure::client(Phase::DataEnd, e))?;
     client.abort();
     Err(Failure::aborted(Abort::Data))
 }
@@ -384,15 +381,15 @@ pub(super) async fn smtp_open(
     let start = Instant::now();
     let mut client = SmtpClient::connect(&ctx.profile.addr(port), ctx.options.timeout)
         .await
-        .map_err(|e| Failure::client("connect", e))?;
+        .map_err(|e| Failure::client(Phase::Connect, e))?;
     client.stop_transcript();
-    let mut at = record.time("connect", start);
+    let mut at = record.time(Phase::Connect, start);
     let greeting = client
         .read_reply()
         .await
-        .map_err(|e| Failure::client("greeting", e))?;
-    expect("greeting", greeting, &[220])?;
-    at = record.time("greeting", at);
+        .map_err(|e| Failure::client(Phase::Greeting, e))?;
+    expect(Phase::Greeting, greeting, &[220])?;
+    at = record.time(Phase::Greeting, at);
     ehlo(&mut client, record, &mut at).await?;
     Ok((client, at))
 }
@@ -405,9 +402,9 @@ async fn ehlo(
     let reply = client
         .ehlo("load.harness.test")
         .await
-        .map_err(|e| Failure::client("ehlo", e))?;
-    expect("ehlo", reply, &[250])?;
-    *at = record.time("ehlo", *at);
+        .map_err(|e| Failure::client(Phase::Ehlo, e))?;
+    expect(Phase::Ehlo, reply, &[250])?;
+    *at = record.time(Phase::Ehlo, *at);
     Ok(())
 }
 
@@ -426,9 +423,9 @@ pub(super) async fn send_message(
     at: &mut Instant,
 ) -> Result<(), Failure> {
     let commands = [
-        ("mail", format!("MAIL FROM:<{sender}>"), 250),
-        ("rcpt", format!("RCPT TO:<{recipient}>"), 250),
-        ("data", "DATA".to_owned(), 354),
+        (Phase::Mail, format!("MAIL FROM:<{sender}>"), 250),
+        (Phase::Rcpt, format!("RCPT TO:<{recipient}>"), 250),
+        (Phase::Data, "DATA".to_owned(), 354),
     ];
     if pipelining {
         let group: String = commands
@@ -438,14 +435,14 @@ pub(super) async fn send_message(
         client
             .send_raw(group.as_bytes())
             .await
-            .map_err(|e| Failure::client("mail", e))?;
+            .map_err(|e| Failure::client(Phase::Mail, e))?;
         let mut first_failure = None;
-        for (phase, _, code) in &commands {
+        for &(phase, _, code) in &commands {
             let reply = client
                 .read_reply()
                 .await
                 .map_err(|e| Failure::client(phase, e))?;
-            match expect(phase, reply, &[*code]) {
+            match expect(phase, reply, &[code]) {
                 Ok(_) => *at = record.time(phase, *at),
                 Err(failure) => {
                     first_failure.get_or_insert(failure);
@@ -459,6 +456,7 @@ pub(super) async fn send_message(
         }
     } else {
         for (phase, line, code) in &commands {
+            let phase = *phase;
             let reply = client
                 .command(line)
                 .await
@@ -473,20 +471,20 @@ pub(super) async fn send_message(
     client
         .send_raw(&message)
         .await
-        .map_err(|e| Failure::client("data_end", e))?;
+        .map_err(|e| Failure::client(Phase::DataEnd, e))?;
     let reply = client
         .read_reply()
         .await
-        .map_err(|e| Failure::client("data_end", e))?;
-    expect("data_end", reply, &[250])?;
-    *at = record.time("data_end", *at);
+        .map_err(|e| Failure::client(Phase::DataEnd, e))?;
+    expect(Phase::DataEnd, reply, &[250])?;
+    *at = record.time(Phase::DataEnd, *at);
     if quit {
         let reply = client
             .read_reply()
             .await
-            .map_err(|e| Failure::client("quit", e))?;
-        expect("quit", reply, &[221])?;
-        *at = record.time("quit", *at);
+            .map_err(|e| Failure::client(Phase::Quit, e))?;
+        expect(Phase::Quit, reply, &[221])?;
+        *at = record.time(Phase::Quit, *at);
     }
     Ok(())
 }
@@ -495,7 +493,7 @@ pub(super) async fn send_message(
 // POP3
 
 async fn pop3_check(
-    phase: &'static str,
+    phase: Phase,
     response: Result<crate::clients::pop3::Pop3Response, ClientError>,
 ) -> Result<(), Failure> {
     let response = response.map_err(|e| Failure::client(phase, e))?;
@@ -517,21 +515,21 @@ async fn pop3(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failu
             ctx.profile.ports.pop3,
             "pop3s or pop3",
         )
-        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+        .map_err(|e| Failure::new(Phase::Connect, "no port", e).fatal())?;
     let lease = ctx
         .lease_exclusive(entry)
         .await
-        .map_err(|e| Failure::new("login", "no account", e).fatal())?;
+        .map_err(|e| Failure::new(Phase::Login, "no account", e).fatal())?;
     let index = lease.index;
     let addr = ctx.profile.addr(port);
     let start = Instant::now();
     let mut client = Pop3Client::connect(&addr, ctx.options.timeout)
         .await
-        .map_err(|e| Failure::client("connect", e))?;
+        .map_err(|e| Failure::client(Phase::Connect, e))?;
     if !record.keep_transcript {
         client.stop_transcript();
     }
-    let mut at = record.time("connect", start);
+    let mut at = record.time(Phase::Connect, start);
     let result = pop3_dialogue(ctx, entry, &mut client, index, implicit, record, &mut at).await;
     drop(lease);
     let deleted = result.map_err(|mut failure| {
@@ -563,25 +561,25 @@ async fn pop3_dialogue(
             client
                 .abort_in_tls_handshake(&ctx.tls)
                 .await
-                .map_err(|e| Failure::client("tls", e))?;
+                .map_err(|e| Failure::client(Phase::Tls, e))?;
             return Err(Failure::aborted(Abort::TlsHandshake));
         }
         client
             .tls_handshake(&ctx.tls)
             .await
-            .map_err(|e| Failure::client("tls", e))
+            .map_err(|e| Failure::client(Phase::Tls, e))
     };
     if implicit {
         tls(client).await?;
-        *at = record.time("tls", *at);
+        *at = record.time(Phase::Tls, *at);
     }
-    pop3_check("greeting", client.greeting().await).await?;
-    *at = record.time("greeting", *at);
+    pop3_check(Phase::Greeting, client.greeting().await).await?;
+    *at = record.time(Phase::Greeting, *at);
     if !implicit {
-        pop3_check("starttls", client.command("STLS").await).await?;
-        *at = record.time("starttls", *at);
+        pop3_check(Phase::Starttls, client.command("STLS").await).await?;
+        *at = record.time(Phase::Starttls, *at);
         tls(client).await?;
-        *at = record.time("tls", *at);
+        *at = record.time(Phase::Tls, *at);
     }
     if abort == Some(Abort::CommandLine) {
         // Before login, so that no maildrop stays locked while the server notices.
@@ -589,7 +587,7 @@ async fn pop3_dialogue(
         client
             .send_raw(format!("USER {address}").as_bytes())
             .await
-            .map_err(|e| Failure::client("login", e))?;
+            .map_err(|e| Failure::client(Phase::Login, e))?;
         client.abort();
         return Err(Failure::aborted(Abort::CommandLine));
     }
@@ -597,10 +595,10 @@ async fn pop3_dialogue(
     let login = client
         .user_pass(address, password)
         .await
-        .map_err(|e| Failure::client("login", e))?;
+        .map_err(|e| Failure::client(Phase::Login, e))?;
     if !login.ok {
         let failure = Failure::new(
-            "login",
+            Phase::Login,
             "-ERR",
             format!(
                 "login: the target refused the credentials of {address}: \"-ERR {}\"",
@@ -614,34 +612,36 @@ async fn pop3_dialogue(
             failure.fatal()
         });
     }
-    *at = record.time("login", *at);
+    *at = record.time(Phase::Login, *at);
     let rounds = entry.per_connection.unwrap_or(ctx.options.per_connection);
     let mut deleted = 0;
     for round in 1..=rounds {
         let (count, _) = client
             .stat()
             .await
-            .map_err(|e| Failure::client("stat", e))?
-            .map_err(|r| Failure::new("stat", "-ERR", format!("stat: \"-ERR {}\"", r.text)))?;
-        *at = record.time("stat", *at);
+            .map_err(|e| Failure::client(Phase::Stat, e))?
+            .map_err(|r| Failure::new(Phase::Stat, "-ERR", format!("stat: \"-ERR {}\"", r.text)))?;
+        *at = record.time(Phase::Stat, *at);
         for message in 1..=count {
             client
                 .retr(message)
                 .await
-                .map_err(|e| Failure::client("retr", e))?
-                .map_err(|r| Failure::new("retr", "-ERR", format!("retr: \"-ERR {}\"", r.text)))?;
-            *at = record.time("retr", *at);
+                .map_err(|e| Failure::client(Phase::Retr, e))?
+                .map_err(|r| {
+                    Failure::new(Phase::Retr, "-ERR", format!("retr: \"-ERR {}\"", r.text))
+                })?;
+            *at = record.time(Phase::Retr, *at);
         }
         if round == rounds {
             for message in 1..=count {
-                pop3_check("dele", client.dele(message).await).await?;
-                *at = record.time("dele", *at);
+                pop3_check(Phase::Dele, client.dele(message).await).await?;
+                *at = record.time(Phase::Dele, *at);
             }
             deleted = count;
         }
     }
-    pop3_check("quit", client.quit().await).await?;
-    *at = record.time("quit", *at);
+    pop3_check(Phase::Quit, client.quit().await).await?;
+    *at = record.time(Phase::Quit, *at);
     Ok(deleted)
 }
 
@@ -649,7 +649,7 @@ async fn pop3_dialogue(
 // IMAP
 
 fn imap_ok(
-    phase: &'static str,
+    phase: Phase,
     result: Result<crate::clients::imap::CommandResult, ClientError>,
 ) -> Result<crate::clients::imap::CommandResult, Failure> {
     let result = result.map_err(|e| Failure::client(phase, e))?;
@@ -680,64 +680,64 @@ pub(super) async fn imap_login(
             ctx.profile.ports.imap,
             "imaps or imap",
         )
-        .map_err(|e| Failure::new("connect", "no port", e).fatal())?;
+        .map_err(|e| Failure::new(Phase::Connect, "no port", e).fatal())?;
     let addr = ctx.profile.addr(port);
     let start = Instant::now();
     let mut client = ImapClient::connect(&addr, ctx.options.timeout)
         .await
-        .map_err(|e| Failure::client("connect", e))?;
+        .map_err(|e| Failure::client(Phase::Connect, e))?;
     if !record.keep_transcript {
         client.stop_transcript();
     }
-    let mut at = record.time("connect", start);
+    let mut at = record.time(Phase::Connect, start);
     let abort_in_tls = record.abort == Some(Abort::TlsHandshake);
     let result = async {
         if implicit && abort_in_tls {
             client
                 .abort_in_tls_handshake(&ctx.tls)
                 .await
-                .map_err(|e| Failure::client("tls", e))?;
+                .map_err(|e| Failure::client(Phase::Tls, e))?;
             return Err(Failure::aborted(Abort::TlsHandshake));
         }
         if implicit {
             client
                 .tls_handshake(&ctx.tls)
                 .await
-                .map_err(|e| Failure::client("tls", e))?;
-            at = record.time("tls", at);
+                .map_err(|e| Failure::client(Phase::Tls, e))?;
+            at = record.time(Phase::Tls, at);
         }
         let greeting = client
             .greeting()
             .await
-            .map_err(|e| Failure::client("greeting", e))?;
+            .map_err(|e| Failure::client(Phase::Greeting, e))?;
         if !greeting.is_ok() {
             return Err(Failure::new(
-                "greeting",
+                Phase::Greeting,
                 format!("{:?}", greeting.kind).to_uppercase(),
                 format!("greeting: {:?} {}", greeting.kind, greeting.text),
             ));
         }
-        at = record.time("greeting", at);
+        at = record.time(Phase::Greeting, at);
         if !implicit && abort_in_tls {
-            imap_ok("starttls", client.command("STARTTLS").await)?;
+            imap_ok(Phase::Starttls, client.command("STARTTLS").await)?;
             client
                 .abort_in_tls_handshake(&ctx.tls)
                 .await
-                .map_err(|e| Failure::client("tls", e))?;
+                .map_err(|e| Failure::client(Phase::Tls, e))?;
             return Err(Failure::aborted(Abort::TlsHandshake));
         }
         if !implicit {
-            imap_ok("starttls", client.starttls(&ctx.tls).await)?;
-            at = record.time("starttls", at);
+            imap_ok(Phase::Starttls, client.starttls(&ctx.tls).await)?;
+            at = record.time(Phase::Starttls, at);
         }
         let Account { address, password } = &ctx.accounts[index];
         let login = client
             .login(address, password)
             .await
-            .map_err(|e| Failure::client("login", e))?;
+            .map_err(|e| Failure::client(Phase::Login, e))?;
         if !login.is_ok() {
             return Err(Failure::new(
-                "login",
+                Phase::Login,
                 format!("{:?}", login.tagged.kind).to_uppercase(),
                 format!(
                     "login: the target refused the credentials of {address}: {:?} {}",
@@ -746,7 +746,7 @@ pub(super) async fn imap_login(
             )
             .fatal());
         }
-        at = record.time("login", at);
+        at = record.time(Phase::Login, at);
         Ok(())
     }
     .await;
@@ -764,7 +764,7 @@ pub(super) async fn imap_login(
 async fn imap(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failure> {
     let index = ctx.next_account(entry).ok_or_else(|| {
         Failure::new(
-            "login",
+            Phase::Login,
             "no account",
             "the target profile lists no accounts",
         )
@@ -778,7 +778,7 @@ async fn imap(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Failu
             client
                 .send_raw(format!("{tag} FETCH 1:* (FLAGS").as_bytes())
                 .await
-                .map_err(|e| Failure::client("fetch", e))?;
+                .map_err(|e| Failure::client(Phase::Fetch, e))?;
             client.abort();
             Err(Failure::aborted(Abort::CommandLine))
         }
@@ -811,19 +811,19 @@ async fn abort_in_literal(
     client
         .send_raw(format!("{tag} APPEND INBOX {{{}}}\r\n", message.len()).as_bytes())
         .await
-        .map_err(|e| Failure::client("append", e))?;
+        .map_err(|e| Failure::client(Phase::Append, e))?;
     loop {
         match client
             .read_incoming()
             .await
-            .map_err(|e| Failure::client("append", e))?
+            .map_err(|e| Failure::client(Phase::Append, e))?
         {
             Incoming::Continuation(_) => break,
             // New mail and the like may come first.
             Incoming::Untagged(_) => {}
             Incoming::Tagged(tagged) => {
                 return Err(Failure::new(
-                    "append",
+                    Phase::Append,
                     tagged.status.kind.name(),
                     format!(
                         "append: expected \"+\" for the literal, got {} {}",
@@ -838,7 +838,7 @@ async fn abort_in_literal(
     client
         .send_raw(&message[..message.len() / 2])
         .await
-        .map_err(|e| Failure::client("append", e))?;
+        .map_err(|e| Failure::client(Phase::Append, e))?;
     client.abort();
     Err(Failure::aborted(Abort::Literal))
 }
@@ -853,9 +853,9 @@ async fn imap_dialogue(
     let selected = client
         .select("INBOX")
         .await
-        .map_err(|e| Failure::client("select", e))?;
-    imap_ok("select", Ok(selected.result))?;
-    *at = record.time("select", *at);
+        .map_err(|e| Failure::client(Phase::Select, e))?;
+    imap_ok(Phase::Select, Ok(selected.result))?;
+    *at = record.time(Phase::Select, *at);
     let exists = selected.exists.unwrap_or(0);
     let rounds = entry.per_connection.unwrap_or(ctx.options.per_connection);
     for _ in 0..rounds {
@@ -865,30 +865,30 @@ async fn imap_dialogue(
         // What a client shows in a message list: the newest ten, with flags, size and envelope.
         let first = exists.saturating_sub(9).max(1);
         imap_ok(
-            "fetch",
+            Phase::Fetch,
             client
                 .command(&format!(
                     "FETCH {first}:{exists} (UID FLAGS RFC822.SIZE ENVELOPE)"
                 ))
                 .await,
         )?;
-        *at = record.time("fetch", *at);
+        *at = record.time(Phase::Fetch, *at);
         // Then one message opened.
         let open = ctx.random_below(exists) + 1;
         imap_ok(
-            "fetch_body",
+            Phase::FetchBody,
             client.command(&format!("FETCH {open} BODY.PEEK[]")).await,
         )?;
-        *at = record.time("fetch_body", *at);
+        *at = record.time(Phase::FetchBody, *at);
         imap_ok(
-            "store",
+            Phase::Store,
             client
                 .command(&format!("STORE {open} +FLAGS (\\Seen)"))
                 .await,
         )?;
-        *at = record.time("store", *at);
+        *at = record.time(Phase::Store, *at);
     }
-    imap_ok("logout", client.logout().await)?;
-    *at = record.time("logout", *at);
+    imap_ok(Phase::Logout, client.logout().await)?;
+    *at = record.time(Phase::Logout, *at);
     Ok(())
 }

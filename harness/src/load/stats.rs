@@ -8,44 +8,12 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::phase::{Phase, rank};
+
 /// Highest latency a histogram holds, in microseconds (one hour); longer ones are clamped.
 const MAX_MICROS: u64 = 3_600_000_000;
 /// Significant decimal digits kept: values within 0.1% of each other share a bucket.
 const SIGNIFICANT_DIGITS: u8 = 3;
-
-/// Phases in the order the table shows them; others follow alphabetically.
-const PHASE_ORDER: &[&str] = &[
-    "imap_connect",
-    "imap_tls",
-    "imap_greeting",
-    "imap_starttls",
-    "setup",
-    "queue",
-    "connect",
-    "tls",
-    "greeting",
-    "ehlo",
-    "starttls",
-    "auth",
-    "login",
-    "mail",
-    "rcpt",
-    "data",
-    "data_end",
-    "quit",
-    "stat",
-    "retr",
-    "dele",
-    "select",
-    "fetch",
-    "fetch_body",
-    "store",
-    "logout",
-    "idle",
-    "notify",
-    "refill",
-    "session",
-];
 
 /// A latency histogram in microseconds.
 #[derive(Debug, Clone)]
@@ -122,10 +90,10 @@ fn micros_to_ms(micros: u64) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// Latency per phase name.
-    pub phases: BTreeMap<&'static str, Latencies>,
+    pub phases: BTreeMap<Phase, Latencies>,
     /// Failed operations: phase name, then what came back (a reply code, `-ERR`, `NO`, or a
     /// kind such as `timeout`), then how many times.
-    pub errors: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    pub errors: BTreeMap<Phase, BTreeMap<String, u64>>,
     /// Messages acknowledged, sessions finished or notifications seen: what throughput counts.
     pub completed: u64,
     /// Sessions the client ended half-way on purpose (`--client-faults`), by how: not errors.
@@ -134,12 +102,12 @@ pub struct Stats {
 
 impl Stats {
     /// Records a phase's latency.
-    pub fn record(&mut self, phase: &'static str, latency: Duration) {
+    pub fn record(&mut self, phase: Phase, latency: Duration) {
         self.phases.entry(phase).or_default().record(latency);
     }
 
     /// Counts one failure.
-    pub fn error(&mut self, phase: &'static str, what: &str) {
+    pub fn error(&mut self, phase: Phase, what: &str) {
         *self
             .errors
             .entry(phase)
@@ -159,10 +127,10 @@ impl Stats {
             *self.aborts.entry(kind).or_default() += count;
         }
         for (phase, latencies) in &other.phases {
-            self.phases.entry(phase).or_default().merge(latencies);
+            self.phases.entry(*phase).or_default().merge(latencies);
         }
         for (phase, kinds) in &other.errors {
-            let mine = self.errors.entry(phase).or_default();
+            let mine = self.errors.entry(*phase).or_default();
             for (kind, count) in kinds {
                 *mine.entry(kind.clone()).or_default() += count;
             }
@@ -372,12 +340,12 @@ impl Summary {
             latency_ms: stats
                 .phases
                 .iter()
-                .map(|(phase, latencies)| ((*phase).to_owned(), latencies.summary()))
+                .map(|(phase, latencies)| (phase.name().to_owned(), latencies.summary()))
                 .collect(),
             errors_by_phase: stats
                 .errors
                 .iter()
-                .map(|(phase, kinds)| ((*phase).to_owned(), kinds.clone()))
+                .map(|(phase, kinds)| (phase.name().to_owned(), kinds.clone()))
                 .collect(),
             aborts: stats
                 .aborts
@@ -391,7 +359,7 @@ impl Summary {
             histograms: stats
                 .phases
                 .iter()
-                .map(|(phase, latencies)| ((*phase).to_owned(), latencies.buckets()))
+                .map(|(phase, latencies)| (phase.name().to_owned(), latencies.buckets()))
                 .collect(),
         }
     }
@@ -585,15 +553,7 @@ impl Summary {
 /// Phases in table order.
 fn ordered<T>(map: &BTreeMap<String, T>) -> Vec<(&str, &T)> {
     let mut rows: Vec<(&str, &T)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    rows.sort_by_key(|(phase, _)| {
-        (
-            PHASE_ORDER
-                .iter()
-                .position(|known| known == phase)
-                .unwrap_or(PHASE_ORDER.len()),
-            *phase,
-        )
-    });
+    rows.sort_by_key(|(phase, _)| rank(phase));
     rows
 }
 
@@ -637,7 +597,7 @@ mod tests {
     fn stats(latencies_ms: &[u64], completed: u64) -> Stats {
         let mut stats = Stats::default();
         for &ms in latencies_ms {
-            stats.record("session", Duration::from_millis(ms));
+            stats.record(Phase::Session, Duration::from_millis(ms));
         }
         stats.completed = completed;
         stats
@@ -711,9 +671,9 @@ mod tests {
     #[test]
     fn errors_are_counted_by_phase_and_reply() {
         let mut stats = Stats::default();
-        stats.error("rcpt", "451");
-        stats.error("rcpt", "451");
-        stats.error("connect", "timeout");
+        stats.error(Phase::Rcpt, "451");
+        stats.error(Phase::Rcpt, "451");
+        stats.error(Phase::Connect, "timeout");
         assert_eq!(stats.error_count(), 3);
         let summary = Summary::new(
             "relay",
@@ -733,7 +693,7 @@ mod tests {
     #[test]
     fn table_lists_phases_in_protocol_order() {
         let mut stats = Stats::default();
-        for phase in ["session", "rcpt", "connect", "mail"] {
+        for phase in [Phase::Session, Phase::Rcpt, Phase::Connect, Phase::Mail] {
             stats.record(phase, Duration::from_millis(1));
         }
         let table = Summary::new(

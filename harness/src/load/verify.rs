@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::Instant;
 
+use super::phase::Phase;
 use super::session::{Failure, Record, imap_login};
 use super::stats::VerifySummary;
 use super::{Ctx, Progress};
@@ -149,7 +150,7 @@ async fn imap_headers(
     let selected = client
         .select("INBOX")
         .await
-        .map_err(|e| Failure::client("select", e))?;
+        .map_err(|e| Failure::client(Phase::Select, e))?;
     let exists = selected.exists.unwrap_or(0);
     let mut headers = Vec::new();
     let mut fetches = Vec::new();
@@ -159,7 +160,7 @@ async fn imap_headers(
         let result = client
             .command("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
             .await
-            .map_err(|e| Failure::client("fetch", e))?;
+            .map_err(|e| Failure::client(Phase::Fetch, e))?;
         for fetch in result.fetches() {
             fetches.push((fetch.seq, fetch.uid()));
             if let Some(header) = fetch.body("HEADER.FIELDS (MESSAGE-ID)") {
@@ -229,16 +230,16 @@ async fn pop3_headers(
     };
     let mut client = Pop3Client::connect(&ctx.profile.addr(port), ctx.options.timeout)
         .await
-        .map_err(|e| Failure::client("connect", e))?;
+        .map_err(|e| Failure::client(Phase::Connect, e))?;
     client.stop_transcript();
-    let tls = |e| Failure::client("tls", e);
+    let tls = |e| Failure::client(Phase::Tls, e);
     if implicit {
         client.tls_handshake(&ctx.tls).await.map_err(tls)?;
     }
     client
         .greeting()
         .await
-        .map_err(|e| Failure::client("greeting", e))?;
+        .map_err(|e| Failure::client(Phase::Greeting, e))?;
     if !implicit {
         client.stls(&ctx.tls).await.map_err(tls)?;
     }
@@ -246,10 +247,10 @@ async fn pop3_headers(
     let login = client
         .user_pass(&account.address, &account.password)
         .await
-        .map_err(|e| Failure::client("login", e))?;
+        .map_err(|e| Failure::client(Phase::Login, e))?;
     if !login.ok {
         return Err(Failure::client(
-            "login",
+            Phase::Login,
             crate::clients::ClientError::Io {
                 while_doing: format!("logging in: -ERR {}", login.text),
                 source: std::io::Error::other("login refused"),
@@ -259,7 +260,7 @@ async fn pop3_headers(
     let (count, _) = client
         .stat()
         .await
-        .map_err(|e| Failure::client("stat", e))?
+        .map_err(|e| Failure::client(Phase::Stat, e))?
         .unwrap_or((0, 0));
     // UIDL is optional (RFC 1939 section 7): a server without it is not checked.
     if let Ok(Ok(uidls)) = client.uidl().await {

@@ -16,18 +16,18 @@ use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::status::StatusDataItemName;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::error::TryRecvError;
 
 use super::extensions::Extension;
 use super::namespace::Unnamed;
 use super::session::{Next, Session, line, ok};
 use crate::faults::Policy;
 use crate::store::{Change, DELIMITER, Store, StoreError};
-use crate::variants::Variant;
 
-/// How often a running IDLE looks for changes under [`Variant::ImapIdlePolling`]. RFC 2177 sets
+/// How often a running IDLE looks for changes under
+/// [`Variant::ImapIdlePolling`](crate::variants::Variant::ImapIdlePolling). RFC 2177 sets
 /// no latency; servers that poll do it every 30 s or so, Dovecot's default among them.
-const IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+pub(super) const IDLE_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The refusal of a CREATE or RENAME to a name outside the personal namespace.
 const OUTSIDE: &str =
@@ -90,20 +90,21 @@ impl Selected {
     }
 }
 
-/// Runs store work off the async threads; a panic in it becomes an error.
-pub(super) async fn db<T: Send + 'static>(
+/// Runs store work; a panic in it becomes an error, as it did when the work ran on a task of its
+/// own. The session is synchronous: the driver runs its steps on the blocking pool.
+pub(super) fn db<T>(
     store: &Store,
-    work: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    work: impl FnOnce(Store) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(store))
-        .await
-        .unwrap_or_else(|join| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(store))).unwrap_or_else(
+        |_| {
             Err(StoreError::Io {
                 path: Default::default(),
-                source: std::io::Error::other(format!("store task failed: {join}")),
+                source: std::io::Error::other("store task failed: it panicked"),
             })
-        })
+        },
+    )
 }
 
 impl Session {
@@ -266,7 +267,7 @@ pub(super) fn flag_list(flags: &[String], recent: bool) -> String {
 impl Session {
     /// Commands of the authenticated and selected states. Gives the command back when it is not
     /// one of them, or when the session is not authenticated (the caller answers that).
-    pub(super) async fn mailbox_command<'a>(
+    pub(super) fn mailbox_command<'a>(
         &mut self,
         tag: &str,
         body: CommandBody<'a>,
@@ -279,46 +280,38 @@ impl Session {
             CommandBody::Select {
                 mailbox,
                 parameters,
-            } => {
-                self.select(tag, &account, &mailbox, &parameters, false, out)
-                    .await
-            }
+            } => self.select(tag, &account, &mailbox, &parameters, false, out),
             CommandBody::Examine {
                 mailbox,
                 parameters,
-            } => {
-                self.select(tag, &account, &mailbox, &parameters, true, out)
-                    .await
-            }
-            CommandBody::Create { mailbox } => self.create(tag, &account, &mailbox, out).await,
-            CommandBody::Delete { mailbox } => self.delete(tag, &account, &mailbox, out).await,
+            } => self.select(tag, &account, &mailbox, &parameters, true, out),
+            CommandBody::Create { mailbox } => self.create(tag, &account, &mailbox, out),
+            CommandBody::Delete { mailbox } => self.delete(tag, &account, &mailbox, out),
             CommandBody::Rename { from, to } => {
-                self.rename(tag, &account, &from, &to, out).await;
+                self.rename(tag, &account, &from, &to, out);
             }
             CommandBody::Subscribe { mailbox } => {
-                self.subscription(tag, &account, &mailbox, true, out).await;
+                self.subscription(tag, &account, &mailbox, true, out);
             }
             CommandBody::Unsubscribe { mailbox } => {
-                self.subscription(tag, &account, &mailbox, false, out).await;
+                self.subscription(tag, &account, &mailbox, false, out);
             }
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(tag, &account, &reference, &mailbox_wildcard, false, out)
-                    .await;
+                self.list(tag, &account, &reference, &mailbox_wildcard, false, out);
             }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(tag, &account, &reference, &mailbox_wildcard, true, out)
-                    .await;
+                self.list(tag, &account, &reference, &mailbox_wildcard, true, out);
             }
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => self.status(tag, &account, &mailbox, &item_names, out).await,
+            } => self.status(tag, &account, &mailbox, &item_names, out),
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -338,8 +331,7 @@ impl Session {
                 let date = date
                     .map(|d| d.as_ref().timestamp())
                     .filter(|_| !self.config.faults.has(Policy::ImapAppendIgnoresDate));
-                self.append(tag, &account, &mailbox, flags, date, octets, out)
-                    .await;
+                self.append(tag, &account, &mailbox, flags, date, octets, out);
             }
             CommandBody::Enable { capabilities } => {
                 let mut enabled = Vec::new();
@@ -365,13 +357,12 @@ impl Session {
                 if self.presentation.chatters() {
                     line(out, "* OK Still here");
                 }
-                if self.config.variants.has(Variant::ImapIdlePolling) {
-                    self.idle_poll = Some(tokio::time::Instant::now() + IDLE_POLL);
-                }
-                self.idle_tag = Some(tag.to_owned());
+                // The session starts the IDLE (its deadlines and, under
+                // `imap_idle_polling`, its polls) once this reply is out.
+                self.pending = Some(tag.to_owned());
                 return Ok(Next::Idle);
             }
-            other => return self.selected_command(tag, &account, other, out).await,
+            other => return self.selected_command(tag, &account, other, out),
         }
         Ok(Next::Continue)
     }
@@ -417,7 +408,7 @@ impl Session {
         line(out, &format!("{tag} {status} {text}"));
     }
 
-    async fn select(
+    fn select(
         &mut self,
         tag: &str,
         account: &str,
@@ -456,8 +447,7 @@ impl Session {
             let mut status = store.mailbox_status(&acct, &mbox)?;
             status.highest_modseq = before.highest_modseq;
             Ok((watch, status, messages, recent))
-        })
-        .await;
+        });
         let (watch, status, messages, recent) = match opened {
             Ok(opened) => opened,
             Err(error) => return self.store_failed(out, tag, &error),
@@ -520,7 +510,7 @@ impl Session {
         });
     }
 
-    async fn create(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+    fn create(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
         let name = match self.store_name(mailbox) {
             Ok(name) => name,
             Err(Unnamed::Outside) => return self.refuse(out, tag, "NO", OUTSIDE),
@@ -534,15 +524,13 @@ impl Session {
         let acct = account.to_owned();
         match db(&self.store, move |s| {
             s.create_mailbox_with_parents(&acct, &name)
-        })
-        .await
-        {
+        }) {
             Ok(()) => ok(out, tag, "CREATE completed"),
             Err(error) => self.store_failed(out, tag, &error),
         }
     }
 
-    async fn delete(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+    fn delete(&mut self, tag: &str, account: &str, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
         let Ok(name) = self.store_name(mailbox) else {
             return self.refuse(out, tag, "NO", "[NONEXISTENT] No such mailbox");
         };
@@ -562,9 +550,7 @@ impl Session {
                 return s.mailbox_status(&acct, &name).map(drop);
             }
             s.delete_mailbox(&acct, &name)
-        })
-        .await
-        {
+        }) {
             Ok(()) => {
                 self.deselect_if_under(&deleted);
                 ok(out, tag, "DELETE completed");
@@ -573,7 +559,7 @@ impl Session {
         }
     }
 
-    async fn rename(
+    fn rename(
         &mut self,
         tag: &str,
         account: &str,
@@ -602,7 +588,7 @@ impl Session {
         }
         let acct = account.to_owned();
         let renamed = from.clone();
-        match db(&self.store, move |s| s.rename_mailbox(&acct, &from, &to)).await {
+        match db(&self.store, move |s| s.rename_mailbox(&acct, &from, &to)) {
             Ok(()) => {
                 // Renaming INBOX moves its messages and leaves it in place (RFC 3501 6.3.5).
                 if renamed != "INBOX" {
@@ -628,7 +614,7 @@ impl Session {
         }
     }
 
-    async fn subscription(
+    fn subscription(
         &mut self,
         tag: &str,
         account: &str,
@@ -646,8 +632,7 @@ impl Session {
             } else {
                 s.unsubscribe(&acct, &name)
             }
-        })
-        .await;
+        });
         match done {
             Ok(()) if subscribe => ok(out, tag, "SUBSCRIBE completed"),
             Ok(()) => ok(out, tag, "UNSUBSCRIBE completed"),
@@ -655,7 +640,7 @@ impl Session {
         }
     }
 
-    async fn list(
+    fn list(
         &mut self,
         tag: &str,
         account: &str,
@@ -695,8 +680,7 @@ impl Session {
         let acct = account.to_owned();
         let read = db(&self.store, move |s| {
             Ok((s.list_mailboxes(&acct)?, s.subscriptions(&acct)?))
-        })
-        .await;
+        });
         let (mailboxes, mut subscriptions) = match read {
             Ok(read) => read,
             Err(error) => return self.store_failed(out, tag, &error),
@@ -784,7 +768,7 @@ impl Session {
         ok(out, tag, &format!("{verb} completed"));
     }
 
-    async fn status(
+    fn status(
         &mut self,
         tag: &str,
         account: &str,
@@ -802,8 +786,7 @@ impl Session {
                 s.mailbox_counts(&acct, &mbox)?,
                 s.recent_count(&acct, &mbox)?,
             ))
-        })
-        .await;
+        });
         let (status, counts, recent) = match read {
             Ok(read) => read,
             Err(error) => return self.store_failed(out, tag, &error),
@@ -843,7 +826,7 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn append(
+    fn append(
         &mut self,
         tag: &str,
         account: &str,
@@ -862,9 +845,7 @@ impl Session {
         let (acct, octets) = (account.to_owned(), octets.to_vec());
         match db(&self.store, move |s| {
             s.append(&acct, &name, &octets, &flags, date)
-        })
-        .await
-        {
+        }) {
             Ok(_)
                 if self.config.faults.has(Policy::ImapNoUidplusCodes)
                     || !self.extensions.offers(Extension::Uidplus) =>
@@ -886,58 +867,50 @@ impl Session {
         }
     }
 
-    /// Waits until the store reports a change to the selected mailbox (for IDLE); never returns
-    /// when none is selected. Under [`Variant::ImapIdlePolling`], waits for the next poll
-    /// instead, changed or not. Cancel-safe.
-    pub async fn wait_for_change(&mut self) {
-        if let Some(poll) = self.idle_poll {
-            tokio::time::sleep_until(poll).await;
-            self.idle_poll = Some(poll + IDLE_POLL);
-            if let Some(selected) = self.selected.as_mut() {
-                selected.dirty = true;
-            }
-            return;
+    /// A change notification the driver received for the selected mailbox during IDLE: the
+    /// next report reads the store again (the notification itself is also in this session's
+    /// own receiver, or was lost to a lag).
+    pub(super) fn mark_changed(&mut self) {
+        if let Some(selected) = self.selected.as_mut() {
+            selected.dirty = true;
         }
-        match self.selected.as_mut() {
-            Some(selected)
-                if !selected.gone && !selected.dirty && selected.pending_expunges.is_empty() =>
-            {
-                match selected.watch.recv().await {
-                    Ok(Change::Deleted) | Err(RecvError::Closed) => selected.gone = true,
-                    Ok(_) | Err(RecvError::Lagged(_)) => selected.dirty = true,
-                }
-            }
-            Some(_) => {}
-            None => std::future::pending().await,
-        }
+    }
+
+    /// A receiver of the selected mailbox's change notifications for the driver to wait on
+    /// during IDLE; `None` when there is nothing to wait for. Made before the session looks at
+    /// its own receiver, so that a change sent in between reaches both.
+    pub(super) fn change_watch(&self) -> Option<broadcast::Receiver<Change>> {
+        self.selected
+            .as_ref()
+            .filter(|s| !s.gone)
+            .map(|s| s.watch.resubscribe())
     }
 
     /// Untagged updates during IDLE (RFC 2177: EXPUNGE is allowed).
-    pub async fn idle_updates(&mut self) -> Vec<u8> {
+    pub(super) fn idle_updates(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.report_changes(&mut out, true).await;
+        self.report_changes(&mut out, true);
         self.presentation.retext(out)
     }
 
-    /// The line that ends IDLE: `DONE`, answered with the tagged OK; anything else is BAD.
-    pub async fn idle_end(&mut self, input: &[u8]) -> Vec<u8> {
-        let tag = self.idle_tag.take().unwrap_or_else(|| "*".to_owned());
-        self.idle_poll = None;
+    /// The line that ends the IDLE tagged `tag`: `DONE`, answered with the tagged OK; anything
+    /// else is BAD.
+    pub(super) fn idle_end(&mut self, tag: &str, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        self.report_changes(&mut out, true).await;
+        self.report_changes(&mut out, true);
         let text = input.strip_suffix(b"\n").unwrap_or(input);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         if text.eq_ignore_ascii_case(b"DONE") {
-            ok(&mut out, &tag, "IDLE terminated");
+            ok(&mut out, tag, "IDLE terminated");
         } else {
-            self.refuse(&mut out, &tag, "BAD", "Expected DONE to end IDLE");
+            self.refuse(&mut out, tag, "BAD", "Expected DONE to end IDLE");
         }
         self.presentation.retext(out)
     }
 
     /// Reports what changed in the selected mailbox since the client was last told: EXPUNGE
     /// (only when `expunges_allowed`; otherwise they wait), FETCH FLAGS, EXISTS and RECENT.
-    pub(super) async fn report_changes(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) {
+    pub(super) fn report_changes(&mut self, out: &mut Vec<u8>, expunges_allowed: bool) {
         let Some(account) = self.account().map(str::to_owned) else {
             return;
         };
@@ -989,8 +962,7 @@ impl Session {
                 s.claim_recent(&acct, &mbox)?
             };
             Ok((highest, changed, expunged, recent))
-        })
-        .await;
+        });
         let Some(selected) = self.selected.as_mut() else {
             return;
         };

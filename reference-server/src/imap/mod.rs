@@ -1,6 +1,7 @@
 //! IMAP4rev1 (RFC 3501) with the extensions clients rely on. Commands are parsed and message
 //! structures encoded with imap-codec; the session logic and the store access are ours.
 
+pub(crate) mod driver;
 pub mod extensions;
 pub mod framing;
 pub mod mailboxes;

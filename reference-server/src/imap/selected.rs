@@ -182,7 +182,7 @@ fn internal_date(secs: i64) -> String {
 }
 
 /// Octets of FETCH responses gathered before they are sent (see [`Session::resume`]).
-const FETCH_CHUNK: usize = 1024 * 1024;
+pub(super) const FETCH_CHUNK: usize = 1024 * 1024;
 
 /// A FETCH under way: what is left to send and how.
 #[derive(Debug)]
@@ -211,7 +211,7 @@ struct Target {
 
 impl Session {
     /// Commands of the selected state. Gives the command back when it is not one of them.
-    pub(super) async fn selected_command<'a>(
+    pub(super) fn selected_command<'a>(
         &mut self,
         tag: &str,
         account: &str,
@@ -250,17 +250,15 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                return Ok(self
-                    .fetch(
-                        tag,
-                        account,
-                        &sequence_set,
-                        macro_or_item_names,
-                        uid,
-                        &modifiers,
-                        out,
-                    )
-                    .await);
+                return Ok(self.fetch(
+                    tag,
+                    account,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    out,
+                ));
             }
             CommandBody::Store {
                 sequence_set,
@@ -285,39 +283,33 @@ impl Session {
                     uid,
                     unchanged_since,
                     out,
-                )
-                .await;
+                );
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                self.transfer(tag, account, &sequence_set, &mailbox, uid, false, out)
-                    .await;
+                self.transfer(tag, account, &sequence_set, &mailbox, uid, false, out);
             }
             CommandBody::Move {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                self.transfer(tag, account, &sequence_set, &mailbox, uid, true, out)
-                    .await;
+                self.transfer(tag, account, &sequence_set, &mailbox, uid, true, out);
             }
-            CommandBody::Expunge => self.expunge(tag, account, None, out).await,
+            CommandBody::Expunge => self.expunge(tag, account, None, out),
             CommandBody::ExpungeUid { sequence_set } => {
                 let all = self.config.faults.has(Policy::ImapUidExpungeAll);
                 let only = Some(&sequence_set).filter(|_| !all);
-                self.expunge(tag, account, only, out).await;
+                self.expunge(tag, account, only, out);
             }
             CommandBody::Search {
                 charset,
                 criteria,
                 uid,
-            } => {
-                self.search(tag, account, charset.as_ref(), &criteria, uid, out)
-                    .await
-            }
+            } => self.search(tag, account, charset.as_ref(), &criteria, uid, out),
             CommandBody::Check => ok(out, tag, "CHECK completed"),
             CommandBody::Close | CommandBody::Unselect => {
                 let close = matches!(body, CommandBody::Close);
@@ -333,7 +325,7 @@ impl Session {
                     // Silently (RFC 3501 6.4.2): no EXPUNGE responses.
                     let (acct, mbox) = (account.to_owned(), selected.name.clone());
                     if let Err(error) =
-                        db(&self.store, move |s| s.expunge_deleted(&acct, &mbox, None)).await
+                        db(&self.store, move |s| s.expunge_deleted(&acct, &mbox, None))
                     {
                         return Ok({
                             self.store_failed(out, tag, &error);
@@ -390,7 +382,7 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn fetch(
+    fn fetch(
         &mut self,
         tag: &str,
         account: &str,
@@ -505,8 +497,7 @@ impl Session {
                 }
             }
             Ok(metas)
-        })
-        .await;
+        });
         let metas = match loaded {
             Ok(metas) => metas,
             Err(error) => {
@@ -527,13 +518,13 @@ impl Session {
             vanished: false,
             expunges_allowed: uid || self.config.faults.has(Policy::ImapExpungeDuringFetch),
         };
-        self.fetch_some(job, out).await
+        self.fetch_some(job, out)
     }
 
     /// Writes FETCH responses until the job is done or [`FETCH_CHUNK`] octets are waiting; in
     /// the latter case the job is kept for [`Session::resume`] and the driver sends what there
     /// is first, so a `FETCH 1:* BODY[]` never holds more than about one chunk and one message.
-    async fn fetch_some(&mut self, mut job: FetchJob, out: &mut Vec<u8>) -> Next {
+    fn fetch_some(&mut self, mut job: FetchJob, out: &mut Vec<u8>) -> Next {
         let (tag, account) = (job.tag.clone(), job.account.clone());
         let (tag, account) = (tag.as_str(), account.as_str());
         let (changed_since, needs_octets, size_without_cr, flat) = (
@@ -569,7 +560,7 @@ impl Session {
                         .unwrap_or_default(),
                     target.uid,
                 );
-                match db(&self.store, move |s| s.read_message(&acct, &mbox, uid)).await {
+                match db(&self.store, move |s| s.read_message(&acct, &mbox, uid)) {
                     Ok(octets) => octets,
                     Err(StoreError::NoSuchMessage { .. }) => {
                         job.vanished = true;
@@ -701,22 +692,23 @@ impl Session {
         Next::Continue
     }
 
-    /// Goes on with a FETCH that stopped to let its output be sent ([`Next::More`]).
-    pub async fn resume(&mut self) -> (Vec<u8>, Next) {
+    /// Goes on with a FETCH that stopped to let its output be sent ([`Next::More`]); the
+    /// session calls it when stepped after [`super::session::Event::More`].
+    pub(super) fn resume(&mut self) -> (Vec<u8>, Next) {
         let mut out = Vec::new();
         let Some(job) = self.fetch_job.take() else {
             return (out, Next::Continue);
         };
         let expunges_allowed = job.expunges_allowed;
-        let mut next = self.fetch_some(job, &mut out).await;
+        let mut next = self.fetch_some(job, &mut out);
         if next == Next::Continue {
-            next = self.finish(&mut out, expunges_allowed).await;
+            next = self.finish(&mut out, expunges_allowed);
         }
         (out, next)
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn store_command(
+    fn store_command(
         &mut self,
         tag: &str,
         account: &str,
@@ -754,9 +746,7 @@ impl Session {
         let given = flags.clone();
         let done = match db(&self.store, move |s| {
             s.store_flags(&acct, &mbox, &uids, op, &flags, unchanged_since)
-        })
-        .await
-        {
+        }) {
             Ok(done) => done,
             Err(error) => return self.store_failed(out, tag, &error),
         };
@@ -821,7 +811,7 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn transfer(
+    fn transfer(
         &mut self,
         tag: &str,
         account: &str,
@@ -853,8 +843,7 @@ impl Session {
             } else {
                 s.copy_messages(&acct, &from, &uids, &destination)
             }
-        })
-        .await;
+        });
         let done = match done {
             Ok(done) => done,
             Err(StoreError::NoSuchMailbox { mailbox, .. })
@@ -896,13 +885,7 @@ impl Session {
         ok(out, tag, &format!("{verb} completed"));
     }
 
-    async fn expunge(
-        &mut self,
-        tag: &str,
-        account: &str,
-        only: Option<&SequenceSet>,
-        out: &mut Vec<u8>,
-    ) {
+    fn expunge(&mut self, tag: &str, account: &str, only: Option<&SequenceSet>, out: &mut Vec<u8>) {
         let Some(selected) = self.selected.as_ref() else {
             return;
         };
@@ -921,9 +904,7 @@ impl Session {
         let (acct, mbox) = (account.to_owned(), selected.name.clone());
         let removed = match db(&self.store, move |s| {
             s.expunge_deleted(&acct, &mbox, only.as_deref())
-        })
-        .await
-        {
+        }) {
             Ok(removed) => removed,
             Err(error) => return self.store_failed(out, tag, &error),
         };
@@ -937,7 +918,7 @@ impl Session {
         ok(out, tag, "EXPUNGE completed");
     }
 
-    async fn search(
+    fn search(
         &mut self,
         tag: &str,
         account: &str,
@@ -966,7 +947,7 @@ impl Session {
         let keys = criteria.as_ref();
         let needs_octets = keys.iter().any(search::needs_octets);
         let (acct, mbox) = (account.to_owned(), selected.name.clone());
-        let metas = match db(&self.store, move |s| s.messages(&acct, &mbox)).await {
+        let metas = match db(&self.store, move |s| s.messages(&acct, &mbox)) {
             Ok(metas) => metas,
             Err(error) => return self.store_failed(out, tag, &error),
         };
@@ -1001,9 +982,7 @@ impl Session {
                 let (acct, mbox) = (account.to_owned(), name.clone());
                 match db(&self.store, move |s| {
                     s.read_message(&acct, &mbox, message_uid)
-                })
-                .await
-                {
+                }) {
                     Ok(octets) => Some(octets),
                     Err(StoreError::NoSuchMessage { .. }) => continue,
                     Err(error) => return self.store_failed(out, tag, &error),

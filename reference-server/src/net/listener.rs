@@ -105,7 +105,7 @@ pub(crate) async fn accept_loop(
                 Ok(Some(link)) => match bound.role.protocol() {
                     Protocol::Smtp => crate::smtp::driver::serve(link, conn, &shared).await,
                     Protocol::Pop3 => crate::pop3::driver::serve(link, conn, &shared).await,
-                    Protocol::Imap => crate::server::serve_imap(link, conn, &shared).await,
+                    Protocol::Imap => crate::imap::driver::serve(link, conn, &shared).await,
                 },
                 Err(error) => Err(error),
             };
