@@ -97,14 +97,8 @@ pub(super) fn db<T>(
     work: impl FnOnce(Store) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(store))).unwrap_or_else(
-        |_| {
-            Err(StoreError::Io {
-                path: Default::default(),
-                source: std::io::Error::other("store task failed: it panicked"),
-            })
-        },
-    )
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(store)))
+        .unwrap_or_else(|_| Err(StoreError::Interrupted("it panicked".into())))
 }
 
 impl Session {

@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::access::{LoginThrottle, MaildropLocks, PopBeforeSmtp};
 use crate::config::{Config, Role, TlsMode};
 use crate::relay::{self, dns::Dns, dns::Verdict};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub(crate) use connection::{Driven, Link, Read};
 pub use dot::dot_stuff;
@@ -68,12 +68,12 @@ pub(crate) struct Shared {
     pub(crate) acked: Arc<AtomicU64>,
 }
 
-/// Runs a blocking store call off the executor; a panic in it becomes an error message.
+/// Runs a blocking store call off the executor; a panic in it becomes
+/// [`StoreError::Interrupted`].
 pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|join| StoreError::Interrupted(join.to_string()))?
 }

@@ -9,7 +9,7 @@ use crate::access::MaildropGuard;
 use crate::clock::SessionClock;
 use crate::net::{self, Connection, Link, Read, Shared, blocking};
 use crate::pop3::session::{Event, Listed, Listing, MaildropError, Session};
-use crate::store::INBOX;
+use crate::store::{INBOX, StoreError};
 
 /// Runs one POP3 session to its end. The maildrop lock is held from login until the session
 /// ends in any way; deletions happen only when the session asks for them.
@@ -156,7 +156,7 @@ async fn update(
     peer: SocketAddr,
     account: &str,
     delete: Vec<u32>,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let store = shared.store.clone();
     let owner = account.to_owned();
     let removed = blocking(move || store.expunge(&owner, INBOX, &delete)).await;

@@ -16,6 +16,7 @@ use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::net::{Connection, dot_stuff};
 use crate::pop3::command::{self, Command, Verb};
+use crate::store::StoreError;
 use crate::variants::Variant;
 
 /// Longest command line, CRLF included (RFC 2449 section 4).
@@ -150,14 +151,14 @@ pub struct Listed {
 }
 
 /// Why a maildrop could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MaildropError {
     /// Another POP3 session holds its lock (RFC 2449 `IN-USE`).
     #[error("maildrop is locked by another POP3 session")]
     InUse,
-    /// The store failed; the text is logged, not sent.
+    /// The store failed; logged, not sent.
     #[error("maildrop unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(StoreError),
 }
 
 /// Where the session is in the exchange with its client and driver.
@@ -502,7 +503,7 @@ impl Session {
     }
 
     /// The outcome of [`Event::Retrieve`]: the message's octets exactly as stored.
-    pub fn retrieved(&mut self, result: Result<Vec<u8>, String>) {
+    pub fn retrieved(&mut self, result: Result<Vec<u8>, StoreError>) {
         let Phase::Waiting(Pending::Retrieve { message, top }) =
             std::mem::replace(&mut self.phase, Phase::Command)
         else {
@@ -551,7 +552,7 @@ impl Session {
     }
 
     /// The outcome of [`Event::Update`]; the session then closes either way.
-    pub fn update_result(&mut self, result: Result<(), String>) {
+    pub fn update_result(&mut self, result: Result<(), StoreError>) {
         let (deleted, hung_up) = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Waiting(Pending::Update { deleted, hung_up }) => (deleted, hung_up),
             other => {
@@ -1381,9 +1382,11 @@ mod tests {
                     Event::Retrieve { uid } => {
                         let found = MESSAGES.iter().find(|(u, _)| *u == uid);
                         let result = match found {
-                            Some((uid, _)) if self.gone.contains(uid) => Err("expunged".into()),
+                            Some((uid, _)) if self.gone.contains(uid) => {
+                                Err(StoreError::Interrupted("expunged".into()))
+                            }
                             Some((_, text)) => Ok(text.as_bytes().to_vec()),
-                            None => Err(format!("no uid {uid}")),
+                            None => Err(StoreError::Interrupted(format!("no uid {uid}"))),
                         };
                         self.session.retrieved(result);
                         self.session.step()
@@ -1799,7 +1802,8 @@ mod tests {
         h.send(b"DELE 1\r\n");
         h.session.push_input(b"QUIT\r\n");
         assert!(matches!(h.session.step(), Event::Update { delete, .. } if delete == [10]));
-        h.session.update_result(Err("disk full".into()));
+        h.session
+            .update_result(Err(StoreError::Interrupted("disk full".into())));
         assert!(matches!(h.session.step(), Event::Close));
         assert_eq!(
             h.session.take_output(),
@@ -1893,7 +1897,8 @@ mod tests {
         };
         assert_eq!((account.as_str(), delete), (ALICE, vec![10, 12]));
         // Nobody hears the outcome, and the session is over.
-        h.session.update_result(Err("disk full".into()));
+        h.session
+            .update_result(Err(StoreError::Interrupted("disk full".into())));
         assert!(h.session.take_output().is_empty());
         assert!(matches!(h.session.step(), Event::Close));
 
@@ -1944,7 +1949,9 @@ mod tests {
         assert!(matches!(session.step(), Event::Authenticate { .. }));
         session.auth_result(Some(ALICE.into()));
         assert!(matches!(session.step(), Event::OpenMaildrop { account, .. } if account == ALICE));
-        session.maildrop_opened(Err(MaildropError::Unavailable("database locked".into())));
+        session.maildrop_opened(Err(MaildropError::Unavailable(StoreError::Interrupted(
+            "database locked".into(),
+        ))));
         assert!(matches!(session.step(), Event::NeedInput));
         let out = String::from_utf8(session.take_output()).unwrap();
         assert!(out.ends_with("-ERR [SYS/TEMP] Mailbox unavailable, try again later\r\n"));

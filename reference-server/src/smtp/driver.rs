@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::clock::{Expiry, SessionClock};
 use crate::net::{self, Connection, Link, Read, SHUTDOWN_GRACE, Shared};
 use crate::smtp::session::{Envelope, Event, Session};
-use crate::store::Incoming;
+use crate::store::{Incoming, StoreError};
 
 /// Runs one SMTP session to its end.
 pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> io::Result<()> {
@@ -87,10 +87,10 @@ pub(crate) async fn serve(mut link: Link, conn: Connection, shared: &Shared) -> 
 }
 
 /// Stores an accepted message for its local accounts and the relay queue.
-async fn store(shared: &Shared, envelope: Arc<Envelope>) -> Result<(), String> {
+async fn store(shared: &Shared, envelope: Arc<Envelope>) -> Result<(), StoreError> {
     let copy = envelope.clone();
     let store = shared.store.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = net::blocking(move || {
         // Usually one copy; with per-recipient trace fields, one per such recipient, stored
         // one after the other.
         copy.copies().iter().try_for_each(|part| {
@@ -105,9 +105,7 @@ async fn store(shared: &Shared, envelope: Arc<Envelope>) -> Result<(), String> {
                 .map(drop)
         })
     })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|stored| stored.map_err(|e| e.to_string()));
+    .await;
     if result.is_ok() {
         envelope.log_accepted();
         if !envelope.remote.is_empty() {

@@ -16,6 +16,7 @@ use crate::relay::dns::Verdict;
 use crate::smtp::command::{self, Address, Command, Param, ParseError};
 use crate::smtp::data::{DataReceiver, Progress, Violation};
 use crate::smtp::{texts, trace};
+use crate::store::StoreError;
 use crate::variants::Variant;
 
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
@@ -400,7 +401,7 @@ impl Session {
     }
 
     /// The outcome of an [`Event::Deliver`].
-    pub fn delivery_result(&mut self, id: &str, result: Result<(), String>) {
+    pub fn delivery_result(&mut self, id: &str, result: Result<(), StoreError>) {
         if !self.answers(Pending::Delivery) {
             return;
         }

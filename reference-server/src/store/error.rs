@@ -44,6 +44,9 @@ pub enum StoreError {
         /// The journal mode SQLite reported instead.
         mode: String,
     },
+    /// The store call did not run to its end: the task running it panicked or was cancelled.
+    #[error("the store call did not complete: {0}")]
+    Interrupted(String),
     /// No account has this address.
     #[error("no such account: {0:?}")]
     NoSuchAccount(String),
