@@ -1,12 +1,36 @@
-//! Time limits on a session besides the idle timeout. A client that sends a command line one
-//! byte at a time, or a message at a trickle, resets the idle timer with every byte and would
-//! otherwise hold its connection slot for as long as it likes (slowloris).
+//! Time for sessions and their drivers: the [`Clock`] a sans-I/O session reads (injected, so
+//! that tests and fuzzers can fix it), and the time limits a driver keeps besides the idle
+//! timeout. A client that sends a command line one byte at a time, or a message at a trickle,
+//! resets the idle timer with every byte and would otherwise hold its connection slot for as
+//! long as it likes (slowloris).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::config::Limits;
+
+/// Where a session reads the time, as rustls takes a `TimeProvider`: the system's (or the
+/// runtime's) clock in the server, a fixed or hand-moved one in tests and fuzzers. Sessions take
+/// their randomness the same way, as a seedable `fastrand::Rng` of their own.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The monotonic now, for deadlines (IMAP IDLE's limit and polls).
+    fn now(&self) -> std::time::Instant;
+    /// The wall clock, for dates the server writes (Received:, Date:, the APOP timestamp).
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The system's clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}
 
 /// Longest limit taken as given, so that adding it to an instant cannot overflow.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

@@ -5,7 +5,7 @@
 pub mod access;
 pub mod auth;
 mod budget;
-mod clock;
+pub mod clock;
 pub mod config;
 pub mod faults;
 pub mod imap;

@@ -39,22 +39,7 @@ const MAX_LINE: u32 = 64 * 1024;
 /// Output after which a step stops to let it be sent (pipelined commands, a large FETCH).
 const OUTPUT_CHUNK: usize = 1024 * 1024;
 
-/// Where the session reads the time (IDLE's limit and polls), as rustls takes a
-/// `TimeProvider`: the driver's clock in the server, a fake one in tests.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Now.
-    fn now(&self) -> Instant;
-}
-
-/// The system's monotonic clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 /// What the session needs from its driver before it can go on.
 #[derive(Debug)]

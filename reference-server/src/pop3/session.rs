@@ -8,10 +8,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use crate::auth::{self, SaslError};
 use crate::budget::CommandBudget;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, TlsMode};
 use crate::faults::Policy;
 use crate::net::{Connection, dot_stuff};
@@ -264,6 +265,11 @@ pub struct Session {
     errors: u32,
     commands: CommandBudget,
     discarding_long_line: bool,
+    /// Where the APOP timestamp's date comes from ([`Session::with_clock`]).
+    clock: Arc<dyn Clock>,
+    /// The APOP timestamp's and the `pop3_uidl_unstable` fault's numbers
+    /// ([`Session::with_seed`]).
+    rng: fastrand::Rng,
 }
 
 impl fmt::Debug for Session {
@@ -283,12 +289,6 @@ impl fmt::Debug for Session {
 impl Session {
     /// A new session; call [`Session::greet`] first.
     pub fn new(config: Arc<Config>, conn: Connection) -> Session {
-        let timestamp = config.pop3.apop.then(|| {
-            let clock = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("<{}.{clock}@{}>", fastrand::u32(..), config.hostname)
-        });
         Session {
             tls: conn.tls_mode == TlsMode::Implicit,
             config,
@@ -300,15 +300,40 @@ impl Session {
             scanned: 0,
             output: Vec::new(),
             user: None,
-            timestamp,
+            timestamp: None,
             errors: 0,
             commands: CommandBudget::default(),
             discarding_long_line: false,
+            clock: Arc::new(SystemClock),
+            rng: fastrand::Rng::new(),
         }
+    }
+
+    /// Reads the wall clock from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Session {
+        self.clock = clock;
+        self
+    }
+
+    /// Draws its numbers from a generator seeded with `seed`, so that a session can be
+    /// replayed byte for byte (tests, fuzzing).
+    pub fn with_seed(mut self, seed: u64) -> Session {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
     }
 
     /// Queues the greeting, with the APOP timestamp when APOP is on, and says what to do next.
     pub fn greet(&mut self) -> Event {
+        if self.config.pop3.apop {
+            // RFC 1939 section 7: a timestamp unique to this greeting, in msg-id form.
+            let seconds = self
+                .clock
+                .wall()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let host = &self.config.hostname;
+            self.timestamp = Some(format!("<{}.{seconds}@{host}>", self.rng.u32(..)));
+        }
         let host = &self.config.hostname;
         let mut text = if self.variant(Variant::Pop3OtherTexts) {
             format!("Hello from {host}, POP3 at your service")
@@ -475,14 +500,14 @@ impl Session {
 
     /// The maildrop listing: sizes as stored and UIDLs of UIDVALIDITY and UID, which together
     /// never repeat (the store hands out neither twice), unless faults say otherwise.
-    fn entries(&self, listing: Listing) -> Vec<MaildropEntry> {
+    fn entries(&mut self, listing: Listing) -> Vec<MaildropEntry> {
         let without_cr = self.fault(Policy::Pop3SizesWithoutCr);
         if without_cr {
             tracing::warn!("FAULT pop3_sizes_without_cr: reporting sizes without CRs");
         }
         let nonce = if self.fault(Policy::Pop3UidlUnstable) {
             tracing::warn!("FAULT pop3_uidl_unstable: new UIDL values for this session");
-            format!(".{}", fastrand::u32(..))
+            format!(".{}", self.rng.u32(..))
         } else {
             String::new()
         };
@@ -1278,21 +1303,29 @@ mod tests {
         closed: bool,
     }
 
+    fn connection(tls_mode: TlsMode) -> Connection {
+        let role = match tls_mode {
+            TlsMode::Implicit => Role::Pop3s,
+            _ => Role::Pop3,
+        };
+        Connection {
+            role,
+            tls_mode,
+            peer: "127.0.0.9:40000".parse().unwrap(),
+            pop_before_smtp: None,
+            client_dns: None,
+        }
+    }
+
     impl Harness {
         fn new(tls_mode: TlsMode, config: Config) -> Harness {
-            let role = match tls_mode {
-                TlsMode::Implicit => Role::Pop3s,
-                _ => Role::Pop3,
-            };
-            let conn = Connection {
-                role,
-                tls_mode,
-                peer: "127.0.0.9:40000".parse().unwrap(),
-                pop_before_smtp: None,
-                client_dns: None,
-            };
+            Harness::around(Session::new(Arc::new(config), connection(tls_mode)))
+        }
+
+        /// Drives `session` from its greeting on.
+        fn around(session: Session) -> Harness {
             let mut harness = Harness {
-                session: Session::new(Arc::new(config), conn),
+                session,
                 in_use: false,
                 opened: Vec::new(),
                 gone: Vec::new(),
@@ -1606,6 +1639,42 @@ mod tests {
             .unwrap_or_else(|| panic!("{greeting}"));
         let (random, clock) = timestamp.split_once('.').unwrap();
         assert!(random.parse::<u32>().is_ok() && clock.parse::<u64>().unwrap() > 1_600_000_000);
+    }
+
+    /// A clock stopped at one instant.
+    #[derive(Debug)]
+    struct Stopped(std::time::SystemTime);
+
+    impl Clock for Stopped {
+        fn now(&self) -> std::time::Instant {
+            std::time::Instant::now()
+        }
+        fn wall(&self) -> std::time::SystemTime {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_apop_timestamp_comes_from_the_sessions_clock_and_seed() {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(1_796_119_200);
+        let clock = Arc::new(Stopped(at));
+        let greeting = |seed: u64| {
+            let session = Session::new(Arc::new(with_apop()), connection(TlsMode::Starttls))
+                .with_clock(clock.clone())
+                .with_seed(seed);
+            Harness::around(session).transcript()
+        };
+        let first = greeting(3);
+        assert_eq!(
+            first,
+            greeting(3),
+            "the same seed and clock, another greeting"
+        );
+        assert!(
+            first.ends_with(".1796119200@mail.example.test>\r\n"),
+            "the timestamp is not the clock's: {first}"
+        );
+        assert_ne!(first, greeting(4), "another seed, the same timestamp");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::{self, SaslError};
 use crate::budget::CommandBudget;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Role, TlsMode};
 use crate::faults::{InjectedOutcome, Policy};
 use crate::net::Connection;
@@ -206,6 +207,10 @@ pub struct Session {
     /// Messages acknowledged for storage, counted for the `drop_after_ack` fault: the
     /// server's count when it shares one ([`Session::with_ack_count`]).
     acked: Arc<AtomicU64>,
+    /// Where dates come from ([`Session::with_clock`]).
+    clock: Arc<dyn Clock>,
+    /// Queue ids and reply ids ([`Session::with_seed`]).
+    rng: fastrand::Rng,
 }
 
 impl fmt::Debug for Session {
@@ -246,7 +251,22 @@ impl Session {
             delayed: None,
             unknown_recipients: 0,
             acked: Arc::default(),
+            clock: Arc::new(SystemClock),
+            rng: fastrand::Rng::new(),
         }
+    }
+
+    /// Reads dates from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Session {
+        self.clock = clock;
+        self
+    }
+
+    /// Draws queue ids and reply ids from a generator seeded with `seed`, so that a session can
+    /// be replayed byte for byte (tests, fuzzing).
+    pub fn with_seed(mut self, seed: u64) -> Session {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
     }
 
     /// Counts acknowledged messages in `acked`, shared by every session of a server, so that
@@ -1398,8 +1418,8 @@ impl Session {
             None => {}
         }
         let mut tx = self.tx.take().unwrap_or_default();
-        let id = queue_id();
-        let date = time::OffsetDateTime::now_utc()
+        let id = queue_id(&mut self.rng);
+        let date = time::OffsetDateTime::from(self.clock.wall())
             .format(&time::format_description::well_known::Rfc2822)
             .unwrap_or_default();
         let body = if self.conn.role.requires_auth() && self.variant(Variant::SmtpCompletesMessages)
@@ -1541,7 +1561,7 @@ impl Session {
         let mut text = texts::reply_text(&self.config.variants, code, text);
         // A 334 text is the SASL challenge itself, not words about it.
         if code != 334 && self.variant(Variant::SmtpReplyIds) {
-            text = format!("{text} {:012x} - refserv", fastrand::u64(..) >> 16);
+            text = format!("{text} {:012x} - refserv", self.rng.u64(..) >> 16);
         }
         self.output
             .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
@@ -1594,9 +1614,9 @@ fn find_bare_newline(body: &[u8]) -> Option<Violation> {
 }
 
 /// A short random id naming one accepted message in replies and logs.
-fn queue_id() -> String {
+fn queue_id(rng: &mut fastrand::Rng) -> String {
     (0..12)
-        .map(|_| char::from(b"0123456789ABCDEFGHJKLMNPQRSTVWXZ"[fastrand::usize(..32)]))
+        .map(|_| char::from(b"0123456789ABCDEFGHJKLMNPQRSTVWXZ"[rng.usize(..32)]))
         .collect()
 }
 
@@ -1622,8 +1642,13 @@ mod tests {
                 pop_before_smtp: None,
                 client_dns: None,
             };
+            Harness::around(Session::new(Arc::new(config), conn))
+        }
+
+        /// Drives `session` from its greeting on.
+        fn around(session: Session) -> Harness {
             let mut harness = Harness {
-                session: Session::new(Arc::new(config), conn),
+                session,
                 delivered: Vec::new(),
                 output: String::new(),
                 closed: false,
@@ -1689,6 +1714,64 @@ mod tests {
             self.run(event);
             self.output[before..].to_owned()
         }
+    }
+
+    /// A clock stopped at one instant.
+    #[derive(Debug)]
+    struct Stopped(std::time::SystemTime);
+
+    impl Clock for Stopped {
+        fn now(&self) -> std::time::Instant {
+            std::time::Instant::now()
+        }
+        fn wall(&self) -> std::time::SystemTime {
+            self.0
+        }
+    }
+
+    /// One message through a session on `clock` and `seed`: the replies and what was stored.
+    fn replay(clock: &Arc<Stopped>, seed: u64) -> (String, Vec<u8>) {
+        let mut config = Config::defaults();
+        config.variants.insert(Variant::SmtpReplyIds);
+        let conn = Connection {
+            role: Role::Smtp,
+            tls_mode: TlsMode::Starttls,
+            peer: "127.0.0.9:40000".parse().unwrap(),
+            pop_before_smtp: None,
+            client_dns: None,
+        };
+        let session = Session::new(Arc::new(config), conn)
+            .with_clock(clock.clone())
+            .with_seed(seed);
+        let mut h = Harness::around(session);
+        h.send(b"EHLO client.test\r\nMAIL FROM:<x@sender.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+        h.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n");
+        (h.output, h.delivered.remove(0).message)
+    }
+
+    #[test]
+    fn a_session_on_a_given_clock_and_seed_replays_byte_for_byte() {
+        // Tue, 01 Dec 2026 10:00:00 +0000.
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_119_200);
+        let clock = Arc::new(Stopped(at));
+        let (replies, stored) = replay(&clock, 7);
+        assert_eq!(replay(&clock, 7), (replies.clone(), stored.clone()));
+        let text = String::from_utf8(stored).unwrap();
+        assert!(
+            text.contains(";\r\n\tTue, 01 Dec 2026 10:00:00 +0000\r\n"),
+            "the Received date is not the clock's: {text}"
+        );
+        // Another seed draws other queue and reply ids.
+        let (other, _) = replay(&clock, 8);
+        assert_ne!(replies, other);
+        let queued = |replies: &str| {
+            replies
+                .lines()
+                .find_map(|l| l.strip_prefix("250 2.0.0 Ok: queued as "))
+                .map(|rest| rest[..12].to_owned())
+                .expect("a queue id")
+        };
+        assert_ne!(queued(&replies), queued(&other));
     }
 
     fn codes(replies: &str) -> Vec<&str> {
