@@ -11,6 +11,7 @@
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod reply;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
