@@ -12,6 +12,7 @@ pub mod client;
 pub mod dns;
 pub mod dsn;
 pub mod reply;
+pub mod transaction;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -232,7 +233,7 @@ impl Worker {
                 match outcome {
                     Outcome::NextHop(why) => {
                         tracing::info!(id = job.queue_id, relay = mta, "relay: {why}");
-                        last_error = why;
+                        last_error = why.to_string();
                     }
                     Outcome::Refused(reply) => {
                         return with_all(job, Verdict::from_reply(&hop.host, &mta, &reply));
