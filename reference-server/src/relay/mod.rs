@@ -220,7 +220,7 @@ impl Worker {
                 Ok(found) => found,
                 Err(why) => {
                     tracing::info!(id = job.queue_id, host = hop.host, "relay: {why}");
-                    last_error = why;
+                    last_error = why.to_string();
                     continue;
                 }
             };
