@@ -14,7 +14,8 @@ use crate::access::{LoginThrottle, MaildropLocks, PopBeforeSmtp};
 use crate::config::{Config, Role};
 use crate::faults::Policy;
 use crate::net::{SHUTDOWN_GRACE, Shared, accept_loop};
-use crate::relay::{self, dns::Dns};
+use crate::relay;
+use crate::relay::dns::{Dns, DnsError};
 use crate::store::{INBOX, Store};
 use crate::tls::{self, Identity};
 use crate::variants::Variant;
@@ -43,7 +44,7 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     /// The relay's DNS resolver could not be set up.
     #[error("relay DNS: {0}")]
-    Dns(String),
+    Dns(#[from] DnsError),
 }
 
 /// A started server; dropping it stops accepting connections.
@@ -132,9 +133,9 @@ pub async fn start_with_listeners(
             // Without a usable resolv.conf the server still serves local mail; relay attempts
             // fail temporarily and say why.
             tracing::warn!("{why}; relay will ask 127.0.0.1:53");
-            Dns::new(Some(SocketAddr::from(([127, 0, 0, 1], 53)))).map_err(ServerError::Dns)?
+            Dns::new(Some(SocketAddr::from(([127, 0, 0, 1], 53))))?
         }
-        Err(why) => return Err(ServerError::Dns(why)),
+        Err(why) => return Err(why.into()),
     };
     let config = Arc::new(config);
     let (shutdown, _) = watch::channel(false);

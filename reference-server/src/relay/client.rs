@@ -1,4 +1,6 @@
-//! The relay's SMTP client: one delivery attempt to one address of a next-hop server.
+//! The relay's SMTP client: one delivery attempt to one address of a next-hop server. What to
+//! send is decided by [`Transaction`] (no I/O); this module connects, writes, reads replies with
+//! their timeouts, starts TLS and says QUIT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,50 +15,11 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::RelayTls;
-use crate::net::dot_stuff;
 
-/// Longest reply line accepted from a server (RFC 5321 4.5.3.1.5 says 512).
-const MAX_REPLY_LINE: usize = 4096;
-/// Most lines in one multi-line reply.
-const MAX_REPLY_LINES: usize = 200;
-
-/// A server reply: code and text lines (without the code).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// Text of each line.
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-
-    fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.lines.join(" "))
-    }
-}
-
-/// How an attempt with one server ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The transaction ran: each recipient's fate. Delivered recipients have a 2xx, failed ones
-    /// the reply that refused them (at RCPT, or at the end of data for all of them).
-    Transaction(Vec<(String, Result<Reply, Reply>)>),
-    /// The server could not be used (no connection, refused at greeting/EHLO/MAIL with 4xx, TLS
-    /// required but unavailable, timeout): try the next address or host.
-    NextHop(String),
-    /// The server refused the whole transaction for good (5xx to MAIL).
-    Refused(Reply),
-}
+use super::reply::{LineBuffer, ReplyLines};
+pub use super::reply::{Reply, ReplyError};
+use super::transaction::{Action, Transaction};
+pub use super::transaction::{Outcome, RelayError, Stage};
 
 /// Settings of one attempt.
 #[derive(Debug, Clone)]
@@ -87,21 +50,21 @@ pub async fn deliver(
     match first {
         // RFC 7435: a failed handshake under opportunistic TLS falls back to plain text, as
         // Postfix's "may" level does, rather than delaying the mail.
-        (Outcome::NextHop(why), true) if settings.tls == RelayTls::Opportunistic => {
+        Outcome::NextHop(why)
+            if why.is_tls_handshake() && settings.tls == RelayTls::Opportunistic =>
+        {
             tracing::info!(%addr, host, "{why}; retrying without TLS");
             let plain = AttemptSettings {
                 tls: RelayTls::None,
                 ..settings.clone()
             };
-            attempt(addr, host, &plain, sender, recipients, message)
-                .await
-                .0
+            attempt(addr, host, &plain, sender, recipients, message).await
         }
-        (outcome, _) => outcome,
+        outcome => outcome,
     }
 }
 
-/// One connection; also says whether a TLS handshake failed in it.
+/// One connection: the transaction's actions carried out on the network.
 async fn attempt(
     addr: SocketAddr,
     host: &str,
@@ -109,40 +72,49 @@ async fn attempt(
     sender: &str,
     recipients: &[String],
     message: &[u8],
-) -> (Outcome, bool) {
+) -> Outcome {
+    let peer = format!("{host}[{addr}]");
     let tcp = match tokio::time::timeout(settings.connect_timeout, connect(addr, settings.source))
         .await
     {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return (
-                Outcome::NextHop(format!("cannot connect to {host}[{addr}]: {e}")),
-                false,
-            );
-        }
-        Err(_) => {
-            return (
-                Outcome::NextHop(format!("connection to {host}[{addr}] timed out")),
-                false,
-            );
-        }
+        Ok(Err(source)) => return Outcome::NextHop(RelayError::Connect { peer, source }),
+        Err(_) => return Outcome::NextHop(RelayError::ConnectTimeout { peer }),
     };
     let mut conn = Conn {
         stream: Stream::Plain(tcp),
-        buf: Vec::new(),
+        buf: LineBuffer::default(),
         timeout: settings.command_timeout,
-        peer: format!("{host}[{addr}]"),
-        tls_failed: false,
+        peer: peer.clone(),
     };
-    match conn
-        .transaction(host, settings, sender, recipients, message)
-        .await
-    {
-        Ok(outcome) => {
-            conn.quit().await;
-            (outcome, false)
+    let (mut transaction, mut action) =
+        Transaction::new(peer, settings, sender, recipients, message);
+    loop {
+        action = match action {
+            Action::Send {
+                bytes,
+                reply_within,
+            } => {
+                if !bytes.is_empty()
+                    && let Err(e) = conn.send(&bytes).await
+                {
+                    return Outcome::NextHop(e);
+                }
+                match conn.reply(reply_within).await {
+                    Ok(reply) => transaction.on_reply(reply),
+                    Err(e) => transaction.on_reply_error(e),
+                }
+            }
+            Action::StartTls => match conn.starttls(host).await {
+                Ok(()) => transaction.on_tls_up(),
+                Err(e) => return Outcome::NextHop(e),
+            },
+            Action::Finish(outcome) => {
+                conn.quit().await;
+                return outcome;
+            }
+            Action::Fail(e) => return Outcome::NextHop(e),
         }
-        Err(why) => (Outcome::NextHop(why), conn.tls_failed),
     }
 }
 
@@ -167,164 +139,40 @@ enum Stream {
 
 struct Conn {
     stream: Stream,
-    buf: Vec<u8>,
+    buf: LineBuffer,
+    /// For writes and the TLS handshake.
     timeout: Duration,
     peer: String,
-    tls_failed: bool,
 }
 
 impl Conn {
-    async fn transaction(
-        &mut self,
-        host: &str,
-        settings: &AttemptSettings,
-        sender: &str,
-        recipients: &[String],
-        message: &[u8],
-    ) -> Result<Outcome, String> {
-        let greeting = self.reply().await?;
-        if greeting.code != 220 {
-            return Err(format!("{} greeted with {greeting}", self.peer));
-        }
-        let mut ehlo = self.ehlo(&settings.helo).await?;
-        let offers_tls = ehlo.as_ref().is_some_and(|e| has(e, "STARTTLS"));
-        match settings.tls {
-            RelayTls::None => {}
-            RelayTls::Require if !offers_tls => {
-                return Err(format!(
-                    "{} does not offer STARTTLS and the relay policy requires TLS",
-                    self.peer
-                ));
-            }
-            RelayTls::Opportunistic | RelayTls::Require if offers_tls => {
-                self.send(b"STARTTLS\r\n").await?;
-                let reply = self.reply().await?;
-                if reply.code != 220 {
-                    if settings.tls == RelayTls::Require {
-                        return Err(format!("{} refused STARTTLS: {reply}", self.peer));
-                    }
-                } else {
-                    self.starttls(host).await?;
-                    ehlo = self.ehlo(&settings.helo).await?;
-                }
-            }
-            RelayTls::Opportunistic | RelayTls::Require => {}
-        }
-        let features = ehlo.unwrap_or_default();
-        let utf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
-        if utf8 && !has(&features, "SMTPUTF8") {
-            return Ok(Outcome::Refused(Reply {
-                code: 553,
-                lines: vec![format!(
-                    "5.6.7 {} does not support SMTPUTF8, which the non-ASCII addresses need",
-                    self.peer
-                )],
-            }));
-        }
-        let mut mail = format!("MAIL FROM:<{sender}>");
-        if has(&features, "SIZE") {
-            mail.push_str(&format!(" SIZE={}", message.len()));
-        }
-        if !message.is_ascii() && has(&features, "8BITMIME") {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if utf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        mail.push_str("\r\n");
-        self.send(mail.as_bytes()).await?;
-        let reply = self.reply().await?;
-        if reply.is_permanent() {
-            return Ok(Outcome::Refused(reply));
-        }
-        if !reply.is_positive() {
-            return Err(format!("{} answered MAIL with {reply}", self.peer));
-        }
-        let mut results: Vec<(String, Result<Reply, Reply>)> = Vec::new();
-        for recipient in recipients {
-            self.send(format!("RCPT TO:<{recipient}>\r\n").as_bytes())
-                .await?;
-            let reply = self.reply().await?;
-            let verdict = if reply.is_positive() {
-                Ok(reply)
-            } else {
-                Err(reply)
-            };
-            results.push((recipient.clone(), verdict));
-        }
-        if results.iter().all(|(_, r)| r.is_err()) {
-            self.send(b"RSET\r\n").await?;
-            let _ = self.reply().await;
-            return Ok(Outcome::Transaction(results));
-        }
-        self.send(b"DATA\r\n").await?;
-        let reply = self.reply().await?;
-        if reply.code != 354 {
-            return Ok(Outcome::Transaction(fail_accepted(results, reply)));
-        }
-        let mut data = Vec::with_capacity(message.len() + 64);
-        dot_stuff(&mut data, message);
-        self.send(&data).await?;
-        // RFC 5321 4.5.3.2.6: ten minutes for the reply to the end of data.
-        let saved = self.timeout;
-        self.timeout = saved.max(Duration::from_secs(600));
-        let reply = self.reply().await;
-        self.timeout = saved;
-        let reply = reply?;
-        if reply.is_positive() {
-            for (_, verdict) in &mut results {
-                if verdict.is_ok() {
-                    *verdict = Ok(reply.clone());
-                }
-            }
-            Ok(Outcome::Transaction(results))
-        } else {
-            Ok(Outcome::Transaction(fail_accepted(results, reply)))
-        }
-    }
-
-    /// EHLO, or HELO when EHLO is refused; the EHLO keywords, or `None` after HELO.
-    async fn ehlo(&mut self, helo: &str) -> Result<Option<Vec<String>>, String> {
-        self.send(format!("EHLO {helo}\r\n").as_bytes()).await?;
-        let reply = self.reply().await?;
-        if reply.code == 250 {
-            return Ok(Some(reply.lines.into_iter().skip(1).collect()));
-        }
-        if reply.code == 421 || (400..500).contains(&reply.code) {
-            return Err(format!("{} answered EHLO with {reply}", self.peer));
-        }
-        self.send(format!("HELO {helo}\r\n").as_bytes()).await?;
-        let reply = self.reply().await?;
-        if reply.code != 250 {
-            return Err(format!("{} refused EHLO and HELO: {reply}", self.peer));
-        }
-        Ok(None)
-    }
-
-    async fn starttls(&mut self, host: &str) -> Result<(), String> {
+    async fn starttls(&mut self, host: &str) -> Result<(), RelayError> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(format!("{}: STARTTLS inside TLS", self.peer));
+            return Err(RelayError::Sequence {
+                peer: self.peer.clone(),
+                what: "STARTTLS inside TLS",
+            });
         };
         // RFC 3207: anything the server sent before the handshake is not trusted.
         self.buf.clear();
         let name = ServerName::try_from(host.to_owned())
             .unwrap_or_else(|_| ServerName::try_from("mx.invalid").expect("a valid DNS name"));
         let handshake = TlsConnector::from(unverified_client()).connect(name, tcp);
-        self.tls_failed = true;
+        let peer = self.peer.clone();
         match tokio::time::timeout(self.timeout, handshake).await {
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));
-                self.tls_failed = false;
                 Ok(())
             }
-            Ok(Err(e)) => Err(format!("TLS handshake with {} failed: {e}", self.peer)),
-            Err(_) => Err(format!("TLS handshake with {} timed out", self.peer)),
+            Ok(Err(source)) => Err(RelayError::Tls { peer, source }),
+            Err(_) => Err(RelayError::TlsTimeout { peer }),
         }
     }
 
     async fn quit(&mut self) {
         if self.send(b"QUIT\r\n").await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.reply()).await;
+            let within = self.timeout;
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.reply(within)).await;
         }
         match &mut self.stream {
             Stream::Plain(s) => drop(s.shutdown().await),
@@ -333,8 +181,7 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let peer = &self.peer;
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
         let write = async {
             match &mut self.stream {
                 Stream::Plain(s) => write_all(s, bytes).await,
@@ -342,47 +189,34 @@ impl Conn {
                 Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
             }
         };
+        let peer = self.peer.clone();
         match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("writing to {peer} failed: {e}")),
-            Err(_) => Err(format!("writing to {peer} timed out")),
+            Ok(Err(source)) => Err(RelayError::Write { peer, source }),
+            Err(_) => Err(RelayError::WriteTimeout { peer }),
         }
     }
 
-    /// Reads one reply, single- or multi-line.
-    async fn reply(&mut self) -> Result<Reply, String> {
-        let mut lines = Vec::new();
+    /// Reads one reply, single- or multi-line, waiting at most `within` for each line.
+    async fn reply(&mut self, within: Duration) -> Result<Reply, RelayError> {
+        let mut lines = ReplyLines::default();
         loop {
-            let line = self.line().await?;
-            let bad = || format!("{} sent a malformed reply line {line:?}", self.peer);
-            let code: u16 = line
-                .get(..3)
-                .and_then(|c| c.parse().ok())
-                .filter(|c| (200..600).contains(c))
-                .ok_or_else(bad)?;
-            let sep = line.as_bytes().get(3).copied();
-            lines.push(line.get(4..).unwrap_or("").to_owned());
-            match sep {
-                None | Some(b' ') => return Ok(Reply { code, lines }),
-                Some(b'-') if lines.len() < MAX_REPLY_LINES => {}
-                _ => return Err(bad()),
+            let line = self.line(within).await?;
+            match lines.push(line) {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(error) => return Err(self.malformed(error)),
             }
         }
     }
 
-    async fn line(&mut self) -> Result<String, String> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+    async fn line(&mut self, within: Duration) -> Result<String, RelayError> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                self.buf.drain(..end + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_REPLY_LINE {
-                return Err(format!(
-                    "{} sent a reply line over {MAX_REPLY_LINE} octets",
-                    self.peer
-                ));
+            match self.buf.next_line() {
+                Ok(Some(line)) => return Ok(line),
+                Ok(None) => {}
+                Err(error) => return Err(self.malformed(error)),
             }
             let mut chunk = [0u8; 4096];
             let read = async {
@@ -392,12 +226,25 @@ impl Conn {
                     Stream::Gone => Ok(0),
                 }
             };
+            let peer = || self.peer.clone();
             match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(0)) => return Err(format!("{} closed the connection", self.peer)),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => return Err(format!("reading from {} failed: {e}", self.peer)),
-                Err(_) => return Err(format!("{} did not answer in time", self.peer)),
+                Ok(Ok(0)) => return Err(RelayError::Closed { peer: peer() }),
+                Ok(Ok(n)) => self.buf.extend(&chunk[..n]),
+                Ok(Err(source)) => {
+                    return Err(RelayError::Read {
+                        peer: peer(),
+                        source,
+                    });
+                }
+                Err(_) => return Err(RelayError::Timeout { peer: peer() }),
             }
+        }
+    }
+
+    fn malformed(&self, error: ReplyError) -> RelayError {
+        RelayError::Malformed {
+            peer: self.peer.clone(),
+            error,
         }
     }
 }
@@ -408,24 +255,6 @@ async fn write_all<S: AsyncWrite + AsyncRead + Unpin>(
 ) -> std::io::Result<()> {
     s.write_all(bytes).await?;
     s.flush().await
-}
-
-fn has(features: &[String], keyword: &str) -> bool {
-    features.iter().any(|line| {
-        line.split_ascii_whitespace()
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
-    })
-}
-
-fn fail_accepted(
-    results: Vec<(String, Result<Reply, Reply>)>,
-    reply: Reply,
-) -> Vec<(String, Result<Reply, Reply>)> {
-    results
-        .into_iter()
-        .map(|(r, v)| (r, v.and_then(|_| Err(reply.clone()))))
-        .collect()
 }
 
 /// A TLS client that accepts any certificate: opportunistic TLS between MTAs protects against
@@ -493,19 +322,5 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keywords_are_matched_case_insensitively_as_whole_words() {
-        let features = vec!["starttls".to_owned(), "SIZE 1000".to_owned()];
-        assert!(has(&features, "STARTTLS"));
-        assert!(has(&features, "size"));
-        assert!(!has(&features, "SMTPUTF8"));
-        assert!(!has(&["STARTTLSX".to_owned()], "STARTTLS"));
     }
 }

@@ -3,12 +3,14 @@
 //! mail).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::ProtoError;
 use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
@@ -21,8 +23,88 @@ pub struct Hop {
     pub preference: u16,
 }
 
+/// Why a DNS question got no usable answer. The texts reach logs, the queue's last error,
+/// expiry bounces and (through [`Verdict::TempFail`]) SMTP replies.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DnsError {
+    /// The system's resolver configuration could not be read.
+    #[error("cannot read the system's DNS configuration: {0}")]
+    SystemConfig(#[source] NetError),
+    /// The resolver could not be built.
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(#[source] NetError),
+    /// A name to look up is not a DNS name (`name` with its final dot).
+    #[error("{name:?} is not a DNS name: {error}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        error: ProtoError,
+    },
+    /// A reverse name is not a DNS name.
+    #[error("{name:?}: {error}")]
+    BadReverseName {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        error: ProtoError,
+    },
+    /// The resolver got no answer in time.
+    #[error("no answer from the DNS server (timeout)")]
+    Timeout,
+    /// The resolver failed otherwise.
+    #[error("{0}")]
+    Resolver(#[source] NetError),
+    /// No server to ask directly.
+    #[error("no DNS server configured")]
+    NoServer,
+    /// A server asked directly answered with an error code.
+    #[error("{server} answered {code}")]
+    Answered {
+        /// The server.
+        server: SocketAddr,
+        /// Its response code.
+        code: ResponseCode,
+    },
+    /// A query could not be encoded.
+    #[error("cannot encode a DNS query: {0}")]
+    Encode(#[source] ProtoError),
+    /// A server asked directly did not answer over UDP in time.
+    #[error("no answer from {0} (timeout)")]
+    UdpTimeout(SocketAddr),
+    /// A query over UDP failed.
+    #[error("DNS query to {server} failed: {error}")]
+    Udp {
+        /// The server.
+        server: SocketAddr,
+        /// Why.
+        #[source]
+        error: Arc<std::io::Error>,
+    },
+    /// A server asked directly did not answer over TCP in time.
+    #[error("no answer from {0} over TCP (timeout)")]
+    TcpTimeout(SocketAddr),
+    /// A query over TCP failed.
+    #[error("DNS query to {server} over TCP failed: {error}")]
+    Tcp {
+        /// The server.
+        server: SocketAddr,
+        /// Why.
+        #[source]
+        error: Arc<std::io::Error>,
+    },
+    /// A mail host has neither A nor AAAA records.
+    #[error("host {0} has no address records")]
+    NoAddress(String),
+    /// A mail host does not exist.
+    #[error("host {0} does not exist (NXDOMAIN)")]
+    NoSuchHost(String),
+}
+
 /// Why a domain has no route.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RouteError {
     /// The domain says it accepts no mail (RFC 7505).
     #[error("{0} does not accept mail (null MX, RFC 7505)")]
@@ -39,7 +121,8 @@ pub enum RouteError {
         /// The domain.
         domain: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        reason: DnsError,
     },
 }
 
@@ -85,7 +168,7 @@ enum Found<T> {
 impl Dns {
     /// A resolver asking `server` (UDP, and TCP for truncated answers), or the servers of
     /// /etc/resolv.conf when `None`.
-    pub fn new(server: Option<SocketAddr>) -> Result<Dns, String> {
+    pub fn new(server: Option<SocketAddr>) -> Result<Dns, DnsError> {
         let provider = TokioRuntimeProvider::default();
         let servers = match server {
             Some(addr) => vec![addr],
@@ -110,8 +193,7 @@ impl Dns {
                     provider,
                 )
             }
-            None => TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
+            None => TokioResolver::builder(provider).map_err(DnsError::SystemConfig)?,
         };
         let options = builder.options_mut();
         options.use_hosts_file = ResolveHosts::Never;
@@ -119,9 +201,7 @@ impl Dns {
         options.timeout = Duration::from_secs(5);
         options.attempts = 2;
         options.ndots = 0;
-        let resolver = builder
-            .build()
-            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        let resolver = builder.build().map_err(DnsError::Build)?;
         Ok(Dns { resolver, servers })
     }
 
@@ -129,9 +209,12 @@ impl Dns {
     /// answers reverse names of loopback addresses with `localhost.` without asking (RFC 6761
     /// 6.3), but a test network on 127.0.0.0/8 gives those addresses names of its own, and the
     /// FCrDNS check must see them.
-    async fn ptr(&self, reverse: &str) -> Result<Found<String>, String> {
-        let name = Name::from_ascii(reverse).map_err(|e| format!("{reverse:?}: {e}"))?;
-        let mut last = String::from("no DNS server configured");
+    async fn ptr(&self, reverse: &str) -> Result<Found<String>, DnsError> {
+        let name = Name::from_ascii(reverse).map_err(|error| DnsError::BadReverseName {
+            name: reverse.to_owned(),
+            error,
+        })?;
+        let mut last = DnsError::NoServer;
         for &server in &self.servers {
             match raw_query(server, &name, RecordType::PTR).await {
                 Ok(message) => {
@@ -140,7 +223,7 @@ impl Dns {
                         return Ok(Found::NxDomain);
                     }
                     if code != ResponseCode::NoError {
-                        last = format!("{server} answered {code}");
+                        last = DnsError::Answered { server, code };
                         continue;
                     }
                     let names: Vec<String> = message
@@ -165,14 +248,16 @@ impl Dns {
         Err(last)
     }
 
-    async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Found<RData>, String> {
+    async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Found<RData>, DnsError> {
         let fqdn = if name.ends_with('.') {
             name.to_owned()
         } else {
             format!("{name}.")
         };
-        let name =
-            Name::from_utf8(&fqdn).map_err(|e| format!("{fqdn:?} is not a DNS name: {e}"))?;
+        let name = Name::from_utf8(&fqdn).map_err(|error| DnsError::BadName {
+            name: fqdn.clone(),
+            error,
+        })?;
         match self.resolver.lookup(name, rtype).await {
             Ok(lookup) => {
                 let records: Vec<RData> = lookup
@@ -189,7 +274,8 @@ impl Dns {
             }
             Err(e) if e.is_nx_domain() => Ok(Found::NxDomain),
             Err(e) if e.is_no_records_found() => Ok(Found::NoData),
-            Err(e) => Err(describe(&e)),
+            Err(NetError::Timeout) => Err(DnsError::Timeout),
+            Err(e) => Err(DnsError::Resolver(e)),
         }
     }
 
@@ -212,7 +298,7 @@ impl Dns {
         ignore_preference: bool,
         implicit_mx: bool,
     ) -> Result<Vec<Hop>, RouteError> {
-        let temporary = |reason: String| RouteError::Temporary {
+        let temporary = |reason: DnsError| RouteError::Temporary {
             domain: domain.to_owned(),
             reason,
         };
@@ -256,7 +342,7 @@ impl Dns {
         }
     }
 
-    async fn addresses(&self, host: &str) -> Result<Found<IpAddr>, String> {
+    async fn addresses(&self, host: &str) -> Result<Found<IpAddr>, DnsError> {
         let v4 = self.lookup(host, RecordType::A).await?;
         let v6 = self.lookup(host, RecordType::AAAA).await?;
         let mut found = Vec::new();
@@ -277,11 +363,11 @@ impl Dns {
     }
 
     /// The addresses of an MX host: IPv4 first, then IPv6.
-    pub async fn host_addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn host_addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         match self.addresses(host).await? {
             Found::Records(found) => Ok(found),
-            Found::NoData => Err(format!("host {host} has no address records")),
-            Found::NxDomain => Err(format!("host {host} does not exist (NXDOMAIN)")),
+            Found::NoData => Err(DnsError::NoAddress(host.to_owned())),
+            Found::NxDomain => Err(DnsError::NoSuchHost(host.to_owned())),
         }
     }
 
@@ -318,7 +404,7 @@ impl Dns {
     pub async fn check_sender_domain(&self, domain: &str) -> Verdict {
         match self.route(domain, false).await {
             Ok(_) => Verdict::Pass(domain.to_owned()),
-            Err(RouteError::Temporary { reason, .. }) => Verdict::TempFail(reason),
+            Err(RouteError::Temporary { reason, .. }) => Verdict::TempFail(reason.to_string()),
             Err(e) => Verdict::Fail(e.to_string()),
         }
     }
@@ -343,15 +429,17 @@ pub fn reverse_name(ip: IpAddr) -> String {
 }
 
 /// One query straight to `server`: UDP, then TCP when the answer was truncated.
-async fn raw_query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Message, String> {
+async fn raw_query(
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+) -> Result<Message, DnsError> {
     let mut query = Message::query();
     let id = fastrand::u16(..);
     query.metadata.id = id;
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(name.clone(), rtype));
-    let bytes = query
-        .to_vec()
-        .map_err(|e| format!("cannot encode a DNS query: {e}"))?;
+    let bytes = query.to_vec().map_err(DnsError::Encode)?;
     let timeout = Duration::from_secs(5);
     let bind: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
@@ -374,8 +462,11 @@ async fn raw_query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result
     };
     let answer = tokio::time::timeout(timeout, udp)
         .await
-        .map_err(|_| format!("no answer from {server} (timeout)"))?
-        .map_err(|e| format!("DNS query to {server} failed: {e}"))?;
+        .map_err(|_| DnsError::UdpTimeout(server))?
+        .map_err(|error| DnsError::Udp {
+            server,
+            error: Arc::new(error),
+        })?;
     if !answer.metadata.truncation {
         return Ok(answer);
     }
@@ -393,15 +484,11 @@ async fn raw_query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result
     };
     tokio::time::timeout(timeout, tcp)
         .await
-        .map_err(|_| format!("no answer from {server} over TCP (timeout)"))?
-        .map_err(|e| format!("DNS query to {server} over TCP failed: {e}"))
-}
-
-fn describe(error: &NetError) -> String {
-    match error {
-        NetError::Timeout => "no answer from the DNS server (timeout)".to_owned(),
-        other => other.to_string(),
-    }
+        .map_err(|_| DnsError::TcpTimeout(server))?
+        .map_err(|error| DnsError::Tcp {
+            server,
+            error: Arc::new(error),
+        })
 }
 
 #[cfg(test)]
@@ -417,5 +504,91 @@ mod tests {
         let v6 = reverse_name("2001:db8::1".parse().unwrap());
         assert!(v6.starts_with("1.0.0.0.0.0.0.0"), "{v6}");
         assert!(v6.ends_with("8.b.d.0.1.0.0.2.ip6.arpa."), "{v6}");
+    }
+
+    #[test]
+    fn error_texts() {
+        let server: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let io = || Arc::new(std::io::Error::other("boom"));
+        let texts = [
+            (
+                DnsError::Timeout,
+                "no answer from the DNS server (timeout)".to_owned(),
+            ),
+            (DnsError::NoServer, "no DNS server configured".to_owned()),
+            (
+                DnsError::Answered {
+                    server,
+                    code: ResponseCode::ServFail,
+                },
+                format!("192.0.2.53:53 answered {}", ResponseCode::ServFail),
+            ),
+            (
+                DnsError::UdpTimeout(server),
+                "no answer from 192.0.2.53:53 (timeout)".to_owned(),
+            ),
+            (
+                DnsError::TcpTimeout(server),
+                "no answer from 192.0.2.53:53 over TCP (timeout)".to_owned(),
+            ),
+            (
+                DnsError::Udp {
+                    server,
+                    error: io(),
+                },
+                "DNS query to 192.0.2.53:53 failed: boom".to_owned(),
+            ),
+            (
+                DnsError::Tcp {
+                    server,
+                    error: io(),
+                },
+                "DNS query to 192.0.2.53:53 over TCP failed: boom".to_owned(),
+            ),
+            (
+                DnsError::NoAddress("mx.test".into()),
+                "host mx.test has no address records".to_owned(),
+            ),
+            (
+                DnsError::NoSuchHost("mx.test".into()),
+                "host mx.test does not exist (NXDOMAIN)".to_owned(),
+            ),
+            (
+                DnsError::Resolver(NetError::Timeout),
+                NetError::Timeout.to_string(),
+            ),
+        ];
+        for (error, text) in texts {
+            assert_eq!(error.to_string(), text);
+        }
+        let route = RouteError::Temporary {
+            domain: "d.test".into(),
+            reason: DnsError::Timeout,
+        };
+        assert_eq!(
+            route.to_string(),
+            "DNS lookup for d.test failed: no answer from the DNS server (timeout)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_that_is_not_a_dns_name_fails_before_asking() {
+        let dns = Dns::new(Some("127.0.0.1:9".parse().unwrap())).unwrap();
+        let long = "x".repeat(64);
+        let error = dns.host_addresses(&long).await.unwrap_err();
+        let DnsError::BadName { name, error: cause } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(name, &format!("{long}."));
+        assert_eq!(
+            error.to_string(),
+            format!("\"{long}.\" is not a DNS name: {cause}")
+        );
+        let route = dns.route(&long, false).await.unwrap_err();
+        assert!(route.is_temporary());
+        assert_eq!(
+            route.to_string(),
+            format!("DNS lookup for {long} failed: {error}")
+        );
     }
 }

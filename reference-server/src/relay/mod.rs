@@ -11,6 +11,8 @@
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod reply;
+pub mod transaction;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -218,7 +220,7 @@ impl Worker {
                 Ok(found) => found,
                 Err(why) => {
                     tracing::info!(id = job.queue_id, host = hop.host, "relay: {why}");
-                    last_error = why;
+                    last_error = why.to_string();
                     continue;
                 }
             };
@@ -231,7 +233,7 @@ impl Worker {
                 match outcome {
                     Outcome::NextHop(why) => {
                         tracing::info!(id = job.queue_id, relay = mta, "relay: {why}");
-                        last_error = why;
+                        last_error = why.to_string();
                     }
                     Outcome::Refused(reply) => {
                         return with_all(job, Verdict::from_reply(&hop.host, &mta, &reply));
