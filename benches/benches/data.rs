@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use reference_server::smtp::data::{DataReceiver, Progress, dot_stuff};
+use reference_server::net::dot_stuff;
+use reference_server::smtp::data::{DataReceiver, Progress};
 
 const CHUNK: usize = 16 * 1024;
 /// The server's defaults: 25 MB messages, 1000-octet lines.
