@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Connection, Link, Shared, Stream};
 use crate::config::{Config, Protocol, Role, TlsMode};
-use crate::faults::Policy;
 use crate::variants::Variant;
 
 /// A listener after binding.
@@ -72,24 +71,14 @@ pub(crate) async fn accept_loop(
                 return;
             };
             tracing::debug!(role = %bound.role, %peer, "connection");
+            // The facts about the client; what they allow is the session's decision (and
+            // its faults').
             let pop_before_smtp = shared
                 .pop_before_smtp
                 .as_ref()
-                .and_then(|grants| grants.check(peer.ip(), std::time::Instant::now()))
-                .filter(|account| {
-                    let ignored = shared.config.faults.has(Policy::PopBeforeSmtpIgnored);
-                    if ignored {
-                        tracing::warn!(%peer, account, "FAULT pop_before_smtp_ignored");
-                    }
-                    !ignored
-                });
+                .and_then(|grants| grants.check(peer.ip(), std::time::Instant::now()));
             let client_dns = if bound.role == Role::Smtp && shared.config.relay.check_client_dns {
-                if shared.config.faults.has(Policy::RelayNoFcrdns) {
-                    tracing::warn!(%peer, "FAULT relay_no_fcrdns: not checking the client's reverse DNS");
-                    None
-                } else {
-                    Some(shared.dns.confirm_client(peer.ip()).await)
-                }
+                Some(shared.dns.confirm_client(peer.ip()).await)
             } else {
                 None
             };

@@ -233,6 +233,11 @@ impl Session {
     /// A new session; call [`Session::greet`] first.
     pub fn new(config: Arc<Config>, conn: Connection) -> Session {
         let tls = conn.tls_mode == TlsMode::Implicit;
+        if let Some(account) = &conn.pop_before_smtp
+            && config.faults.has(Policy::PopBeforeSmtpIgnored)
+        {
+            tracing::warn!(peer = %conn.peer, account, "FAULT pop_before_smtp_ignored");
+        }
         Session {
             config,
             conn,
@@ -1123,7 +1128,12 @@ impl Session {
 
     /// The reply to MAIL when the client's address failed the FCrDNS check.
     fn client_dns_refusal(&mut self) -> Option<Option<Event>> {
-        match self.conn.client_dns.clone()? {
+        let verdict = self.conn.client_dns.clone()?;
+        if self.fault(Policy::RelayNoFcrdns) {
+            tracing::warn!(peer = %self.conn.peer, ?verdict, "FAULT relay_no_fcrdns: the client's reverse DNS is not looked at");
+            return None;
+        }
+        match verdict {
             Verdict::Pass(_) => None,
             Verdict::Fail(why) => Some(self.fail(
                 550,
@@ -1509,8 +1519,13 @@ impl Session {
     /// would be).
     fn authorised(&self) -> bool {
         self.user.is_some()
-            || (self.conn.pop_before_smtp.is_some()
-                && (self.tls || !self.conn.role.requires_auth()))
+            || (self.pop_before_smtp() && (self.tls || !self.conn.role.requires_auth()))
+    }
+
+    /// Whether a POP3 login from the client's address vouches for it (unless the
+    /// `pop_before_smtp_ignored` fault forgets it).
+    fn pop_before_smtp(&self) -> bool {
+        self.conn.pop_before_smtp.is_some() && !self.fault(Policy::PopBeforeSmtpIgnored)
     }
 
     /// The RFC 5321 4.4 trace header, with the RFC 3848 / RFC 6531 protocol keyword.
@@ -2065,6 +2080,45 @@ mod tests {
         h.send(b"EHLO c\r\n");
         let replies = h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\n");
         assert_eq!(codes(&replies), ["250", "554"], "{replies}");
+    }
+
+    #[test]
+    fn the_pop_before_smtp_ignored_fault_forgets_the_grant() {
+        let mut config = Config::defaults();
+        config.faults.policy.insert(Policy::PopBeforeSmtpIgnored);
+        let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+        h.session.conn.pop_before_smtp = Some("alice@example.test".into());
+        h.send(b"EHLO c\r\n");
+        let replies =
+            h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@elsewhere.invalid>\r\n");
+        assert_eq!(codes(&replies), ["250", "554"], "{replies}");
+    }
+
+    #[test]
+    fn a_failed_fcrdns_check_refuses_mail_unless_the_fault_ignores_it() {
+        for faulty in [false, true] {
+            let mut config = Config::defaults();
+            if faulty {
+                config.faults.policy.insert(Policy::RelayNoFcrdns);
+            }
+            let mut h = Harness::new(Role::Smtp, TlsMode::Starttls, config);
+            h.session.conn.client_dns = Some(Verdict::Fail("no PTR record".into()));
+            h.send(b"EHLO c\r\n");
+            let reply = h.send(b"MAIL FROM:<a@sender.test>\r\n");
+            if faulty {
+                assert!(reply.starts_with("250"), "{reply}");
+            } else {
+                assert!(reply.starts_with("550 5.7.25"), "{reply}");
+            }
+        }
+        // A verdict that cannot be had now is a temporary refusal.
+        let mut h = Harness::smtp();
+        h.session.conn.client_dns = Some(Verdict::TempFail("no answer".into()));
+        h.send(b"EHLO c\r\n");
+        assert!(
+            h.send(b"MAIL FROM:<a@sender.test>\r\n")
+                .starts_with("450 4.7.25")
+        );
     }
 
     #[test]
