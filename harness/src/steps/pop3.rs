@@ -599,29 +599,53 @@ async fn logs_in(world: &mut MailWorld, who: String, wrong: String) -> anyhow::R
         password.push_str("-wrong");
     }
     let response = with_login_patience(world, !wrong.is_empty(), |client| {
+        let (account, password) = (account.clone(), password.clone());
         Box::pin(async move { client.user_pass(&account, &password).await })
     })
     .await?;
+    refused_as_wrong(&response, !wrong.is_empty())?;
     world.pop3.response = Some(response);
     Ok(())
 }
 
+/// A wrong password answered `-ERR [IN-USE]` was taken: the code says the authentication
+/// succeeded and only the maildrop is locked (RFC 2449 8.1.1), whatever the status.
+fn refused_as_wrong(response: &Pop3Response, wrong: bool) -> anyhow::Result<()> {
+    ensure!(
+        !(wrong && response.has_code("IN-USE")),
+        "the wrong password was answered {response}: [IN-USE] says the credentials were \
+         accepted and the maildrop is locked by another session (RFC 2449 8.1.1)"
+    );
+    Ok(())
+}
+
 /// Runs a login exchange, allowing a deliberately failed one the extra time servers take to
-/// answer it.
+/// answer it. Good credentials answered `-ERR [IN-USE]` are tried again on the same connection
+/// (RFC 1939 leaves the session in AUTHORIZATION) for up to the target's timeout: the session
+/// of a scenario before may not have been closed by the server yet.
 async fn with_login_patience(
     world: &mut MailWorld,
     failing: bool,
-    exchange: impl for<'c> FnOnce(
+    exchange: impl for<'c> Fn(
         &'c mut Pop3Client,
-    )
-        -> futures::future::BoxFuture<'c, Result<Pop3Response, ClientError>>,
+    ) -> futures::future::BoxFuture<'c, Result<Pop3Response, ClientError>>,
 ) -> anyhow::Result<Pop3Response> {
     let timeout = world.target()?.timeout;
     let client = world.pop3()?;
     if failing {
         client.set_timeout(timeout + super::FAILED_LOGIN_PATIENCE);
     }
-    let response = exchange(client).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    let response = loop {
+        let response = exchange(client).await;
+        let locked = matches!(&response, Ok(r) if r.has_code("IN-USE"));
+        if failing || !locked || tokio::time::Instant::now() + pause >= deadline {
+            break response;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    };
     client.set_timeout(timeout);
     Ok(response?)
 }
@@ -636,9 +660,11 @@ async fn auth_plain(world: &mut MailWorld, who: String, wrong: String) -> anyhow
         password.push_str("-wrong");
     }
     let response = with_login_patience(world, !wrong.is_empty(), |client| {
+        let (account, password) = (account.clone(), password.clone());
         Box::pin(async move { client.auth_plain(&account, &password).await })
     })
     .await?;
+    refused_as_wrong(&response, !wrong.is_empty())?;
     world.pop3.response = Some(response);
     Ok(())
 }
@@ -1332,6 +1358,22 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_wrong_password_answered_in_use_was_accepted() {
+        let response = |code: Option<&str>| Pop3Response {
+            ok: false,
+            kind: ResponseKind::Err,
+            text: "no".into(),
+            code: code.map(str::to_owned),
+        };
+        let refused = refused_as_wrong(&response(Some("IN-USE")), true).unwrap_err();
+        assert!(refused.to_string().contains("RFC 2449 8.1.1"), "{refused}");
+        // Any other refusal of a wrong password is one; a right password may meet a lock.
+        assert!(refused_as_wrong(&response(Some("AUTH")), true).is_ok());
+        assert!(refused_as_wrong(&response(None), true).is_ok());
+        assert!(refused_as_wrong(&response(Some("IN-USE")), false).is_ok());
+    }
 
     /// A POP3 server already in the TRANSACTION state over `maildrop` (message `n` is
     /// `maildrop[n - 1]`, its unique-id `uid-n`), answering CAPA with `capa` (`None`: -ERR).
