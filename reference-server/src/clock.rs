@@ -32,6 +32,20 @@ impl Clock for SystemClock {
     }
 }
 
+/// A wall clock stopped at one instant (the monotonic one runs on): for tests and fuzzers that
+/// replay a session byte for byte.
+#[derive(Debug, Clone, Copy)]
+pub struct StoppedClock(pub SystemTime);
+
+impl Clock for StoppedClock {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+    fn wall(&self) -> SystemTime {
+        self.0
+    }
+}
+
 /// Longest limit taken as given, so that adding it to an instant cannot overflow.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 

@@ -1273,6 +1273,7 @@ fn redacted(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::StoppedClock;
     use crate::config::Role;
     use proptest::prelude::*;
 
@@ -1641,23 +1642,10 @@ mod tests {
         assert!(random.parse::<u32>().is_ok() && clock.parse::<u64>().unwrap() > 1_600_000_000);
     }
 
-    /// A clock stopped at one instant.
-    #[derive(Debug)]
-    struct Stopped(std::time::SystemTime);
-
-    impl Clock for Stopped {
-        fn now(&self) -> std::time::Instant {
-            std::time::Instant::now()
-        }
-        fn wall(&self) -> std::time::SystemTime {
-            self.0
-        }
-    }
-
     #[test]
     fn the_apop_timestamp_comes_from_the_sessions_clock_and_seed() {
         let at = UNIX_EPOCH + std::time::Duration::from_secs(1_796_119_200);
-        let clock = Arc::new(Stopped(at));
+        let clock = Arc::new(StoppedClock(at));
         let greeting = |seed: u64| {
             let session = Session::new(Arc::new(with_apop()), connection(TlsMode::Starttls))
                 .with_clock(clock.clone())

@@ -1638,6 +1638,7 @@ fn queue_id(rng: &mut fastrand::Rng) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::StoppedClock;
     use crate::config::Config;
 
     /// A driver with no socket: TLS is pretended, delivery is recorded.
@@ -1731,21 +1732,8 @@ mod tests {
         }
     }
 
-    /// A clock stopped at one instant.
-    #[derive(Debug)]
-    struct Stopped(std::time::SystemTime);
-
-    impl Clock for Stopped {
-        fn now(&self) -> std::time::Instant {
-            std::time::Instant::now()
-        }
-        fn wall(&self) -> std::time::SystemTime {
-            self.0
-        }
-    }
-
     /// One message through a session on `clock` and `seed`: the replies and what was stored.
-    fn replay(clock: &Arc<Stopped>, seed: u64) -> (String, Vec<u8>) {
+    fn replay(clock: &Arc<StoppedClock>, seed: u64) -> (String, Vec<u8>) {
         let mut config = Config::defaults();
         config.variants.insert(Variant::SmtpReplyIds);
         let conn = Connection {
@@ -1768,7 +1756,7 @@ mod tests {
     fn a_session_on_a_given_clock_and_seed_replays_byte_for_byte() {
         // Tue, 01 Dec 2026 10:00:00 +0000.
         let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_119_200);
-        let clock = Arc::new(Stopped(at));
+        let clock = Arc::new(StoppedClock(at));
         let (replies, stored) = replay(&clock, 7);
         assert_eq!(replay(&clock, 7), (replies.clone(), stored.clone()));
         let text = String::from_utf8(stored).unwrap();
