@@ -585,6 +585,11 @@ impl Pop3Client {
         if !response.ok {
             return Ok(response);
         }
+        self.pass(password).await
+    }
+
+    /// `PASS` after an accepted `USER`; the password is masked in the transcript.
+    pub async fn pass(&mut self, password: &str) -> Result<Pop3Response, ClientError> {
         Ok(self.exchange(&format!("PASS {password}"), "PASS").await?.0)
     }
 

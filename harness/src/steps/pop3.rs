@@ -598,12 +598,27 @@ async fn logs_in(world: &mut MailWorld, who: String, wrong: String) -> anyhow::R
     if !wrong.is_empty() {
         password.push_str("-wrong");
     }
-    let response = with_login_patience(world, !wrong.is_empty(), |client| {
-        let (account, password) = (account.clone(), password.clone());
-        Box::pin(async move { client.user_pass(&account, &password).await })
-    })
-    .await?;
-    refused_as_wrong(&response, !wrong.is_empty())?;
+    let response = if wrong.is_empty() {
+        with_login_patience(world, false, |client| {
+            let (account, password) = (account.clone(), password.clone());
+            Box::pin(async move { client.user_pass(&account, &password).await })
+        })
+        .await?
+    } else {
+        // USER apart: a server may say IN-USE to USER (RFC 2449 8.1.1), before any password.
+        let user = world.pop3()?.command(&format!("USER {account}")).await?;
+        if user.ok {
+            let response = with_login_patience(world, true, |client| {
+                let password = password.clone();
+                Box::pin(async move { client.pass(&password).await })
+            })
+            .await?;
+            refused_as_wrong(&response, true)?;
+            response
+        } else {
+            user
+        }
+    };
     world.pop3.response = Some(response);
     Ok(())
 }
