@@ -1,4 +1,4 @@
-//! Crash safety: the `reference-server` binary is killed with SIGKILL in the middle of a
+//! Crash safety: a reference server process is killed with SIGKILL in the middle of a
 //! `harness load --verify` run, while messages are in flight, and started again on the same data
 //! directory and ports. The load goes on through the outage (its sessions fail and are counted)
 //! and every message the server acknowledged must then be in the mailboxes exactly once, in a
@@ -16,51 +16,33 @@ use harness::spec::TargetSpec;
 /// Load accounts beside alice: mail spreads over several mailboxes.
 const ACCOUNTS: usize = 8;
 
-/// The reference-server binary of the profile this test was built with. Cargo hands a test
-/// only its own package's binaries, so this one is built here; when it is up to date that is a
-/// no-op.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/crash-<hash>
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // What cargo set for this test describes the harness package; ring's build script watches
-    // CARGO_MANIFEST_DIR, so passing it on would rebuild half the dependency tree.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            build.env_remove(name.as_ref());
-        }
+/// The one test here, which also runs as the server process.
+const TEST_NAME: &str = "acknowledged_mail_survives_sigkill_mid_load_exactly_once";
+/// Set in the server process: the configuration file it serves. The test starts its own
+/// executable again as the server (see [`serve`]), so that nothing has to build the
+/// `reference-server` binary from inside a test.
+const SERVE_CONFIG: &str = "CRASH_TEST_SERVE_CONFIG";
+/// Set in the server process: its data directory.
+const SERVE_DATA: &str = "CRASH_TEST_SERVE_DATA";
+
+/// The server process: what the `reference-server` binary does with `--config` and
+/// `--data-dir` (start, print the bound addresses and "ready" on stdout), then serve until it is
+/// killed. It runs the same library entry point as the binary; the signal handling the binary
+/// adds plays no part under SIGKILL.
+async fn serve(config: &Path, data_dir: &Path) -> ! {
+    let mut config = reference_server::Config::load(config).expect("server configuration");
+    config.data_dir = Some(data_dir.to_owned());
+    let server = reference_server::start(config)
+        .await
+        .expect("start the reference server");
+    // The test harness has printed the test's name without a line end.
+    println!();
+    for listener in server.listeners() {
+        println!("listening {} {}", listener.role, listener.addr);
     }
-    build
-        .args(["build", "--quiet", "-p", "reference-server", "--bin"])
-        .arg("reference-server")
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap());
-    match profile {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cannot build reference-server: {status}");
-    profile_dir.join("reference-server")
+    println!("ready");
+    std::future::pending::<()>().await;
+    unreachable!("a pending future never completes")
 }
 
 fn config(ports: Option<&[(String, u16)]>) -> String {
@@ -85,7 +67,7 @@ fn config(ports: Option<&[(String, u16)]>) -> String {
     text
 }
 
-/// The running binary; killed on drop if the test fails half-way.
+/// The server process; killed on drop if the test fails half-way.
 struct Server {
     child: Child,
     ports: Vec<(String, u16)>,
@@ -100,7 +82,7 @@ impl Drop for Server {
 
 /// Starts the server with `config`, logging to `log`; `None` when it exits before it is ready
 /// (a port it must bind again is taken for a moment).
-fn try_start(binary: &Path, dir: &Path, config: &str, log: &Path) -> Option<Server> {
+fn try_start(dir: &Path, config: &str, log: &Path) -> Option<Server> {
     let path = dir.join("server.yaml");
     std::fs::write(&path, config).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -108,11 +90,10 @@ fn try_start(binary: &Path, dir: &Path, config: &str, log: &Path) -> Option<Serv
         .append(true)
         .open(log)
         .unwrap();
-    let mut child = Command::new(binary)
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
+    let mut child = Command::new(std::env::current_exe().expect("the test executable"))
+        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SERVE_CONFIG, &path)
+        .env(SERVE_DATA, dir.join("data"))
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -137,10 +118,10 @@ fn try_start(binary: &Path, dir: &Path, config: &str, log: &Path) -> Option<Serv
     ready.then_some(server)
 }
 
-fn start(binary: &Path, dir: &Path, config: &str, log: &Path) -> Server {
+fn start(dir: &Path, config: &str, log: &Path) -> Server {
     // A client of the load may hold one of the ports as its own source port for an instant.
     for _ in 0..50 {
-        if let Some(server) = try_start(binary, dir, config, log) {
+        if let Some(server) = try_start(dir, config, log) {
             return server;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -154,7 +135,7 @@ fn start(binary: &Path, dir: &Path, config: &str, log: &Path) -> Server {
 fn profile(dir: &Path, ports: &[(String, u16)]) -> PathBuf {
     let port = |role: &str| ports.iter().find(|(r, _)| r == role).unwrap().1;
     let mut text = format!(
-        "name: reference-server binary\nhost: 127.0.0.1\ndomain: example.test\n\
+        "name: reference-server process\nhost: 127.0.0.1\ndomain: example.test\n\
          tls: {{ ca_file: data/tls/cert.pem, server_name: localhost }}\n\
          ports: {{ smtp: {}, pop3s: {}, imaps: {} }}\n\
          foreign_recipient: x@elsewhere.test\naccounts:\n",
@@ -174,10 +155,16 @@ fn profile(dir: &Path, ports: &[(String, u16)]) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_mail_survives_sigkill_mid_load_exactly_once() {
-    let binary = tokio::task::spawn_blocking(binary).await.unwrap();
+    // The server process is this test again, run with the server's configuration in the
+    // environment.
+    if let (Some(config), Some(data_dir)) =
+        (std::env::var_os(SERVE_CONFIG), std::env::var_os(SERVE_DATA))
+    {
+        serve(Path::new(&config), Path::new(&data_dir)).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let mut server = start(&binary, dir.path(), &config(None), &log);
+    let mut server = start(dir.path(), &config(None), &log);
     let ports = server.ports.clone();
     let target = profile(dir.path(), &ports);
 
@@ -203,13 +190,8 @@ async fn acknowledged_mail_survives_sigkill_mid_load_exactly_once() {
     // Down long enough for the open loop to start sessions that find nothing listening.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let restarted = {
-        let (binary, dir, config, log) = (
-            binary.clone(),
-            dir.path().to_owned(),
-            config(Some(&ports)),
-            log.clone(),
-        );
-        tokio::task::spawn_blocking(move || start(&binary, &dir, &config, &log))
+        let (dir, config, log) = (dir.path().to_owned(), config(Some(&ports)), log.clone());
+        tokio::task::spawn_blocking(move || start(&dir, &config, &log))
             .await
             .unwrap()
     };
