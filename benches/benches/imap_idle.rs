@@ -9,7 +9,8 @@
 //! recipient account times the EXISTS.
 //!
 //! `cargo bench -p benches --bench imap_idle` runs 10,000 connections over 100 accounts and 1,000
-//! messages; `IDLE_CONNECTIONS`, `IDLE_ACCOUNTS` and `IDLE_MESSAGES` change that. Needs an open
+//! messages (`cargo test` runs 20 connections over 10 accounts and 20 messages, to show that it
+//! works); `IDLE_CONNECTIONS`, `IDLE_ACCOUNTS` and `IDLE_MESSAGES` change that. Needs an open
 //! file limit above twice the connections (`ulimit -n`). Bounded: every wait has a timeout and
 //! the whole run stops after 20 minutes.
 
@@ -107,15 +108,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let accounts = setting("IDLE_ACCOUNTS", 100).max(1);
+    // `cargo test` runs this without `--bench`: a small run that shows the bench still works.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let accounts = setting("IDLE_ACCOUNTS", if smoke { 10 } else { 100 }).max(1);
     if let Ok(dir) = std::env::var("IMAP_IDLE_SERVER") {
         return serve(&dir, accounts);
     }
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench --no-run` and test listers ask; there is nothing to list
     }
-    let connections = setting("IDLE_CONNECTIONS", 10_000).max(accounts);
-    let messages = setting("IDLE_MESSAGES", 1_000);
+    let connections = setting("IDLE_CONNECTIONS", if smoke { 20 } else { 10_000 }).max(accounts);
+    let messages = setting("IDLE_MESSAGES", if smoke { 20 } else { 1_000 });
     let started = Instant::now();
 
     let dir = tempfile::tempdir().expect("tempdir");
