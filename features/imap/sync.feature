@@ -4,6 +4,9 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
   as EXPUNGE, at the points where the client's message numbers may change (never during FETCH,
   STORE or SEARCH by number). RFC 2177: IDLE reports them while the client waits, with no latency
   set: how soon is measured, and the MUST is that the session is told by the command after DONE.
+  RFC 2180 4.1: a message another session expunged stays readable until the session is told (the
+  friendliest of the choices there, which clients rely on); a keyword is listed in FLAGS before a
+  FETCH shows it.
 
   @rfc3501-7.4.2 @fault-imap_no_untagged_updates @should
   Scenario: A flag change in one session is reported to the other
@@ -54,3 +57,30 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     And the IMAP client starts IDLE
     And {second} submits a message to {first} on the submission port
     Then the IMAP client is told of the new message in IDLE or by the command after DONE, waiting at most 20 seconds
+
+  @rfc3501-7.2.6 @fault-imap_keyword_without_flags @should
+  Scenario: A keyword another session sets is listed in FLAGS before a FETCH shows it
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 1 message
+    And a second IMAP client logged in as {first}
+    When the IMAP client selects the new mailbox
+    And the second IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 1 +FLAGS ($HarnessLabel)"
+    And the second IMAP client sends "FETCH 1 FLAGS"
+    And the second IMAP client sends "NOOP"
+    Then the IMAP client was shown no keyword before FLAGS listed it
+    And the second IMAP client was shown no keyword before FLAGS listed it
+
+  @rfc2180-4.1.1 @fault-imap_fetch_expunged_refused @should
+  Scenario: A message another session expunged can still be fetched until the session is told
+    Given an IMAP client logged in as {first}
+    And the IMAP client uses a new mailbox
+    And the new mailbox has 2 messages
+    And a second IMAP client logged in as {first}
+    When the IMAP client selects the new mailbox
+    And the second IMAP client selects the new mailbox
+    And the IMAP client sends "STORE 1 +FLAGS.SILENT (\Deleted)"
+    And the IMAP client sends "EXPUNGE"
+    And the second IMAP client sends "FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+    Then the second IMAP response is OK

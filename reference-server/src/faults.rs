@@ -118,6 +118,8 @@ policies! {
     ImapErrorsAsOk "imap_errors_as_ok" "Answer OK where an IMAP command failed with NO or BAD.",
     ImapStoreReadOnly "imap_store_read_only" "Carry out STORE in a mailbox opened with EXAMINE, as if it were read-write.",
     ImapUnselectExpunges "imap_unselect_expunges" "Answer UNSELECT like CLOSE, expunging the messages marked \\Deleted.",
+    ImapKeywordWithoutFlags "imap_keyword_without_flags" "Use a keyword new to the mailbox in FETCH responses without first announcing it in FLAGS and PERMANENTFLAGS.",
+    ImapFetchExpungedRefused "imap_fetch_expunged_refused" "Refuse FETCH with NO [EXPUNGEISSUED] when another session expunged one of the messages and this session has not been told yet, instead of still returning its data.",
     ImapChildrenWrong "imap_children_wrong" "Advertise CHILDREN but mark every mailbox \\HasNoChildren in LIST.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",

@@ -405,17 +405,22 @@ async fn two_sessions_see_each_others_changes_and_idle_hears_new_mail() {
         has(&noop, "* 2 FETCH (UID 2 FLAGS (\\Deleted))"),
         "{noop:?}"
     );
-    // An expunge waits while a FETCH by number runs, and comes with the next NOOP.
+    // An expunge waits while a FETCH by number runs, and comes with the next NOOP; until then
+    // the session can still read the message (RFC 2180 4.1.1).
     a.command("a3", "EXPUNGE").await;
-    let fetch = b.command("b3", "FETCH 1:* UID").await;
+    let fetch = b.command("b3", "FETCH 1:* (UID BODY.PEEK[TEXT])").await;
     assert!(
         !fetch.iter().any(|l| l.ends_with(" EXPUNGE\r\n")),
         "{fetch:?}"
     );
     assert!(
-        fetch.last().unwrap().starts_with("b3 NO [EXPUNGEISSUED]"),
-        "{fetch:?}"
+        has(&fetch, "* 2 FETCH (UID 2 BODY[TEXT] {3}"),
+        "the expunged message is still readable: {fetch:?}"
     );
+    assert!(fetch.last().unwrap().starts_with("b3 OK"), "{fetch:?}");
+    // A STORE to it is harmless.
+    let store = b.command("b3s", "STORE 2 +FLAGS (\\Seen)").await;
+    assert!(store.last().unwrap().starts_with("b3s OK"), "{store:?}");
     let noop = b.command("b4", "NOOP").await;
     assert!(has(&noop, "* 2 EXPUNGE"), "{noop:?}");
 
@@ -671,6 +676,18 @@ async fn examine_peeks_at_recent_and_new_keywords_are_announced() {
         noop.iter()
             .any(|l| l.starts_with("* FLAGS (") && l.contains("$Important")),
         "{noop:?}"
+    );
+    // A keyword another session sets is announced before a FETCH uses it, even before the
+    // next NOOP (RFC 3501 7.2.6).
+    b.command("b3", "STORE 1 +FLAGS ($Later)").await;
+    let fetch = a.command("a2f", "FETCH 1 FLAGS").await;
+    let announced = fetch
+        .iter()
+        .position(|l| l.starts_with("* FLAGS (") && l.contains("$Later"));
+    let used = fetch.iter().position(|l| l.contains("FETCH (FLAGS ("));
+    assert!(
+        matches!((announced, used), (Some(a), Some(u)) if a < u),
+        "{fetch:?}"
     );
     let bad_name = a.command("a3", "CREATE \"Entw\u{fc}rfe\"").await;
     assert!(

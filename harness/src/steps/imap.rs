@@ -46,6 +46,9 @@ pub(super) struct ImapState {
     injection_ended_handshake: bool,
     /// The account's personal namespace, once discovered.
     namespace: Option<PersonalNamespace>,
+    /// Per client, the flags the last FLAGS response of its selected mailbox listed (lower
+    /// case), and the keywords a FETCH showed before any FLAGS response listed them.
+    keywords: [KeywordWatch; 2],
     /// A running IDLE of the first client and what it has been told.
     idle: Option<IdleWatch>,
     /// A message submitted for the IDLE client to hear of: when the submission server accepted
@@ -187,6 +190,46 @@ fn command_parts(line: &str) -> Vec<Part<'static>> {
     parts
 }
 
+/// What one client was told of the selected mailbox's flags (RFC 3501 7.2.6: a keyword is
+/// announced in FLAGS before a FETCH uses it).
+#[derive(Default)]
+struct KeywordWatch {
+    /// The flags of the last FLAGS response since the mailbox was selected, in lower case.
+    announced: std::collections::BTreeSet<String>,
+    /// `* n FETCH` responses that used a keyword not announced before them.
+    unannounced: Vec<String>,
+}
+
+impl KeywordWatch {
+    /// Follows a command's untagged responses in order; `selecting` starts afresh (SELECT or
+    /// EXAMINE lists the flags anew).
+    fn follow(&mut self, result: &CommandResult, selecting: bool) {
+        if selecting {
+            self.announced.clear();
+        }
+        for response in &result.untagged {
+            match response {
+                Response::Flags(flags) => {
+                    self.announced = flags.iter().map(|f| f.to_ascii_lowercase()).collect();
+                }
+                Response::Fetch(fetch) => {
+                    for flag in fetch.flags().unwrap_or_default() {
+                        let lower = flag.to_ascii_lowercase();
+                        if !flag.starts_with('\\') && !self.announced.contains(&lower) {
+                            self.unannounced.push(format!(
+                                "`* {} FETCH` showed the keyword {flag}, which no FLAGS response \
+                                 had listed",
+                                fetch.seq
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 impl MailWorld {
     fn imap(&mut self, index: usize) -> anyhow::Result<&mut ImapClient> {
         self.imap.clients[index]
@@ -250,6 +293,11 @@ impl MailWorld {
             client.command_with_literals(&parts).await
         }
         .with_context(|| format!("{} sending `{line}`", name(index)))?;
+        let verb = line.split(' ').next().unwrap_or_default();
+        let selecting = ["SELECT", "EXAMINE"]
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(verb));
+        self.imap.keywords[index].follow(&result, selecting);
         self.imap.results[index] = Some(result);
         Ok(())
     }
@@ -465,6 +513,7 @@ async fn selects(world: &mut MailWorld, second: String) -> anyhow::Result<()> {
         "SELECT {mailbox} was answered {}",
         selected.result.tagged
     );
+    world.imap.keywords[index].follow(&selected.result, true);
     world.imap.results[index] = Some(selected.result);
     Ok(())
 }
@@ -1274,6 +1323,20 @@ fn originally_expunged(expunged: &[u32]) -> Vec<u32> {
         }
     }
     removed
+}
+
+#[then(regex = r"^the (second )?IMAP client was shown no keyword before FLAGS listed it$")]
+async fn keywords_announced(world: &mut MailWorld, second: String) -> anyhow::Result<()> {
+    let index = usize::from(!second.is_empty());
+    let unannounced = &world.imap.keywords[index].unannounced;
+    ensure!(
+        unannounced.is_empty(),
+        "{}: {} (RFC 3501 7.2.6: the FLAGS response lists the flags defined in the mailbox, \
+         and a new keyword is announced in one before it is used)",
+        name(index),
+        unannounced.join("; ")
+    );
+    Ok(())
 }
 
 #[then("the second IMAP client was not told of any expunge")]

@@ -69,6 +69,27 @@ impl Selected {
         u32::try_from(index + 1).ok()
     }
 
+    /// Announces the keywords among these flag lists that the client has not been told of, with
+    /// FLAGS and PERMANENTFLAGS, before a response uses them (RFC 3501 7.2.6). `skip`: the
+    /// `imap_keyword_without_flags` fault.
+    pub(super) fn announce_keywords<'a>(
+        &mut self,
+        lists: impl IntoIterator<Item = &'a [String]>,
+        skip: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if skip {
+            return;
+        }
+        let mut new = false;
+        for flags in lists {
+            new |= note_keywords(&mut self.keywords, flags);
+        }
+        if new {
+            flags_responses(out, &self.keywords, self.read_only);
+        }
+    }
+
     /// Reports the expunges that were waiting, from the highest message number down so that
     /// each number is still right when the client reads it.
     fn flush_expunges(&mut self, out: &mut Vec<u8>) {
@@ -985,13 +1006,8 @@ impl Session {
         if expunges_allowed {
             selected.flush_expunges(out);
         }
-        let mut new_keywords = false;
-        for meta in &changed {
-            new_keywords |= note_keywords(&mut selected.keywords, &meta.flags);
-        }
-        if new_keywords {
-            flags_responses(out, &selected.keywords, selected.read_only);
-        }
+        let skip = self.config.faults.has(Policy::ImapKeywordWithoutFlags);
+        selected.announce_keywords(changed.iter().map(|m| &m.flags[..]), skip, out);
         for meta in &changed {
             if selected.pending_expunges.contains(&meta.uid) {
                 continue;

@@ -24,7 +24,7 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::IntoStatic;
 
 use super::extensions::Extension;
-use super::mailboxes::{db, flag_list, flags_responses, note_keywords};
+use super::mailboxes::{db, flag_list};
 use super::message;
 use super::search::{self, SearchMessage};
 use super::session::{Next, Session, line, ok};
@@ -196,8 +196,12 @@ pub(super) struct FetchJob {
     needs_octets: bool,
     size_without_cr: bool,
     flat: bool,
-    /// Some message was expunged meanwhile (the tagged reply says EXPUNGEISSUED).
+    /// Some message was expunged meanwhile and could not be read any more (the tagged reply
+    /// says EXPUNGEISSUED).
     vanished: bool,
+    /// Messages another session expunged that this one has not been told of yet, read from
+    /// what the store keeps of them (RFC 2180 4.1.1).
+    ghosts: std::collections::HashSet<u32>,
     /// UID FETCH may be followed by EXPUNGE responses; FETCH by number may not.
     expunges_allowed: bool,
 }
@@ -463,6 +467,7 @@ impl Session {
         }
         let (acct, mbox) = (account.to_owned(), selected.name.clone());
         let wanted: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        let refuse_expunged = self.config.faults.has(Policy::ImapFetchExpungedRefused);
         let loaded = db(&self.store, move |s| {
             let mut metas: HashMap<u32, MessageMeta> = s
                 .messages(&acct, &mbox)?
@@ -496,9 +501,23 @@ impl Session {
                     }
                 }
             }
-            Ok(metas)
+            // Expunged by another session, but still listed here: the client may read them
+            // until it is told (RFC 2180 4.1.1).
+            let missing: Vec<u32> = wanted
+                .iter()
+                .copied()
+                .filter(|uid| !metas.contains_key(uid))
+                .collect();
+            let mut ghosts = std::collections::HashSet::new();
+            if !missing.is_empty() && !refuse_expunged {
+                for meta in s.expunged_messages(&acct, &mbox, &missing)? {
+                    ghosts.insert(meta.uid);
+                    metas.insert(meta.uid, meta);
+                }
+            }
+            Ok((metas, ghosts))
         });
-        let metas = match loaded {
+        let (metas, ghosts) = match loaded {
             Ok(metas) => metas,
             Err(error) => {
                 self.store_failed(out, tag, &error);
@@ -516,6 +535,7 @@ impl Session {
             size_without_cr,
             flat,
             vanished: false,
+            ghosts,
             expunges_allowed: uid || self.config.faults.has(Policy::ImapExpungeDuringFetch),
         };
         self.fetch_some(job, out)
@@ -560,7 +580,20 @@ impl Session {
                         .unwrap_or_default(),
                     target.uid,
                 );
-                match db(&self.store, move |s| s.read_message(&acct, &mbox, uid)) {
+                let ghost = job.ghosts.contains(&uid);
+                let refuse_expunged = self.config.faults.has(Policy::ImapFetchExpungedRefused);
+                match db(&self.store, move |s| {
+                    if ghost {
+                        return s.read_expunged(&acct, &mbox, uid);
+                    }
+                    match s.read_message(&acct, &mbox, uid) {
+                        // Expunged since its metadata was read.
+                        Err(StoreError::NoSuchMessage { .. }) if !refuse_expunged => {
+                            s.read_expunged(&acct, &mbox, uid)
+                        }
+                        read => read,
+                    }
+                }) {
                     Ok(octets) => octets,
                     Err(StoreError::NoSuchMessage { .. }) => {
                         job.vanished = true;
@@ -577,6 +610,9 @@ impl Session {
             let Some(selected) = self.selected.as_mut() else {
                 return Next::Continue;
             };
+            // Another session may have set a keyword this one has not been told of.
+            let skip = self.config.faults.has(Policy::ImapKeywordWithoutFlags);
+            selected.announce_keywords([&meta.flags[..]], skip, out);
             let recent = selected.recent.contains(&target.uid);
             let index = (target.seq - 1) as usize;
             let mut told_flags = false;
@@ -754,14 +790,17 @@ impl Session {
         let Some(selected) = self.selected.as_mut() else {
             return;
         };
-        // A keyword new to the mailbox is announced before it is used (RFC 3501 7.2.6).
-        let mut new_keywords = false;
-        for message in &done.changed {
-            new_keywords |= note_keywords(&mut selected.keywords, &message.flags);
-        }
-        if new_keywords {
-            flags_responses(out, &selected.keywords, selected.read_only);
-        }
+        // A keyword new to the mailbox is announced before it is used (RFC 3501 7.2.6): set
+        // here, or by another session on a message this STORE left as it was.
+        let skip = self.config.faults.has(Policy::ImapKeywordWithoutFlags);
+        selected.announce_keywords(
+            done.changed
+                .iter()
+                .chain(&done.unchanged)
+                .map(|m| &m.flags[..]),
+            skip,
+            out,
+        );
         let mut results: Vec<_> = done.changed.iter().map(|m| (m, true)).collect();
         results.extend(done.unchanged.iter().map(|m| (m, false)));
         results.sort_by_key(|(m, _)| m.uid);

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::error::SqliteContext;
 use super::reads::load_messages;
-use super::writes::{expunge_rows, transfer_rows};
+use super::writes::transfer_rows;
 use super::{
     Change, INBOX, Store, StoreError, account_id, canonical_mailbox, immediate, insert_mailbox,
     mailbox,
@@ -190,6 +190,7 @@ impl Store {
             .ctx("deleting a mailbox")?;
         tx.commit().ctx("committing a mailbox deletion")?;
         self.inner.watchers.close(row.id);
+        self.inner.ghosts.forget(row.id);
         self.inner.recent.forget(row.id);
         Ok(())
     }
@@ -227,7 +228,7 @@ impl Store {
             let messages = load_messages(&tx, inbox.id, &[(1, u32::MAX)])?;
             transfer_rows(&tx, account, to, &mut target, &messages)?;
             let uids: Vec<u32> = messages.iter().map(|m| m.meta.uid).collect();
-            let removed = expunge_rows(&tx, &mut inbox, &uids, self.reuses_uids())?;
+            let removed = self.expunge_keeping(&tx, &mut inbox, &uids)?;
             tx.commit().ctx("committing the rename of INBOX")?;
             self.inner.watchers.send(
                 inbox.id,
@@ -267,6 +268,7 @@ impl Store {
         tx.commit().ctx("committing a rename")?;
         for (id, _, _) in &renames {
             self.inner.watchers.close(*id);
+            self.inner.ghosts.forget(*id);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ mod blobs;
 mod bodies;
 mod error;
 mod flags;
+mod ghosts;
 mod group;
 mod mailboxes;
 mod outbound;
@@ -71,6 +72,9 @@ struct Inner {
     watchers: Watchers,
     /// Locked only while `conn` is held (or without it), never the other way round.
     recent: RecentMarks,
+    /// Expunged messages sessions may still read. Locked only while `conn` is held (or without
+    /// it), never the other way round.
+    ghosts: self::ghosts::Ghosts,
     /// The `imap_uid_reuse` fault: expunging lowers UIDNEXT again.
     reuse_uids: std::sync::atomic::AtomicBool,
 }
@@ -141,6 +145,7 @@ impl Store {
                 bodies,
                 watchers: Watchers::default(),
                 recent: RecentMarks::new(marks),
+                ghosts: Default::default(),
                 reuse_uids: Default::default(),
             }),
         })

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Params, Statement, params};
 use tokio::sync::broadcast;
 
+use super::bodies::inline_body;
 use super::error::SqliteContext;
 use super::flags::SEEN;
 use super::{Change, Store, StoreError, canonical_mailbox, existing_mailbox, get_u64, to_sql_u64};
@@ -147,6 +148,46 @@ impl Store {
             })?
         };
         // Hashed, or read from its file, without the lock: other sessions need not wait.
+        self.inner.bodies.load(&blob, inline)
+    }
+
+    /// Messages among `uids` that were expunged while a session had the mailbox selected and
+    /// are still kept readable for sessions not yet told of the expunge (RFC 2180 4.1.1), with
+    /// their flags when they were expunged; ascending.
+    pub fn expunged_messages(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[u32],
+    ) -> Result<Vec<MessageMeta>, StoreError> {
+        let id = {
+            let conn = self.conn()?;
+            existing_mailbox(&conn, account, canonical_mailbox(mailbox))?.id
+        };
+        Ok(self.inner.ghosts.get(id, uids))
+    }
+
+    /// The exact octets of a message [`Store::expunged_messages`] lists.
+    pub fn read_expunged(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uid: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let name = canonical_mailbox(mailbox);
+        let (blob, inline) = {
+            let conn = self.conn()?;
+            let id = existing_mailbox(&conn, account, name)?.id;
+            let Some(meta) = self.inner.ghosts.get(id, &[uid]).pop() else {
+                return Err(StoreError::NoSuchMessage {
+                    account: account.to_owned(),
+                    mailbox: name.to_owned(),
+                    uid,
+                });
+            };
+            let inline = inline_body(&conn, &meta.blob)?;
+            (meta.blob, inline)
+        };
         self.inner.bodies.load(&blob, inline)
     }
 

@@ -2880,3 +2880,54 @@ fn settling_retries_removes_and_bounces_in_one_step() {
         .expect("count");
     assert_eq!(rows, 0, "the message row goes with its last recipient");
 }
+
+#[test]
+fn expunged_messages_stay_readable_while_the_mailbox_is_watched() {
+    let (_dir, store) = store_with_accounts();
+    let large = large_body("ghost");
+    store
+        .append(ALICE, INBOX, b"small", &strings(&["$Label"]), None)
+        .expect("append");
+    store
+        .append(ALICE, INBOX, &large, &[], None)
+        .expect("append");
+    store
+        .append(ALICE, INBOX, b"unwatched", &[], None)
+        .expect("append");
+    let watch = store.watch(ALICE, INBOX).expect("watch");
+    assert_eq!(
+        store.expunge(ALICE, INBOX, &[1, 2]).expect("expunge"),
+        [1, 2]
+    );
+    assert!(store.messages(ALICE, INBOX).expect("list").len() == 1);
+    let ghosts = store
+        .expunged_messages(ALICE, INBOX, &[1, 2, 3, 9])
+        .expect("ghosts");
+    let uids: Vec<u32> = ghosts.iter().map(|m| m.uid).collect();
+    assert_eq!(
+        uids,
+        [1, 2],
+        "only the expunged ones, not a live or unknown UID"
+    );
+    assert_eq!(ghosts[0].flags, strings(&["$Label"]));
+    assert_eq!(ghosts[1].size, large.len() as u64);
+    assert_eq!(
+        store.read_expunged(ALICE, INBOX, 1).expect("inline"),
+        b"small"
+    );
+    assert_eq!(store.read_expunged(ALICE, INBOX, 2).expect("file"), large);
+    assert!(matches!(
+        store.read_expunged(ALICE, INBOX, 3),
+        Err(StoreError::NoSuchMessage { uid: 3, .. })
+    ));
+    // Once nobody has the mailbox selected, nobody can still list them: the next expunge
+    // drops them, and keeps nothing of its own.
+    drop(watch);
+    store.expunge(ALICE, INBOX, &[3]).expect("expunge");
+    assert!(
+        store
+            .expunged_messages(ALICE, INBOX, &[1, 2, 3])
+            .expect("ghosts")
+            .is_empty()
+    );
+}

@@ -79,6 +79,13 @@ impl Watchers {
         }
     }
 
+    /// Whether some session watches mailbox `id` now.
+    pub(super) fn watched(&self, id: i64) -> bool {
+        self.senders()
+            .get(&id)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
     /// Tells the watchers of mailbox `id` that it is gone and closes their channel.
     pub(super) fn close(&self, id: i64) {
         if let Some(sender) = self.senders().remove(&id) {

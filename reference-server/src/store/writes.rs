@@ -317,7 +317,7 @@ impl Store {
         let tx = immediate(&mut conn)?;
         let mut row = existing_mailbox(&tx, account, name)?;
         let uids = select(&tx, row.id)?;
-        let removed = expunge_rows(&tx, &mut row, &uids, self.reuses_uids())?;
+        let removed = self.expunge_keeping(&tx, &mut row, &uids)?;
         tx.commit().ctx("committing an expunge")?;
         self.inner.watchers.send(
             row.id,
@@ -354,7 +354,7 @@ impl Store {
             // Re-read: when moving within one mailbox, the copy has just advanced its counters.
             let mut source = mailbox_by_id(&tx, source.id)?;
             let uids: Vec<u32> = messages.iter().map(|m| m.meta.uid).collect();
-            expunge_rows(&tx, &mut source, &uids, self.reuses_uids())?
+            self.expunge_keeping(&tx, &mut source, &uids)?
         } else {
             Vec::new()
         };
@@ -482,10 +482,34 @@ pub(super) fn transfer_rows(
     Ok(copied)
 }
 
+impl Store {
+    /// [`expunge_rows`], keeping the messages readable as ghosts while some session has the
+    /// mailbox selected: it may not have been told of the expunge yet (RFC 2180 4.1.1). A
+    /// mailbox nobody has selected drops its ghosts, as no session can still list them. Ghosts
+    /// kept for a transaction that then rolls back are harmless: one is read only for a message
+    /// that is no longer in the mailbox.
+    pub(super) fn expunge_keeping(
+        &self,
+        tx: &Transaction<'_>,
+        row: &mut MailboxRow,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
+        if self.inner.watchers.watched(row.id) {
+            let kept = load_messages(tx, row.id, &uid_ranges(uids))?;
+            self.inner
+                .ghosts
+                .keep(row.id, kept.into_iter().map(|l| l.meta));
+        } else {
+            self.inner.ghosts.forget(row.id);
+        }
+        expunge_rows(tx, row, uids, self.reuses_uids())
+    }
+}
+
 /// Deletes the messages with these UIDs (ascending, deduplicated) from `row`'s mailbox, recording
 /// each removal with the next mod-sequence, and saves `row`. Returns (uid, modseq) per message
 /// actually removed.
-pub(super) fn expunge_rows(
+fn expunge_rows(
     tx: &Transaction<'_>,
     row: &mut MailboxRow,
     uids: &[u32],
