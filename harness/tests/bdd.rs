@@ -562,7 +562,7 @@ async fn main() -> ExitCode {
 
     // drop_after_ack loses one message in ten counted over the whole server, so which scenario
     // it hits depends on the order they run in; it is there for `harness load --verify`, and
-    // harness/tests/load.rs shows that check fail with it.
+    // harness/tests/it/load.rs shows that check fail with it.
     let policy_faults = Policy::ALL
         .iter()
         .filter(|p| **p != Policy::DropAfterAck)

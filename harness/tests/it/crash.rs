@@ -17,7 +17,7 @@ use harness::spec::TargetSpec;
 const ACCOUNTS: usize = 8;
 
 /// The one test here, which also runs as the server process.
-const TEST_NAME: &str = "acknowledged_mail_survives_sigkill_mid_load_exactly_once";
+const TEST_NAME: &str = "crash::acknowledged_mail_survives_sigkill_mid_load_exactly_once";
 /// Set in the server process: the configuration file it serves. The test starts its own
 /// executable again as the server (see [`serve`]), so that nothing has to build the
 /// `reference-server` binary from inside a test.
