@@ -1325,6 +1325,25 @@ fn originally_expunged(expunged: &[u32]) -> Vec<u32> {
     removed
 }
 
+#[then(regex = r"^the second IMAP client could still fetch message (\d+)$")]
+async fn fetched_expunged(world: &mut MailWorld, seq: u32) -> anyhow::Result<()> {
+    let result = world.imap_result(1)?;
+    ensure!(
+        result.is_ok(),
+        "the FETCH of a message another session had expunged, before this session was told, was \
+         answered `{} {}`. RFC 2180 4.1.3 and RFC 5530 allow that, but a client then cannot \
+         show a message it still lists; RFC 2180 4.1.1 keeps it readable until the session is \
+         sent its EXPUNGE",
+        result.tag,
+        result.tagged
+    );
+    ensure!(
+        result.fetches().iter().any(|f| f.seq == seq),
+        "the FETCH was answered OK without a `* {seq} FETCH` response for the message"
+    );
+    Ok(())
+}
+
 #[then(regex = r"^the (second )?IMAP client was shown no keyword before FLAGS listed it$")]
 async fn keywords_announced(world: &mut MailWorld, second: String) -> anyhow::Result<()> {
     let index = usize::from(!second.is_empty());
