@@ -2920,10 +2920,18 @@ fn expunged_messages_stay_readable_while_the_mailbox_is_watched() {
         store.read_expunged(ALICE, INBOX, 3),
         Err(StoreError::NoSuchMessage { uid: 3, .. })
     ));
+    // A COPY naming one takes it along, with its flags; an unknown UID is still ignored.
+    let copied = store
+        .copy_messages(ALICE, INBOX, &[1, 3, 9], INBOX)
+        .expect("copy");
+    assert_eq!(copied.pairs, [(1, 4), (3, 5)]);
+    let copies = store.messages(ALICE, INBOX).expect("list");
+    assert_eq!(copies[1].flags, strings(&["$Label"]));
+    assert_eq!(store.read_message(ALICE, INBOX, 4).expect("copy"), b"small");
     // Once nobody has the mailbox selected, nobody can still list them: the next expunge
     // drops them, and keeps nothing of its own.
     drop(watch);
-    store.expunge(ALICE, INBOX, &[3]).expect("expunge");
+    store.expunge(ALICE, INBOX, &[3, 4, 5]).expect("expunge");
     assert!(
         store
             .expunged_messages(ALICE, INBOX, &[1, 2, 3])

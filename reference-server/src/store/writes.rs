@@ -224,9 +224,11 @@ impl Store {
         Ok(result)
     }
 
-    /// IMAP COPY / UID COPY: copies the messages with these UIDs (absent ones are ignored) to
-    /// mailbox `to` of the same account, with their flags, internal date and body, under new UIDs
-    /// ascending in source UID order. `to` may be the source mailbox itself.
+    /// IMAP COPY / UID COPY: copies the messages with these UIDs to mailbox `to` of the same
+    /// account, with their flags, internal date and body, under new UIDs ascending in source UID
+    /// order. `to` may be the source mailbox itself. Absent UIDs are ignored, but for messages
+    /// expunged while a session had the mailbox selected, which are copied from what is kept of
+    /// them (`ghosts.rs`).
     pub fn copy_messages(
         &self,
         account: &str,
@@ -348,7 +350,24 @@ impl Store {
         let tx = immediate(&mut conn)?;
         let source = existing_mailbox(&tx, account, from)?;
         let mut target = existing_mailbox(&tx, account, to)?;
-        let messages = load_messages(&tx, source.id, &uid_ranges(uids))?;
+        let mut messages = load_messages(&tx, source.id, &uid_ranges(uids))?;
+        // A UID that is no longer there but kept for sessions not yet told of its expunge:
+        // such a session may still name it, and its COPY or MOVE takes what it can still read
+        // rather than silently leaving the message out (RFC 2180 4.4).
+        if messages.len() < uids.len() {
+            let found: std::collections::HashSet<u32> =
+                messages.iter().map(|m| m.meta.uid).collect();
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !found.contains(u))
+                .collect();
+            let kept = self.inner.ghosts.get(source.id, &missing);
+            if !kept.is_empty() {
+                messages.extend(kept.into_iter().map(|meta| Loaded { id: 0, meta }));
+                messages.sort_by_key(|m| m.meta.uid);
+            }
+        }
         let copied = transfer_rows(&tx, account, to, &mut target, &messages)?;
         let removed = if remove {
             // Re-read: when moving within one mailbox, the copy has just advanced its counters.

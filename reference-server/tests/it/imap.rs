@@ -421,8 +421,23 @@ async fn two_sessions_see_each_others_changes_and_idle_hears_new_mail() {
     // A STORE to it is harmless.
     let store = b.command("b3s", "STORE 2 +FLAGS (\\Seen)").await;
     assert!(store.last().unwrap().starts_with("b3s OK"), "{store:?}");
+    // A COPY takes it along rather than silently leaving it out (RFC 2180 4.4).
+    let copy = b.command("b3c", "COPY 1:2 Trash").await;
+    assert!(
+        copy.last().unwrap().starts_with("b3c OK [COPYUID "),
+        "{copy:?}"
+    );
+    let status = b.command("b3t", "STATUS Trash (MESSAGES)").await;
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("* STATUS ") && l.contains("(MESSAGES 2)")),
+        "{status:?}"
+    );
+    // The expunge is reported at the first command that allows it (here COPY or STATUS).
     let noop = b.command("b4", "NOOP").await;
-    assert!(has(&noop, "* 2 EXPUNGE"), "{noop:?}");
+    let told = [copy, status, noop].concat();
+    assert!(has(&told, "* 2 EXPUNGE"), "{told:?}");
 
     // IDLE hears a message another session appends, and its flags changing.
     b.send("b5 IDLE\r\n").await;
