@@ -16,8 +16,14 @@ use harness::spec::TargetSpec;
 /// Load accounts beside alice: mail spreads over several mailboxes.
 const ACCOUNTS: usize = 8;
 
-/// The one test here, which also runs as the server process.
-const TEST_NAME: &str = "crash::acknowledged_mail_survives_sigkill_mid_load_exactly_once";
+/// The one test here, which also runs as the server process: its name as the test harness
+/// knows it, the module path below the crate.
+fn test_name() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_, module)| module);
+    format!("{module}::acknowledged_mail_survives_sigkill_mid_load_exactly_once")
+}
 /// Set in the server process: the configuration file it serves. The test starts its own
 /// executable again as the server (see [`serve`]), so that nothing has to build the
 /// `reference-server` binary from inside a test.
@@ -91,7 +97,8 @@ fn try_start(dir: &Path, config: &str, log: &Path) -> Option<Server> {
         .open(log)
         .unwrap();
     let mut child = Command::new(std::env::current_exe().expect("the test executable"))
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .arg(test_name())
+        .args(["--exact", "--nocapture", "--test-threads=1"])
         .env(SERVE_CONFIG, &path)
         .env(SERVE_DATA, dir.join("data"))
         .stdout(Stdio::piped())

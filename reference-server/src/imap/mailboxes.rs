@@ -240,7 +240,10 @@ fn name_matches(pattern: &[u8], name: &str, delimiter: char) -> bool {
 pub(super) fn note_keywords(keywords: &mut BTreeSet<String>, flags: &[String]) -> bool {
     let mut new = false;
     for flag in flags.iter().filter(|f| !f.starts_with('\\')) {
-        new |= keywords.insert(flag.clone());
+        // Looked up first: FETCH calls this for every message, and most keywords are known.
+        if !keywords.contains(flag) {
+            new |= keywords.insert(flag.clone());
+        }
     }
     new
 }

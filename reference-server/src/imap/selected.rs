@@ -553,6 +553,11 @@ impl Session {
             job.size_without_cr,
             job.flat,
         );
+        let faults = &self.config.faults;
+        let (refuse_expunged, keywords_unannounced) = (
+            faults.has(Policy::ImapFetchExpungedRefused),
+            faults.has(Policy::ImapKeywordWithoutFlags),
+        );
         // Taken out while messages are written, put back if the job pauses.
         let names = std::mem::take(&mut job.names);
         let metas = std::mem::take(&mut job.metas);
@@ -581,7 +586,6 @@ impl Session {
                     target.uid,
                 );
                 let ghost = job.ghosts.contains(&uid);
-                let refuse_expunged = self.config.faults.has(Policy::ImapFetchExpungedRefused);
                 match db(&self.store, move |s| {
                     if ghost {
                         return s.read_expunged(&acct, &mbox, uid);
@@ -611,8 +615,7 @@ impl Session {
                 return Next::Continue;
             };
             // Another session may have set a keyword this one has not been told of.
-            let skip = self.config.faults.has(Policy::ImapKeywordWithoutFlags);
-            selected.announce_keywords([&meta.flags[..]], skip, out);
+            selected.announce_keywords([&meta.flags[..]], keywords_unannounced, out);
             let recent = selected.recent.contains(&target.uid);
             let index = (target.seq - 1) as usize;
             let mut told_flags = false;
