@@ -46,7 +46,7 @@ pub struct Selected {
     pub(super) flags: Vec<Vec<String>>,
     /// Messages that are \Recent in this session.
     pub(super) recent: HashSet<u32>,
-    /// The highest UID the client has heard of, expunged or not.
+    /// The highest UID of a message the client has been shown: a message above it is new.
     pub(super) max_uid: u32,
     /// Change notifications from the store.
     pub(super) watch: broadcast::Receiver<Change>,
@@ -60,6 +60,8 @@ pub struct Selected {
     pub(super) gone: bool,
     /// The keywords the client was told of in FLAGS.
     pub(super) keywords: BTreeSet<String>,
+    /// The `imap_modseq_regress` fault: whether the next MODSEQ reported is lowered.
+    pub(super) lower_next_modseq: bool,
 }
 
 impl Selected {
@@ -512,12 +514,12 @@ impl Session {
         self.selected = Some(Selected {
             name,
             read_only,
-            max_uid: messages
-                .last()
-                .map_or(0, |m| m.uid)
-                .max(status.uidnext.saturating_sub(1)),
+            // The highest UID among the messages shown, not UIDNEXT - 1: UIDNEXT is read after
+            // the messages, and a message appended in between must still be reported as new.
+            max_uid: messages.last().map_or(0, |m| m.uid),
             modseq: status.highest_modseq,
             pending_expunges: BTreeSet::new(),
+            lower_next_modseq: false,
             uids: messages.iter().map(|m| m.uid).collect(),
             flags: messages.into_iter().map(|m| m.flags).collect(),
             recent,
