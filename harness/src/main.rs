@@ -136,7 +136,8 @@ struct LoadArgs {
     /// extra load accounts (load001@example.test ...).
     #[arg(long, value_name = "FILE")]
     target: Option<PathBuf>,
-    /// relay, submission, submissions, pop3, imap, imap-idle, or a workload file (YAML mix).
+    /// relay, submission, submissions, pop3, imap, imap-idle, imap-mix (checking clients on
+    /// shared mailboxes), or a workload file (YAML mix).
     #[arg(long, value_name = "NAME|FILE")]
     workload: String,
     /// Open loop: start this many sessions per second, whatever the server does; latency runs
@@ -210,6 +211,14 @@ struct LoadArgs {
     /// How often the server's memory is sampled.
     #[arg(long, value_name = "TIME", default_value = "10s")]
     rss_every: String,
+    /// imap-mix: seed of the clients' random choices, to repeat a run's choices (the summary
+    /// prints the one used).
+    #[arg(long, value_name = "N")]
+    random_seed: Option<u64>,
+    /// imap-mix: how often every client pauses and the views of the shared mailboxes are
+    /// compared; 0s for only the comparison at the end.
+    #[arg(long, value_name = "TIME", default_value = "10s")]
+    checkpoint_every: String,
 }
 
 fn main() -> ExitCode {
@@ -432,7 +441,8 @@ fn load_command(args: LoadArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let lost = summary.verify.as_ref().is_some_and(|v| v.failed());
-    if summary.errors > 0 || lost {
+    let violated = summary.check.as_ref().is_some_and(|c| c.failed());
+    if summary.errors > 0 || lost || violated {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -497,6 +507,15 @@ fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
         workload::parse_duration(&args.rss_every).map_err(|e| format!("--rss-every: {e}"))?;
     if idle {
         options.idle_clients = args.connections.unwrap_or(100);
+    }
+    options.random_seed = args.random_seed;
+    options.checkpoint_every = workload::parse_duration(&args.checkpoint_every)
+        .map_err(|e| format!("--checkpoint-every: {e}"))?;
+    if options.workload.single() == Some(workload::Kind::ImapMix) && args.rate.is_some() {
+        return Err(
+            "imap-mix runs a number of clients for the whole run: give --connections N, not --rate"
+                .into(),
+        );
     }
     if options.duration.is_zero() {
         return Err("--duration must be longer than 0s".into());

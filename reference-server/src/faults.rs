@@ -120,6 +120,8 @@ policies! {
     ImapUnselectExpunges "imap_unselect_expunges" "Answer UNSELECT like CLOSE, expunging the messages marked \\Deleted.",
     ImapKeywordWithoutFlags "imap_keyword_without_flags" "Use a keyword new to the mailbox in FETCH responses without first announcing it in FLAGS and PERMANENTFLAGS.",
     ImapFetchExpungedRefused "imap_fetch_expunged_refused" "Refuse FETCH with NO [EXPUNGEISSUED] when another session expunged one of the messages and this session has not been told yet, instead of still returning its data.",
+    ImapBodyChanges "imap_body_changes" "Serve a message flagged \\Flagged with an extra header line at its top, so that its size, body and sections change under the same UID.",
+    ImapModseqRegress "imap_modseq_regress" "Report every other MODSEQ in a session's FETCH responses one lower than the message's mod-sequence.",
     ImapChildrenWrong "imap_children_wrong" "Advertise CHILDREN but mark every mailbox \\HasNoChildren in LIST.",
     PopBeforeSmtpIgnored "pop_before_smtp_ignored" "Record POP3 logins for POP-before-SMTP but never let SMTP honour them.",
     Pop3PipeliningLost "pop3_pipelining_lost" "Advertise PIPELINING but drop commands that arrive together with an earlier one.",

@@ -14,6 +14,7 @@
 //! server acknowledged must be there exactly once.
 
 mod idle;
+pub mod mix;
 pub mod phase;
 mod rss;
 mod session;
@@ -58,6 +59,9 @@ pub enum Mode {
 
 impl Mode {
     fn describe(&self, workload: &Workload, idle_clients: usize) -> String {
+        if let (Some(Kind::ImapMix), Mode::Closed { connections }) = (workload.single(), self) {
+            return format!("{connections} checking clients on shared mailboxes");
+        }
         let idle = workload.single() == Some(Kind::ImapIdle);
         match (self, idle) {
             (Mode::Open { rate }, false) => format!("open loop, {rate}/s"),
@@ -117,6 +121,14 @@ pub struct LoadOptions {
     pub server_pid: Option<u32>,
     /// How often the server's resident memory is sampled.
     pub rss_every: Duration,
+    /// imap-mix: the seed of the clients' random choices; a fresh one when `None`.
+    pub random_seed: Option<u64>,
+    /// imap-mix: how often every client pauses for the views to be compared; `0` for only the
+    /// one at the end.
+    pub checkpoint_every: Duration,
+    /// imap-mix: mailboxes named after the run and deleted at its end, rather than the fixed
+    /// ones that are emptied at the start of each run.
+    pub mix_temporary_mailboxes: bool,
 }
 
 impl LoadOptions {
@@ -142,6 +154,9 @@ impl LoadOptions {
             client_faults: 0.0,
             server_pid: None,
             rss_every: Duration::from_secs(10),
+            random_seed: None,
+            checkpoint_every: Duration::from_secs(10),
+            mix_temporary_mailboxes: false,
         }
     }
 }
@@ -264,7 +279,7 @@ impl Ctx {
                 self.profile.ports.pop3s.or(self.profile.ports.pop3),
                 "pop3s",
             ),
-            Kind::Imap => (
+            Kind::Imap | Kind::ImapMix => (
                 self.profile.ports.imaps.or(self.profile.ports.imap),
                 "imaps",
             ),
@@ -480,49 +495,7 @@ pub async fn run(target: TargetSpec, options: LoadOptions) -> anyhow::Result<Sum
     let tls = TlsClient::from_settings(&profile.tls, &profile.host)
         .context("cannot use the target's TLS settings")?;
     check(&profile, &options)?;
-    let run_id = format!(
-        "{:x}{:04x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        fastrand::u16(..)
-    );
-    let sender = format!("harness-load@{}", profile.domain);
-    let accounts = profile.accounts.clone();
-    let mut ctx = Ctx {
-        profile,
-        tls,
-        accounts,
-        sender,
-        run_id,
-        filler: filler(
-            options
-                .workload
-                .mix
-                .iter()
-                .map(|e| e.size.map_or(options.size, |s| s.0))
-                .max()
-                .unwrap_or(options.size),
-        ),
-        sequence: AtomicU64::new(0),
-        round_robin: AtomicUsize::new(0),
-        tickets: options
-            .messages
-            .map(|n| AtomicI64::new(i64::try_from(n).unwrap_or(i64::MAX))),
-        stop: AtomicBool::new(false),
-        fatal: Mutex::new(None),
-        pools: Mutex::new(BTreeMap::new()),
-        measure_from: Instant::now(),
-        end: Instant::now(),
-        open_loop: matches!(options.mode, Mode::Open { .. }),
-        stats: Mutex::new(Stats::default()),
-        last_completion: Mutex::new(None),
-        acknowledged: Mutex::new(Vec::new()),
-        cut_off: Mutex::new(Vec::new()),
-        live_completed: AtomicU64::new(0),
-        live_errors: AtomicU64::new(0),
-        options,
-    };
+    let mut ctx = Ctx::new(profile, tls, options);
     let progress = Progress::new(&ctx.options);
     seed(&ctx, &progress).await?;
     preflight(&ctx, &progress).await?;
@@ -536,11 +509,17 @@ pub async fn run(target: TargetSpec, options: LoadOptions) -> anyhow::Result<Sum
         .server_pid
         .or_else(|| resolved.is_embedded().then(std::process::id));
     let sampler = rss_pid.map(|pid| rss::Sampler::start(pid, ctx.options.rss_every));
-    let idle_clients = if ctx.options.workload.single() == Some(Kind::ImapIdle) {
-        idle::drive(ctx.clone()).await?
-    } else {
-        drive(ctx.clone()).await;
-        0
+    let mut check = None;
+    let idle_clients = match ctx.options.workload.single() {
+        Some(Kind::ImapIdle) => idle::drive(ctx.clone()).await?,
+        Some(Kind::ImapMix) => {
+            check = Some(mix::drive(ctx.clone()).await?);
+            0
+        }
+        _ => {
+            drive(ctx.clone()).await;
+            0
+        }
     };
     ticker.abort();
     progress.finish();
@@ -573,6 +552,7 @@ pub async fn run(target: TargetSpec, options: LoadOptions) -> anyhow::Result<Sum
         ctx.options.warmup,
         &stats,
     );
+    summary.check = check;
     if let Some(sampler) = sampler {
         summary.server_rss = Some(sampler.finish(match ctx.options.server_pid {
             Some(pid) => format!("pid {pid}"),
@@ -587,6 +567,96 @@ pub async fn run(target: TargetSpec, options: LoadOptions) -> anyhow::Result<Sum
     summary.peak_rss_kib = stats::peak_rss_kib();
     drop(resolved);
     Ok(summary)
+}
+
+impl Ctx {
+    /// The shared state of a run against `profile`.
+    fn new(profile: TargetProfile, tls: TlsClient, options: LoadOptions) -> Ctx {
+        let run_id = format!(
+            "{:x}{:04x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            fastrand::u16(..)
+        );
+        let sender = format!("harness-load@{}", profile.domain);
+        let accounts = profile.accounts.clone();
+        Ctx {
+            profile,
+            tls,
+            accounts,
+            sender,
+            run_id,
+            filler: filler(
+                options
+                    .workload
+                    .mix
+                    .iter()
+                    .map(|e| e.size.map_or(options.size, |s| s.0))
+                    .max()
+                    .unwrap_or(options.size),
+            ),
+            sequence: AtomicU64::new(0),
+            round_robin: AtomicUsize::new(0),
+            tickets: options
+                .messages
+                .map(|n| AtomicI64::new(i64::try_from(n).unwrap_or(i64::MAX))),
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            pools: Mutex::new(BTreeMap::new()),
+            measure_from: Instant::now(),
+            end: Instant::now(),
+            open_loop: matches!(options.mode, Mode::Open { .. }),
+            stats: Mutex::new(Stats::default()),
+            last_completion: Mutex::new(None),
+            acknowledged: Mutex::new(Vec::new()),
+            cut_off: Mutex::new(Vec::new()),
+            live_completed: AtomicU64::new(0),
+            live_errors: AtomicU64::new(0),
+            options,
+        }
+    }
+}
+
+/// imap-mix as a conformance check (the `@concurrency` scenarios): `clients` clients on
+/// account `account` of a resolved target for `duration`, on mailboxes of their own that are
+/// deleted afterwards. Returns the findings and how many commands failed outright.
+pub async fn imap_mix_check(
+    profile: TargetProfile,
+    tls: TlsClient,
+    account: usize,
+    clients: usize,
+    duration: Duration,
+    timeout: Duration,
+) -> anyhow::Result<(stats::CheckSummary, u64)> {
+    let workload = Workload::from_arg(Kind::ImapMix.name()).map_err(|e| anyhow::anyhow!(e))?;
+    let mut options = LoadOptions::new(
+        workload,
+        Mode::Closed {
+            connections: clients,
+        },
+    );
+    options.duration = duration;
+    options.warmup = Duration::ZERO;
+    options.seed = 4;
+    options.progress = false;
+    options.timeout = timeout;
+    options.checkpoint_every = duration / 2;
+    options.accounts = AccountRange {
+        first: account,
+        last: Some(account),
+    };
+    options.mix_temporary_mailboxes = true;
+    let mut ctx = Ctx::new(profile, tls, options);
+    ctx.measure_from = Instant::now();
+    ctx.end = ctx.measure_from + duration;
+    let ctx = Arc::new(ctx);
+    let check = mix::drive(ctx.clone()).await?;
+    if let Some(failure) = ctx.fatal.lock().expect("fatal lock").take() {
+        bail!("the checking clients stopped: {}", failure.detail);
+    }
+    let errors = ctx.stats.lock().expect("stats lock").error_count();
+    Ok((check, errors))
 }
 
 /// Refuses what cannot work before anything is sent.
@@ -620,7 +690,7 @@ fn check(profile: &TargetProfile, options: &LoadOptions) -> anyhow::Result<()> {
             Kind::Pop3 => {
                 (ports.pop3.is_none() && ports.pop3s.is_none()).then_some("pop3 or pop3s")
             }
-            Kind::Imap => {
+            Kind::Imap | Kind::ImapMix => {
                 (ports.imap.is_none() && ports.imaps.is_none()).then_some("imap or imaps")
             }
             Kind::ImapIdle => (ports.smtp.is_none()
@@ -764,7 +834,7 @@ async fn preflight(ctx: &Ctx, progress: &Progress) -> anyhow::Result<()> {
             continue;
         }
         kinds.push(entry.workload);
-        if entry.workload == Kind::ImapIdle {
+        if matches!(entry.workload, Kind::ImapIdle | Kind::ImapMix) {
             continue;
         }
         progress.note(&format!("pre-flight {} session", entry.workload));

@@ -63,6 +63,20 @@ pub enum Phase {
     Logout,
     /// IMAP IDLE, up to the continuation.
     Idle,
+    /// IMAP NOOP.
+    Noop,
+    /// IMAP SEARCH and UID SEARCH.
+    Search,
+    /// IMAP STATUS.
+    Status,
+    /// IMAP COPY and UID COPY.
+    Copy,
+    /// IMAP MOVE and UID MOVE (RFC 6851).
+    Move,
+    /// IMAP EXPUNGE and UID EXPUNGE (RFC 4315).
+    Expunge,
+    /// imap-mix: one client's part of a checkpoint, from the pause until its view was compared.
+    Checkpoint,
     /// From the start of a delivery to its `* n EXISTS` on an idling connection.
     Notify,
     /// Putting back the messages a POP3 session deleted (not timed as POP3 latency).
@@ -73,7 +87,7 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in table order.
-    pub const ALL: [Phase; 31] = [
+    pub const ALL: [Phase; 38] = [
         Phase::ImapConnect,
         Phase::ImapTls,
         Phase::ImapGreeting,
@@ -102,6 +116,13 @@ impl Phase {
         Phase::Append,
         Phase::Logout,
         Phase::Idle,
+        Phase::Noop,
+        Phase::Search,
+        Phase::Status,
+        Phase::Copy,
+        Phase::Move,
+        Phase::Expunge,
+        Phase::Checkpoint,
         Phase::Notify,
         Phase::Refill,
         Phase::Session,
@@ -138,6 +159,13 @@ impl Phase {
             Phase::Append => "append",
             Phase::Logout => "logout",
             Phase::Idle => "idle",
+            Phase::Noop => "noop",
+            Phase::Search => "search",
+            Phase::Status => "status",
+            Phase::Copy => "copy",
+            Phase::Move => "move",
+            Phase::Expunge => "expunge",
+            Phase::Checkpoint => "checkpoint",
             Phase::Notify => "notify",
             Phase::Refill => "refill",
             Phase::Session => "session",

@@ -54,7 +54,7 @@ impl Abort {
             }
             Kind::Pop3 => &[Abort::TlsHandshake, Abort::CommandLine],
             Kind::Imap => &[Abort::Literal, Abort::TlsHandshake, Abort::CommandLine],
-            Kind::ImapIdle => &[],
+            Kind::ImapIdle | Kind::ImapMix => &[],
         }
     }
 }
@@ -175,6 +175,11 @@ pub async fn run(ctx: &Ctx, entry: &Entry, record: &mut Record) -> Result<(), Fa
             Phase::Session,
             "internal",
             "imap-idle sessions are run by the idle driver",
+        )),
+        Kind::ImapMix => Err(Failure::new(
+            Phase::Session,
+            "internal",
+            "imap-mix clients are run by the mix driver",
         )),
     }
 }

@@ -163,6 +163,106 @@ pub struct PhaseSummary {
     pub max: f64,
 }
 
+/// What imap-mix's checking clients found (RFC-tagged), and how to rerun it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    /// The random seed the clients' choices came from (`--random-seed` repeats them).
+    pub random_seed: u64,
+    /// Clients sharing the mailboxes.
+    pub clients: usize,
+    /// The shared mailboxes.
+    pub mailboxes: Vec<String>,
+    /// Checkpoints at which every client paused and the views were compared.
+    pub checkpoints: u64,
+    /// Findings against a MUST: the run fails on any.
+    pub violations: u64,
+    /// Findings against a SHOULD, or an RFC-allowed choice that clients cope with badly.
+    pub warnings: u64,
+    /// Findings by class.
+    pub classes: BTreeMap<String, CheckClass>,
+    /// The first few findings of each class, with what led to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<CheckExample>,
+    /// The first few commands that failed outright (counted in `errors`), each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+/// How often one class of finding was seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckClass {
+    /// `must` or `should`.
+    pub level: String,
+    /// The RFC and section.
+    pub rfc: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// One finding as a client saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckExample {
+    /// `must` or `should`.
+    pub level: String,
+    /// The class.
+    pub class: String,
+    /// The RFC and section.
+    pub rfc: String,
+    /// Which client (0-based).
+    pub client: usize,
+    /// The command whose responses showed it.
+    pub command: String,
+    /// What was seen.
+    pub detail: String,
+    /// The client's last lines on the wire, oldest first.
+    pub transcript: Vec<String>,
+}
+
+/// Examples kept per class.
+pub const EXAMPLES_PER_CLASS: usize = 3;
+/// Failed commands kept, with their reasons.
+pub const FAILURES_KEPT: usize = 5;
+
+impl CheckSummary {
+    /// Whether a MUST was broken.
+    pub fn failed(&self) -> bool {
+        self.violations > 0
+    }
+
+    /// Adds another run's findings (a merge).
+    pub fn absorb(&mut self, other: &CheckSummary) {
+        self.checkpoints += other.checkpoints;
+        self.violations += other.violations;
+        self.warnings += other.warnings;
+        self.clients += other.clients;
+        for (class, counted) in &other.classes {
+            let mine = self
+                .classes
+                .entry(class.clone())
+                .or_insert_with(|| CheckClass {
+                    count: 0,
+                    ..counted.clone()
+                });
+            mine.count += counted.count;
+        }
+        for failure in &other.failures {
+            if self.failures.len() < FAILURES_KEPT {
+                self.failures.push(failure.clone());
+            }
+        }
+        for example in &other.examples {
+            let kept = self
+                .examples
+                .iter()
+                .filter(|e| e.class == example.class)
+                .count();
+            if kept < EXAMPLES_PER_CLASS {
+                self.examples.push(example.clone());
+            }
+        }
+    }
+}
+
 /// What `--verify` found in the mailboxes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifySummary {
@@ -293,6 +393,9 @@ pub struct Summary {
     /// `--verify` results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySummary>,
+    /// imap-mix's checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSummary>,
     /// The server's resident memory over the run (`--server-pid`, or the embedded server);
     /// not kept by a merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,6 +456,7 @@ impl Summary {
                 .map(|(kind, count)| ((*kind).to_owned(), *count))
                 .collect(),
             verify: None,
+            check: None,
             server_rss: None,
             peak_rss_kib: None,
             runs: 1,
@@ -384,6 +488,7 @@ impl Summary {
             errors_by_phase: BTreeMap::new(),
             aborts: BTreeMap::new(),
             verify: None,
+            check: None,
             server_rss: None,
             peak_rss_kib: None,
             runs: 0,
@@ -404,6 +509,12 @@ impl Summary {
                 let mine = merged.errors_by_phase.entry(phase.clone()).or_default();
                 for (kind, count) in kinds {
                     *mine.entry(kind.clone()).or_default() += count;
+                }
+            }
+            if let Some(check) = &run.check {
+                match &mut merged.check {
+                    Some(mine) => mine.absorb(check),
+                    None => merged.check = Some(check.clone()),
                 }
             }
             if let Some(verify) = &run.verify {
@@ -522,6 +633,9 @@ impl Summary {
                 );
             }
         }
+        if let Some(check) = &self.check {
+            render_check(&mut out, check);
+        }
         if let Some(rss) = &self.server_rss {
             let mib = |kib: u64| kib as f64 / 1024.0;
             let _ = writeln!(
@@ -548,6 +662,50 @@ impl Summary {
         }
         out
     }
+}
+
+/// imap-mix's findings: the counts by class, then the examples with their transcripts.
+fn render_check(out: &mut String, check: &CheckSummary) {
+    let _ = writeln!(
+        out,
+        "\ncheck: {} clients on {}; {} checkpoints; {} violations (MUST), {} warnings (SHOULD)",
+        check.clients,
+        check.mailboxes.join(", "),
+        check.checkpoints,
+        check.violations,
+        check.warnings
+    );
+    for (class, counted) in &check.classes {
+        let _ = writeln!(
+            out,
+            "  {:<6} {class:<32} {:<22} {:>7}",
+            counted.level, counted.rfc, counted.count
+        );
+    }
+    for example in &check.examples {
+        let _ = writeln!(
+            out,
+            "\n{} {} ({}), client {}, at `{}`:\n  {}",
+            example.level.to_uppercase(),
+            example.class,
+            example.rfc,
+            example.client,
+            example.command,
+            example.detail
+        );
+        for line in &example.transcript {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    for failure in &check.failures {
+        let _ = writeln!(out, "failed: {failure}");
+    }
+    let _ = writeln!(
+        out,
+        "random seed {} (--random-seed {} makes the same choices; the interleaving with the \
+         server is the run's own)",
+        check.random_seed, check.random_seed
+    );
 }
 
 /// Phases in table order.

@@ -37,17 +37,21 @@ pub enum Kind {
     Imap,
     /// IMAP clients idling in INBOX while mail is delivered to them on port 25.
     ImapIdle,
+    /// IMAP clients sharing mailboxes, each checking what the server tells it against what it
+    /// and the others did.
+    ImapMix,
 }
 
 impl Kind {
     /// Every built-in workload.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Relay,
         Kind::Submission,
         Kind::Submissions,
         Kind::Pop3,
         Kind::Imap,
         Kind::ImapIdle,
+        Kind::ImapMix,
     ];
 
     /// The name on the command line and in workload files.
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Pop3 => "pop3",
             Kind::Imap => "imap",
             Kind::ImapIdle => "imap-idle",
+            Kind::ImapMix => "imap-mix",
         }
     }
 
@@ -73,6 +78,7 @@ impl Kind {
             Kind::Relay | Kind::Submission | Kind::Submissions => "messages",
             Kind::Pop3 | Kind::Imap => "sessions",
             Kind::ImapIdle => "notifications",
+            Kind::ImapMix => "commands",
         }
     }
 }
@@ -352,6 +358,13 @@ impl Workload {
             return Err(
                 "imap-idle holds a standing population of clients and cannot be mixed; run it on \
                  its own"
+                    .into(),
+            );
+        }
+        if self.mix.len() > 1 && self.mix.iter().any(|e| e.workload == Kind::ImapMix) {
+            return Err(
+                "imap-mix runs its clients on shared mailboxes for the whole run and cannot be \
+                 mixed; run it on its own"
                     .into(),
             );
         }

@@ -54,6 +54,9 @@ pub(super) struct ImapState {
     /// A message submitted for the IDLE client to hear of: when the submission server accepted
     /// it, and its Message-ID.
     submitted: Option<(Instant, String)>,
+    /// What the checking clients of a `@concurrency` scenario found, and how many of their
+    /// commands failed outright.
+    pub(super) mix: Option<(crate::load::stats::CheckSummary, u64)>,
 }
 
 /// Where the harness makes its mailboxes: the personal namespace (RFC 2342).

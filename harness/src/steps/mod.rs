@@ -1,5 +1,6 @@
 //! The cucumber world shared by all steps, and the target it talks to.
 
+mod concurrency;
 mod imap;
 mod pop3;
 mod relay;

@@ -184,6 +184,9 @@ fn internal_date(secs: i64) -> String {
 /// Octets of FETCH responses gathered before they are sent (see [`Session::resume`]).
 pub(super) const FETCH_CHUNK: usize = 1024 * 1024;
 
+/// The line the `imap_body_changes` fault puts at the top of a flagged message.
+const FAULT_HEADER: &[u8] = b"X-Reference-Fault: flagged\r\n";
+
 /// A FETCH under way: what is left to send and how.
 #[derive(Debug)]
 pub(super) struct FetchJob {
@@ -554,9 +557,11 @@ impl Session {
             job.flat,
         );
         let faults = &self.config.faults;
-        let (refuse_expunged, keywords_unannounced) = (
+        let (refuse_expunged, keywords_unannounced, body_changes, modseq_regress) = (
             faults.has(Policy::ImapFetchExpungedRefused),
             faults.has(Policy::ImapKeywordWithoutFlags),
+            faults.has(Policy::ImapBodyChanges),
+            faults.has(Policy::ImapModseqRegress),
         );
         // Taken out while messages are written, put back if the job pauses.
         let names = std::mem::take(&mut job.names);
@@ -611,6 +616,17 @@ impl Session {
             } else {
                 Vec::new()
             };
+            // The `imap_body_changes` fault: a flagged message grows a header line.
+            let grown = body_changes
+                && meta
+                    .flags
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case("\\Flagged"));
+            let octets = if grown && needs_octets {
+                [FAULT_HEADER, &octets[..]].concat()
+            } else {
+                octets
+            };
             let Some(selected) = self.selected.as_mut() else {
                 return Next::Continue;
             };
@@ -639,6 +655,11 @@ impl Session {
                         } else {
                             meta.size
                         };
+                        let size = if grown {
+                            size + FAULT_HEADER.len() as u64
+                        } else {
+                            size
+                        };
                         item.extend_from_slice(format!("RFC822.SIZE {size}").as_bytes());
                     }
                     MessageDataItemName::InternalDate => {
@@ -648,7 +669,14 @@ impl Session {
                         );
                     }
                     MessageDataItemName::ModSeq => {
-                        item.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+                        let mut modseq = meta.modseq;
+                        if modseq_regress {
+                            if selected.lower_next_modseq {
+                                modseq = modseq.saturating_sub(1).max(1);
+                            }
+                            selected.lower_next_modseq = !selected.lower_next_modseq;
+                        }
+                        item.extend_from_slice(format!("MODSEQ ({modseq})").as_bytes());
                     }
                     MessageDataItemName::Envelope => {
                         item = encode_item(MessageDataItem::Envelope(message::envelope(&octets)));

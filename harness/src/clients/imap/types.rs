@@ -790,7 +790,8 @@ pub struct Selected {
 }
 
 impl Selected {
-    pub(super) fn from_result(result: CommandResult) -> Self {
+    /// Reads what a SELECT or EXAMINE sent.
+    pub fn from_result(result: CommandResult) -> Self {
         let mut selected = Self {
             exists: None,
             recent: None,
