@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 
 use super::model::Finding;
-use crate::clients::imap::Fetch;
+use crate::clients::imap::{Fetch, Value};
 
 /// The header every appended message carries, naming it uniquely.
 pub const TOKEN_HEADER: &str = "X-Harness-Mix";
@@ -135,8 +135,29 @@ impl Facts {
         let mut findings = Vec::new();
         let facts = self.mailboxes.entry(mailbox.to_owned()).or_default();
         facts.max_uid = facts.max_uid.max(uid);
-        let message = facts.messages.entry(uid).or_default();
         let size = fetch.rfc822_size();
+        // A message another session expunged, answered with empty data rather than kept
+        // readable (RFC 2180 4.1 allows it; Dovecot does it, with NO [EXPUNGEISSUED]): nothing
+        // to compare, and no size or body to remember.
+        let nil_body = fetch.get("BODY[]").is_some_and(Value::is_nil);
+        if size == Some(0) || nil_body {
+            findings.push(Finding::should(
+                "expunged-served-empty",
+                "RFC 2180 4.1",
+                format!(
+                    "UID {uid} in {mailbox} was answered with {}: what RFC 2180 allows for a \
+                     message expunged elsewhere, though clients would rather still read it \
+                     until told",
+                    if nil_body {
+                        "BODY[] NIL"
+                    } else {
+                        "RFC822.SIZE 0"
+                    }
+                ),
+            ));
+            return findings;
+        }
+        let message = facts.messages.entry(uid).or_default();
         let body = fetch.body("");
         if let (Some(size), Some(body)) = (size, body)
             && size != body.len() as u64
@@ -231,7 +252,6 @@ fn join(uids: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::imap::Value;
 
     fn fetch(size: u64, date: &str, body: &[u8]) -> Fetch {
         Fetch {
@@ -274,6 +294,25 @@ mod tests {
             classes(&facts.fetched("m", 7, &fetch(26, date, b"no token\r\n\r\nsome body\r\n"))),
             ["size-mismatch"]
         );
+    }
+
+    #[test]
+    fn an_expunged_message_served_empty_is_a_warning_not_a_change() {
+        let mut facts = Facts::default();
+        let date = "07-Dec-2026 10:00:00 +0000";
+        let body = b"X-Harness-Mix: t1\r\n\r\nbody\r\n";
+        assert!(facts.fetched("m", 5, &fetch(27, date, body)).is_empty());
+        let empty = Fetch {
+            seq: 1,
+            items: vec![
+                ("RFC822.SIZE".into(), Value::Number(0)),
+                ("BODY[]".into(), Value::Nil),
+            ],
+        };
+        let found = facts.fetched("m", 5, &empty);
+        assert_eq!(classes(&found), ["expunged-served-empty"]);
+        assert_eq!(found[0].level, super::super::model::Level::Should);
+        assert!(facts.fetched("m", 5, &fetch(27, date, body)).is_empty());
     }
 
     #[test]

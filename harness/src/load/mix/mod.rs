@@ -783,8 +783,10 @@ impl Client {
                     self.uid_set(rng),
                     self.fetch_items("FLAGS")
                 );
-                self.command(ctx, shared, Phase::Fetch, &line, During::Other)
+                let result = self
+                    .command(ctx, shared, Phase::Fetch, &line, During::Other)
                     .await?;
+                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
             }
             Op::FetchMeta => {
                 let line = format!(
@@ -822,9 +824,7 @@ impl Client {
                 let result = self
                     .command(ctx, shared, Phase::FetchBody, &line, during)
                     .await?;
-                if during == During::SequenceCommand {
-                    self.refused(shared, &line, &result, "RFC 2180 4.1.1");
-                }
+                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
             }
             Op::FetchSections => {
                 let line = format!(
