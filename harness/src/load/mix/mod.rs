@@ -904,10 +904,10 @@ impl Client {
                         shared,
                         Finding::must(
                             "search-out-of-range",
-                            "RFC 3501 7.2.5",
+                            "RFC 3501 5.2",
                             format!(
                                 "SEARCH gave message number {beyond} while this client knew of \
-                                 {len} messages"
+                                 {len} messages: a new message was seen and no EXISTS announced it"
                             ),
                         ),
                         &line,
