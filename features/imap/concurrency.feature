@@ -10,15 +10,16 @@ Feature: Several clients of one account at work on shared mailboxes at once
   was APPENDed is what is fetched, MODSEQ only rises, every response parses. Midway and at the
   end all clients stop, poll, and their views must agree. What the server offers is discovered
   (IDLE, MOVE, UIDPLUS, CONDSTORE, LITERAL+, whether keywords may be created, the personal
-  namespace); what it lacks is left out of the mix. `harness load --workload imap-mix` runs the
-  same checks at length and at scale.
+  namespace); what it lacks is left out of the mix. The two scenarios judge one run, at the
+  MUST and at the SHOULD level. `harness load --workload imap-mix` runs the same checks at
+  length and at scale.
 
   @rfc3501-5.2 @rfc3501-7.4.1 @rfc3501-2.3.1.1 @rfc7162-3.1 @must @fault-imap_no_untagged_updates @fault-imap_expunge_during_fetch @fault-imap_uid_reuse @fault-imap_body_changes @fault-imap_modseq_regress @fault-imap_size_without_cr @fault-imap_literal_plus_ignored
   Scenario: What each client is told agrees with what the others did
-    When 4 IMAP clients of {first} work on shared mailboxes for 6 seconds, each checking what it is told
+    When 4 IMAP clients of {first} work on shared mailboxes for 3 seconds, each checking what it is told
     Then no client was told anything that breaks a MUST of the RFCs
 
   @rfc3501-7.2.6 @rfc2180-4.1 @should @fault-imap_keyword_without_flags @fault-imap_fetch_expunged_refused @fault-imap_no_untagged_updates
   Scenario: Keywords are announced before use, and messages expunged elsewhere stay usable until reported
-    When 4 IMAP clients of {first} work on shared mailboxes for 6 seconds, each checking what it is told
+    When 4 IMAP clients of {first} work on shared mailboxes for 3 seconds, each checking what it is told
     Then no client was told anything that goes against a SHOULD of the RFCs

@@ -113,6 +113,7 @@ pub async fn run(spec: TargetSpec, options: &RunOptions) -> anyhow::Result<Repor
         profile: resolved.profile.clone(),
         timeout: options.timeout,
         leases: Default::default(),
+        mix_runs: Default::default(),
     };
     let target = Arc::new(target);
     // Every connection to the target counts against its limit, discovery's included. A

@@ -2,6 +2,7 @@
 //! seconds, each holding every response to what it was told and to what the others did (the
 //! imap-mix checker of `harness load`, bounded).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -27,16 +28,29 @@ async fn clients_work(
         .iter()
         .position(|a| a.address.eq_ignore_ascii_case(&address))
         .with_context(|| format!("{address} is not among the target profile's accounts"))?;
-    let outcome = crate::load::imap_mix_check(
-        target.profile.clone(),
-        target.tls.clone(),
-        account,
-        clients,
-        Duration::from_secs(seconds),
-        target.timeout,
-    )
-    .await?;
-    world.imap.mix = Some(outcome);
+    // One run per target and settings, judged by every scenario that asks for it: the second
+    // waits for the first's run rather than loading the server again.
+    let mut runs = target.mix_runs.lock().await;
+    let run = match runs.get(&(account, clients, seconds)) {
+        Some(run) => run.clone(),
+        None => {
+            let outcome = crate::load::imap_mix_check(
+                target.profile.clone(),
+                target.tls.clone(),
+                account,
+                clients,
+                Duration::from_secs(seconds),
+                target.timeout,
+            )
+            .await
+            .map_err(|error| format!("{error:#}"));
+            let run = Arc::new(outcome);
+            runs.insert((account, clients, seconds), run.clone());
+            run
+        }
+    };
+    drop(runs);
+    world.imap.mix = Some(run);
     Ok(())
 }
 
@@ -68,11 +82,14 @@ fn findings(check: &CheckSummary, level: &str) -> String {
 }
 
 fn outcome(world: &MailWorld) -> anyhow::Result<&(CheckSummary, u64)> {
-    world
+    let run = world
         .imap
         .mix
         .as_ref()
-        .context("no checking clients ran in this scenario")
+        .context("no checking clients ran in this scenario")?;
+    run.as_ref()
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("the checking clients could not run: {error}"))
 }
 
 #[then("no client was told anything that breaks a MUST of the RFCs")]

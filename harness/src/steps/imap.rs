@@ -56,7 +56,7 @@ pub(super) struct ImapState {
     submitted: Option<(Instant, String)>,
     /// What the checking clients of a `@concurrency` scenario found, and how many of their
     /// commands failed outright.
-    pub(super) mix: Option<(crate::load::stats::CheckSummary, u64)>,
+    pub(super) mix: Option<super::MixRun>,
 }
 
 /// Where the harness makes its mailboxes: the personal namespace (RFC 2342).

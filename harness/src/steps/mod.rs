@@ -34,7 +34,14 @@ pub struct Target {
     pub leases: Leases,
     /// The harness's DNS and MX, when the profile has a relay section.
     pub relay: Option<Arc<crate::relay_env::RelayEnv>>,
+    /// Runs of the `@concurrency` checking clients, by (account, clients, seconds): the
+    /// scenarios that judge one run at different levels share it.
+    pub mix_runs: tokio::sync::Mutex<std::collections::HashMap<(usize, usize, u64), MixRun>>,
 }
+
+/// What one run of the checking clients found and how many commands failed, or why it could
+/// not run.
+pub type MixRun = Arc<Result<(crate::load::stats::CheckSummary, u64), String>>;
 
 /// Per-account locks that keep scenarios which open an account's POP3 maildrop from running at
 /// the same time: the server allows one session per maildrop, and such scenarios count and

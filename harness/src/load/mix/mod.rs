@@ -691,10 +691,31 @@ impl Client {
             return Ok(());
         }
         let line = format!("FETCH 1:* {}", self.fetch_items("UID FLAGS"));
-        let result = self
-            .command(ctx, shared, Phase::Fetch, &line, During::SequenceCommand)
-            .await?;
-        self.refused(shared, &line, &result, "RFC 2180 4.1");
+        self.tolerant(
+            ctx,
+            shared,
+            Phase::Fetch,
+            &line,
+            During::SequenceCommand,
+            "RFC 2180 4.1",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A command on messages that another session may have expunged meanwhile: a NO to it
+    /// is what RFC 2180 (section `rfc`) allows, reported and not failed.
+    async fn tolerant(
+        &mut self,
+        ctx: &Ctx,
+        shared: &Shared,
+        phase: Phase,
+        line: &str,
+        during: During,
+        rfc: &'static str,
+    ) -> Step {
+        let result = self.command(ctx, shared, phase, line, during).await?;
+        self.refused(shared, line, &result, rfc);
         Ok(())
     }
 
@@ -772,10 +793,15 @@ impl Client {
                     sequence_set(rng, len),
                     self.fetch_items("UID FLAGS")
                 );
-                let result = self
-                    .command(ctx, shared, Phase::Fetch, &line, During::SequenceCommand)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::Fetch,
+                    &line,
+                    During::SequenceCommand,
+                    "RFC 2180 4.1.1",
+                )
+                .await?;
             }
             Op::UidFetchFlags => {
                 let line = format!(
@@ -783,20 +809,30 @@ impl Client {
                     self.uid_set(rng),
                     self.fetch_items("FLAGS")
                 );
-                let result = self
-                    .command(ctx, shared, Phase::Fetch, &line, During::Other)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::Fetch,
+                    &line,
+                    During::Other,
+                    "RFC 2180 4.1.1",
+                )
+                .await?;
             }
             Op::FetchMeta => {
                 let line = format!(
                     "FETCH {} (UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)",
                     sequence_set(rng, len)
                 );
-                let result = self
-                    .command(ctx, shared, Phase::Fetch, &line, During::SequenceCommand)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::Fetch,
+                    &line,
+                    During::SequenceCommand,
+                    "RFC 2180 4.1.1",
+                )
+                .await?;
             }
             Op::FetchBody => {
                 let by_uid = rng.bool()
@@ -821,26 +857,30 @@ impl Client {
                         During::SequenceCommand,
                     )
                 };
-                let result = self
-                    .command(ctx, shared, Phase::FetchBody, &line, during)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::FetchBody,
+                    &line,
+                    during,
+                    "RFC 2180 4.1.1",
+                )
+                .await?;
             }
             Op::FetchSections => {
                 let line = format!(
                     "FETCH {} (UID BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
                     rng.u32(1..=len)
                 );
-                let result = self
-                    .command(
-                        ctx,
-                        shared,
-                        Phase::FetchBody,
-                        &line,
-                        During::SequenceCommand,
-                    )
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.1.1");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::FetchBody,
+                    &line,
+                    During::SequenceCommand,
+                    "RFC 2180 4.1.1",
+                )
+                .await?;
             }
             Op::Store => {
                 let line = format!(
@@ -849,10 +889,15 @@ impl Client {
                     if rng.bool() { "+" } else { "-" },
                     self.some_flags(rng, 1).join(" ")
                 );
-                let result = self
-                    .command(ctx, shared, Phase::Store, &line, During::SequenceCommand)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.2");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::Store,
+                    &line,
+                    During::SequenceCommand,
+                    "RFC 2180 4.2",
+                )
+                .await?;
             }
             Op::UidStore => {
                 let line = format!(
@@ -873,10 +918,15 @@ impl Client {
                     "STORE {first}:{} +FLAGS.SILENT (\\Deleted)",
                     (first + count - 1).min(len)
                 );
-                let result = self
-                    .command(ctx, shared, Phase::Store, &line, During::SequenceCommand)
-                    .await?;
-                self.refused(shared, &line, &result, "RFC 2180 4.2");
+                self.tolerant(
+                    ctx,
+                    shared,
+                    Phase::Store,
+                    &line,
+                    During::SequenceCommand,
+                    "RFC 2180 4.2",
+                )
+                .await?;
                 self.command(ctx, shared, Phase::Expunge, "EXPUNGE", During::Other)
                     .await?;
             }
