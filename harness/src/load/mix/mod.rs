@@ -220,6 +220,33 @@ const WEIGHTS: [(Op, u32); 18] = [
     (Op::Switch, 3),
 ];
 
+/// Commands that RFC 2180 lets a server refuse when a message they name was expunged by
+/// another session: each its own class of finding.
+#[derive(Debug, Clone, Copy)]
+enum Refusable {
+    Fetch,
+    Store,
+    Copy,
+}
+
+impl Refusable {
+    fn class(self) -> &'static str {
+        match self {
+            Refusable::Fetch => "fetch-refused-expunged-elsewhere",
+            Refusable::Store => "store-refused-expunged-elsewhere",
+            Refusable::Copy => "copy-refused-expunged-elsewhere",
+        }
+    }
+
+    fn rfc(self) -> &'static str {
+        match self {
+            Refusable::Fetch => "RFC 2180 4.1",
+            Refusable::Store => "RFC 2180 4.2",
+            Refusable::Copy => "RFC 2180 4.4",
+        }
+    }
+}
+
 /// One checking client.
 struct Client {
     id: usize,
@@ -697,14 +724,14 @@ impl Client {
             Phase::Fetch,
             &line,
             During::SequenceCommand,
-            "RFC 2180 4.1",
+            Refusable::Fetch,
         )
         .await?;
         Ok(())
     }
 
     /// A command on messages that another session may have expunged meanwhile: a NO to it
-    /// is what RFC 2180 (section `rfc`) allows, reported and not failed.
+    /// is what RFC 2180 allows, reported and not failed.
     async fn tolerant(
         &mut self,
         ctx: &Ctx,
@@ -712,21 +739,21 @@ impl Client {
         phase: Phase,
         line: &str,
         during: During,
-        rfc: &'static str,
+        what: Refusable,
     ) -> Step {
         let result = self.command(ctx, shared, phase, line, during).await?;
-        self.refused(shared, line, &result, rfc);
+        self.refused(shared, line, &result, what);
         Ok(())
     }
 
     /// A NO that RFC 2180 allows for a message another session expunged: reported, not failed.
-    fn refused(&self, shared: &Shared, line: &str, result: &CommandResult, rfc: &'static str) {
+    fn refused(&self, shared: &Shared, line: &str, result: &CommandResult, what: Refusable) {
         if result.tagged.kind == StatusKind::No {
             self.finding(
                 shared,
                 Finding::should(
-                    "refused-expunged-elsewhere",
-                    rfc,
+                    what.class(),
+                    what.rfc(),
                     format!(
                         "NO to a command on messages this client was told exist: {} (allowed, \
                          but clients expect the message to stay usable until its EXPUNGE is \
@@ -799,7 +826,7 @@ impl Client {
                     Phase::Fetch,
                     &line,
                     During::SequenceCommand,
-                    "RFC 2180 4.1.1",
+                    Refusable::Fetch,
                 )
                 .await?;
             }
@@ -815,7 +842,7 @@ impl Client {
                     Phase::Fetch,
                     &line,
                     During::Other,
-                    "RFC 2180 4.1.1",
+                    Refusable::Fetch,
                 )
                 .await?;
             }
@@ -830,7 +857,7 @@ impl Client {
                     Phase::Fetch,
                     &line,
                     During::SequenceCommand,
-                    "RFC 2180 4.1.1",
+                    Refusable::Fetch,
                 )
                 .await?;
             }
@@ -863,7 +890,7 @@ impl Client {
                     Phase::FetchBody,
                     &line,
                     during,
-                    "RFC 2180 4.1.1",
+                    Refusable::Fetch,
                 )
                 .await?;
             }
@@ -878,7 +905,7 @@ impl Client {
                     Phase::FetchBody,
                     &line,
                     During::SequenceCommand,
-                    "RFC 2180 4.1.1",
+                    Refusable::Fetch,
                 )
                 .await?;
             }
@@ -895,7 +922,7 @@ impl Client {
                     Phase::Store,
                     &line,
                     During::SequenceCommand,
-                    "RFC 2180 4.2",
+                    Refusable::Store,
                 )
                 .await?;
             }
@@ -924,7 +951,7 @@ impl Client {
                     Phase::Store,
                     &line,
                     During::SequenceCommand,
-                    "RFC 2180 4.2",
+                    Refusable::Store,
                 )
                 .await?;
                 self.command(ctx, shared, Phase::Expunge, "EXPUNGE", During::Other)
@@ -1121,7 +1148,7 @@ impl Client {
         let result = self
             .command(ctx, shared, phase, &line, During::Other)
             .await?;
-        self.refused(shared, &line, &result, "RFC 2180 4.4");
+        self.refused(shared, &line, &result, Refusable::Copy);
         if let Some((_, _, uids)) = result.copy_uid() {
             let uids: Vec<u32> = uids.iter().collect();
             let finding =
