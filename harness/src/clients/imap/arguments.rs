@@ -31,7 +31,7 @@ pub(super) fn escape_quoted(text: &str) -> String {
 
 /// A mailbox name (or LIST reference or pattern) as a command argument: modified UTF-7, which
 /// is printable ASCII and so can always be quoted.
-pub(super) fn mailbox_arg(name: &str) -> String {
+pub fn mailbox_arg(name: &str) -> String {
     escape_quoted(&encode_modified_utf7(name))
 }
 

@@ -22,7 +22,7 @@ mod test_support;
 mod types;
 mod utf7;
 
-pub use arguments::quote;
+pub use arguments::{mailbox_arg, quote};
 pub use client::{DEFAULT_MAX_LITERAL, ImapClient, Part};
 pub use types::{
     Code, CommandResult, Continuation, Esearch, Fetch, Incoming, ListItem, MailboxStatus,

@@ -11,7 +11,7 @@ mod barrier;
 pub mod facts;
 pub mod model;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,13 +22,15 @@ use tokio::time::Instant;
 
 use self::barrier::Barrier;
 use self::facts::{Facts, TOKEN_HEADER};
-use self::model::{During, Finding, Level, View, normalise_flags};
+use self::model::{During, Finding, Level, View};
 use super::Ctx;
 use super::phase::Phase;
 use super::session::{Failure, Record, imap_login};
 use super::stats::{CheckClass, CheckExample, CheckSummary, EXAMPLES_PER_CLASS, FAILURES_KEPT};
 use crate::clients::ClientError;
-use crate::clients::imap::{CommandResult, ImapClient, Response, StatusKind, Value};
+use crate::clients::imap::{
+    CommandResult, ImapClient, Response, StatusKind, Value, decode_modified_utf7, mailbox_arg,
+};
 
 /// The shared mailboxes, under the account's personal namespace.
 const MAILBOXES: [&str; 2] = ["harness-mix-a", "harness-mix-b"];
@@ -57,8 +59,6 @@ struct Shared {
     /// Views published at a checkpoint, by checkpoint number.
     published: Mutex<HashMap<u64, Vec<Published>>>,
     checkpoints: AtomicU64,
-    appended: AtomicU64,
-    run_id: String,
     random_seed: u64,
 }
 
@@ -67,7 +67,8 @@ struct Shared {
 struct Published {
     client: usize,
     mailbox: String,
-    messages: Vec<(u32, Vec<String>)>,
+    /// UIDs in order, with their flags as the view keeps them (normalised).
+    messages: Vec<(u32, BTreeSet<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +149,11 @@ fn render(response: &Response) -> String {
         Response::Expunge(n) => format!("* {n} EXPUNGE"),
         Response::Flags(flags) => format!("* FLAGS ({})", flags.join(" ")),
         Response::Status(status) => format!("* {status}"),
+        Response::Recent(n) => format!("* {n} RECENT"),
+        Response::Search(search) => {
+            let numbers: Vec<String> = search.numbers.iter().map(u32::to_string).collect();
+            format!("* SEARCH {}", numbers.join(" "))
+        }
         other => format!("{other:?}"),
     };
     cut(text)
@@ -293,8 +299,6 @@ async fn run_clients(
         barrier: Barrier::new(clients),
         published: Mutex::new(HashMap::new()),
         checkpoints: AtomicU64::new(0),
-        appended: AtomicU64::new(0),
-        run_id: ctx.run_id.clone(),
         random_seed,
     });
     let mut tasks = JoinSet::new();
@@ -366,6 +370,10 @@ async fn prepare_on(ctx: &Ctx, imap: &mut ImapClient) -> anyhow::Result<Vec<Stri
     } else {
         (String::new(), None)
     };
+    // NAMESPACE gives the prefix as sent (modified UTF-7); names are kept decoded here, as the
+    // client encodes every mailbox argument.
+    let prefix = decode_modified_utf7(&prefix)
+        .map_err(|e| anyhow::anyhow!("NAMESPACE gave a prefix that does not decode: {e}"))?;
     // A prefix is used as given; one that does not end in its delimiter is a name of its own.
     let prefix = match delimiter {
         Some(d) if !prefix.is_empty() && !prefix.ends_with(d) => format!("{prefix}{d}"),
@@ -674,7 +682,7 @@ impl Client {
     /// SELECT or EXAMINE `mailbox`, then learn every message's UID and flags.
     async fn open(&mut self, ctx: &Ctx, shared: &Shared, mailbox: &str, examine: bool) -> Step {
         let verb = if examine { "EXAMINE" } else { "SELECT" };
-        let line = format!("{verb} {}", quoted(mailbox));
+        let line = format!("{verb} {}", mailbox_arg(mailbox));
         self.view = None;
         let result = self
             .command(ctx, shared, Phase::Select, &line, During::Other)
@@ -1051,8 +1059,8 @@ impl Client {
 
     async fn append(&mut self, ctx: &Ctx, shared: &Shared, rng: &mut fastrand::Rng) -> Step {
         let mailbox = shared.mailboxes[rng.usize(..shared.mailboxes.len())].clone();
-        let n = shared.appended.fetch_add(1, Ordering::Relaxed);
-        let (token, message) = message_for(&shared.run_id, self.id, n, rng.u8(..4) == 0);
+        let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+        let (token, message) = message_for(&ctx.run_id, self.id, n, rng.u8(..4) == 0);
         let count = rng.usize(0..3);
         let flags = self.some_flags(rng, count);
         let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -1069,7 +1077,7 @@ impl Client {
         };
         let line = format!(
             "APPEND {} ({}) \"{date}\" {{{}}} ({token})",
-            quoted(&mailbox),
+            mailbox_arg(&mailbox),
             flags.join(" "),
             message.len()
         );
@@ -1143,7 +1151,7 @@ impl Client {
             (true, true) => "UID MOVE",
         };
         let floor = shared.facts.lock().expect("facts lock").floor(&destination);
-        let line = format!("{verb} {set} {}", quoted(&destination));
+        let line = format!("{verb} {set} {}", mailbox_arg(&destination));
         let phase = if moving { Phase::Move } else { Phase::Copy };
         let result = self
             .command(ctx, shared, phase, &line, During::Other)
@@ -1176,7 +1184,7 @@ impl Client {
         let floor = shared.facts.lock().expect("facts lock").floor(&mailbox);
         let line = format!(
             "STATUS {} (MESSAGES UIDNEXT UIDVALIDITY{})",
-            quoted(&mailbox),
+            mailbox_arg(&mailbox),
             if self.caps.condstore {
                 " HIGHESTMODSEQ"
             } else {
@@ -1336,20 +1344,10 @@ impl Client {
             messages: view
                 .slots
                 .iter()
-                .filter_map(|slot| {
-                    Some((
-                        slot.uid?,
-                        slot.flags.clone().unwrap_or_default().into_iter().collect(),
-                    ))
-                })
+                .filter_map(|slot| Some((slot.uid?, slot.flags.clone().unwrap_or_default())))
                 .collect(),
         }))
     }
-}
-
-/// A mailbox name as an IMAP quoted string (the names here are plain ASCII).
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Every client stops; once all are quiet, each syncs and publishes its view; the lowest
@@ -1415,9 +1413,17 @@ async fn checkpoint(ctx: &Ctx, shared: &Shared, client: &mut Option<Client>, num
 /// The views of one mailbox at a checkpoint must agree: same UIDs, same flags.
 fn compare(shared: &Shared, reporter: &Client, mine: &Published, all: &[&Published]) {
     let line = format!("checkpoint on {}", mine.mailbox);
-    let own: BTreeMap<u32, Vec<String>> = mine.messages.iter().cloned().collect();
+    let own: BTreeMap<u32, &BTreeSet<String>> = mine
+        .messages
+        .iter()
+        .map(|(uid, flags)| (*uid, flags))
+        .collect();
     for other in all.iter().filter(|p| p.client != mine.client) {
-        let theirs: BTreeMap<u32, Vec<String>> = other.messages.iter().cloned().collect();
+        let theirs: BTreeMap<u32, &BTreeSet<String>> = other
+            .messages
+            .iter()
+            .map(|(uid, flags)| (*uid, flags))
+            .collect();
         let only_mine: Vec<u32> = own
             .keys()
             .filter(|u| !theirs.contains_key(u))
@@ -1448,12 +1454,7 @@ fn compare(shared: &Shared, reporter: &Client, mine: &Published, all: &[&Publish
         }
         let differing: Vec<u32> = own
             .iter()
-            .filter(|(uid, flags)| {
-                theirs.get(uid).is_some_and(|other| {
-                    normalise_flags(other.iter().map(String::as_str))
-                        != normalise_flags(flags.iter().map(String::as_str))
-                })
-            })
+            .filter(|&(uid, &flags)| theirs.get(uid).is_some_and(|&other| other != flags))
             .map(|(uid, _)| *uid)
             .collect();
         if !differing.is_empty() {

@@ -76,8 +76,6 @@ pub struct Slot {
 pub struct View {
     /// The mailbox's name.
     pub mailbox: String,
-    /// UIDVALIDITY from SELECT or EXAMINE.
-    pub uidvalidity: Option<u32>,
     /// Message `n` is `slots[n - 1]`.
     pub slots: Vec<Slot>,
     /// The keywords and flags of the last FLAGS response, uppercased.
@@ -94,7 +92,7 @@ pub struct View {
 
 /// Flags compared without regard to case (RFC 3501 flag names are atoms; servers keep the case
 /// a client first used), `\Recent` left out: it is per session.
-pub fn normalise_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+fn normalise_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
     flags
         .into_iter()
         .filter(|flag| !flag.eq_ignore_ascii_case("\\Recent"))
@@ -114,7 +112,6 @@ impl View {
         let permanent = selected.permanent_flags.clone().unwrap_or_default();
         let mut view = View {
             mailbox: mailbox.to_owned(),
-            uidvalidity: selected.uidvalidity,
             slots: Vec::new(),
             known_flags: BTreeSet::new(),
             may_create_keywords: permanent.iter().any(|flag| flag == "\\*"),
