@@ -22,7 +22,7 @@ use super::extensions::Extension;
 use super::namespace::Unnamed;
 use super::session::{Next, Session, line, ok};
 use crate::faults::Policy;
-use crate::store::{Change, DELIMITER, Store, StoreError};
+use crate::store::{Change, Changes, DELIMITER, Store, StoreError};
 
 /// How often a running IDLE looks for changes under
 /// [`Variant::ImapIdlePolling`](crate::variants::Variant::ImapIdlePolling). RFC 2177 sets
@@ -970,23 +970,20 @@ impl Session {
         let (acct, mbox) = (account, selected.name.clone());
         let (read_only, since) = (selected.read_only, selected.modseq);
         // Only what changed since the last report: a few indexed rows, however large the
-        // mailbox. The highest mod-sequence is read first, so a change committed meanwhile is
-        // read again next time rather than missed; applying one twice changes nothing.
+        // mailbox, read in one snapshot with the highest mod-sequence they reach, so a change
+        // committed meanwhile is read next time rather than missed.
         let read = db(&self.store, move |s| {
-            let highest = s.mailbox_status(&acct, &mbox)?.highest_modseq;
-            let changed = s.messages_changed_since(&acct, &mbox, since)?;
-            let expunged = s.expunged_since(&acct, &mbox, since)?;
-            let recent = if read_only {
-                s.peek_recent(&acct, &mbox)?
-            } else {
-                s.claim_recent(&acct, &mbox)?
-            };
-            Ok((highest, changed, expunged, recent))
+            s.changes_since(&acct, &mbox, since, !read_only)
         });
         let Some(selected) = self.selected.as_mut() else {
             return;
         };
-        let (highest, changed, expunged, recent) = match read {
+        let Changes {
+            highest_modseq: highest,
+            changed,
+            expunged,
+            recent,
+        } = match read {
             Ok(read) => read,
             Err(error) => {
                 // Nothing is lost: the next change notification reads again from the same

@@ -473,7 +473,7 @@ impl Session {
         let refuse_expunged = self.config.faults.has(Policy::ImapFetchExpungedRefused);
         let loaded = db(&self.store, move |s| {
             let mut metas: HashMap<u32, MessageMeta> = s
-                .messages(&acct, &mbox)?
+                .messages_with_uids(&acct, &mbox, &wanted)?
                 .into_iter()
                 .map(|m| (m.uid, m))
                 .collect();

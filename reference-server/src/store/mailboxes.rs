@@ -275,7 +275,7 @@ impl Store {
 
     /// Every mailbox of the account, sorted by name (bytewise).
     pub fn list_mailboxes(&self, account: &str) -> Result<Vec<MailboxInfo>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let account_id = account_id(&conn, account)?;
         let mut stmt = conn
             .prepare_cached(
@@ -314,7 +314,7 @@ impl Store {
 
     /// The names the account subscribes to, sorted; they need not exist (IMAP LSUB).
     pub fn subscriptions(&self, account: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let account_id = account_id(&conn, account)?;
         conn.prepare_cached("SELECT name FROM subscriptions WHERE account_id = ?1 ORDER BY name")
             .and_then(|mut s| {

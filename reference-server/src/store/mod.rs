@@ -2,8 +2,10 @@
 //! content-addressed, in SQLite too when small and as files under `blobs/` otherwise (`bodies.rs`).
 //!
 //! Blocking by design: the async server calls it through `tokio::task::spawn_blocking`. One
-//! connection behind a mutex serialises database work, which SQLite does for writers anyway; blob
-//! files are written outside the lock so that concurrent deliveries overlap their fsyncs.
+//! connection behind a mutex serialises writes, which SQLite does for writers anyway; blob
+//! files are written outside the lock so that concurrent deliveries overlap their fsyncs. Reads
+//! go through a few read-only connections, each read one transaction (`readers.rs`), so they
+//! neither wait for a commit's fsync nor see half of one.
 //!
 //! Every write is one IMMEDIATE transaction; concurrent deliveries share one (group commit, in
 //! `group.rs`). A UID is assigned in the transaction that inserts the message and never reused;
@@ -20,6 +22,7 @@ mod ghosts;
 mod group;
 mod mailboxes;
 mod outbound;
+mod readers;
 mod reads;
 mod schema;
 #[cfg(test)]
@@ -41,7 +44,7 @@ use self::error::{IoContext, SqliteContext};
 pub use self::flags::FlagOp;
 pub use self::mailboxes::{DELIMITER, MailboxInfo, SpecialUse};
 pub use self::outbound::{Accepted, Incoming, OutboundJob, OutboundRecipient, Settle, now_ms};
-pub use self::reads::{MailboxCounts, MailboxStatus, MessageMeta};
+pub use self::reads::{Changes, MailboxCounts, MailboxStatus, MessageMeta};
 pub use self::watch::{Change, WATCH_CAPACITY};
 use self::watch::{RecentMarks, Watchers};
 pub use self::writes::{AppendResult, CopyResult, Delivered, FlagsResult, MessageFlags};
@@ -64,16 +67,19 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
+    /// The connection every write (and [`Store::watch`]) goes through.
     conn: Mutex<Connection>,
+    /// Connections for reads.
+    readers: self::readers::Readers,
     /// Deliveries waiting for a shared commit. Its lock is never taken while `conn` is held.
     group: self::group::GroupCommit,
     bodies: Bodies,
-    /// Locked only while `conn` is held (or without it), never the other way round.
+    /// Locked only while `conn` or a reader is held (or without them), never the other way round.
     watchers: Watchers,
-    /// Locked only while `conn` is held (or without it), never the other way round.
+    /// Locked only while `conn` or a reader is held (or without them), never the other way round.
     recent: RecentMarks,
-    /// Expunged messages sessions may still read. Locked only while `conn` is held (or without
-    /// it), never the other way round.
+    /// Expunged messages sessions may still read. Locked only while `conn` or a reader is held
+    /// (or without them), never the other way round.
     ghosts: self::ghosts::Ghosts,
     /// The `imap_uid_reuse` fault: expunging lowers UIDNEXT again.
     reuse_uids: std::sync::atomic::AtomicBool,
@@ -128,6 +134,7 @@ impl Store {
         fs::create_dir_all(data_dir).at(data_dir)?;
         let db = data_dir.join(DB_FILE);
         let conn = schema::open(&db)?;
+        let readers = self::readers::Readers::open(&db)?;
         let bodies = Bodies::new(BlobDir::open(data_dir.join(BLOB_DIR))?, db);
         // Messages that were there before this start are not \Recent to anyone (RFC 3501 allows
         // that after a restart); see `claim_recent`.
@@ -141,6 +148,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                readers,
                 group: Default::default(),
                 bodies,
                 watchers: Watchers::default(),
@@ -164,6 +172,11 @@ impl Store {
         self.inner
             .reuse_uids
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A read transaction on one of the reader connections.
+    fn read(&self) -> Result<self::readers::Snapshot<'_>, StoreError> {
+        self.inner.readers.snapshot()
     }
 
     /// The connection, unless a thread panicked with it: its transaction state is then unknown.

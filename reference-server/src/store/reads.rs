@@ -7,7 +7,9 @@ use tokio::sync::broadcast;
 use super::bodies::inline_body;
 use super::error::SqliteContext;
 use super::flags::SEEN;
-use super::{Change, Store, StoreError, canonical_mailbox, existing_mailbox, get_u64, to_sql_u64};
+use super::{
+    Change, MailboxRow, Store, StoreError, canonical_mailbox, existing_mailbox, get_u64, to_sql_u64,
+};
 
 /// What IMAP FETCH and POP3 LIST/UIDL need to know about a message without reading its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,19 @@ pub struct MailboxCounts {
     pub first_unseen_uid: Option<u32>,
 }
 
+/// What [`Store::changes_since`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The mailbox's highest mod-sequence when it was read.
+    pub highest_modseq: u64,
+    /// Messages new or changed since, ordered by UID.
+    pub changed: Vec<MessageMeta>,
+    /// UIDs expunged since, ascending.
+    pub expunged: Vec<u32>,
+    /// UIDs that are \Recent to this caller, ascending.
+    pub recent: Vec<u32>,
+}
+
 /// A message row with its database id, which writes need to reach its flags.
 #[derive(Debug)]
 pub(super) struct Loaded {
@@ -60,12 +75,29 @@ pub(super) struct Loaded {
 impl Store {
     /// Messages of a mailbox ordered by UID.
     pub fn messages(&self, account: &str, mailbox: &str) -> Result<Vec<MessageMeta>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         Ok(into_metas(load_messages(
             &conn,
             mailbox.id,
             &[(1, u32::MAX)],
+        )?))
+    }
+
+    /// Messages of a mailbox whose UIDs are among `uids`, ordered by UID; UIDs not in the
+    /// mailbox are left out. Reads only those rows, however large the mailbox.
+    pub fn messages_with_uids(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[u32],
+    ) -> Result<Vec<MessageMeta>, StoreError> {
+        let conn = self.read()?;
+        let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        Ok(into_metas(load_messages(
+            &conn,
+            mailbox.id,
+            &uid_ranges(uids),
         )?))
     }
 
@@ -77,22 +109,9 @@ impl Store {
         mailbox: &str,
         modseq: u64,
     ) -> Result<Vec<MessageMeta>, StoreError> {
-        let since = to_sql_u64(modseq)?;
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
-        // INDEXED BY: without statistics SQLite would rather walk the whole mailbox in UID order
-        // than sort the few messages a recent mod-sequence selects.
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT m.id, m.uid, m.size, m.internal_date, m.modseq, m.blob, f.flag
-                 FROM messages m INDEXED BY messages_modseq
-                 LEFT JOIN message_flags f ON f.message_id = m.id
-                 WHERE m.mailbox_id = ?1 AND m.modseq > ?2 ORDER BY m.uid, f.flag",
-            )
-            .ctx("listing changed messages")?;
-        let mut out = Vec::new();
-        collect(&mut stmt, params![mailbox.id, since], &mut out)?;
-        Ok(into_metas(out))
+        changed_since(&conn, mailbox.id, modseq)
     }
 
     /// UIDs removed from the mailbox with a mod-sequence above `modseq`, ascending: QRESYNC
@@ -104,19 +123,32 @@ impl Store {
         mailbox: &str,
         modseq: u64,
     ) -> Result<Vec<u32>, StoreError> {
-        let since = to_sql_u64(modseq)?;
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
-        // INDEXED BY: see `messages_changed_since`; this table only grows.
-        conn.prepare_cached(
-            "SELECT uid FROM expunged INDEXED BY expunged_modseq
-             WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![mailbox.id, since], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()
+        removed_since(&conn, mailbox.id, modseq)
+    }
+
+    /// Everything about a mailbox a session that knew it as of mod-sequence `modseq` has not been
+    /// told, read at one moment: what [`Store::messages_changed_since`] and
+    /// [`Store::expunged_since`] return, the highest mod-sequence they reach, and the UIDs
+    /// [`Store::claim_recent`] (`claim`) or [`Store::peek_recent`] hands this caller. A few
+    /// indexed rows, however large the mailbox.
+    pub fn changes_since(
+        &self,
+        account: &str,
+        mailbox: &str,
+        modseq: u64,
+        claim: bool,
+    ) -> Result<Changes, StoreError> {
+        let conn = self.read()?;
+        let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
+        let recent = self.recent(&conn, &mailbox, claim)?;
+        Ok(Changes {
+            highest_modseq: mailbox.highest_modseq,
+            changed: changed_since(&conn, mailbox.id, modseq)?,
+            expunged: removed_since(&conn, mailbox.id, modseq)?,
+            recent,
         })
-        .ctx("listing expunged UIDs")
     }
 
     /// The exact octets stored for a message.
@@ -130,7 +162,7 @@ impl Store {
     ) -> Result<Vec<u8>, StoreError> {
         let name = canonical_mailbox(mailbox);
         let (blob, inline): (String, Option<Vec<u8>>) = {
-            let conn = self.conn()?;
+            let conn = self.read()?;
             let mailbox = existing_mailbox(&conn, account, name)?;
             conn.prepare_cached(
                 "SELECT m.blob, b.data FROM messages m LEFT JOIN bodies b ON b.hash = m.blob
@@ -161,7 +193,7 @@ impl Store {
         uids: &[u32],
     ) -> Result<Vec<MessageMeta>, StoreError> {
         let id = {
-            let conn = self.conn()?;
+            let conn = self.read()?;
             existing_mailbox(&conn, account, canonical_mailbox(mailbox))?.id
         };
         Ok(self.inner.ghosts.get(id, uids))
@@ -176,7 +208,7 @@ impl Store {
     ) -> Result<Vec<u8>, StoreError> {
         let name = canonical_mailbox(mailbox);
         let (blob, inline) = {
-            let conn = self.conn()?;
+            let conn = self.read()?;
             let id = existing_mailbox(&conn, account, name)?.id;
             let Some(meta) = self.inner.ghosts.get(id, &[uid]).pop() else {
                 return Err(StoreError::NoSuchMessage {
@@ -197,7 +229,7 @@ impl Store {
         account: &str,
         mailbox: &str,
     ) -> Result<MailboxStatus, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         let exists: u32 = conn
             .prepare_cached("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1")
@@ -217,7 +249,7 @@ impl Store {
         account: &str,
         mailbox: &str,
     ) -> Result<MailboxCounts, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         conn.prepare_cached(
             "SELECT COUNT(*), COUNT(*) - COUNT(s.flag), MIN(CASE WHEN s.flag IS NULL THEN m.uid END)
@@ -246,18 +278,34 @@ impl Store {
     /// it learns of new messages. The marks start at UIDNEXT-1 whenever the store is opened, so
     /// after a restart no earlier message is recent, which RFC 3501 allows.
     pub fn claim_recent(&self, account: &str, mailbox: &str) -> Result<Vec<u32>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
-        let Some(mark) = self.inner.recent.advance(mailbox.id, mailbox.uidnext - 1) else {
-            return Ok(Vec::new());
+        self.recent(&conn, &mailbox, true)
+    }
+
+    /// The UIDs that are \Recent to the caller: claimed ([`Store::claim_recent`]) or only looked
+    /// at ([`Store::peek_recent`]).
+    fn recent(
+        &self,
+        conn: &Connection,
+        mailbox: &MailboxRow,
+        claim: bool,
+    ) -> Result<Vec<u32>, StoreError> {
+        let mark = if claim {
+            match self.inner.recent.advance(mailbox.id, mailbox.uidnext - 1) {
+                Some(mark) => mark,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            self.inner.recent.peek(mailbox.id)
         };
-        uids_above(&conn, mailbox.id, mark)
+        uids_above(conn, mailbox.id, mark)
     }
 
     /// How many messages [`Store::claim_recent`] would hand out now, without claiming them: the
     /// `RECENT` count of IMAP STATUS, which must not take \Recent away from a session.
     pub fn recent_count(&self, account: &str, mailbox: &str) -> Result<u32, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         let mark = self.inner.recent.peek(mailbox.id);
         conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1 AND uid > ?2")
@@ -268,10 +316,9 @@ impl Store {
     /// The UIDs [`Store::claim_recent`] would hand out now, without claiming them: what an
     /// EXAMINE session shows as \Recent (RFC 3501 6.3.2: EXAMINE must not take it away).
     pub fn peek_recent(&self, account: &str, mailbox: &str) -> Result<Vec<u32>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.read()?;
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
-        let mark = self.inner.recent.peek(mailbox.id);
-        uids_above(&conn, mailbox.id, mark)
+        self.recent(&conn, &mailbox, false)
     }
 
     /// Subscribes to the changes of a mailbox, for IMAP IDLE and unsolicited EXISTS, EXPUNGE and
@@ -299,6 +346,43 @@ impl Store {
         let mailbox = existing_mailbox(&conn, account, canonical_mailbox(mailbox))?;
         Ok(self.inner.watchers.subscribe(mailbox.id))
     }
+}
+
+/// Messages of a mailbox with a mod-sequence above `modseq`, ordered by UID.
+fn changed_since(
+    conn: &Connection,
+    mailbox_id: i64,
+    modseq: u64,
+) -> Result<Vec<MessageMeta>, StoreError> {
+    let since = to_sql_u64(modseq)?;
+    // INDEXED BY: without statistics SQLite would rather walk the whole mailbox in UID order
+    // than sort the few messages a recent mod-sequence selects.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.id, m.uid, m.size, m.internal_date, m.modseq, m.blob, f.flag
+             FROM messages m INDEXED BY messages_modseq
+             LEFT JOIN message_flags f ON f.message_id = m.id
+             WHERE m.mailbox_id = ?1 AND m.modseq > ?2 ORDER BY m.uid, f.flag",
+        )
+        .ctx("listing changed messages")?;
+    let mut out = Vec::new();
+    collect(&mut stmt, params![mailbox_id, since], &mut out)?;
+    Ok(into_metas(out))
+}
+
+/// UIDs removed from a mailbox with a mod-sequence above `modseq`, ascending.
+fn removed_since(conn: &Connection, mailbox_id: i64, modseq: u64) -> Result<Vec<u32>, StoreError> {
+    let since = to_sql_u64(modseq)?;
+    // INDEXED BY: see `changed_since`; this table only grows.
+    conn.prepare_cached(
+        "SELECT uid FROM expunged INDEXED BY expunged_modseq
+         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![mailbox_id, since], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()
+    })
+    .ctx("listing expunged UIDs")
 }
 
 /// The UIDs of a mailbox above a \Recent watermark, ascending.

@@ -160,6 +160,18 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Opens a read-only connection to the database at `path`, which [`open`] has already set up:
+/// WAL is a property of the file, so the reader shares it; `query_only` makes a write through
+/// this connection an error rather than a second writer.
+pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).ctx("opening a reader connection to the database")?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .ctx("setting the busy timeout")?;
+    conn.pragma_update(None, "query_only", true)
+        .ctx("making a reader connection read-only")?;
+    Ok(conn)
+}
+
 /// Creates or upgrades the schema in one transaction.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // IMMEDIATE: two processes opening a fresh file at once must not both create the schema.

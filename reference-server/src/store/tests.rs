@@ -784,10 +784,35 @@ fn poisoned_lock_is_an_error_not_a_panic() {
         store.deliver(&[ALICE], b"x"),
         Err(StoreError::LockPoisoned)
     ));
-    assert!(matches!(
-        store.mailbox_status(ALICE, INBOX),
-        Err(StoreError::LockPoisoned)
-    ));
+    // Reads have their own connections and go on.
+    assert_eq!(store.mailbox_status(ALICE, INBOX).unwrap().exists, 0);
+}
+
+#[test]
+fn a_reader_a_thread_panicked_with_is_used_again() {
+    let (_dir, store) = store_with_accounts();
+    store.deliver(&[ALICE], b"x").expect("deliver");
+    for slot in 0..super::readers::READERS {
+        let clone = store.clone();
+        let joined = thread::spawn(move || {
+            let snapshot = clone.inner.readers.snapshot_of(slot).expect("snapshot");
+            let count: i64 = snapshot
+                .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+                .expect("count");
+            assert_eq!(count, 1);
+            panic!("deliberate panic while reading");
+        })
+        .join();
+        assert!(joined.is_err());
+    }
+    // Every reader is poisoned; each is taken again, and none is stuck in the snapshot it had.
+    store.deliver(&[ALICE], b"y").expect("deliver");
+    for _ in 0..2 * super::readers::READERS {
+        assert_eq!(
+            store.mailbox_status(ALICE, INBOX).expect("status").exists,
+            2
+        );
+    }
 }
 
 proptest! {
@@ -1909,6 +1934,76 @@ fn expunge_deleted_removes_only_deleted_messages() {
 }
 
 // ---- reads for CONDSTORE/QRESYNC and SELECT ----
+
+#[test]
+fn changes_since_reads_what_the_separate_reads_give_at_one_moment() {
+    let (_dir, store) = store_with_accounts();
+    append_n(&store, INBOX, 4);
+    let mark = store
+        .mailbox_status(ALICE, INBOX)
+        .expect("status")
+        .highest_modseq;
+    store
+        .store_flags(ALICE, INBOX, &[3], FlagOp::Add, &strings(&["\\Seen"]), None)
+        .expect("flag");
+    store.expunge(ALICE, INBOX, &[2]).expect("expunge");
+    append_n(&store, INBOX, 1);
+
+    // Looked at first, then claimed: the peek leaves the new messages \Recent for the claim.
+    let peeked = store
+        .changes_since(ALICE, INBOX, mark, false)
+        .expect("changes");
+    let changes = store
+        .changes_since(ALICE, INBOX, mark, true)
+        .expect("changes");
+    assert_eq!(peeked, changes);
+    assert_eq!(
+        changes.changed,
+        store
+            .messages_changed_since(ALICE, INBOX, mark)
+            .expect("changed")
+    );
+    assert_eq!(changes.expunged, [2]);
+    assert_eq!(
+        changes.highest_modseq,
+        store
+            .mailbox_status(ALICE, INBOX)
+            .expect("status")
+            .highest_modseq
+    );
+    assert!(!changes.recent.is_empty());
+    // Claimed once only.
+    assert!(
+        store
+            .changes_since(ALICE, INBOX, mark, true)
+            .expect("again")
+            .recent
+            .is_empty()
+    );
+    assert!(matches!(
+        store.changes_since(ALICE, "Nope", 0, true),
+        Err(StoreError::NoSuchMailbox { .. })
+    ));
+}
+
+#[test]
+fn messages_with_uids_reads_only_those_present() {
+    let (_dir, store) = store_with_accounts();
+    append_n(&store, INBOX, 6);
+    store.expunge(ALICE, INBOX, &[4]).expect("expunge");
+    let all = store.messages(ALICE, INBOX).expect("messages");
+    let some = store
+        .messages_with_uids(ALICE, INBOX, &[6, 2, 3, 4, 99, 2])
+        .expect("some");
+    assert_eq!(some.iter().map(|m| m.uid).collect::<Vec<_>>(), [2, 3, 6]);
+    assert!(some.iter().all(|m| all.contains(m)));
+    assert!(
+        store
+            .messages_with_uids(ALICE, INBOX, &[])
+            .expect("none")
+            .is_empty()
+    );
+}
 
 #[test]
 fn changes_since_a_modseq_are_listed() {
