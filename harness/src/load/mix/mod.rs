@@ -46,8 +46,11 @@ const KEYWORDS: [&str; 10] = [
     "$Label1", "$Label2", "$Label3", "$Label4", "$Label5", "$MixA", "$MixB", "$MixC", "$MixD",
     "$MixE",
 ];
-/// Longest an IDLE lasts.
+/// Longest an IDLE lasts when nothing is reported (each IDLE waits a random part of it).
 const IDLE_FOR: Duration = Duration::from_millis(600);
+/// Once an IDLE has been told of a change, how long it keeps listening for the rest of the
+/// burst before DONE, as a client does that wakes on news and then acts on it.
+const IDLE_GRACE: Duration = Duration::from_millis(2);
 
 /// Everything the clients share.
 struct Shared {
@@ -1237,14 +1240,17 @@ impl Client {
                 .expect("stats lock")
                 .record(Phase::Idle, started.elapsed());
         }
-        let until = Instant::now() + IDLE_FOR.mul_f64(rng.f64());
+        let mut until = Instant::now() + IDLE_FOR.mul_f64(rng.f64());
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match self.imap.idle_wait(left).await {
-                Ok(Some(response)) => self.absorb(shared, "IDLE", &[response], During::Other),
+                Ok(Some(response)) => {
+                    self.absorb(shared, "IDLE", &[response], During::Other);
+                    until = until.min(Instant::now() + IDLE_GRACE);
+                }
                 Ok(None) => break,
                 Err(error) => {
                     if let ClientError::MalformedReply { .. } = &error {
