@@ -557,6 +557,9 @@ async fn connect(
     };
     let mailbox = shared.mailboxes[rng.usize(..shared.mailboxes.len())].clone();
     client.open(ctx, shared, &mailbox, false).await?;
+    // The flags of the mailbox it opened, as a client that comes online reads them: from here
+    // on every flag another client changes is one this client must be told of.
+    client.fetch_all(ctx, shared).await?;
     Ok(client)
 }
 
