@@ -219,6 +219,11 @@ struct LoadArgs {
     /// compared; 0s for only the comparison at the end.
     #[arg(long, value_name = "TIME", default_value = "10s")]
     checkpoint_every: String,
+    /// Afterwards, run the same workload with the same settings (and random seed) against
+    /// this target profile too, and show the runs side by side (repeatable). The targets run
+    /// one after the other, not at once, so that they do not share this machine.
+    #[arg(long, value_name = "FILE")]
+    compare: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -426,23 +431,50 @@ fn load_command(args: LoadArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let summary = match runtime.block_on(load::run(target, options)) {
-        Ok(summary) => summary,
-        Err(error) => {
-            eprintln!("harness load: {error:#}");
-            return ExitCode::from(2);
+    let mut options = options;
+    if !args.compare.is_empty() && options.random_seed.is_none() {
+        // One seed for every target, so that each is asked to do the same.
+        options.random_seed = Some(fastrand::u64(..));
+    }
+    let mut targets = vec![target];
+    targets.extend(args.compare.iter().cloned().map(TargetSpec::Profile));
+    let mut runs = Vec::with_capacity(targets.len());
+    for (i, target) in targets.into_iter().enumerate() {
+        let mut options = options.clone();
+        if i > 0 {
+            // The process is the first target's, not this one's.
+            options.server_pid = None;
         }
+        let summary = match runtime.block_on(load::run(target, options)) {
+            Ok(summary) => summary,
+            Err(error) => {
+                match i.checked_sub(1).and_then(|c| args.compare.get(c)) {
+                    Some(path) => eprintln!("harness load: {}: {error:#}", path.display()),
+                    None => eprintln!("harness load: {error:#}"),
+                }
+                return ExitCode::from(2);
+            }
+        };
+        if i > 0 {
+            println!();
+        }
+        print!("{}", summary.render());
+        runs.push(summary);
+    }
+    let comparison = load::stats::Comparison { runs };
+    let written = match (&args.json, &comparison.runs[..]) {
+        (None, _) => Ok(()),
+        (Some(path), [single]) => write_json(path, single),
+        (Some(path), _) => write_json(path, &comparison),
     };
-    print!("{}", summary.render());
-    if let Some(path) = &args.json
-        && let Err(error) = write_json(path, &summary)
-    {
+    if let Err(error) = written {
         eprintln!("harness load: {error}");
         return ExitCode::from(2);
     }
-    let lost = summary.verify.as_ref().is_some_and(|v| v.failed());
-    let violated = summary.check.as_ref().is_some_and(|c| c.failed());
-    if summary.errors > 0 || lost || violated {
+    if comparison.runs.len() > 1 {
+        print!("{}", comparison.render());
+    }
+    if comparison.failed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -523,7 +555,7 @@ fn load_options(args: &LoadArgs) -> Result<LoadOptions, String> {
     Ok(options)
 }
 
-fn write_json(path: &std::path::Path, summary: &Summary) -> Result<(), String> {
+fn write_json(path: &std::path::Path, summary: &impl serde::Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -543,6 +575,14 @@ fn merge_command(files: &[PathBuf], json: Option<PathBuf>) -> ExitCode {
         };
         match serde_json::from_str::<Summary>(&text) {
             Ok(run) => runs.push(run),
+            Err(_) if serde_json::from_str::<load::stats::Comparison>(&text).is_ok() => {
+                eprintln!(
+                    "harness report merge: {} holds runs of `harness load --compare` against \
+                     different targets, which are compared, not merged",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 eprintln!(
                     "harness report merge: {} is not the JSON of `harness load --json` (line {}, column {}): {error}",

@@ -417,6 +417,14 @@ fn one() -> u32 {
 }
 
 impl Summary {
+    /// Whether the run had errors, lost or doubled mail (`--verify`) or broke a MUST (imap-mix):
+    /// what makes `harness load` exit with 1.
+    pub fn failed(&self) -> bool {
+        self.errors > 0
+            || self.verify.as_ref().is_some_and(VerifySummary::failed)
+            || self.check.as_ref().is_some_and(CheckSummary::failed)
+    }
+
     /// Summarises a finished run.
     pub fn new(
         workload: &str,
@@ -664,6 +672,130 @@ impl Summary {
     }
 }
 
+/// Runs of one workload with the same settings against several targets, one after another
+/// (`harness load --compare`): what `--json` writes then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The first target's run, then each compared target's, in the order given.
+    pub runs: Vec<Summary>,
+}
+
+impl Comparison {
+    /// The runs side by side: throughput and its ratio to the first run's, errors and findings,
+    /// then p50 and p99 of each phase.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let Some(first) = self.runs.first() else {
+            return out;
+        };
+        // Columns as wide as the longest name, within reason: a longer name is cut short.
+        const NAME_MAX: usize = 28;
+        let name = |target: &str| -> String {
+            if target.chars().count() <= NAME_MAX {
+                target.to_owned()
+            } else {
+                let cut: String = target.chars().take(NAME_MAX - 1).collect();
+                format!("{cut}…")
+            }
+        };
+        let width = self
+            .runs
+            .iter()
+            .map(|r| name(&r.target).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        let _ = writeln!(
+            out,
+            "\ncomparison: workload {}, {}, {:.1} s measured each, one target after the other",
+            first.workload, first.mode, first.duration_s
+        );
+        let row = |out: &mut String, label: &str, cells: Vec<String>| {
+            let _ = write!(out, "{label:<22}");
+            for cell in cells {
+                let _ = write!(out, " {cell:>width$}");
+            }
+            let _ = writeln!(out);
+        };
+        row(
+            &mut out,
+            "",
+            self.runs.iter().map(|r| name(&r.target)).collect(),
+        );
+        row(
+            &mut out,
+            "throughput (/s)",
+            self.runs
+                .iter()
+                .map(|r| format!("{:.1}", r.throughput_per_s))
+                .collect(),
+        );
+        row(
+            &mut out,
+            "  vs the first",
+            self.runs
+                .iter()
+                .map(|r| {
+                    if first.throughput_per_s > 0.0 {
+                        format!("{:.2}x", r.throughput_per_s / first.throughput_per_s)
+                    } else {
+                        "-".to_owned()
+                    }
+                })
+                .collect(),
+        );
+        row(
+            &mut out,
+            "errors",
+            self.runs.iter().map(|r| r.errors.to_string()).collect(),
+        );
+        if self.runs.iter().any(|r| r.check.is_some()) {
+            let counts = |pick: fn(&CheckSummary) -> u64| -> Vec<String> {
+                self.runs
+                    .iter()
+                    .map(|r| {
+                        r.check
+                            .as_ref()
+                            .map_or("-".to_owned(), |c| pick(c).to_string())
+                    })
+                    .collect()
+            };
+            row(&mut out, "violations (MUST)", counts(|c| c.violations));
+            row(&mut out, "warnings (SHOULD)", counts(|c| c.warnings));
+        }
+        let mut phases: Vec<&str> = Vec::new();
+        for run in &self.runs {
+            for (phase, _) in ordered(&run.latency_ms) {
+                if !phases.contains(&phase) {
+                    phases.push(phase);
+                }
+            }
+        }
+        phases.sort_by_key(|phase| rank(phase));
+        let _ = writeln!(out, "p50 / p99 (ms)");
+        for phase in phases {
+            row(
+                &mut out,
+                &format!("  {phase}"),
+                self.runs
+                    .iter()
+                    .map(|r| {
+                        r.latency_ms
+                            .get(phase)
+                            .map_or("-".to_owned(), |s| format!("{} / {}", ms(s.p50), ms(s.p99)))
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// Whether any run failed ([`Summary::failed`]).
+    pub fn failed(&self) -> bool {
+        self.runs.iter().any(Summary::failed)
+    }
+}
+
 /// imap-mix's findings: the counts by class, then the examples with their transcripts.
 fn render_check(out: &mut String, check: &CheckSummary) {
     let _ = writeln!(
@@ -867,6 +999,54 @@ mod tests {
         assert!(at("connect") < at("mail"));
         assert!(at("mail") < at("rcpt"));
         assert!(at("rcpt") < at("session"));
+    }
+
+    #[test]
+    fn a_comparison_shows_the_runs_side_by_side_with_the_ratio() {
+        let fast: Vec<u64> = vec![2; 400];
+        let slow: Vec<u64> = vec![8; 100];
+        let a = Summary::new(
+            "imap-mix",
+            "reference-server",
+            "m",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            &stats(&fast, 400),
+        );
+        let mut b = Summary::new(
+            "imap-mix",
+            "a peer whose name is much longer than a column",
+            "m",
+            Duration::from_secs(10),
+            Duration::ZERO,
+            &stats(&slow, 100),
+        );
+        let comparison = Comparison {
+            runs: vec![a.clone(), b.clone()],
+        };
+        assert!(!comparison.failed());
+        let table = comparison.render();
+        let line = |label: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} in {table}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(line("throughput")[2..], ["40.0", "10.0"]);
+        assert_eq!(line("  vs the first")[3..], ["1.00x", "0.25x"]);
+        assert_eq!(
+            line("  session")[1..],
+            ["2.00", "/", "2.00", "8.00", "/", "8.00"]
+        );
+        assert!(table.contains("a peer whose name is much l…"), "{table}");
+        // No imap-mix findings in these runs: no rows for them.
+        assert!(!table.contains("violations"), "{table}");
+
+        b.errors = 1;
+        assert!(Comparison { runs: vec![a, b] }.failed());
     }
 
     #[test]
