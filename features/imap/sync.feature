@@ -20,7 +20,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     And the second IMAP client sends "NOOP"
     Then the second IMAP client was told message 2 has the flag \Flagged
 
-  @rfc3501-7.4.1 @fault-imap_no_untagged_updates @must
+  @rfc3501-7.4.1 @fault-imap_no_untagged_updates @fault-imap_exists_without_expunge @fault-imap_vanished_unasked @must
   Scenario: An expunge and a new message in one session are reported to the other
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -35,7 +35,7 @@ Feature: Several IMAP sessions on one mailbox see each other's changes
     Then the second IMAP client was told message 1 was expunged
     And the second IMAP client was told the mailbox has 2 messages
 
-  @rfc3501-7.4.1 @fault-imap_expunge_during_fetch @fault-imap_no_untagged_updates @must
+  @rfc3501-7.4.1 @fault-imap_expunge_during_fetch @fault-imap_no_untagged_updates @fault-imap_exists_without_expunge @fault-imap_vanished_unasked @must
   Scenario: No EXPUNGE while a FETCH by message number runs; it follows at NOOP
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox

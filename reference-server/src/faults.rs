@@ -143,6 +143,11 @@ policies! {
     WeakCiphers "weak_ciphers" "Answer a ClientHello that offers only anonymous, export or NULL suites with a ServerHello choosing one.",
     WrongCertificateName "wrong_certificate_name" "Show clients that send no server name (SNI) a certificate for wrong.invalid, signed like the right one, so only the name is wrong.",
     ImapGreetingCapabilitiesStale "imap_greeting_capabilities_stale" "Leave STARTTLS and LOGINDISABLED out of the CAPABILITY code of the IMAP greeting, as if TLS were on, while the CAPABILITY command lists them.",
+    ImapExpungeNumbersUnshifted "imap_expunge_numbers_unshifted" "Report several expunges by other sessions lowest number first, each with the number the message had before any of them was removed.",
+    ImapExistsWithoutExpunge "imap_exists_without_expunge" "Report other sessions' expunges by a smaller EXISTS alone, with no EXPUNGE responses.",
+    ImapVanishedUnasked "imap_vanished_unasked" "Report other sessions' expunges with VANISHED (RFC 7162) to sessions that never enabled QRESYNC.",
+    ImapStatusUidvalidityWrong "imap_status_uidvalidity_wrong" "Give a UIDVALIDITY one higher in STATUS than SELECT gives for the same mailbox.",
+    ImapSearchBeyondExists "imap_search_beyond_exists" "Number SEARCH results by the mailbox as it is now, counting messages the session has not been told of.",
 }
 
 impl std::str::FromStr for Policy {

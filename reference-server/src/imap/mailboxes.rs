@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use super::extensions::Extension;
 use super::namespace::Unnamed;
+use super::selected::compact;
 use super::session::{Next, Session, line, ok};
 use crate::faults::Policy;
 use crate::store::{Change, Changes, DELIMITER, Store, StoreError};
@@ -93,11 +94,45 @@ impl Selected {
     }
 
     /// Reports the expunges that were waiting, from the highest message number down so that
-    /// each number is still right when the client reads it.
-    fn flush_expunges(&mut self, out: &mut Vec<u8>) {
-        while let Some(uid) = self.pending_expunges.pop_last() {
-            if let Some(seq) = self.remove(uid) {
-                line(out, &format!("* {seq} EXPUNGE"));
+    /// each number is still right when the client reads it; or as one of the faults that get it
+    /// wrong.
+    fn flush_expunges(&mut self, style: ExpungeStyle, out: &mut Vec<u8>) {
+        match style {
+            ExpungeStyle::Right => {
+                while let Some(uid) = self.pending_expunges.pop_last() {
+                    if let Some(seq) = self.remove(uid) {
+                        line(out, &format!("* {seq} EXPUNGE"));
+                    }
+                }
+            }
+            ExpungeStyle::Unshifted => {
+                let numbers: Vec<u32> = self
+                    .pending_expunges
+                    .iter()
+                    .filter_map(|uid| self.seq_of(*uid))
+                    .collect();
+                while let Some(uid) = self.pending_expunges.pop_last() {
+                    self.remove(uid);
+                }
+                for seq in numbers {
+                    line(out, &format!("* {seq} EXPUNGE"));
+                }
+            }
+            ExpungeStyle::ExistsOnly | ExpungeStyle::Vanished => {
+                let mut gone = Vec::new();
+                while let Some(uid) = self.pending_expunges.pop_first() {
+                    if self.remove(uid).is_some() {
+                        gone.push(uid);
+                    }
+                }
+                if gone.is_empty() {
+                    return;
+                }
+                if style == ExpungeStyle::ExistsOnly {
+                    line(out, &format!("* {} EXISTS", self.uids.len()));
+                } else {
+                    line(out, &format!("* VANISHED {}", compact(&gone)));
+                }
             }
         }
     }
@@ -110,6 +145,33 @@ impl Selected {
         self.recent.remove(&uid);
         self.pending_expunges.remove(&uid);
         u32::try_from(index + 1).ok()
+    }
+}
+
+/// How a session is told of other sessions' expunges: as RFC 3501 7.4.1 says, or as one of the
+/// faults that get it wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ExpungeStyle {
+    Right,
+    /// `imap_expunge_numbers_unshifted`.
+    Unshifted,
+    /// `imap_exists_without_expunge`.
+    ExistsOnly,
+    /// `imap_vanished_unasked`.
+    Vanished,
+}
+
+impl ExpungeStyle {
+    pub(super) fn of(faults: &crate::faults::Faults) -> ExpungeStyle {
+        if faults.has(Policy::ImapExpungeNumbersUnshifted) {
+            ExpungeStyle::Unshifted
+        } else if faults.has(Policy::ImapExistsWithoutExpunge) {
+            ExpungeStyle::ExistsOnly
+        } else if faults.has(Policy::ImapVanishedUnasked) {
+            ExpungeStyle::Vanished
+        } else {
+            ExpungeStyle::Right
+        }
     }
 }
 
@@ -817,6 +879,11 @@ impl Session {
                 StatusDataItemName::Messages => format!("MESSAGES {}", counts.exists),
                 StatusDataItemName::Recent => format!("RECENT {recent}"),
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uidnext),
+                StatusDataItemName::UidValidity
+                    if self.config.faults.has(Policy::ImapStatusUidvalidityWrong) =>
+                {
+                    format!("UIDVALIDITY {}", status.uidvalidity.wrapping_add(1).max(1))
+                }
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uidvalidity),
                 StatusDataItemName::Unseen
                     if self.config.faults.has(Policy::ImapStatusUnseenAll) =>
@@ -960,10 +1027,11 @@ impl Session {
             selected.dirty = false;
             return;
         }
+        let style = ExpungeStyle::of(&self.config.faults);
         if !selected.dirty {
             // Expunges that had to wait for a command that allows them.
             if expunges_allowed {
-                selected.flush_expunges(out);
+                selected.flush_expunges(style, out);
             }
             return;
         }
@@ -1004,9 +1072,8 @@ impl Session {
                 .into_iter()
                 .filter(|uid| selected.uids.binary_search(uid).is_ok()),
         );
-        // EXPUNGE from the highest number down, so earlier numbers stay valid as we go.
         if expunges_allowed {
-            selected.flush_expunges(out);
+            selected.flush_expunges(style, out);
         }
         let skip = self.config.faults.has(Policy::ImapKeywordWithoutFlags);
         selected.announce_keywords(changed.iter().map(|m| &m.flags[..]), skip, out);

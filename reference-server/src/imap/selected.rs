@@ -1031,8 +1031,18 @@ impl Session {
         let mut highest = 0;
         let uses_modseq = keys.iter().any(mentions_modseq);
         let case_sensitive = self.config.faults.has(Policy::ImapSearchCaseSensitive);
-        let targets: Vec<(u32, u32, bool)> = selected
-            .uids
+        // The `imap_search_beyond_exists` fault numbers the mailbox as it is now, not as the
+        // client was told it.
+        let now: Vec<u32>;
+        let numbered = if self.config.faults.has(Policy::ImapSearchBeyondExists) {
+            let mut uids: Vec<u32> = metas.keys().copied().collect();
+            uids.sort_unstable();
+            now = uids;
+            &now
+        } else {
+            &selected.uids
+        };
+        let targets: Vec<(u32, u32, bool)> = numbered
             .iter()
             .enumerate()
             .map(|(i, uid)| {

@@ -263,6 +263,9 @@ struct Client {
     view: Option<View>,
     tail: Tail,
     caps: Caps,
+    /// Whether this client was told something that breaks a MUST since it last opened a
+    /// mailbox: its view may be wrong since, so a checkpoint judges no SHOULD by it.
+    told_wrong: std::cell::Cell<bool>,
 }
 
 /// Why a step stopped: the connection is no longer usable and the client reconnects.
@@ -554,6 +557,7 @@ async fn connect(
         view: None,
         tail: Tail::default(),
         caps,
+        told_wrong: std::cell::Cell::new(false),
     };
     let mailbox = shared.mailboxes[rng.usize(..shared.mailboxes.len())].clone();
     client.open(ctx, shared, &mailbox, false).await?;
@@ -615,15 +619,14 @@ impl Client {
             Ok(result) => result,
             Err(error) => {
                 if let ClientError::MalformedReply { .. } = &error {
-                    shared.report(
+                    self.finding(
+                        shared,
                         Finding::must(
                             "unparseable",
                             "RFC 3501 9",
                             format!("a response does not parse: {error}"),
                         ),
-                        self.id,
                         line,
-                        &self.tail,
                     );
                 }
                 return Err(Failure::client(phase, error));
@@ -639,15 +642,14 @@ impl Client {
         self.tail
             .push(cut(format!("S: {} {}", result.tag, result.tagged)));
         if result.tagged.kind == StatusKind::Bad {
-            shared.report(
+            self.finding(
+                shared,
                 Finding::must(
                     "bad-to-valid-command",
                     "RFC 3501 7.1.3",
                     format!("BAD to a well-formed command: {}", result.tagged),
                 ),
-                self.id,
                 line,
-                &self.tail,
             );
         }
         Ok(result)
@@ -676,12 +678,15 @@ impl Client {
                 }
             }
             for finding in findings {
-                shared.report(finding, self.id, line, &self.tail);
+                self.finding(shared, finding, line);
             }
         }
     }
 
     fn finding(&self, shared: &Shared, finding: Finding, line: &str) {
+        if finding.level == Level::Must {
+            self.told_wrong.set(true);
+        }
         shared.report(finding, self.id, line, &self.tail);
     }
 
@@ -690,6 +695,7 @@ impl Client {
         let verb = if examine { "EXAMINE" } else { "SELECT" };
         let line = format!("{verb} {}", mailbox_arg(mailbox));
         self.view = None;
+        self.told_wrong.set(false);
         let result = self
             .command(ctx, shared, Phase::Select, &line, During::Other)
             .await?;
@@ -984,13 +990,28 @@ impl Client {
                 let criteria =
                     ["ALL", "FLAGGED", "UNSEEN", "KEYWORD $Label1", "LARGER 1000"][rng.usize(..5)];
                 let line = format!("SEARCH {criteria}");
+                let before = self.view.as_ref().map_or(0, View::len);
                 let result = self
                     .command(ctx, shared, Phase::Search, &line, During::SequenceCommand)
                     .await?;
+                // Numbers beyond every EXISTS the command brought break a MUST. Numbers that only
+                // an EXISTS sent after the SEARCH response explains are a warning: a client
+                // reading responses in order meets a number it cannot place.
+                let mut told = before;
+                let mut numbers: &[u32] = &[];
+                for response in &result.untagged {
+                    match response {
+                        Response::Exists(count) => told = *count,
+                        Response::Expunge(_) => told = told.saturating_sub(1),
+                        Response::Search(search) => {
+                            numbers = &search.numbers;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
                 let len = self.view.as_ref().map_or(0, View::len);
-                if let Some(search) = result.search()
-                    && let Some(beyond) = search.numbers.iter().find(|&&n| n == 0 || n > len)
-                {
+                if let Some(beyond) = numbers.iter().find(|&&n| n == 0 || n > len) {
                     self.finding(
                         shared,
                         Finding::must(
@@ -999,6 +1020,19 @@ impl Client {
                             format!(
                                 "SEARCH gave message number {beyond} while this client knew of \
                                  {len} messages: a new message was seen and no EXISTS announced it"
+                            ),
+                        ),
+                        &line,
+                    );
+                } else if let Some(early) = numbers.iter().find(|&&n| n > told) {
+                    self.finding(
+                        shared,
+                        Finding::should(
+                            "search-before-exists",
+                            "RFC 3501 5.2",
+                            format!(
+                                "SEARCH gave message number {early} while this client knew of \
+                                 {told} messages; the EXISTS that announced it came only after"
                             ),
                         ),
                         &line,
@@ -1311,7 +1345,8 @@ impl Client {
             })
             .collect();
         let line = "NOOP (checkpoint)";
-        if !stale.is_empty() {
+        // A view already known to be wrong would blame the poll for its own errors.
+        if !stale.is_empty() && !self.told_wrong.get() {
             self.finding(
                 shared,
                 Finding::should(
