@@ -14,12 +14,12 @@ Feature: Several clients of one account at work on shared mailboxes at once
   MUST and at the SHOULD level. `harness load --workload imap-mix` runs the same checks at
   length and at scale.
 
-  @rfc3501-5.2 @rfc3501-7.4.1 @rfc3501-2.3.1.1 @rfc7162-3.1 @must @fault-imap_no_untagged_updates @fault-imap_expunge_during_fetch @fault-imap_uid_reuse @fault-imap_body_changes @fault-imap_modseq_regress @fault-imap_size_without_cr @fault-imap_literal_plus_ignored @fault-imap_expunge_numbers_unshifted @fault-imap_exists_without_expunge @fault-imap_vanished_unasked @fault-imap_status_uidvalidity_wrong
+  @rfc3501-5.2 @rfc3501-7.4.1 @rfc3501-2.3.1.1 @rfc7162-3.1 @must @fault-imap_no_untagged_updates @fault-imap_expunge_during_fetch @fault-imap_uid_reuse @fault-imap_body_changes @fault-imap_modseq_regress @fault-imap_size_without_cr @fault-imap_literal_plus_ignored @fault-imap_expunge_numbers_unshifted @fault-imap_exists_without_expunge @fault-imap_vanished_unasked @fault-imap_status_uidvalidity_wrong @fault-imap_status_uidnext_low
   Scenario: What each client is told agrees with what the others did
     When 4 IMAP clients of {first} work on shared mailboxes for 3 seconds, each checking what it is told
     Then no client was told anything that breaks a MUST of the RFCs
 
-  @rfc3501-7.2.6 @rfc2180-4.1 @rfc3501-5.2 @should @fault-imap_keyword_without_flags @fault-imap_fetch_expunged_refused @fault-imap_no_untagged_updates @fault-imap_search_beyond_exists
+  @rfc3501-7.2.6 @rfc2180-4.1 @rfc3501-5.2 @should @fault-imap_keyword_without_flags @fault-imap_fetch_expunged_refused @fault-imap_no_untagged_updates @fault-imap_search_beyond_exists @fault-imap_fetch_expunged_empty @fault-imap_expunged_refused
   Scenario: Keywords are announced before use, and messages expunged elsewhere stay usable until reported
     When 4 IMAP clients of {first} work on shared mailboxes for 3 seconds, each checking what it is told
     Then no client was told anything that goes against a SHOULD of the RFCs

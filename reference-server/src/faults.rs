@@ -148,6 +148,9 @@ policies! {
     ImapVanishedUnasked "imap_vanished_unasked" "Report other sessions' expunges with VANISHED (RFC 7162) to sessions that never enabled QRESYNC.",
     ImapStatusUidvalidityWrong "imap_status_uidvalidity_wrong" "Give a UIDVALIDITY one higher in STATUS than SELECT gives for the same mailbox.",
     ImapSearchBeyondExists "imap_search_beyond_exists" "Number SEARCH results by the mailbox as it is now, counting messages the session has not been told of.",
+    ImapFetchExpungedEmpty "imap_fetch_expunged_empty" "Answer FETCH of a message another session expunged, before this session was told, with RFC822.SIZE 0 and empty sections instead of its data.",
+    ImapExpungedRefused "imap_expunged_refused" "Refuse STORE, COPY and MOVE with NO [EXPUNGEISSUED] when another session expunged one of the messages they name and this session has not been told yet.",
+    ImapStatusUidnextLow "imap_status_uidnext_low" "Give UIDNEXT in STATUS one lower than it is: the UID of the newest message, not the next one.",
 }
 
 impl std::str::FromStr for Policy {

@@ -878,6 +878,11 @@ impl Session {
             let value = match item {
                 StatusDataItemName::Messages => format!("MESSAGES {}", counts.exists),
                 StatusDataItemName::Recent => format!("RECENT {recent}"),
+                StatusDataItemName::UidNext
+                    if self.config.faults.has(Policy::ImapStatusUidnextLow) =>
+                {
+                    format!("UIDNEXT {}", status.uidnext.saturating_sub(1).max(1))
+                }
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uidnext),
                 StatusDataItemName::UidValidity
                     if self.config.faults.has(Policy::ImapStatusUidvalidityWrong) =>

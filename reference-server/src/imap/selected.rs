@@ -187,6 +187,9 @@ pub(super) const FETCH_CHUNK: usize = 1024 * 1024;
 /// The line the `imap_body_changes` fault puts at the top of a flagged message.
 const FAULT_HEADER: &[u8] = b"X-Reference-Fault: flagged\r\n";
 
+/// The NO to a command naming messages another session expunged (RFC 5530).
+const EXPUNGE_ISSUED: &str = "[EXPUNGEISSUED] Some of the messages were expunged meanwhile";
+
 /// A FETCH under way: what is left to send and how.
 #[derive(Debug)]
 pub(super) struct FetchJob {
@@ -563,6 +566,7 @@ impl Session {
             faults.has(Policy::ImapBodyChanges),
             faults.has(Policy::ImapModseqRegress),
         );
+        let served_empty = faults.has(Policy::ImapFetchExpungedEmpty);
         // Taken out while messages are written, put back if the job pauses.
         let names = std::mem::take(&mut job.names);
         let metas = std::mem::take(&mut job.metas);
@@ -581,7 +585,9 @@ impl Session {
             if changed_since.is_some_and(|since| meta.modseq <= since) {
                 continue;
             }
-            let octets = if needs_octets {
+            // The `imap_fetch_expunged_empty` fault: a message expunged elsewhere has no content.
+            let emptied = served_empty && job.ghosts.contains(&target.uid);
+            let octets = if needs_octets && !emptied {
                 let (acct, mbox, uid) = (
                     account.to_owned(),
                     self.selected
@@ -657,6 +663,8 @@ impl Session {
                         };
                         let size = if grown {
                             size + FAULT_HEADER.len() as u64
+                        } else if emptied {
+                            0
                         } else {
                             size
                         };
@@ -747,12 +755,7 @@ impl Session {
             out.extend_from_slice(b")\r\n");
         }
         if job.vanished {
-            self.refuse(
-                out,
-                tag,
-                "NO",
-                "[EXPUNGEISSUED] Some of the messages were expunged meanwhile",
-            );
+            self.refuse(out, tag, "NO", EXPUNGE_ISSUED);
         } else {
             ok(out, tag, "FETCH completed");
         }
@@ -810,6 +813,9 @@ impl Session {
         };
         let (acct, mbox) = (account.to_owned(), selected.name.clone());
         let uids: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        if self.refuses_expunged(account, &uids) {
+            return self.refuse(out, tag, "NO", EXPUNGE_ISSUED);
+        }
         let given = flags.clone();
         let done = match db(&self.store, move |s| {
             s.store_flags(&acct, &mbox, &uids, op, &flags, unchanged_since)
@@ -880,6 +886,22 @@ impl Session {
         }
     }
 
+    /// The `imap_expunged_refused` fault: whether a command naming these UIDs is refused
+    /// because another session expunged one of them. Off, or on a store error, nothing is.
+    fn refuses_expunged(&self, account: &str, uids: &[u32]) -> bool {
+        if !self.config.faults.has(Policy::ImapExpungedRefused) {
+            return false;
+        }
+        let Some(selected) = self.selected.as_ref() else {
+            return false;
+        };
+        let (acct, mbox, wanted) = (account.to_owned(), selected.name.clone(), uids.to_vec());
+        db(&self.store, move |s| {
+            s.messages_with_uids(&acct, &mbox, &wanted)
+        })
+        .is_ok_and(|present| present.len() < uids.len())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn transfer(
         &mut self,
@@ -907,6 +929,9 @@ impl Session {
         let keeps_source = moving && self.config.faults.has(Policy::ImapMoveKeepsSource);
         let (acct, from) = (account.to_owned(), selected.name.clone());
         let uids: Vec<u32> = targets.iter().map(|t| t.uid).collect();
+        if self.refuses_expunged(account, &uids) {
+            return self.refuse(out, tag, "NO", EXPUNGE_ISSUED);
+        }
         let done = db(&self.store, move |s| {
             if moving && !keeps_source {
                 s.move_messages(&acct, &from, &uids, &destination)

@@ -1935,9 +1935,10 @@ fn expunge_deleted_removes_only_deleted_messages() {
 
 // ---- reads for CONDSTORE/QRESYNC and SELECT ----
 
-#[test]
-fn changes_since_reads_what_the_separate_reads_give_at_one_moment() {
-    let (_dir, store) = store_with_accounts();
+/// An INBOX of four messages; then, after the returned mod-sequence, \Seen set on UID 3, UID 2
+/// expunged and UID 5 appended.
+fn inbox_changed_after_a_mark() -> (tempfile::TempDir, Store, u64) {
+    let (dir, store) = store_with_accounts();
     append_n(&store, INBOX, 4);
     let mark = store
         .mailbox_status(ALICE, INBOX)
@@ -1948,6 +1949,12 @@ fn changes_since_reads_what_the_separate_reads_give_at_one_moment() {
         .expect("flag");
     store.expunge(ALICE, INBOX, &[2]).expect("expunge");
     append_n(&store, INBOX, 1);
+    (dir, store, mark)
+}
+
+#[test]
+fn changes_since_reads_what_the_separate_reads_give_at_one_moment() {
+    let (_dir, store, mark) = inbox_changed_after_a_mark();
 
     // Looked at first, then claimed: the peek leaves the new messages \Recent for the claim.
     let peeked = store
@@ -2007,17 +2014,7 @@ fn messages_with_uids_reads_only_those_present() {
 
 #[test]
 fn changes_since_a_modseq_are_listed() {
-    let (_dir, store) = store_with_accounts();
-    append_n(&store, INBOX, 4);
-    let mark = store
-        .mailbox_status(ALICE, INBOX)
-        .expect("status")
-        .highest_modseq;
-    store
-        .store_flags(ALICE, INBOX, &[3], FlagOp::Add, &strings(&["\\Seen"]), None)
-        .expect("flag");
-    store.expunge(ALICE, INBOX, &[2]).expect("expunge");
-    append_n(&store, INBOX, 1);
+    let (_dir, store, mark) = inbox_changed_after_a_mark();
 
     let changed = store
         .messages_changed_since(ALICE, INBOX, mark)
