@@ -3,7 +3,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
   RFC 3501 sections 6.3.11 (APPEND), 6.4.4 (SEARCH), 6.4.5 (FETCH), 6.4.6 (STORE), 2.3.1.1 (UIDs),
   RFC 6851 (MOVE) and RFC 4315 (UIDPLUS).
 
-  @rfc3501-6.4.5 @fault-imap_size_without_cr @must
+  @rfc3501-6.4.5 @fault-imap_size_without_cr @fault-imap_append_bare_lf @must
   Scenario: APPEND then FETCH gives back the same octets, with RFC822.SIZE their exact length
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -72,7 +72,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
       | OR SUBJECT "lunch" TEXT "ZÜRICH"       | 2, 3  |
       | HEADER "X-Priority" "" SUBJECT "Report" | 3    |
 
-  @rfc3501-2.3.1.1 @fault-imap_uid_reuse @must
+  @rfc3501-2.3.1.1 @fault-imap_uid_reuse @fault-imap_range_end_excluded @must
   Scenario: UIDs ascend, survive a reconnect, and are never given out again
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox
@@ -108,7 +108,7 @@ Feature: IMAP messages: byte-exact APPEND and FETCH, flags, MOVE, SEARCH, MIME s
     Then message 1 has the flag \Flagged
     And message 1 has the INTERNALDATE "14-Jul-2025 08:30:00 +0000"
 
-  @rfc3501-6.4.5 @fault-imap_partial_ignored @must
+  @rfc3501-6.4.5 @fault-imap_partial_ignored @fault-imap_append_bare_lf @must
   Scenario: FETCH of chosen header fields and of part of the text
     Given an IMAP client logged in as {first}
     And the IMAP client uses a new mailbox

@@ -147,10 +147,17 @@ policies! {
     ImapExistsWithoutExpunge "imap_exists_without_expunge" "Report other sessions' expunges by a smaller EXISTS alone, with no EXPUNGE responses.",
     ImapVanishedUnasked "imap_vanished_unasked" "Report other sessions' expunges with VANISHED (RFC 7162) to sessions that never enabled QRESYNC.",
     ImapStatusUidvalidityWrong "imap_status_uidvalidity_wrong" "Give a UIDVALIDITY one higher in STATUS than SELECT gives for the same mailbox.",
-    ImapSearchBeyondExists "imap_search_beyond_exists" "Number SEARCH results by the mailbox as it is now, counting messages the session has not been told of.",
+    ImapSearchBeyondExists "imap_search_beyond_exists" "Number SEARCH results by the mailbox as it is now, counting messages the session has not been told of (announced only after the results).",
     ImapFetchExpungedEmpty "imap_fetch_expunged_empty" "Answer FETCH of a message another session expunged, before this session was told, with RFC822.SIZE 0 and empty sections instead of its data.",
     ImapExpungedRefused "imap_expunged_refused" "Refuse STORE, COPY and MOVE with NO [EXPUNGEISSUED] when another session expunged one of the messages they name and this session has not been told yet.",
     ImapStatusUidnextLow "imap_status_uidnext_low" "Give UIDNEXT in STATUS one lower than it is: the UID of the newest message, not the next one.",
+    ImapFetchBeforeExists "imap_fetch_before_exists" "Report messages other sessions added with a FETCH of their flags before the EXISTS that announces them.",
+    ImapExpungeUnannounced "imap_expunge_unannounced" "Report the expunge of a message other sessions added and removed before this session was told of it, numbered after the last message it knows.",
+    ImapNewMessagesUnordered "imap_new_messages_unordered" "Number messages that arrived together in the reverse of their UID order.",
+    ImapRangeEndExcluded "imap_range_end_excluded" "Treat a range of message numbers a:b as ending before b (half-open), so that FETCH 1:* leaves out the last message.",
+    ImapAppendBareLf "imap_append_bare_lf" "Store APPENDed messages with bare LF line ends, so that they are served altered.",
+    ImapQuotedUnescaped "imap_quoted_unescaped" "Write the quoted strings of ENVELOPE without escaping the quote and backslash characters in them.",
+    ImapReversedRangeBad "imap_reversed_range_bad" "Answer BAD to a set with a range written high end first (5:2), which RFC 3501 9 allows.",
 }
 
 impl std::str::FromStr for Policy {

@@ -129,6 +129,11 @@ pub struct LoadOptions {
     /// imap-mix: mailboxes named after the run and deleted at its end, rather than the fixed
     /// ones that are emptied at the start of each run.
     pub mix_temporary_mailboxes: bool,
+    /// imap-mix: the run goes on past its duration until the clients have completed this many
+    /// commands, for at most `mix_overrun` more, so that a loaded machine still sees enough
+    /// work to judge. `0` ends at the duration.
+    pub mix_min_commands: u64,
+    pub mix_overrun: Duration,
 }
 
 impl LoadOptions {
@@ -157,6 +162,8 @@ impl LoadOptions {
             random_seed: None,
             checkpoint_every: Duration::from_secs(10),
             mix_temporary_mailboxes: false,
+            mix_min_commands: 0,
+            mix_overrun: Duration::ZERO,
         }
     }
 }
@@ -618,9 +625,14 @@ impl Ctx {
     }
 }
 
+/// Commands the bounded imap-mix check of `harness conform` completes at the least.
+pub const MIX_CHECK_MIN_COMMANDS: u64 = 1000;
+
 /// imap-mix as a conformance check (the `@concurrency` scenarios): `clients` clients on
-/// account `account` of a resolved target for `duration`, on mailboxes of their own that are
-/// deleted afterwards. Returns the findings and how many commands failed outright.
+/// account `account` of a resolved target for `duration`, and on past it until they have
+/// completed [`MIX_CHECK_MIN_COMMANDS`] (five times `duration` at the most), on mailboxes of
+/// their own that are deleted afterwards. Returns the findings and how many commands failed
+/// outright.
 pub async fn imap_mix_check(
     profile: TargetProfile,
     tls: TlsClient,
@@ -647,6 +659,10 @@ pub async fn imap_mix_check(
         last: Some(account),
     };
     options.mix_temporary_mailboxes = true;
+    // A thousand commands at the least, whatever the machine's load: on a busy CI host three seconds
+    // may hold too few for the rarer interleavings a fault shows in.
+    options.mix_min_commands = MIX_CHECK_MIN_COMMANDS;
+    options.mix_overrun = duration * 4;
     let mut ctx = Ctx::new(profile, tls, options);
     ctx.measure_from = Instant::now();
     ctx.end = ctx.measure_from + duration;

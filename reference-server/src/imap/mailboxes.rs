@@ -63,6 +63,9 @@ pub struct Selected {
     pub(super) keywords: BTreeSet<String>,
     /// The `imap_modseq_regress` fault: whether the next MODSEQ reported is lowered.
     pub(super) lower_next_modseq: bool,
+    /// The `imap_expunge_unannounced` fault: expunges of messages this session never heard
+    /// of, waiting to be reported.
+    pub(super) unheard_expunges: usize,
 }
 
 impl Selected {
@@ -97,6 +100,9 @@ impl Selected {
     /// each number is still right when the client reads it; or as one of the faults that get it
     /// wrong.
     fn flush_expunges(&mut self, style: ExpungeStyle, out: &mut Vec<u8>) {
+        for _ in 0..std::mem::take(&mut self.unheard_expunges) {
+            line(out, &format!("* {} EXPUNGE", self.uids.len() + 1));
+        }
         match style {
             ExpungeStyle::Right => {
                 while let Some(uid) = self.pending_expunges.pop_last() {
@@ -582,6 +588,7 @@ impl Session {
             modseq: status.highest_modseq,
             pending_expunges: BTreeSet::new(),
             lower_next_modseq: false,
+            unheard_expunges: 0,
             uids: messages.iter().map(|m| m.uid).collect(),
             flags: messages.into_iter().map(|m| m.flags).collect(),
             recent,
@@ -934,7 +941,15 @@ impl Session {
         if octets.is_empty() {
             return self.refuse(out, tag, "NO", "Cannot append an empty message");
         }
-        let (acct, octets) = (account.to_owned(), octets.to_vec());
+        let mut octets = octets.to_vec();
+        if self.config.faults.has(Policy::ImapAppendBareLf) {
+            let crlf = |i: usize| octets[i] == b'\r' && octets.get(i + 1) == Some(&b'\n');
+            octets = (0..octets.len())
+                .filter(|&i| !crlf(i))
+                .map(|i| octets[i])
+                .collect();
+        }
+        let acct = account.to_owned();
         match db(&self.store, move |s| {
             s.append(&acct, &name, &octets, &flags, date)
         }) {
@@ -1072,6 +1087,12 @@ impl Session {
         selected.dirty = false;
         selected.modseq = selected.modseq.max(highest);
         let condstore = self.condstore;
+        if self.config.faults.has(Policy::ImapExpungeUnannounced) {
+            selected.unheard_expunges += expunged
+                .iter()
+                .filter(|uid| **uid > selected.max_uid)
+                .count();
+        }
         selected.pending_expunges.extend(
             expunged
                 .into_iter()
@@ -1106,12 +1127,29 @@ impl Session {
         }
         selected.recent.extend(recent);
         let before = selected.uids.len();
-        for meta in changed {
-            if meta.uid > selected.max_uid {
-                selected.max_uid = meta.uid;
-                selected.uids.push(meta.uid);
-                selected.flags.push(meta.flags);
+        let mut new: Vec<_> = changed
+            .into_iter()
+            .filter(|meta| meta.uid > selected.max_uid)
+            .collect();
+        if self.config.faults.has(Policy::ImapNewMessagesUnordered) {
+            new.reverse();
+        }
+        let fetch_first = self.config.faults.has(Policy::ImapFetchBeforeExists);
+        for meta in new {
+            selected.max_uid = selected.max_uid.max(meta.uid);
+            selected.uids.push(meta.uid);
+            if fetch_first {
+                line(
+                    out,
+                    &format!(
+                        "* {} FETCH (UID {} FLAGS {})",
+                        selected.uids.len(),
+                        meta.uid,
+                        flag_list(&meta.flags, selected.recent.contains(&meta.uid))
+                    ),
+                );
             }
+            selected.flags.push(meta.flags);
         }
         if selected.uids.len() != before {
             line(out, &format!("* {} EXISTS", selected.uids.len()));

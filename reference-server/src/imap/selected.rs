@@ -34,6 +34,12 @@ use crate::store::{FlagOp, MessageMeta, StoreError};
 /// Whether a number is in a sequence set, `*` standing for `last` (RFC 3501 9: `n:m` equals
 /// `m:n`). Never expands ranges.
 pub(super) fn set_contains(set: &SequenceSet, number: u32, last: u32) -> bool {
+    set_contains_with(set, number, last, false)
+}
+
+/// [`set_contains`], or with `half_open` (the `imap_range_end_excluded` fault) ranges that end
+/// before their high end.
+fn set_contains_with(set: &SequenceSet, number: u32, last: u32, half_open: bool) -> bool {
     let value = |v: &SeqOrUid| match v {
         SeqOrUid::Value(n) => n.get(),
         SeqOrUid::Asterisk => last,
@@ -41,8 +47,8 @@ pub(super) fn set_contains(set: &SequenceSet, number: u32, last: u32) -> bool {
     set.0.as_ref().iter().any(|sequence| match sequence {
         Sequence::Single(v) => value(v) == number,
         Sequence::Range(a, b) => {
-            let (a, b) = (value(a), value(b));
-            (a.min(b)..=a.max(b)).contains(&number)
+            let (low, high) = (value(a).min(value(b)), value(a).max(value(b)));
+            (low..=high).contains(&number) && !(half_open && number == high && low != high)
         }
     })
 }
@@ -62,6 +68,32 @@ fn set_max(set: &SequenceSet) -> u32 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Whether a set has a range of two numbers written high end first, such as `5:2`.
+fn has_reversed_range(set: &SequenceSet) -> bool {
+    set.0.as_ref().iter().any(|sequence| {
+        matches!(sequence, Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b)) if a > b)
+    })
+}
+
+/// A quoted string's escapes removed, for the `imap_quoted_unescaped` fault: `\"` and `\\`
+/// written as the bare character.
+fn unescaped(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut iter = bytes.iter().peekable();
+    while let Some(&b) = iter.next() {
+        if b == b'\\'
+            && let Some(&&next) = iter.peek()
+            && (next == b'"' || next == b'\\')
+        {
+            out.push(next);
+            iter.next();
+            continue;
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Ascending numbers as a compact set: `1:3,5`.
@@ -359,6 +391,10 @@ impl Session {
         uid: bool,
         out: &mut Vec<u8>,
     ) -> Option<Vec<Target>> {
+        if self.config.faults.has(Policy::ImapReversedRangeBad) && has_reversed_range(set) {
+            self.refuse(out, tag, "BAD", "Invalid range: the low end comes first");
+            return None;
+        }
         let selected = self.selected.as_ref()?;
         let count = u32::try_from(selected.uids.len()).unwrap_or(u32::MAX);
         if uid {
@@ -380,9 +416,10 @@ impl Session {
             self.refuse(out, tag, "BAD", "No such message (invalid message number)");
             return None;
         }
+        let half_open = self.config.faults.has(Policy::ImapRangeEndExcluded);
         Some(
             (1..=count)
-                .filter(|seq| set_contains(set, *seq, count))
+                .filter(|seq| set_contains_with(set, *seq, count, half_open))
                 .map(|seq| Target {
                     seq,
                     uid: selected.uids[(seq - 1) as usize],
@@ -567,6 +604,7 @@ impl Session {
             faults.has(Policy::ImapModseqRegress),
         );
         let served_empty = faults.has(Policy::ImapFetchExpungedEmpty);
+        let quoted_unescaped = faults.has(Policy::ImapQuotedUnescaped);
         // Taken out while messages are written, put back if the job pauses.
         let names = std::mem::take(&mut job.names);
         let metas = std::mem::take(&mut job.metas);
@@ -688,6 +726,9 @@ impl Session {
                     }
                     MessageDataItemName::Envelope => {
                         item = encode_item(MessageDataItem::Envelope(message::envelope(&octets)));
+                        if quoted_unescaped {
+                            item = unescaped(&item);
+                        }
                     }
                     MessageDataItemName::BodyStructure => {
                         let structure = if flat {
@@ -1058,8 +1099,9 @@ impl Session {
         let case_sensitive = self.config.faults.has(Policy::ImapSearchCaseSensitive);
         // The `imap_search_beyond_exists` fault numbers the mailbox as it is now, not as the
         // client was told it.
+        let beyond = self.config.faults.has(Policy::ImapSearchBeyondExists);
         let now: Vec<u32>;
-        let numbered = if self.config.faults.has(Policy::ImapSearchBeyondExists) {
+        let numbered = if beyond {
             let mut uids: Vec<u32> = metas.keys().copied().collect();
             uids.sort_unstable();
             now = uids;
@@ -1128,6 +1170,23 @@ impl Session {
             text.push_str(&format!(" (MODSEQ {highest})"));
         }
         line(out, &text);
+        if beyond && let Some(selected) = self.selected.as_mut() {
+            // The fault announces what it numbered, only after the numbers.
+            let before = selected.uids.len();
+            let mut fresh: Vec<&MessageMeta> = metas
+                .values()
+                .filter(|m| m.uid > selected.max_uid)
+                .collect();
+            fresh.sort_unstable_by_key(|m| m.uid);
+            for meta in fresh {
+                selected.max_uid = meta.uid;
+                selected.uids.push(meta.uid);
+                selected.flags.push(meta.flags.clone());
+            }
+            if selected.uids.len() != before {
+                line(out, &format!("* {} EXISTS", selected.uids.len()));
+            }
+        }
         ok(out, tag, "SEARCH completed");
     }
 }

@@ -43,12 +43,14 @@ fn digest(bytes: &[u8]) -> u64 {
 
 /// The token of a message this harness appended: the value of its `X-Harness-Mix` header.
 pub fn token_of(message: &[u8]) -> Option<String> {
+    // Line ends as sent or, from a server that altered them, bare LF: the token still names
+    // the message, so that the alteration is reported.
     let header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
+        .windows(2)
+        .position(|w| w == b"\n\n" || w == b"\n\r")
         .unwrap_or(message.len());
     let head = std::str::from_utf8(&message[..header_end]).ok()?;
-    head.split("\r\n").find_map(|line| {
+    head.split('\n').find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.eq_ignore_ascii_case(TOKEN_HEADER)
             .then(|| value.trim().to_owned())
@@ -346,5 +348,10 @@ mod tests {
             Some("abc".into())
         );
         assert_eq!(token_of(b"Subject: x\r\n\r\nX-Harness-Mix: no\r\n"), None);
+        assert_eq!(
+            token_of(b"Subject: x\nX-Harness-Mix: abc\n\nX-Harness-Mix: no\n"),
+            Some("abc".into())
+        );
+        assert_eq!(token_of(b"Subject: x\n\nX-Harness-Mix: no\n"), None);
     }
 }

@@ -195,6 +195,9 @@ enum Op {
     Store,
     UidStore,
     Append,
+    /// A draft saved to the selected mailbox and discarded at once (APPEND with \Deleted, UID
+    /// EXPUNGE), so that other sessions often learn of a message and its expunge together.
+    Draft,
     Copy,
     Move,
     Expunge,
@@ -208,7 +211,7 @@ enum Op {
 }
 
 /// Weights out of the whole mix.
-const WEIGHTS: [(Op, u32); 18] = [
+const WEIGHTS: [(Op, u32); 19] = [
     (Op::FetchFlags, 10),
     (Op::UidFetchFlags, 8),
     (Op::FetchMeta, 6),
@@ -217,6 +220,7 @@ const WEIGHTS: [(Op, u32); 18] = [
     (Op::Store, 10),
     (Op::UidStore, 6),
     (Op::Append, 9),
+    (Op::Draft, 4),
     (Op::Copy, 3),
     (Op::Move, 3),
     (Op::Expunge, 4),
@@ -435,8 +439,14 @@ fn message_for(run_id: &str, client: usize, n: u64, multipart: bool) -> (String,
         format!("c{client}")
     };
     let token = format!("{run_id}.{who}.{n}");
+    // Now and then a subject a quoted string must escape.
+    let subject = if n.is_multiple_of(3) {
+        format!("mix {token} re: \"quoted\" a\\b")
+    } else {
+        format!("mix {token}")
+    };
     let mut text = format!(
-        "From: <mix-{who}@harness.test>\r\nTo: <mix@harness.test>\r\nSubject: mix {token}\r\n\
+        "From: <mix-{who}@harness.test>\r\nTo: <mix@harness.test>\r\nSubject: {subject}\r\n\
          Message-ID: <{token}@mix.harness.test>\r\n{TOKEN_HEADER}: {token}\r\n\
          Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
     );
@@ -471,7 +481,9 @@ async fn run_client(ctx: &Ctx, shared: &Shared, id: usize) {
     let mut client: Option<Client> = None;
     loop {
         let now = Instant::now();
-        let last = now >= ctx.end || ctx.stopped();
+        let enough = ctx.live_completed.load(Ordering::Relaxed) >= ctx.options.mix_min_commands;
+        let last = (now >= ctx.end && (enough || now >= ctx.end + ctx.options.mix_overrun))
+            || ctx.stopped();
         // Periodic checkpoints end a second before the run does; the final one is at the end.
         let periodic = !every.is_zero()
             && due(next_checkpoint) <= now
@@ -580,10 +592,16 @@ fn finish_record(ctx: &Ctx, record: &Record) {
 /// A random sequence set within `1..=len`: one number or a short range.
 fn sequence_set(rng: &mut fastrand::Rng, len: u32) -> String {
     let first = rng.u32(1..=len);
-    if rng.bool() {
-        first.to_string()
-    } else {
-        format!("{first}:{}", (first + rng.u32(0..4)).min(len))
+    let last = (first + rng.u32(0..4)).min(len);
+    range(rng, first, last)
+}
+
+/// One number or a range of two, the range now and then high end first, as RFC 3501 9 allows.
+fn range(rng: &mut fastrand::Rng, low: impl ToString, high: impl ToString) -> String {
+    match rng.u8(..4) {
+        0 | 1 => low.to_string(),
+        2 => format!("{}:{}", low.to_string(), high.to_string()),
+        _ => format!("{}:{}", high.to_string(), low.to_string()),
     }
 }
 
@@ -721,7 +739,8 @@ impl Client {
             self.finding(shared, finding, &line);
         }
         self.view = Some(view);
-        self.fetch_all(ctx, shared).await
+        self.fetch_all(ctx, shared).await?;
+        Ok(())
     }
 
     fn fetch_items(&self, base: &str) -> String {
@@ -732,22 +751,31 @@ impl Client {
         }
     }
 
-    /// `FETCH 1:* (UID FLAGS)`: every message's UID and flags.
-    async fn fetch_all(&mut self, ctx: &Ctx, shared: &Shared) -> Step {
+    /// `FETCH 1:* (UID FLAGS)`: every message's UID and flags. Returns the message numbers
+    /// the FETCH responses named, if the command was sent and succeeded.
+    async fn fetch_all(
+        &mut self,
+        ctx: &Ctx,
+        shared: &Shared,
+    ) -> Result<Option<BTreeSet<u32>>, Failure> {
         if self.view.as_ref().is_none_or(View::is_empty) {
-            return Ok(());
+            return Ok(None);
         }
         let line = format!("FETCH 1:* {}", self.fetch_items("UID FLAGS"));
-        self.tolerant(
-            ctx,
-            shared,
-            Phase::Fetch,
-            &line,
-            During::SequenceCommand,
-            Refusable::Fetch,
-        )
-        .await?;
-        Ok(())
+        let result = self
+            .command(ctx, shared, Phase::Fetch, &line, During::SequenceCommand)
+            .await?;
+        self.refused(shared, &line, &result, Refusable::Fetch);
+        Ok(result.is_ok().then(|| {
+            result
+                .untagged
+                .iter()
+                .filter_map(|response| match response {
+                    Response::Fetch(fetch) => Some(fetch.seq),
+                    _ => None,
+                })
+                .collect()
+        }))
     }
 
     /// A command on messages that another session may have expunged meanwhile: a NO to it
@@ -803,6 +831,7 @@ impl Client {
                 Op::Copy => len > 0,
                 Op::Move => writable && len > 0 && self.caps.move_,
                 Op::Idle => self.caps.idle && view.is_some(),
+                Op::Draft => writable && self.caps.uidplus,
                 Op::Append | Op::Status | Op::Noop | Op::Switch => true,
             };
             if !available {
@@ -810,7 +839,7 @@ impl Client {
             }
             match op {
                 Op::Expunge | Op::UidExpunge | Op::Move if len > SOFT_CAP => base * 6,
-                Op::Append | Op::Copy if len > SOFT_CAP => 1,
+                Op::Append | Op::Copy | Op::Draft if len > SOFT_CAP => 1,
                 _ => base,
             }
         };
@@ -956,7 +985,8 @@ impl Client {
                 self.command(ctx, shared, Phase::Store, &line, During::Other)
                     .await?;
             }
-            Op::Append => self.append(ctx, shared, rng).await?,
+            Op::Append => self.append(ctx, shared, rng, false).await?,
+            Op::Draft => self.append(ctx, shared, rng, true).await?,
             Op::Copy | Op::Move => self.copy(ctx, shared, rng, op == Op::Move).await?,
             Op::Expunge => {
                 let count = if len > SOFT_CAP { 8 } else { 1 };
@@ -1067,12 +1097,8 @@ impl Client {
             return "1:*".into();
         }
         let first = rng.usize(..uids.len());
-        if rng.bool() {
-            uids[first].to_string()
-        } else {
-            let last = (first + rng.usize(0..4)).min(uids.len() - 1);
-            format!("{}:{}", uids[first], uids[last])
-        }
+        let last = (first + rng.usize(0..4)).min(uids.len() - 1);
+        range(rng, uids[first], uids[last])
     }
 
     /// `count` flags to set or clear: system flags, and keywords if the server takes them.
@@ -1097,12 +1123,26 @@ impl Client {
         chosen
     }
 
-    async fn append(&mut self, ctx: &Ctx, shared: &Shared, rng: &mut fastrand::Rng) -> Step {
-        let mailbox = shared.mailboxes[rng.usize(..shared.mailboxes.len())].clone();
+    /// APPEND to a random mailbox; or, for a draft, to the selected one, then discarded.
+    async fn append(
+        &mut self,
+        ctx: &Ctx,
+        shared: &Shared,
+        rng: &mut fastrand::Rng,
+        draft: bool,
+    ) -> Step {
+        let mailbox = match (&self.view, draft) {
+            (Some(view), true) => view.mailbox.clone(),
+            _ => shared.mailboxes[rng.usize(..shared.mailboxes.len())].clone(),
+        };
         let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
         let (token, message) = message_for(&ctx.run_id, self.id, n, rng.u8(..4) == 0);
         let count = rng.usize(0..3);
-        let flags = self.some_flags(rng, count);
+        let flags = if draft {
+            vec!["\\Draft".to_owned(), "\\Deleted".to_owned()]
+        } else {
+            self.some_flags(rng, count)
+        };
         let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
         let date = format!(
             "{:02}-Nov-2026 {:02}:{:02}:07 +0100",
@@ -1157,6 +1197,14 @@ impl Client {
             );
             if let Some(finding) = finding {
                 self.finding(shared, finding, &line);
+            }
+            if draft && let Some(uid) = uids.iter().next() {
+                // Discarded by UID at once (it was saved \Deleted, as a client that keeps no
+                // draft does), so that other sessions often learn of it and of its expunge in
+                // one go. A server that leaves it in place breaks nothing the mix checks.
+                let line = format!("UID EXPUNGE {uid}");
+                self.command(ctx, shared, Phase::Expunge, &line, During::Other)
+                    .await?;
             }
         }
         Ok(())
@@ -1331,7 +1379,7 @@ impl Client {
             .as_ref()
             .map(|v| v.slots.clone())
             .unwrap_or_default();
-        self.fetch_all(ctx, shared).await?;
+        let answered = self.fetch_all(ctx, shared).await?;
         let Some(view) = &self.view else {
             return Ok(None);
         };
@@ -1366,7 +1414,14 @@ impl Client {
                 line,
             );
         }
-        let missing = view.slots.iter().filter(|s| s.uid.is_none()).count();
+        // Every message the client knew of before the FETCH must be answered for (`*` may
+        // stand for more, if an EXISTS came first), and every message must have a UID by now.
+        let unanswered = answered.map_or(0, |answered| {
+            (1..=before.len())
+                .filter(|&n| !answered.contains(&u32::try_from(n).unwrap_or(u32::MAX)))
+                .count()
+        });
+        let missing = unanswered.max(view.slots.iter().filter(|s| s.uid.is_none()).count());
         if missing > 0 {
             self.finding(
                 shared,
