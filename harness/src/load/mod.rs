@@ -659,8 +659,8 @@ pub async fn imap_mix_check(
         last: Some(account),
     };
     options.mix_temporary_mailboxes = true;
-    // A thousand commands at the least, whatever the machine's load: on a busy CI host three seconds
-    // may hold too few for the rarer interleavings a fault shows in.
+    // A thousand commands at the least, whatever the machine's load: on a busy CI host three
+    // seconds may hold too few for the rarer interleavings a fault shows in.
     options.mix_min_commands = MIX_CHECK_MIN_COMMANDS;
     options.mix_overrun = duration * 4;
     let mut ctx = Ctx::new(profile, tls, options);

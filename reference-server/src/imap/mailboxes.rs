@@ -143,6 +143,13 @@ impl Selected {
         }
     }
 
+    /// Adds a message new to the client at the end of the view (the caller announces it).
+    pub(super) fn admit(&mut self, uid: u32, flags: Vec<String>) {
+        self.max_uid = self.max_uid.max(uid);
+        self.uids.push(uid);
+        self.flags.push(flags);
+    }
+
     /// Removes a message from the view, returning its message number for the EXPUNGE response.
     pub(super) fn remove(&mut self, uid: u32) -> Option<u32> {
         let index = self.uids.binary_search(&uid).ok()?;
@@ -1136,20 +1143,18 @@ impl Session {
         }
         let fetch_first = self.config.faults.has(Policy::ImapFetchBeforeExists);
         for meta in new {
-            selected.max_uid = selected.max_uid.max(meta.uid);
-            selected.uids.push(meta.uid);
             if fetch_first {
                 line(
                     out,
                     &format!(
                         "* {} FETCH (UID {} FLAGS {})",
-                        selected.uids.len(),
+                        selected.uids.len() + 1,
                         meta.uid,
                         flag_list(&meta.flags, selected.recent.contains(&meta.uid))
                     ),
                 );
             }
-            selected.flags.push(meta.flags);
+            selected.admit(meta.uid, meta.flags);
         }
         if selected.uids.len() != before {
             line(out, &format!("* {} EXISTS", selected.uids.len()));

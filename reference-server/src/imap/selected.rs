@@ -1179,9 +1179,7 @@ impl Session {
                 .collect();
             fresh.sort_unstable_by_key(|m| m.uid);
             for meta in fresh {
-                selected.max_uid = meta.uid;
-                selected.uids.push(meta.uid);
-                selected.flags.push(meta.flags.clone());
+                selected.admit(meta.uid, meta.flags.clone());
             }
             if selected.uids.len() != before {
                 line(out, &format!("* {} EXISTS", selected.uids.len()));

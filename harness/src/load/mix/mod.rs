@@ -597,11 +597,11 @@ fn sequence_set(rng: &mut fastrand::Rng, len: u32) -> String {
 }
 
 /// One number or a range of two, the range now and then high end first, as RFC 3501 9 allows.
-fn range(rng: &mut fastrand::Rng, low: impl ToString, high: impl ToString) -> String {
+fn range(rng: &mut fastrand::Rng, low: u32, high: u32) -> String {
     match rng.u8(..4) {
         0 | 1 => low.to_string(),
-        2 => format!("{}:{}", low.to_string(), high.to_string()),
-        _ => format!("{}:{}", high.to_string(), low.to_string()),
+        2 => format!("{low}:{high}"),
+        _ => format!("{high}:{low}"),
     }
 }
 
@@ -763,9 +763,15 @@ impl Client {
         }
         let line = format!("FETCH 1:* {}", self.fetch_items("UID FLAGS"));
         let result = self
-            .command(ctx, shared, Phase::Fetch, &line, During::SequenceCommand)
+            .tolerant(
+                ctx,
+                shared,
+                Phase::Fetch,
+                &line,
+                During::SequenceCommand,
+                Refusable::Fetch,
+            )
             .await?;
-        self.refused(shared, &line, &result, Refusable::Fetch);
         Ok(result.is_ok().then(|| {
             result
                 .untagged
@@ -788,10 +794,10 @@ impl Client {
         line: &str,
         during: During,
         what: Refusable,
-    ) -> Step {
+    ) -> Result<CommandResult, Failure> {
         let result = self.command(ctx, shared, phase, line, during).await?;
         self.refused(shared, line, &result, what);
-        Ok(())
+        Ok(result)
     }
 
     /// A NO that RFC 2180 allows for a message another session expunged: reported, not failed.
